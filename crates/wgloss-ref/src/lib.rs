@@ -1,0 +1,88 @@
+//! f64 CPU reference of every wgloss loss: the forward value and the analytic
+//! gradient with respect to the prediction.
+//!
+//! Everything here is computed in plain `f64` with the most direct formula, so
+//! the conformance suite can compare the GPU kernels (forward and backward)
+//! against it. Shape mismatches and invalid hyper-parameters panic.
+
+mod regression;
+
+pub use regression::*;
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+/// How per-element losses are combined, as in torch's `reduction=` argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// Per-element losses, same shape as the input.
+    None,
+    /// Sum of the per-element losses divided by their count (0 for an empty input).
+    Mean,
+    /// Sum of the per-element losses.
+    Sum,
+}
+
+/// Loss value and the gradient of the reduced loss w.r.t. `pred`, multiplied by `grad_scale`.
+#[derive(Clone, Debug)]
+pub struct LossGrad {
+    /// 0-d for `Mean`/`Sum` (and for rmse/rmsle); the input's shape for `None`.
+    pub loss: ArrayD<f64>,
+    /// Same shape as `pred`.
+    pub grad: ArrayD<f64>,
+}
+
+/// A 0-d array holding `x`.
+pub(crate) fn scalar(x: f64) -> ArrayD<f64> {
+    ArrayD::from_elem(IxDyn(&[]), x)
+}
+
+/// Separable loss: `f(p, t) = (loss, dloss/dp)` per element, then the reduction.
+///
+/// `None`: per-element loss, grad = `grad_scale·d`; `Sum`: Σ loss, grad =
+/// `grad_scale·d`; `Mean`: Σ loss / n, grad = `grad_scale·d / n` (loss 0 when n = 0).
+pub(crate) fn elementwise(
+    pred: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    reduction: Reduction,
+    grad_scale: f64,
+    f: impl Fn(f64, f64) -> (f64, f64),
+) -> LossGrad {
+    elementwise_indexed(pred, target, reduction, grad_scale, |_, p, t| f(p, t))
+}
+
+/// [`elementwise`] whose kernel also receives the row-major flat index of the element.
+pub(crate) fn elementwise_indexed(
+    pred: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    reduction: Reduction,
+    grad_scale: f64,
+    f: impl Fn(usize, f64, f64) -> (f64, f64),
+) -> LossGrad {
+    assert_eq!(
+        pred.shape(),
+        target.shape(),
+        "pred and target shapes differ"
+    );
+    let n = pred.len();
+    let (losses, derivs): (Vec<f64>, Vec<f64>) = pred
+        .iter()
+        .zip(target.iter())
+        .enumerate()
+        .map(|(i, (&p, &t))| f(i, p, t))
+        .unzip();
+    let scale = match reduction {
+        Reduction::Mean if n > 0 => grad_scale / n as f64,
+        _ => grad_scale,
+    };
+    let grad = ArrayD::from_shape_vec(pred.raw_dim(), derivs.iter().map(|d| scale * d).collect())
+        .expect("length matches shape");
+    let loss = match reduction {
+        Reduction::None => {
+            ArrayD::from_shape_vec(pred.raw_dim(), losses).expect("length matches shape")
+        }
+        Reduction::Sum => scalar(losses.iter().sum()),
+        Reduction::Mean if n == 0 => scalar(0.0),
+        Reduction::Mean => scalar(losses.iter().sum::<f64>() / n as f64),
+    };
+    LossGrad { loss, grad }
+}

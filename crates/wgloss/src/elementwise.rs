@@ -1,0 +1,478 @@
+//! Host side of the element-wise driver (`shaders/elementwise.wgsl`): validation, segmentation
+//! of inputs larger than one storage binding, per-segment parameters and the dispatch sequence
+//! of each plan.
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::PipelineKey;
+use crate::kernel::Kernel;
+use crate::{Gpu, LossOutput, Reduction, Tensor};
+
+/// Invocations per workgroup of every element-wise kernel.
+const WG: usize = 256;
+/// Stride of per-segment parameter blocks in the uniform buffer (the largest uniform offset
+/// alignment WebGPU allows).
+const PARAMS_STRIDE: u64 = 256;
+
+/// How the driver's passes are sequenced for one loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// `fused` writes gradient and partials, `reduce` finishes the loss.
+    OnePass,
+    /// `fused` without gradient, `reduce` as sqrt(mean) with the gradient coefficient, `apply`.
+    Root,
+    /// `coord_stats`, `coord_update`, then as `OnePass` (per-coordinate state).
+    CoordStats,
+    /// `fused_kth` and `reduce_kth` (k-th smallest residual recorded into the state).
+    Kth,
+}
+
+/// A validated element-wise loss, ready to encode. Built by each loss's `spec`.
+#[derive(Debug)]
+pub struct ElementwiseSpec<'a> {
+    pub(crate) kernel: &'static Kernel,
+    pub(crate) plan: Plan,
+    pub(crate) p: [f32; 4],
+    pub(crate) coords: u32,
+    pub(crate) k: u32,
+    pub(crate) iters: u32,
+    pub(crate) state: Option<&'a wgpu::Buffer>,
+    pub(crate) reduction: Reduction,
+    pub(crate) grad_scale: f32,
+}
+
+impl<'a> ElementwiseSpec<'a> {
+    pub(crate) fn new(kernel: &'static Kernel, reduction: Reduction, grad_scale: f32) -> Self {
+        Self {
+            kernel,
+            plan: Plan::OnePass,
+            p: [0.0; 4],
+            coords: 1,
+            k: 0,
+            iters: 0,
+            state: None,
+            reduction,
+            grad_scale,
+        }
+    }
+
+    pub(crate) fn params(mut self, p: [f32; 4]) -> Self {
+        self.p = p;
+        self
+    }
+
+    pub(crate) fn plan(mut self, plan: Plan) -> Self {
+        self.plan = plan;
+        self
+    }
+}
+
+/// Per-segment uniform block; mirrors `Params` in `elementwise.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    elem_base: u32,
+    wg_base: u32,
+    num_partials: u32,
+    coords: u32,
+    k: u32,
+    iters: u32,
+    total: u32,
+    grad_scale: f32,
+    loss_scale: f32,
+    pad: [f32; 2],
+    p: [f32; 4],
+}
+
+/// A slice of the inputs that fits one storage binding.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    start: usize,
+    len: usize,
+    workgroups: usize,
+    wg_base: usize,
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Largest element count per segment: fits the device's storage binding size, starts every
+/// segment at an offset aligned for binding, and on a row boundary of `coords`.
+fn segment_len(gpu: &Gpu, coords: usize) -> usize {
+    let limits = gpu.limits();
+    let align = (limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+    let unit = align / gcd(align, coords) * coords;
+    let max_elems = (limits.max_storage_buffer_binding_size / 4).min(u32::MAX as u64 / 2) as usize;
+    (max_elems / unit).max(1) * unit
+}
+
+fn segments(n: usize, seg_len: usize, max_workgroups: usize) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut wg_base = 0;
+    while start < n {
+        let len = seg_len.min(n - start);
+        let workgroups = len.div_ceil(WG).min(max_workgroups);
+        out.push(Segment {
+            start,
+            len,
+            workgroups,
+            wg_base,
+        });
+        start += len;
+        wg_base += workgroups;
+    }
+    out
+}
+
+fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+/// Layout of `elementwise.wgsl`: inputs read-only, outputs and scratch read-write, one uniform.
+fn elementwise_layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    gpu.layout(
+        "elementwise",
+        &[
+            storage(0, true),
+            storage(1, true),
+            storage(2, false),
+            storage(3, false),
+            storage(4, false),
+            storage(5, false),
+            wgpu::BindGroupLayoutEntry {
+                binding: 6,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            },
+        ],
+    )
+}
+
+/// Checks that `pred`, `target` and `out` agree and can be bound.
+fn validate(
+    gpu: &Gpu,
+    spec: &ElementwiseSpec<'_>,
+    pred: &Tensor,
+    target: &Tensor,
+    out: &LossOutput,
+) -> Result<()> {
+    if target.shape() != pred.shape() {
+        return Err(Error::ShapeMismatch {
+            name: "target",
+            expected: pred.shape().to_vec(),
+            got: target.shape().to_vec(),
+        });
+    }
+    if out.grad.shape() != pred.shape() {
+        return Err(Error::ShapeMismatch {
+            name: "grad",
+            expected: pred.shape().to_vec(),
+            got: out.grad.shape().to_vec(),
+        });
+    }
+    let loss_len = match spec.reduction {
+        Reduction::None => pred.len(),
+        Reduction::Mean | Reduction::Sum => 1,
+    };
+    if out.loss.len() != loss_len {
+        return Err(Error::ShapeMismatch {
+            name: "loss",
+            expected: LossOutput::loss_shape(pred.shape(), spec.reduction),
+            got: out.loss.shape().to_vec(),
+        });
+    }
+    if pred.len() > u32::MAX as usize {
+        return Err(Error::InvalidShape {
+            name: "pred",
+            got: pred.shape().to_vec(),
+            why: "more than 2^32 - 1 elements",
+        });
+    }
+    for (t, name) in [
+        (pred, "pred"),
+        (target, "target"),
+        (&out.grad, "grad"),
+        (&out.loss, "loss"),
+    ] {
+        t.check_bindable(gpu, name)?;
+    }
+    if pred.is_empty()
+        && spec.reduction != Reduction::None
+        && !out
+            .loss
+            .buffer()
+            .usage()
+            .contains(wgpu::BufferUsages::COPY_DST)
+    {
+        return Err(Error::MissingUsage {
+            name: "loss",
+            missing: wgpu::BufferUsages::COPY_DST,
+        });
+    }
+    Ok(())
+}
+
+fn scratch(gpu: &Gpu, label: &str, floats: usize) -> wgpu::Buffer {
+    gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: 4 * floats.max(4) as u64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+/// Records the passes of `spec` into `encoder`. Nothing is recorded if validation fails.
+pub(crate) fn encode(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    spec: &ElementwiseSpec<'_>,
+    pred: &Tensor,
+    target: &Tensor,
+    out: &LossOutput,
+) -> Result<()> {
+    validate(gpu, spec, pred, target, out)?;
+    let n = pred.len();
+    if n == 0 {
+        // An empty batch: loss 0 (documented; torch gives NaN under mean), no gradient to write.
+        if spec.reduction != Reduction::None {
+            encoder.clear_buffer(out.loss.buffer(), out.loss.offset(), Some(4));
+        }
+        return Ok(());
+    }
+    let coords = spec.coords as usize;
+    let segs = segments(n, segment_len(gpu, coords), gpu.max_workgroups());
+    let num_partials: usize = segs.iter().map(|s| s.workgroups).sum();
+    let per_element = spec.reduction == Reduction::None;
+    let (loss_scale, grad_scale) = match (spec.plan, spec.reduction) {
+        (Plan::Root, _) => (1.0 / n as f64, f64::from(spec.grad_scale)),
+        (_, Reduction::Mean) => (1.0 / n as f64, f64::from(spec.grad_scale) / n as f64),
+        (_, Reduction::Sum | Reduction::None) => (1.0, f64::from(spec.grad_scale)),
+    };
+
+    let mut blocks = vec![0u8; PARAMS_STRIDE as usize * segs.len()];
+    for (i, s) in segs.iter().enumerate() {
+        let params = Params {
+            n: s.len as u32,
+            elem_base: s.start as u32,
+            wg_base: s.wg_base as u32,
+            num_partials: num_partials as u32,
+            coords: spec.coords,
+            k: spec.k,
+            iters: spec.iters,
+            total: n as u32,
+            grad_scale: grad_scale as f32,
+            loss_scale: loss_scale as f32,
+            pad: [0.0; 2],
+            p: spec.p,
+        };
+        let at = i * PARAMS_STRIDE as usize;
+        blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&params));
+    }
+    let device = gpu.device();
+    let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("wgloss params"),
+        contents: &blocks,
+        usage: wgpu::BufferUsages::UNIFORM,
+    });
+    let partial_floats = match spec.plan {
+        Plan::OnePass | Plan::Root => num_partials,
+        Plan::CoordStats => num_partials * coords * 2,
+        Plan::Kth => num_partials * (1 + spec.k as usize),
+    };
+    let partials = scratch(gpu, "wgloss partials", partial_floats);
+    let own_state;
+    let state = match spec.state {
+        Some(s) => s,
+        None => {
+            own_state = scratch(gpu, "wgloss state", 4);
+            &own_state
+        }
+    };
+
+    let (bgl, layout) = elementwise_layout(gpu);
+    let groups: Vec<wgpu::BindGroup> = segs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let loss = if per_element {
+                out.loss.binding(s.start, s.len)
+            } else {
+                out.loss.binding(0, 1)
+            };
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgloss elementwise"),
+                layout: &bgl,
+                entries: &[
+                    entry(0, pred.binding(s.start, s.len)),
+                    entry(1, target.binding(s.start, s.len)),
+                    entry(2, out.grad.binding(s.start, s.len)),
+                    entry(3, loss),
+                    entry(4, partials.as_entire_binding()),
+                    entry(5, state.as_entire_binding()),
+                    entry(
+                        6,
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &uniforms,
+                            offset: i as u64 * PARAMS_STRIDE,
+                            size: wgpu::BufferSize::new(size_of::<Params>() as u64),
+                        }),
+                    ),
+                ],
+            })
+        })
+        .collect();
+
+    let pipeline = |entry: &'static str, write_grad: bool, root: bool| {
+        gpu.pipeline(
+            spec.kernel,
+            PipelineKey {
+                kernel: spec.kernel.name,
+                entry,
+                overrides: vec![
+                    ("PER_ELEMENT", per_element),
+                    ("WRITE_GRAD", write_grad),
+                    ("ROOT", root),
+                ],
+            },
+            &layout,
+        )
+    };
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(spec.kernel.name),
+        timestamp_writes: None,
+    });
+    let over_segments = |pass: &mut wgpu::ComputePass<'_>, p: &wgpu::ComputePipeline| {
+        pass.set_pipeline(p);
+        for (s, g) in segs.iter().zip(&groups) {
+            pass.set_bind_group(0, g, &[]);
+            pass.dispatch_workgroups(s.workgroups as u32, 1, 1);
+        }
+    };
+    let once = |pass: &mut wgpu::ComputePass<'_>, p: &wgpu::ComputePipeline| {
+        pass.set_pipeline(p);
+        pass.set_bind_group(0, &groups[0], &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+    };
+    match spec.plan {
+        Plan::OnePass | Plan::CoordStats => {
+            if spec.plan == Plan::CoordStats {
+                over_segments(&mut pass, &pipeline("coord_stats", true, false));
+                once(&mut pass, &pipeline("coord_update", true, false));
+            }
+            over_segments(&mut pass, &pipeline("fused", true, false));
+            if !per_element {
+                once(&mut pass, &pipeline("reduce", true, false));
+            }
+        }
+        Plan::Root => {
+            over_segments(&mut pass, &pipeline("fused", false, true));
+            once(&mut pass, &pipeline("reduce", false, true));
+            over_segments(&mut pass, &pipeline("apply", false, true));
+        }
+        Plan::Kth => {
+            over_segments(&mut pass, &pipeline("fused_kth", true, false));
+            once(&mut pass, &pipeline("reduce_kth", true, false));
+        }
+    }
+    Ok(())
+}
+
+fn entry(binding: u32, resource: wgpu::BindingResource<'_>) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry { binding, resource }
+}
+
+/// Records a plain copy of `src` into `dst` with the same grid-stride shape and segmentation as
+/// the loss kernels: the bandwidth roofline of the benchmarks.
+pub fn encode_copy(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    src: &Tensor,
+    dst: &Tensor,
+) -> Result<()> {
+    if src.shape() != dst.shape() {
+        return Err(Error::ShapeMismatch {
+            name: "dst",
+            expected: src.shape().to_vec(),
+            got: dst.shape().to_vec(),
+        });
+    }
+    src.check_bindable(gpu, "src")?;
+    dst.check_bindable(gpu, "dst")?;
+    gpu.scoped(|| {
+        let (bgl, layout) = gpu.layout("copy", &[storage(0, true), storage(1, false)]);
+        let kernel = &crate::kernel::COPY;
+        let pipeline = gpu.pipeline(
+            kernel,
+            PipelineKey {
+                kernel: kernel.name,
+                entry: "copy",
+                overrides: Vec::new(),
+            },
+            &layout,
+        );
+        let segs = segments(src.len(), segment_len(gpu, 1), gpu.max_workgroups());
+        let groups: Vec<wgpu::BindGroup> = segs
+            .iter()
+            .map(|s| {
+                gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgloss copy"),
+                    layout: &bgl,
+                    entries: &[
+                        entry(0, src.binding(s.start, s.len)),
+                        entry(1, dst.binding(s.start, s.len)),
+                    ],
+                })
+            })
+            .collect();
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("copy"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        for (s, g) in segs.iter().zip(&groups) {
+            pass.set_bind_group(0, g, &[]);
+            pass.dispatch_workgroups(s.workgroups as u32, 1, 1);
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cover_the_input_in_order() {
+        let segs = segments(1000, 256, 4096);
+        let lens: Vec<usize> = segs.iter().map(|s| s.len).collect();
+        assert_eq!(lens, [256, 256, 256, 232]);
+        assert_eq!(segs[3].start, 768);
+        assert_eq!(segs[3].wg_base, 3);
+        let big = segments(40_000_003, 33_554_432, 4096);
+        assert_eq!(big.len(), 2);
+        assert_eq!(big[0].workgroups, 4096);
+        assert_eq!(big[1].len, 40_000_003 - 33_554_432);
+    }
+}

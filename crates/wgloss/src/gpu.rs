@@ -1,0 +1,320 @@
+//! The GPU context: the one place that creates devices, plus the pipeline cache and the
+//! submit / wait / download helpers every loss uses.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::error::{Error, Result};
+
+/// Printed whenever no adapter can be found.
+pub const INSTALL_HINT: &str =
+    "install a Vulkan driver, e.g. `apt-get install -y mesa-vulkan-drivers` \
+(Mesa's software adapter lavapipe) on Debian/Ubuntu, or run `cargo xtask test`, which installs it";
+
+/// Key of a cached compute pipeline: kernel, entry point and override constants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    pub kernel: &'static str,
+    pub entry: &'static str,
+    pub overrides: Vec<(&'static str, bool)>,
+}
+
+/// A device and queue plus everything wgloss caches for them.
+///
+/// Create one with [`Gpu::new`] (adapter chosen from the environment) or adopt a caller's device
+/// with [`Gpu::from_wgpu`]. Cloning is cheap and shares the cache.
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: Option<wgpu::AdapterInfo>,
+    max_workgroups: usize,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    layouts: Mutex<HashMap<&'static str, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.adapter_name())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Gpu {
+    /// Picks an adapter honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`,
+    /// falling back to a software adapter when that is all there is, and requests a device with
+    /// the adapter's real limits (storage binding and buffer sizes included).
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    async fn new_async() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = Self::pick_adapter(&instance).await?;
+        let wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgloss"),
+                required_features: adapter.features() & wanted,
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(Self::build(device, queue, Some(adapter.get_info())))
+    }
+
+    async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+        let no_adapter = |reason: String| Error::NoAdapter {
+            reason,
+            hint: INSTALL_HINT,
+        };
+        if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+            let wanted = wanted.to_lowercase();
+            let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            return adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+                .ok_or_else(|| {
+                    no_adapter(format!(
+                        "WGPU_ADAPTER_NAME={wanted} matches none of {names:?}"
+                    ))
+                });
+        }
+        let power_preference = wgpu::PowerPreference::from_env().unwrap_or_default();
+        let mut last = None;
+        for force_fallback_adapter in [false, true] {
+            match instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference,
+                    force_fallback_adapter,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(adapter) => return Ok(adapter),
+                Err(e) => last = Some(e.to_string()),
+            }
+        }
+        Err(no_adapter(last.unwrap_or_default()))
+    }
+
+    /// Adopts a caller's device and queue, so wgloss lives inside an existing pipeline. Kernels
+    /// respect the device's limits as they were requested.
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Self::build(device, queue, None)
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>) -> Self {
+        // A CPU adapter (lavapipe) runs a workgroup's invocations as coroutines on a few threads,
+        // where every barrier costs a round of switches: few workgroups that each stride over
+        // many elements are fastest there. A GPU needs thousands of workgroups to fill its cores.
+        let cpu = info
+            .as_ref()
+            .is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu);
+        let max_workgroups = std::env::var("WGLOSS_MAX_WORKGROUPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| (1..=65_535).contains(&n))
+            .unwrap_or(if cpu { 64 } else { 4096 });
+        Self {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                max_workgroups,
+                modules: Mutex::default(),
+                pipelines: Mutex::default(),
+                layouts: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The device's limits.
+    pub fn limits(&self) -> wgpu::Limits {
+        self.inner.device.limits()
+    }
+
+    /// Most workgroups one element-wise dispatch uses; invocations stride over the rest. 64 on a
+    /// CPU adapter, 4096 otherwise; `WGLOSS_MAX_WORKGROUPS` overrides it (1..=65535).
+    pub fn max_workgroups(&self) -> usize {
+        self.inner.max_workgroups
+    }
+
+    /// Adapter information, when wgloss created the device.
+    pub fn adapter_info(&self) -> Option<&wgpu::AdapterInfo> {
+        self.inner.info.as_ref()
+    }
+
+    /// A human-readable adapter name ("llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)").
+    pub fn adapter_name(&self) -> String {
+        match &self.inner.info {
+            Some(i) => format!("{} ({:?}, {})", i.name, i.backend, i.driver_info),
+            None => "caller-provided device".to_string(),
+        }
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and returns the first error
+    /// wgpu reports, or `f`'s own result.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self
+            .device()
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self
+            .device()
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let validation = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(oom.pop());
+        if let Some(e) = validation.or(oom) {
+            return Err(e.into());
+        }
+        out
+    }
+
+    /// Submits `encoder` and blocks until the device has finished it.
+    pub fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
+        self.scoped(|| {
+            self.queue().submit([encoder.finish()]);
+            Ok(())
+        })?;
+        self.device().poll(wgpu::PollType::wait_indefinitely())?;
+        Ok(())
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` back to the host.
+    pub(crate) fn read_bytes(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.scoped(|| {
+            let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgloss download"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = self.device().create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+            self.queue().submit([encoder.finish()]);
+            Ok(staging)
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device().poll(wgpu::PollType::wait_indefinitely())?;
+        rx.recv()
+            .map_err(|_| Error::Internal("map callback dropped".into()))??;
+        let bytes = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Internal(format!("mapped range: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+
+    /// The shader module of `kernel`, composed from its source parts and cached.
+    fn module(&self, kernel: &crate::kernel::Kernel) -> wgpu::ShaderModule {
+        let mut modules = lock(&self.inner.modules);
+        modules
+            .entry(kernel.name)
+            .or_insert_with(|| {
+                self.device()
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(kernel.name),
+                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                    })
+            })
+            .clone()
+    }
+
+    /// The bind group layout and pipeline layout named `name`, built once by `make`.
+    pub(crate) fn layout(
+        &self,
+        name: &'static str,
+        entries: &[wgpu::BindGroupLayoutEntry],
+    ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let mut layouts = lock(&self.inner.layouts);
+        layouts
+            .entry(name)
+            .or_insert_with(|| {
+                let bgl =
+                    self.device()
+                        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                            label: Some(name),
+                            entries,
+                        });
+                let pl = self
+                    .device()
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some(name),
+                        bind_group_layouts: &[Some(&bgl)],
+                        immediate_size: 0,
+                    });
+                (bgl, pl)
+            })
+            .clone()
+    }
+
+    /// The compute pipeline for `key`, compiled once per (kernel, entry, overrides).
+    pub(crate) fn pipeline(
+        &self,
+        kernel: &crate::kernel::Kernel,
+        key: PipelineKey,
+        layout: &wgpu::PipelineLayout,
+    ) -> wgpu::ComputePipeline {
+        if let Some(p) = lock(&self.inner.pipelines).get(&key) {
+            return p.clone();
+        }
+        let module = self.module(kernel);
+        let constants: Vec<(&str, f64)> = key
+            .overrides
+            .iter()
+            .map(|&(name, on)| (name, if on { 1.0 } else { 0.0 }))
+            .collect();
+        let pipeline = self
+            .device()
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key.entry),
+                layout: Some(layout),
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        lock(&self.inner.pipelines).insert(key, pipeline.clone());
+        pipeline
+    }
+}

@@ -1,0 +1,124 @@
+// Element-wise family driver. A loss file composed after this one defines
+//     fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32>
+// returning (loss, d loss / d p) of element i (its global flat index), and may read `params.p`
+// (hyperparameters) and `state` (loss state kept on the GPU).
+//
+// Bindings (group 0): 0 pred, 1 targ (the target; `target` is reserved in WGSL) (read); 2 grad, 3 loss (one value, or one per element
+// under reduction none), 4 partials (one slot per workgroup of every segment), 5 state, 6 params.
+// A segment is a slice of the inputs that fits one storage binding; the host dispatches each
+// segment with its own bind group, and at most 4096 workgroups that stride over it, so neither the
+// binding-size limit nor the 65,535-workgroup limit is ever hit.
+// Reductions are trees in workgroup memory: per-workgroup partials, then one `reduce` workgroup
+// that sums them in a fixed order; results are identical run to run.
+
+struct Params {
+    n: u32,            // elements in this segment
+    elem_base: u32,    // global index of the segment's first element
+    wg_base: u32,      // first partial slot of this segment
+    num_partials: u32, // partial slots over all segments
+    coords: u32,       // size of the last dimension (per-coordinate state)
+    k: u32,            // k of the k-th smallest residual (dynamic smooth L1)
+    iters: u32,        // history length (dynamic smooth L1)
+    total: u32,        // elements over all segments
+    grad_scale: f32,   // multiplier of d loss / d p (grad_scale, divided by n under mean)
+    loss_scale: f32,   // 1/n under mean, 1 under sum
+    pad0: f32,
+    pad1: f32,
+    p: vec4<f32>,      // loss hyperparameters
+}
+
+@group(0) @binding(0) var<storage, read> pred: array<f32>;
+@group(0) @binding(1) var<storage, read> targ: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+// Reduction none: write each element's loss instead of reducing.
+override PER_ELEMENT: bool = false;
+// false: accumulate the loss only (first pass of a loss whose gradient needs the total).
+override WRITE_GRAD: bool = true;
+// Finish as sqrt(mean) and leave the gradient coefficient in state[0] (rmse, rmsle).
+override ROOT: bool = false;
+
+const WG: u32 = 256u;
+
+var<workgroup> red: array<f32, 256>;
+
+// Sum of `v` over the workgroup; every invocation gets the result. Call in uniform control flow.
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(256)
+fn fused(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let stride = nwg.x * WG;
+    var acc = 0.0;
+    for (var i = wid.x * WG + lid.x; i < params.n; i += stride) {
+        let v = loss_elem(pred[i], targ[i], params.elem_base + i);
+        if (WRITE_GRAD) {
+            grad[i] = v.y * params.grad_scale;
+        }
+        if (PER_ELEMENT) {
+            loss[i] = v.x;
+        } else {
+            acc += v.x;
+        }
+    }
+    if (!PER_ELEMENT) {
+        let s = workgroup_sum(lid.x, acc);
+        if (lid.x == 0u) {
+            partials[params.wg_base + wid.x] = s;
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var acc = 0.0;
+    for (var i = lid.x; i < params.num_partials; i += WG) {
+        acc += partials[i];
+    }
+    let total = workgroup_sum(lid.x, acc);
+    if (lid.x == 0u) {
+        let mean = total * params.loss_scale;
+        if (ROOT) {
+            let root = sqrt(mean);
+            loss[0] = root;
+            // d sqrt(m) / dm = 1 / (2 sqrt(m)); the gradient is 0 where the loss is 0, and a NaN
+            // total stays NaN.
+            state[0] = select(0.5 * params.grad_scale * params.loss_scale / root, 0.0, root == 0.0);
+        } else {
+            loss[0] = mean;
+        }
+    }
+}
+
+// Second pass of ROOT losses: the gradient, once the total is known.
+@compute @workgroup_size(256)
+fn apply(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let stride = nwg.x * WG;
+    let coef = state[0];
+    for (var i = wid.x * WG + lid.x; i < params.n; i += stride) {
+        grad[i] = loss_elem(pred[i], targ[i], params.elem_base + i).y * coef;
+    }
+}

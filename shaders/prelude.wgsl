@@ -1,0 +1,35 @@
+// wgloss prelude: numerics shared by every kernel.
+//
+// WGSL has no infinity literal and may assume finite math in places, so kernels avoid relying on
+// inf: `BIG` is the largest finite f32 and serves as a sentinel, and NaN tests go through the bit
+// pattern rather than `x != x`, which an optimiser is allowed to fold.
+
+const BIG: f32 = 3.40282347e38;
+const LN2: f32 = 0.693147180559945309;
+
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// log(1 + x), accurate for small |x| (the u - 1 correction cancels the rounding of 1 + x).
+fn log1p(x: f32) -> f32 {
+    let u = 1.0 + x;
+    if (u == 1.0) {
+        return x;
+    }
+    return log(u) * (x / (u - 1.0));
+}
+
+// log(1 + e^x) without overflow.
+fn softplus(x: f32) -> f32 {
+    return max(x, 0.0) + log1p(exp(-abs(x)));
+}
+
+// Smooth L1 (torch semantics) of residual r: value and derivative. beta == 0 is exactly L1.
+fn smooth_l1(r: f32, beta: f32) -> vec2<f32> {
+    let a = abs(r);
+    if (a < beta) {
+        return vec2<f32>(0.5 * r * r / beta, r / beta);
+    }
+    return vec2<f32>(a - 0.5 * beta, sign(r));
+}

@@ -1,0 +1,105 @@
+//! Data generation and comparison shared by the conformance suite and the benches.
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+/// A small deterministic generator (xorshift64*), so every case is reproducible from its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// `n` f32 values uniform in [lo, hi).
+    pub fn uniform(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+        (0..n)
+            .map(|_| (lo + (hi - lo) * self.unit()) as f32)
+            .collect()
+    }
+}
+
+/// f32 data as an f64 array of `shape` (exact).
+pub fn to_f64(data: &[f32], shape: &[usize]) -> ArrayD<f64> {
+    ArrayD::from_shape_vec(IxDyn(shape), data.iter().map(|&x| f64::from(x)).collect())
+        .expect("data length matches shape")
+}
+
+/// Tolerance `|got − want| ≤ atol + rtol·|want|`, with `atol = atol_frac · max |want|`; NaN
+/// matches only NaN and an infinity only itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Tolerance {
+    pub rtol: f64,
+    pub atol_frac: f64,
+}
+
+/// f32 GPU results against the f64 reference, element-wise: every loss of the regression family
+/// is evaluated in f32 with stable forms, so 1e-4 relative (a few hundred ulps) bounds the
+/// rounding of one element, and 1e-6 of the largest magnitude absorbs cancellation near zero
+/// (log-cosh of tiny residuals).
+pub const ELEMENTWISE: Tolerance = Tolerance {
+    rtol: 1e-4,
+    atol_frac: 1e-6,
+};
+
+/// Reduced losses: f32 accumulation over up to 1e8 terms in per-invocation runs and trees.
+pub const REDUCED: Tolerance = Tolerance {
+    rtol: 5e-4,
+    atol_frac: 0.0,
+};
+
+/// Compares and returns a message naming the count, the worst error and its index on failure.
+pub fn compare(
+    what: &str,
+    got: &[f32],
+    want: ArrayViewD<'_, f64>,
+    tol: Tolerance,
+) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "{what}: {} values, expected {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    let scale = want
+        .iter()
+        .filter(|w| w.is_finite())
+        .fold(0.0f64, |m, w| m.max(w.abs()));
+    let atol = tol.atol_frac * scale;
+    let mut bad = 0usize;
+    let mut worst: Option<(usize, f64, f64, f64)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
+        let g = f64::from(g);
+        let (ok, err) = if w.is_nan() || g.is_nan() {
+            (w.is_nan() && g.is_nan(), f64::INFINITY)
+        } else if w.is_infinite() || g.is_infinite() {
+            (g == w, f64::INFINITY)
+        } else {
+            let err = (g - w).abs();
+            (err <= atol + tol.rtol * w.abs(), err)
+        };
+        if !ok {
+            bad += 1;
+            if worst.is_none_or(|(_, e, _, _)| err > e) {
+                worst = Some((i, err, g, w));
+            }
+        }
+    }
+    match worst {
+        None => Ok(()),
+        Some((i, err, g, w)) => Err(format!(
+            "{what}: {bad} of {} values out of tolerance {tol:?} (atol {atol:.3e}); worst at index \
+             {i}: got {g:e}, want {w:e}, error {err:.3e}",
+            got.len()
+        )),
+    }
+}

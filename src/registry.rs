@@ -1,0 +1,565 @@
+//! One list of every implemented loss: its family, anchor, parameter variants and how to build
+//! both the GPU loss and its f64 reference. Adding a loss adds one entry here.
+
+use ndarray::{ArrayD, ArrayViewD};
+use wgloss::{ElementwiseLoss, Gpu, Reduction};
+use wgloss_ref::LossGrad;
+
+type RefFn = Box<dyn FnMut(ArrayViewD<'_, f64>, ArrayViewD<'_, f64>) -> LossGrad>;
+/// The reference as a function of `pred` alone, with target and any state frozen.
+pub type Frozen = Box<dyn Fn(ArrayViewD<'_, f64>) -> LossGrad>;
+type FreezeFn = Box<dyn Fn(&ArrayD<f64>, &ArrayD<f64>) -> Frozen>;
+
+/// A GPU loss and its reference, built for one variant and reduction. Stateful losses keep
+/// their state in both, and each call advances both.
+pub struct Instance {
+    /// The GPU loss.
+    pub loss: Box<dyn ElementwiseLoss>,
+    /// The reference, advancing its own state exactly as the GPU loss does.
+    pub reference: RefFn,
+    /// For finite differences: the reference at (pred0, target) as a function of pred, with any
+    /// state-derived parameter (β) held at its value for pred0, as the anchors treat it.
+    pub freeze: FreezeFn,
+    /// The gradient multiplier in use.
+    pub grad_scale: f64,
+}
+
+/// A hyperparameter value the loss must reject, and the parameter name the error must carry.
+pub struct BadParam {
+    pub param: &'static str,
+    /// Builds the loss with the bad value: the error may come from construction or from the call.
+    pub build: fn(&Gpu) -> wgloss::Result<Box<dyn ElementwiseLoss>>,
+}
+
+/// One registered loss.
+pub struct Entry {
+    /// The loss's name in every layer: shader file, module, reference function, bench id.
+    pub name: &'static str,
+    /// Catalogue family ("F1 regression").
+    pub family: &'static str,
+    /// The implementation whose semantics it follows.
+    pub anchor: &'static str,
+    /// Labels of the parameter variants; variant 0 is the default configuration.
+    pub variants: &'static [&'static str],
+    /// Reductions the loss offers.
+    pub reductions: &'static [Reduction],
+    /// Range test inputs (pred and target) are drawn from.
+    pub domain: (f64, f64),
+    /// Size of the last dimension the loss requires (1: any shape).
+    pub row: usize,
+    /// Whether an empty input is accepted (loss 0 under mean).
+    pub allows_empty: bool,
+    /// Builds variant `variant` with `reduction`.
+    pub make: fn(&Gpu, usize, Reduction) -> wgloss::Result<Instance>,
+    /// Hyperparameters that must be rejected.
+    pub bad_params: &'static [BadParam],
+}
+
+impl Entry {
+    /// A shape of about `n` elements that this loss accepts.
+    pub fn shape(&self, n: usize) -> Vec<usize> {
+        if self.row == 1 {
+            vec![n]
+        } else {
+            vec![n.div_ceil(self.row), self.row]
+        }
+    }
+}
+
+/// Every implemented loss.
+pub static REGISTRY: &[Entry] = &[
+    Entry {
+        name: "mae",
+        variants: &["default", "grad_scale=0.5"],
+        anchor: "torch l1_loss",
+        make: |_, v, reduction| {
+            let grad_scale = [1.0, 0.5][v];
+            stateless(
+                wgloss::Mae {
+                    reduction,
+                    grad_scale,
+                },
+                move |p, t| wgloss_ref::mae(p, t, reduction.into_ref(), f64::from(grad_scale)),
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(wgloss::Mae {
+                    grad_scale: f32::INFINITY,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F1
+    },
+    Entry {
+        name: "mse",
+        variants: &["default", "grad_scale=2"],
+        anchor: "torch mse_loss",
+        make: |_, v, reduction| {
+            let grad_scale = [1.0, 2.0][v];
+            stateless(
+                wgloss::Mse {
+                    reduction,
+                    grad_scale,
+                },
+                move |p, t| wgloss_ref::mse(p, t, reduction.into_ref(), f64::from(grad_scale)),
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(wgloss::Mse {
+                    grad_scale: f32::NAN,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F1
+    },
+    Entry {
+        name: "rmse",
+        variants: &["default", "grad_scale=0.25"],
+        anchor: "sqrt of torch mse_loss",
+        reductions: &[Reduction::Mean],
+        make: |_, v, _| {
+            let grad_scale = [1.0, 0.25][v];
+            stateless(
+                wgloss::Rmse { grad_scale },
+                move |p, t| wgloss_ref::rmse(p, t, f64::from(grad_scale)),
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(wgloss::Rmse {
+                    grad_scale: f32::NAN,
+                }))
+            },
+        }],
+        ..F1
+    },
+    Entry {
+        name: "rmsle",
+        variants: &["default", "grad_scale=3"],
+        anchor: "seeds (no library has it)",
+        reductions: &[Reduction::Mean],
+        domain: (0.0, 5.0),
+        make: |_, v, _| {
+            let grad_scale = [1.0, 3.0][v];
+            stateless(
+                wgloss::Rmsle { grad_scale },
+                move |p, t| wgloss_ref::rmsle(p, t, f64::from(grad_scale)),
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(wgloss::Rmsle {
+                    grad_scale: f32::NEG_INFINITY,
+                }))
+            },
+        }],
+        ..F1
+    },
+    Entry {
+        name: "log_cosh",
+        variants: &["default", "grad_scale=0.5"],
+        anchor: "optax log_cosh",
+        make: |_, v, reduction| {
+            let grad_scale = [1.0, 0.5][v];
+            stateless(
+                wgloss::LogCosh {
+                    reduction,
+                    grad_scale,
+                },
+                move |p, t| wgloss_ref::log_cosh(p, t, reduction.into_ref(), f64::from(grad_scale)),
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(wgloss::LogCosh {
+                    grad_scale: f32::NAN,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F1
+    },
+    Entry {
+        name: "huber",
+        variants: &["delta=1", "delta=0.5", "delta=2.5,grad_scale=0.25"],
+        anchor: "torch huber_loss",
+        make: |_, v, reduction| {
+            let (delta, grad_scale) = [(1.0, 1.0), (0.5, 1.0), (2.5, 0.25)][v];
+            stateless(
+                wgloss::Huber {
+                    delta,
+                    reduction,
+                    grad_scale,
+                },
+                move |p, t| {
+                    wgloss_ref::huber(p, t, delta.into(), reduction.into_ref(), grad_scale.into())
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[
+            BadParam {
+                param: "delta",
+                build: |_| {
+                    Ok(Box::new(wgloss::Huber {
+                        delta: 0.0,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "delta",
+                build: |_| {
+                    Ok(Box::new(wgloss::Huber {
+                        delta: f32::NAN,
+                        ..Default::default()
+                    }))
+                },
+            },
+        ],
+        ..F1
+    },
+    Entry {
+        name: "smooth_l1",
+        variants: &["beta=1", "beta=0", "beta=0.3"],
+        anchor: "torch smooth_l1_loss",
+        make: |_, v, reduction| {
+            let beta = [1.0, 0.0, 0.3][v];
+            stateless(
+                wgloss::SmoothL1 {
+                    beta,
+                    reduction,
+                    grad_scale: 1.0,
+                },
+                move |p, t| wgloss_ref::smooth_l1(p, t, beta.into(), reduction.into_ref(), 1.0),
+                1.0,
+            )
+        },
+        bad_params: &[
+            BadParam {
+                param: "beta",
+                build: |_| {
+                    Ok(Box::new(wgloss::SmoothL1 {
+                        beta: -0.5,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "beta",
+                build: |_| {
+                    Ok(Box::new(wgloss::SmoothL1 {
+                        beta: f32::INFINITY,
+                        ..Default::default()
+                    }))
+                },
+            },
+        ],
+        ..F1
+    },
+    Entry {
+        name: "quantile",
+        variants: &["quantile=0.5", "quantile=0.1", "quantile=0.9"],
+        anchor: "standard pinball loss",
+        make: |_, v, reduction| {
+            let q = [0.5, 0.1, 0.9][v];
+            stateless(
+                wgloss::Quantile {
+                    quantile: q,
+                    reduction,
+                    grad_scale: 1.0,
+                },
+                move |p, t| wgloss_ref::quantile(p, t, q.into(), reduction.into_ref(), 1.0),
+                1.0,
+            )
+        },
+        bad_params: &[
+            BadParam {
+                param: "quantile",
+                build: |_| {
+                    Ok(Box::new(wgloss::Quantile {
+                        quantile: 1.0,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "quantile",
+                build: |_| {
+                    Ok(Box::new(wgloss::Quantile {
+                        quantile: 0.0,
+                        ..Default::default()
+                    }))
+                },
+            },
+        ],
+        ..F1
+    },
+    Entry {
+        name: "balanced_l1",
+        variants: &["default", "alpha=0.25,gamma=1,beta=0.5"],
+        anchor: "mmdet balanced_l1_loss",
+        make: |_, v, reduction| {
+            let (alpha, gamma, beta) = [(0.5, 1.5, 1.0), (0.25, 1.0, 0.5)][v];
+            stateless(
+                wgloss::BalancedL1 {
+                    alpha,
+                    gamma,
+                    beta,
+                    reduction,
+                    grad_scale: 1.0,
+                },
+                move |p, t| {
+                    let r = reduction.into_ref();
+                    wgloss_ref::balanced_l1(p, t, alpha.into(), gamma.into(), beta.into(), r, 1.0)
+                },
+                1.0,
+            )
+        },
+        bad_params: &[
+            BadParam {
+                param: "alpha",
+                build: |_| {
+                    Ok(Box::new(wgloss::BalancedL1 {
+                        alpha: 0.0,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "beta",
+                build: |_| {
+                    Ok(Box::new(wgloss::BalancedL1 {
+                        beta: f32::NAN,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "gamma / alpha",
+                build: |_| {
+                    Ok(Box::new(wgloss::BalancedL1 {
+                        alpha: 1e-3,
+                        ..Default::default()
+                    }))
+                },
+            },
+        ],
+        ..F1
+    },
+    Entry {
+        name: "dynamic_smooth_l1",
+        variants: &["default", "initial_beta=0.5,k=3,update_iters=2"],
+        anchor: "mmdet DynamicRoIHead",
+        allows_empty: false,
+        make: |gpu, v, reduction| {
+            let (initial_beta, k, update_iters) = [(1.0f32, 10u32, 100u32), (0.5, 3, 2)][v];
+            let config = wgloss::DynamicSmoothL1Config {
+                initial_beta,
+                k,
+                update_iters,
+                reduction,
+                grad_scale: 1.0,
+            };
+            let loss = wgloss::DynamicSmoothL1::new(gpu, config)?;
+            let mut state = wgloss_ref::DynamicSmoothL1State::new(
+                initial_beta.into(),
+                k as usize,
+                update_iters as usize,
+            );
+            let r = reduction.into_ref();
+            let beta_now = std::rc::Rc::new(std::cell::Cell::new(f64::from(initial_beta)));
+            let beta_seen = beta_now.clone();
+            Ok(Instance {
+                loss: Box::new(loss),
+                reference: Box::new(move |p, t| {
+                    beta_now.set(state.beta);
+                    wgloss_ref::dynamic_smooth_l1(p, t, &mut state, r, 1.0)
+                }),
+                // β of the most recent reference call: the one its gradient used.
+                freeze: Box::new(move |_, t| {
+                    let (t, beta) = (t.clone(), beta_seen.get());
+                    Box::new(move |p| wgloss_ref::smooth_l1(p, t.view(), beta, r, 1.0))
+                }),
+                grad_scale: 1.0,
+            })
+        },
+        bad_params: &[
+            BadParam {
+                param: "k",
+                build: |gpu| {
+                    let config = wgloss::DynamicSmoothL1Config {
+                        k: 17,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(wgloss::DynamicSmoothL1::new(gpu, config)?))
+                },
+            },
+            BadParam {
+                param: "update_iters",
+                build: |gpu| {
+                    let config = wgloss::DynamicSmoothL1Config {
+                        update_iters: 0,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(wgloss::DynamicSmoothL1::new(gpu, config)?))
+                },
+            },
+            BadParam {
+                param: "initial_beta",
+                build: |gpu| {
+                    let config = wgloss::DynamicSmoothL1Config {
+                        initial_beta: f32::NAN,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(wgloss::DynamicSmoothL1::new(gpu, config)?))
+                },
+            },
+        ],
+        ..F1
+    },
+    Entry {
+        name: "self_adjusting_smooth_l1",
+        variants: &["default", "beta_max=0.5,momentum=0.5"],
+        anchor: "RetinaMask",
+        domain: (-0.1, 0.1),
+        row: 4,
+        allows_empty: false,
+        make: |gpu, v, reduction| {
+            let (beta_max, momentum) = [(1.0f32 / 9.0, 0.1f32), (0.5, 0.5)][v];
+            let config = wgloss::SelfAdjustingSmoothL1Config {
+                num_features: 4,
+                beta_max,
+                momentum,
+                reduction,
+                grad_scale: 1.0,
+            };
+            let loss = wgloss::SelfAdjustingSmoothL1::new(gpu, config)?;
+            let (bm, m, r) = (
+                f64::from(beta_max),
+                f64::from(momentum),
+                reduction.into_ref(),
+            );
+            let mut state = wgloss_ref::SelfAdjustingState::new(4, bm);
+            let before = std::rc::Rc::new(std::cell::RefCell::new(state.clone()));
+            let seen = before.clone();
+            Ok(Instance {
+                loss: Box::new(loss),
+                reference: Box::new(move |p, t| {
+                    *before.borrow_mut() = state.clone();
+                    wgloss_ref::self_adjusting_smooth_l1(p, t, &mut state, m, bm, r, 1.0)
+                }),
+                // β as the most recent reference call computed it from (pred0, target).
+                freeze: Box::new(move |p0, t| {
+                    let mut s = seen.borrow().clone();
+                    wgloss_ref::self_adjusting_smooth_l1(
+                        p0.view(),
+                        t.view(),
+                        &mut s,
+                        m,
+                        bm,
+                        r,
+                        1.0,
+                    );
+                    let (t, betas) = (t.clone(), s.betas(bm));
+                    Box::new(move |p| wgloss_ref::smooth_l1_per_coord(p, t.view(), &betas, r, 1.0))
+                }),
+                grad_scale: 1.0,
+            })
+        },
+        bad_params: &[
+            BadParam {
+                param: "momentum",
+                build: |gpu| {
+                    let config = wgloss::SelfAdjustingSmoothL1Config {
+                        momentum: 1.5,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(wgloss::SelfAdjustingSmoothL1::new(gpu, config)?))
+                },
+            },
+            BadParam {
+                param: "beta_max",
+                build: |gpu| {
+                    let config = wgloss::SelfAdjustingSmoothL1Config {
+                        beta_max: 0.0,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(wgloss::SelfAdjustingSmoothL1::new(gpu, config)?))
+                },
+            },
+            BadParam {
+                param: "num_features",
+                build: |gpu| {
+                    let config = wgloss::SelfAdjustingSmoothL1Config {
+                        num_features: 0,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(wgloss::SelfAdjustingSmoothL1::new(gpu, config)?))
+                },
+            },
+        ],
+        ..F1
+    },
+];
+
+/// Defaults of the regression family's entries.
+const F1: Entry = Entry {
+    name: "",
+    family: "F1 regression",
+    anchor: "",
+    variants: &["default"],
+    reductions: &[Reduction::None, Reduction::Mean, Reduction::Sum],
+    domain: (-3.0, 3.0),
+    row: 1,
+    allows_empty: true,
+    make: |_, _, _| unreachable!("every entry sets make"),
+    bad_params: &[],
+};
+
+/// An instance of a loss without state: the reference is a pure function.
+fn stateless(
+    loss: impl ElementwiseLoss + 'static,
+    reference: impl Fn(ArrayViewD<'_, f64>, ArrayViewD<'_, f64>) -> LossGrad + Clone + 'static,
+    grad_scale: f32,
+) -> wgloss::Result<Instance> {
+    let frozen = reference.clone();
+    Ok(Instance {
+        loss: Box::new(loss),
+        reference: Box::new(reference),
+        freeze: Box::new(move |_, t| {
+            let (t, f) = (t.clone(), frozen.clone());
+            Box::new(move |p| f(p, t.view()))
+        }),
+        grad_scale: grad_scale.into(),
+    })
+}
+
+/// The reference crate's name for a reduction.
+pub trait IntoRef {
+    fn into_ref(self) -> wgloss_ref::Reduction;
+}
+
+impl IntoRef for Reduction {
+    fn into_ref(self) -> wgloss_ref::Reduction {
+        match self {
+            Reduction::None => wgloss_ref::Reduction::None,
+            Reduction::Mean => wgloss_ref::Reduction::Mean,
+            Reduction::Sum => wgloss_ref::Reduction::Sum,
+        }
+    }
+}
