@@ -6,8 +6,9 @@
 // Bindings (group 0): 0 pred, 1 targ (the target; `target` is reserved in WGSL) (read); 2 grad, 3 loss (one value, or one per element
 // under reduction none), 4 partials (one slot per workgroup of every segment), 5 state, 6 params.
 // A segment is a slice of the inputs that fits one storage binding; the host dispatches each
-// segment with its own bind group, and at most 4096 workgroups that stride over it, so neither the
-// binding-size limit nor the 65,535-workgroup limit is ever hit.
+// segment with its own bind group, and at most `Gpu::max_workgroups` workgroups, each walking one
+// contiguous block of it, so neither the binding-size limit nor the 65,535-workgroup limit is
+// ever hit.
 // Reductions are trees in workgroup memory: per-workgroup partials, then one `reduce` workgroup
 // that sums them in a fixed order; results are identical run to run.
 
@@ -25,6 +26,7 @@ struct Params {
     pad0: f32,
     pad1: f32,
     p: vec4<f32>,      // loss hyperparameters
+    p2: vec4<f32>,     // more hyperparameters, or values derived from them on the host
 }
 
 @group(0) @binding(0) var<storage, read> pred: array<f32>;
@@ -67,9 +69,9 @@ fn fused(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let stride = nwg.x * WG;
+    let b = block_range(params.n, wid.x, nwg.x, WG);
     var acc = 0.0;
-    for (var i = wid.x * WG + lid.x; i < params.n; i += stride) {
+    for (var i = b.x + lid.x; i < b.y; i += WG) {
         let v = loss_elem(pred[i], targ[i], params.elem_base + i);
         if (WRITE_GRAD) {
             grad[i] = v.y * params.grad_scale;
@@ -116,9 +118,9 @@ fn apply(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let stride = nwg.x * WG;
+    let b = block_range(params.n, wid.x, nwg.x, WG);
     let coef = state[0];
-    for (var i = wid.x * WG + lid.x; i < params.n; i += stride) {
+    for (var i = b.x + lid.x; i < b.y; i += WG) {
         grad[i] = loss_elem(pred[i], targ[i], params.elem_base + i).y * coef;
     }
 }

@@ -33,3 +33,12 @@ fn smooth_l1(r: f32, beta: f32) -> vec2<f32> {
     }
     return vec2<f32>(a - 0.5 * beta, sign(r));
 }
+
+// The contiguous block of elements [start, end) of `n` that workgroup `w` of `count` walks, its
+// invocations striding by the workgroup size `wg`. Blocks are multiples of `wg` long, so each
+// workgroup streams one region of memory: coalesced on a GPU, prefetch-friendly on a CPU adapter.
+fn block_range(n: u32, w: u32, count: u32, wg: u32) -> vec2<u32> {
+    let per = ((n + count - 1u) / count + wg - 1u) / wg * wg;
+    let start = min(w * per, n);
+    return vec2<u32>(start, min(start + per, n));
+}

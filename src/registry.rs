@@ -56,7 +56,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// A shape of about `n` elements that this loss accepts.
+    /// A shape of `n` elements, rounded up to whole rows, that this loss accepts.
     pub fn shape(&self, n: usize) -> Vec<usize> {
         if self.row == 1 {
             vec![n]

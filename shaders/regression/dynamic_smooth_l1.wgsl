@@ -14,48 +14,57 @@ fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
 const KMAX: u32 = 16u;
 const HMAX: u32 = 1024u;
 
-var<workgroup> pick_val: array<f32, 256>;
-var<workgroup> pick_idx: array<u32, 256>;
+// Lists sent in a merge stage: at most WG / 2 senders of KMAX values (8 KiB).
+var<workgroup> exchange: array<f32, 2048>;
 var<workgroup> history: array<f32, HMAX>;
 var<workgroup> flag: u32;
 
-// Inserts `a` into the ascending list `best[0..k]`, dropping its largest entry.
-fn insert_smallest(best: ptr<function, array<f32, KMAX>>, k: u32, a: f32) {
-    if (!(a < (*best)[k - 1u])) {
-        return;
+// Inserts `a` into the ascending list `best`, dropping its largest entry: one pass of
+// compare-exchange at fixed positions, which compilers keep in registers. Callers skip values not
+// below `best[KMAX - 1]` (NaN included, so no NaN enters a list).
+fn insert_smallest(best: ptr<function, array<f32, KMAX>>, a: f32) {
+    var x = a;
+    for (var j = 0u; j < KMAX; j++) {
+        let b = (*best)[j];
+        (*best)[j] = min(b, x);
+        x = max(b, x);
     }
-    var j = k - 1u;
-    while (j > 0u && (*best)[j - 1u] > a) {
-        (*best)[j] = (*best)[j - 1u];
-        j -= 1u;
-    }
-    (*best)[j] = a;
 }
 
-// Merges the workgroup's ascending lists into the k smallest values overall, in rounds of
-// argmin (ties to the lower invocation). Round r's value is passed to `emit` via the returned
-// array, valid in invocation 0.
-fn merge_smallest(lid: u32, best: array<f32, KMAX>, k: u32) -> array<f32, KMAX> {
-    var out: array<f32, KMAX>;
-    var head = 0u;
-    for (var round = 0u; round < k; round++) {
-        pick_val[lid] = select(BIG, best[min(head, KMAX - 1u)], head < k);
-        pick_idx[lid] = lid;
-        workgroupBarrier();
-        for (var s = WG / 2u; s > 0u; s >>= 1u) {
-            if (lid < s && pick_val[lid + s] < pick_val[lid]) {
-                pick_val[lid] = pick_val[lid + s];
-                pick_idx[lid] = pick_idx[lid + s];
+// Reduces the workgroup's ascending lists to the k smallest values overall in log2(WG) stages
+// of pairwise merges through workgroup memory (two barriers a stage); the result is valid in
+// invocation 0.
+fn merge_smallest(lid: u32, list: array<f32, KMAX>, k: u32) -> array<f32, KMAX> {
+    var mine = list;
+    for (var half = 1u; half < WG; half <<= 1u) {
+        let at = lid / (2u * half) * KMAX;
+        if (lid % (2u * half) == half) {
+            for (var j = 0u; j < k; j++) {
+                exchange[at + j] = mine[j];
             }
-            workgroupBarrier();
         }
-        out[round] = pick_val[0];
-        if (pick_idx[0] == lid) {
-            head += 1u;
+        workgroupBarrier();
+        if (lid % (2u * half) == 0u) {
+            var out: array<f32, KMAX>;
+            var a = 0u;
+            var b = 0u;
+            // a + b = j < k, so neither list is read past its k-th entry.
+            for (var j = 0u; j < k; j++) {
+                let x = mine[a];
+                let y = exchange[at + b];
+                if (x <= y) {
+                    out[j] = x;
+                    a += 1u;
+                } else {
+                    out[j] = y;
+                    b += 1u;
+                }
+            }
+            mine = out;
         }
         workgroupBarrier();
     }
-    return out;
+    return mine;
 }
 
 fn empty_list() -> array<f32, KMAX> {
@@ -74,10 +83,10 @@ fn fused_kth(
 ) {
     let k = params.k;
     let beta = state[0];
-    let stride = nwg.x * WG;
+    let b = block_range(params.n, wid.x, nwg.x, WG);
     var best = empty_list();
     var acc = 0.0;
-    for (var i = wid.x * WG + lid.x; i < params.n; i += stride) {
+    for (var i = b.x + lid.x; i < b.y; i += WG) {
         let r = pred[i] - targ[i];
         let v = smooth_l1(r, beta);
         grad[i] = v.y * params.grad_scale;
@@ -86,7 +95,10 @@ fn fused_kth(
         } else {
             acc += v.x;
         }
-        insert_smallest(&best, k, abs(r));
+        let a = abs(r);
+        if (a < best[KMAX - 1u]) {
+            insert_smallest(&best, a);
+        }
     }
     let s = workgroup_sum(lid.x, acc);
     let slot = params.wg_base + wid.x;
@@ -107,7 +119,10 @@ fn reduce_kth(@builtin(local_invocation_id) lid: vec3<u32>) {
     for (var slot = lid.x; slot < params.num_partials; slot += WG) {
         acc += partials[slot];
         for (var j = 0u; j < k; j++) {
-            insert_smallest(&best, k, partials[params.num_partials + slot * k + j]);
+            let a = partials[params.num_partials + slot * k + j];
+            if (a < best[KMAX - 1u]) {
+                insert_smallest(&best, a);
+            }
         }
     }
     let total = workgroup_sum(lid.x, acc);

@@ -17,6 +17,12 @@ fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
 var<workgroup> sum_b: array<f32, 256>;
 var<workgroup> skip: atomic<u32>;
 
+// Invocations that take part in per-coordinate work: the largest multiple of D in a workgroup,
+// so that invocation l always meets coordinate l % D.
+fn lanes() -> u32 {
+    return WG / params.coords * params.coords;
+}
+
 @compute @workgroup_size(256)
 fn coord_stats(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -24,61 +30,70 @@ fn coord_stats(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let d = params.coords;
-    // A stride that is a multiple of D keeps each invocation on one coordinate (segments start
-    // on a row boundary).
-    let used = (nwg.x * WG / d) * d;
-    let tid = wid.x * WG + lid.x;
+    let u = lanes();
+    // Blocks are multiples of u long and segments start on a row, so every block starts on a row.
+    let b = block_range(params.n, wid.x, nwg.x, u);
     var a = 0.0;
-    var b = 0.0;
-    if (tid < used) {
-        let shift = state[tid % d];
-        for (var i = tid; i < params.n; i += used) {
+    var q = 0.0;
+    if (lid.x < u) {
+        let shift = state[lid.x % d];
+        for (var i = b.x + lid.x; i < b.y; i += u) {
             let x = abs(pred[i] - targ[i]) - shift;
             a += x;
-            b += x * x;
+            q += x * x;
         }
     }
     red[lid.x] = a;
-    sum_b[lid.x] = b;
+    sum_b[lid.x] = q;
     workgroupBarrier();
     if (lid.x < d) {
         var sa = 0.0;
-        var sb = 0.0;
-        for (var m = 0u; m < WG; m++) {
-            let t = wid.x * WG + m;
-            if (t < used && t % d == lid.x) {
-                sa += red[m];
-                sb += sum_b[m];
-            }
+        var sq = 0.0;
+        for (var m = lid.x; m < u; m += d) {
+            sa += red[m];
+            sq += sum_b[m];
         }
         let slot = (params.wg_base + wid.x) * d + lid.x;
         partials[2u * slot] = sa;
-        partials[2u * slot + 1u] = sb;
+        partials[2u * slot + 1u] = sq;
     }
 }
 
 @compute @workgroup_size(256)
 fn coord_update(@builtin(local_invocation_id) lid: vec3<u32>) {
     let d = params.coords;
+    let u = lanes();
     let rows = f32(params.total / d);
     let momentum = params.p.y;
     if (lid.x == 0u) {
         atomicStore(&skip, select(0u, 1u, params.total / d < 2u));
     }
+    // Invocation l sums the partials of coordinate l % D over every (u / D)-th slot.
+    var sa = 0.0;
+    var sq = 0.0;
+    if (lid.x < u) {
+        let c = lid.x % d;
+        for (var w = lid.x / d; w < params.num_partials; w += u / d) {
+            sa += partials[2u * (w * d + c)];
+            sq += partials[2u * (w * d + c) + 1u];
+        }
+    }
+    red[lid.x] = sa;
+    sum_b[lid.x] = sq;
     workgroupBarrier();
-    var mean = 0.0;
-    var vari = 0.0;
     // D <= 256: invocation c owns coordinate c.
     let c = lid.x;
+    var mean = 0.0;
+    var vari = 0.0;
     if (c < d) {
-        var sa = 0.0;
-        var sb = 0.0;
-        for (var w = 0u; w < params.num_partials; w++) {
-            sa += partials[2u * (w * d + c)];
-            sb += partials[2u * (w * d + c) + 1u];
+        var ta = 0.0;
+        var tq = 0.0;
+        for (var m = c; m < u; m += d) {
+            ta += red[m];
+            tq += sum_b[m];
         }
-        mean = state[c] + sa / rows;
-        vari = (sb - sa * sa / rows) / (rows - 1.0);
+        mean = state[c] + ta / rows;
+        vari = (tq - ta * ta / rows) / (rows - 1.0);
         if (is_nan(vari)) {
             atomicStore(&skip, 1u);
         }

@@ -20,6 +20,8 @@ struct Row {
     elements: usize,
     seconds: f64,
     bytes: f64,
+    /// Bandwidth of the copy kernel measured alongside this row.
+    copy_gbps: f64,
 }
 
 impl Row {
@@ -42,68 +44,75 @@ fn main() -> Result<()> {
     }
 }
 
-/// Times `record` (which records one call into the encoder) and returns seconds per call.
-fn time_per_call(
-    gpu: &Gpu,
-    mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
-) -> Result<f64> {
+/// Records `calls` calls of `record` into one encoder, submits, waits, and returns the seconds
+/// the batch took: from timestamp queries where the adapter has them, else the wall clock around
+/// submission and wait.
+fn time_batch(gpu: &Gpu, calls: usize, record: &mut Recorder<'_>) -> Result<f64> {
     let timestamps = gpu.device().features().contains(
         wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
     );
-    let batch = |calls: usize,
-                 record: &mut dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()>|
-     -> Result<f64> {
-        let mut encoder = gpu.device().create_command_encoder(&Default::default());
-        let queries = timestamps.then(|| {
-            let set = gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("bench"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            });
-            let resolve = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("bench timestamps"),
-                size: 16,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE
-                    | wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
-            (set, resolve)
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    let queries = timestamps.then(|| {
+        let set = gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("bench"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
         });
-        if let Some((set, _)) = &queries {
-            encoder.write_timestamp(set, 0);
-        }
-        for _ in 0..calls {
-            record(&mut encoder)?;
-        }
-        if let Some((set, resolve)) = &queries {
-            encoder.write_timestamp(set, 1);
-            encoder.resolve_query_set(set, 0..2, resolve, 0);
-        }
-        let start = Instant::now();
-        gpu.submit_and_wait(encoder)?;
-        let wall = start.elapsed().as_secs_f64();
-        Ok(match &queries {
-            Some((_, resolve)) => {
-                let t = Tensor::new(resolve.clone(), 0, &[4])?.to_vec(gpu)?;
-                let ticks: [u64; 2] = bytemuck::cast([t[0], t[1], t[2], t[3]]);
-                let ns = (ticks[1].wrapping_sub(ticks[0])) as f64
-                    * f64::from(gpu.queue().get_timestamp_period());
-                if ns > 0.0 {
-                    ns * 1e-9
-                } else {
-                    wall
-                }
+        let resolve = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bench timestamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE
+                | wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        (set, resolve)
+    });
+    if let Some((set, _)) = &queries {
+        encoder.write_timestamp(set, 0);
+    }
+    for _ in 0..calls {
+        record(&mut encoder)?;
+    }
+    if let Some((set, resolve)) = &queries {
+        encoder.write_timestamp(set, 1);
+        encoder.resolve_query_set(set, 0..2, resolve, 0);
+    }
+    let start = Instant::now();
+    gpu.submit_and_wait(encoder)?;
+    let wall = start.elapsed().as_secs_f64();
+    Ok(match &queries {
+        Some((_, resolve)) => {
+            let t = Tensor::new(resolve.clone(), 0, &[4])?.to_vec(gpu)?;
+            let ticks: [u64; 2] = bytemuck::cast([t[0], t[1], t[2], t[3]]);
+            let ns = ticks[1].wrapping_sub(ticks[0]) as f64
+                * f64::from(gpu.queue().get_timestamp_period());
+            if ns > 0.0 {
+                ns * 1e-9
+            } else {
+                wall
             }
-            None => wall,
-        })
-    };
-    // Warm-up (pipeline compilation, first touch), then size batches to about 50 ms.
-    let once = batch(1, &mut record)?;
-    let calls = ((0.05 / once.max(1e-7)) as usize).clamp(1, 200);
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        best = best.min(batch(calls, &mut record)? / calls as f64);
+        }
+        None => wall,
+    })
+}
+
+type Recorder<'a> = dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()> + 'a;
+
+/// Seconds per call of each recorder: a warm-up, batches sized to about 50 ms, and rounds that
+/// alternate between the recorders so that both see the same machine conditions; the best
+/// round of each counts.
+fn time_paired(gpu: &Gpu, recorders: &mut [&mut Recorder<'_>]) -> Result<Vec<f64>> {
+    let mut calls = Vec::new();
+    for r in recorders.iter_mut() {
+        let once = time_batch(gpu, 1, *r)?;
+        calls.push(((0.05 / once.max(1e-7)) as usize).clamp(1, 200));
+    }
+    let mut best = vec![f64::INFINITY; recorders.len()];
+    for _ in 0..5 {
+        for (i, r) in recorders.iter_mut().enumerate() {
+            best[i] = best[i].min(time_batch(gpu, calls[i], *r)? / calls[i] as f64);
+        }
     }
     Ok(best)
 }
@@ -135,21 +144,9 @@ fn bench(args: &[String]) -> Result<()> {
     for &n in sizes {
         let src = Tensor::from_slice(&gpu, &Rng::new(1).uniform(n, -1.0, 1.0), &[n])?;
         let dst = Tensor::zeros(&gpu, &[n])?;
-        let seconds = time_per_call(&gpu, |enc| Ok(wgloss::encode_copy(&gpu, enc, &src, &dst)?))?;
-        let copy = Row {
-            name: "copy".into(),
-            elements: n,
-            seconds,
-            bytes: 8.0 * n as f64,
-        };
-        println!(
-            "{:<28} {:>10} {:>10.1} us {:>8.1} GB/s",
-            "copy",
-            label(n),
-            seconds * 1e6,
-            copy.gbps()
-        );
-        copies.push(copy);
+        let mut copy =
+            |enc: &mut wgpu::CommandEncoder| Ok(wgloss::encode_copy(&gpu, enc, &src, &dst)?);
+        let mut best_copy = f64::INFINITY;
         for entry in REGISTRY {
             if filter
                 .as_ref()
@@ -165,24 +162,38 @@ fn bench(args: &[String]) -> Result<()> {
             let pred = Tensor::from_slice(&gpu, &rng.uniform(len, lo, hi), &shape)?;
             let target = Tensor::from_slice(&gpu, &rng.uniform(len, lo, hi), &shape)?;
             let out = LossOutput::new(&gpu, &shape, inst.loss.reduction())?;
-            let seconds = time_per_call(&gpu, |enc| {
+            let mut loss = |enc: &mut wgpu::CommandEncoder| {
                 Ok(inst.loss.encode(&gpu, enc, &pred, &target, &out)?)
-            })?;
+            };
+            let t = time_paired(&gpu, &mut [&mut copy, &mut loss])?;
+            best_copy = best_copy.min(t[0]);
             let row = Row {
                 name: entry.name.into(),
                 elements: len,
-                seconds,
+                seconds: t[1],
                 bytes: 12.0 * len as f64,
+                copy_gbps: 8.0 * n as f64 / t[0] / 1e9,
             };
             println!(
-                "{:<28} {:>10} {:>10.1} us {:>8.1} GB/s {:>6.0} % of copy",
+                "{:<28} {:>10} {:>10.1} us {:>8.2} GB/s {:>6.0} % of copy ({:.2} GB/s)",
                 entry.name,
                 label(len),
-                seconds * 1e6,
+                row.seconds * 1e6,
                 row.gbps(),
-                100.0 * row.gbps() / copies.last().map_or(f64::NAN, Row::gbps)
+                100.0 * row.gbps() / row.copy_gbps,
+                row.copy_gbps
             );
             rows.push(row);
+        }
+        if best_copy.is_finite() {
+            let gbps = 8.0 * n as f64 / best_copy / 1e9;
+            copies.push(Row {
+                name: "copy".into(),
+                elements: n,
+                seconds: best_copy,
+                bytes: 8.0 * n as f64,
+                copy_gbps: gbps,
+            });
         }
     }
     write_reports(&adapter, &copies, &rows)
@@ -197,23 +208,22 @@ fn label(n: usize) -> String {
 }
 
 fn write_reports(adapter: &str, copies: &[Row], rows: &[Row]) -> Result<()> {
-    let copy_for = |n: usize| {
-        copies
-            .iter()
-            .find(|c| c.elements == n || (n / 4) * 4 == c.elements)
+    let dir = match std::env::var_os("WGLOSS_BENCH_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/wgloss-bench"),
     };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/wgloss-bench");
     std::fs::create_dir_all(&dir)?;
     let mut md = format!(
-        "Adapter: {adapter}\n\n| loss | elements | time (µs) | effective GB/s | % of copy |\n|---|---:|---:|---:|---:|\n"
+        "Adapter: {adapter}\n\n| loss | elements | time (µs) | effective GB/s | paired copy GB/s | % of copy |\n|---|---:|---:|---:|---:|---:|\n"
     );
     let mut json = format!("{{\n  \"adapter\": {adapter:?},\n  \"copy\": [");
     for (i, c) in copies.iter().enumerate() {
         writeln!(
             md,
-            "| copy | {} | {:.1} | {:.1} | 100 |",
+            "| copy | {} | {:.1} | {:.2} | {:.2} | 100 |",
             label(c.elements),
             c.seconds * 1e6,
+            c.gbps(),
             c.gbps()
         )?;
         let sep = if i == 0 { "" } else { "," };
@@ -227,24 +237,26 @@ fn write_reports(adapter: &str, copies: &[Row], rows: &[Row]) -> Result<()> {
     }
     json.push_str("\n  ],\n  \"losses\": [");
     for (i, r) in rows.iter().enumerate() {
-        let ratio = copy_for(r.elements).map_or(f64::NAN, |c| r.gbps() / c.gbps());
+        let ratio = r.gbps() / r.copy_gbps;
         writeln!(
             md,
-            "| {} | {} | {:.1} | {:.1} | {:.0} |",
+            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.0} |",
             r.name,
             label(r.elements),
             r.seconds * 1e6,
             r.gbps(),
+            r.copy_gbps,
             100.0 * ratio
         )?;
         let sep = if i == 0 { "" } else { "," };
         write!(
             json,
-            "{sep}\n    {{\"loss\": {:?}, \"elements\": {}, \"seconds\": {:e}, \"gbps\": {:.3}, \"copy_ratio\": {:.4}}}",
+            "{sep}\n    {{\"loss\": {:?}, \"elements\": {}, \"seconds\": {:e}, \"gbps\": {:.3}, \"copy_gbps\": {:.3}, \"copy_ratio\": {:.4}}}",
             r.name,
             r.elements,
             r.seconds,
             r.gbps(),
+            r.copy_gbps,
             ratio
         )?;
     }

@@ -34,6 +34,7 @@ pub struct ElementwiseSpec<'a> {
     pub(crate) kernel: &'static Kernel,
     pub(crate) plan: Plan,
     pub(crate) p: [f32; 4],
+    pub(crate) p2: [f32; 4],
     pub(crate) coords: u32,
     pub(crate) k: u32,
     pub(crate) iters: u32,
@@ -48,6 +49,7 @@ impl<'a> ElementwiseSpec<'a> {
             kernel,
             plan: Plan::OnePass,
             p: [0.0; 4],
+            p2: [0.0; 4],
             coords: 1,
             k: 0,
             iters: 0,
@@ -59,6 +61,11 @@ impl<'a> ElementwiseSpec<'a> {
 
     pub(crate) fn params(mut self, p: [f32; 4]) -> Self {
         self.p = p;
+        self
+    }
+
+    pub(crate) fn params2(mut self, p2: [f32; 4]) -> Self {
+        self.p2 = p2;
         self
     }
 
@@ -84,6 +91,7 @@ struct Params {
     loss_scale: f32,
     pad: [f32; 2],
     p: [f32; 4],
+    p2: [f32; 4],
 }
 
 /// A slice of the inputs that fits one storage binding.
@@ -262,7 +270,13 @@ pub(crate) fn encode(
         return Ok(());
     }
     let coords = spec.coords as usize;
-    let segs = segments(n, segment_len(gpu, coords), gpu.max_workgroups());
+    // Each workgroup of the k-th smallest plan merges k sorted lists in k rounds of barriers, and
+    // the final pass merges one list per workgroup: fewer, fuller workgroups pay off there.
+    let max_workgroups = match spec.plan {
+        Plan::Kth => gpu.max_workgroups().min(256),
+        _ => gpu.max_workgroups(),
+    };
+    let segs = segments(n, segment_len(gpu, coords), max_workgroups);
     let num_partials: usize = segs.iter().map(|s| s.workgroups).sum();
     let per_element = spec.reduction == Reduction::None;
     let (loss_scale, grad_scale) = match (spec.plan, spec.reduction) {
@@ -286,6 +300,7 @@ pub(crate) fn encode(
             loss_scale: loss_scale as f32,
             pad: [0.0; 2],
             p: spec.p,
+            p2: spec.p2,
         };
         let at = i * PARAMS_STRIDE as usize;
         blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&params));

@@ -248,11 +248,22 @@ impl Gpu {
         modules
             .entry(kernel.name)
             .or_insert_with(|| {
-                self.device()
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(kernel.name),
-                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                    })
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.name),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                };
+                // Bounds checks stay on. Loop bounding and division guards are dropped: they cost
+                // a counter and a branch per iteration and element on every adapter.
+                let checks = wgpu::ShaderRuntimeChecks {
+                    force_loop_bounding: false,
+                    int_div_checks: false,
+                    ..wgpu::ShaderRuntimeChecks::checked()
+                };
+                // SAFETY: every loop of every wgloss kernel runs to a count read from a uniform
+                // or a constant (the element count of a segment, the partial count, k, D), so
+                // none is infinite; every integer divisor is a workgroup count, the workgroup
+                // size or `coords`, which the host validates to be at least 1.
+                unsafe { self.device().create_shader_module_trusted(desc, checks) }
             })
             .clone()
     }

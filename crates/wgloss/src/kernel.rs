@@ -36,7 +36,7 @@ pub(crate) const ELEMENTWISE: &str = shader!("elementwise.wgsl");
 /// Plain copy kernel: the bandwidth roofline the benchmarks compare against.
 pub const COPY: Kernel = Kernel {
     name: "copy",
-    parts: &[shader!("copy.wgsl")],
+    parts: &[PRELUDE, shader!("copy.wgsl")],
 };
 
 macro_rules! elementwise_kernels {

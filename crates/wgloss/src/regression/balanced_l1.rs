@@ -52,9 +52,20 @@ impl ElementwiseLoss for BalancedL1 {
             "small enough that e^{gamma/alpha} is a finite f32",
             b < f64::from(f32::MAX),
         )?;
+        let (alpha, gamma, beta) = (
+            f64::from(self.alpha),
+            f64::from(self.gamma),
+            f64::from(self.beta),
+        );
         Ok(
             ElementwiseSpec::new(&BALANCED_L1, self.reduction, self.grad_scale)
-                .params([self.alpha, self.gamma, self.beta, b as f32]),
+                .params([self.alpha, self.beta, b as f32, (b / beta) as f32])
+                .params2([
+                    (alpha / b) as f32,
+                    self.gamma,
+                    (gamma / b - alpha * beta) as f32,
+                    0.0,
+                ]),
         )
     }
 
