@@ -39,7 +39,7 @@ fn losses(c: &mut Criterion) {
         group.bench_function(format!("copy/{label}"), |b| {
             b.iter_custom(|iters| {
                 timed(gpu, iters, &mut |enc| {
-                    wgloss::encode_copy(gpu, enc, &src, &dst).unwrap()
+                    wgloss::encode_copy(gpu, enc, &src, &dst, gpu.vec4()).unwrap()
                 })
             })
         });

@@ -1,4 +1,5 @@
-// Plain copy: the roofline of the benchmarks. Same block shape as the loss kernels.
+// Plain copy, one element per step: a roofline of the benchmarks. Same block shape as the loss
+// kernels.
 
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;

@@ -3,8 +3,10 @@
 // returning (loss, d loss / d p) of element i (its global flat index), and may read `params.p`
 // (hyperparameters) and `state` (loss state kept on the GPU).
 //
-// Bindings (group 0): 0 pred, 1 targ (the target; `target` is reserved in WGSL) (read); 2 grad, 3 loss (one value, or one per element
-// under reduction none), 4 partials (one slot per workgroup of every segment), 5 state, 6 params.
+// Bindings (group 0): 0 pred, 1 targ (the target; `target` is reserved in WGSL) (read); 2 grad,
+// 3 loss (one value, or one per element under reduction none), 4 partials (one slot per
+// workgroup of every segment), 5 state, 6 params. Bindings 0-2 and the passes that read them
+// come from `elementwise_f32.wgsl` (one element per step) or `elementwise_vec4.wgsl` (four).
 // A segment is a slice of the inputs that fits one storage binding; the host dispatches each
 // segment with its own bind group, and at most `Gpu::max_workgroups` workgroups, each walking one
 // contiguous block of it, so neither the binding-size limit nor the 65,535-workgroup limit is
@@ -29,9 +31,6 @@ struct Params {
     p2: vec4<f32>,     // more hyperparameters, or values derived from them on the host
 }
 
-@group(0) @binding(0) var<storage, read> pred: array<f32>;
-@group(0) @binding(1) var<storage, read> targ: array<f32>;
-@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
@@ -64,33 +63,6 @@ fn workgroup_sum(lid: u32, v: f32) -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn fused(
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let b = block_range(params.n, wid.x, nwg.x, WG);
-    var acc = 0.0;
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
-        let v = loss_elem(pred[i], targ[i], params.elem_base + i);
-        if (WRITE_GRAD) {
-            grad[i] = v.y * params.grad_scale;
-        }
-        if (PER_ELEMENT) {
-            loss[i] = v.x;
-        } else {
-            acc += v.x;
-        }
-    }
-    if (!PER_ELEMENT) {
-        let s = workgroup_sum(lid.x, acc);
-        if (lid.x == 0u) {
-            partials[params.wg_base + wid.x] = s;
-        }
-    }
-}
-
-@compute @workgroup_size(256)
 fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
     var acc = 0.0;
     for (var i = lid.x; i < params.num_partials; i += WG) {
@@ -108,19 +80,5 @@ fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
         } else {
             loss[0] = mean;
         }
-    }
-}
-
-// Second pass of ROOT losses: the gradient, once the total is known.
-@compute @workgroup_size(256)
-fn apply(
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let b = block_range(params.n, wid.x, nwg.x, WG);
-    let coef = state[0];
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
-        grad[i] = loss_elem(pred[i], targ[i], params.elem_base + i).y * coef;
     }
 }

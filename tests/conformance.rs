@@ -69,6 +69,12 @@ fn run_and_compare(
     )
 }
 
+/// The shared GPU with one and with four elements per step: both paths are checked on every
+/// adapter, whichever the adapter would pick.
+fn widths(gpu: &Gpu) -> [Gpu; 2] {
+    [gpu.with_vec4(false), gpu.with_vec4(true)]
+}
+
 fn report(failures: Vec<String>) {
     assert!(
         failures.is_empty(),
@@ -124,14 +130,20 @@ fn reference_grad_matches_finite_differences(entry: &Entry) {
 fn matches_reference(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let mut failures = Vec::new();
-    for &n in SHAPES {
+    for (gpu, &n) in widths(gpu)
+        .iter()
+        .flat_map(|g| SHAPES.iter().map(move |n| (g, n)))
+    {
         for (v, label) in entry.variants.iter().enumerate() {
             for &reduction in entry.reductions {
                 let mut inst = (entry.make)(gpu, v, reduction).expect("valid variant");
                 for step in 0..3u64 {
                     let (shape, p, t) = inputs(entry, n, 1000 * n as u64 + step);
-                    let what =
-                        format!("{} {label} {reduction:?} {shape:?} step {step}", entry.name);
+                    let what = format!(
+                        "{} {label} {reduction:?} {shape:?} step {step} vec4={}",
+                        entry.name,
+                        gpu.vec4()
+                    );
                     if let Err(e) =
                         run_and_compare(gpu, &mut inst, reduction, &shape, &p, &t, &what)
                     {
@@ -151,11 +163,15 @@ fn matches_reference_beyond_limits(entry: &Entry) {
     let _one_at_a_time = LARGE.lock().unwrap_or_else(|e| e.into_inner());
     let max_binding = gpu.limits().max_storage_buffer_binding_size;
     let mut failures = Vec::new();
-    for n in [BEYOND_DISPATCH, BEYOND_BINDING] {
+    let cases = widths(gpu)
+        .into_iter()
+        .flat_map(|g| [(g.clone(), BEYOND_DISPATCH), (g, BEYOND_BINDING)]);
+    for (gpu, n) in cases {
+        let gpu = &gpu;
         for &reduction in entry.reductions {
             let mut inst = (entry.make)(gpu, 0, reduction).expect("default variant");
             let (shape, p, t) = inputs(entry, n, 7 + n as u64);
-            let what = format!("{} {reduction:?} {shape:?}", entry.name);
+            let what = format!("{} {reduction:?} {shape:?} vec4={}", entry.name, gpu.vec4());
             if let Err(e) = run_and_compare(gpu, &mut inst, reduction, &shape, &p, &t, &what) {
                 failures.push(e);
             }
@@ -172,7 +188,11 @@ fn encode_into_views_matches_reference(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let align = gpu.limits().min_storage_buffer_offset_alignment as usize / 4;
     let mut failures = Vec::new();
-    for &reduction in entry.reductions {
+    let cases = widths(gpu)
+        .into_iter()
+        .flat_map(|g| entry.reductions.iter().map(move |&r| (g.clone(), r)));
+    for (gpu, reduction) in cases {
+        let gpu = &gpu;
         let mut inst = (entry.make)(gpu, 0, reduction).expect("default variant");
         let (shape, p, t) = inputs(entry, 1001, 5);
         let len = p.len();
@@ -199,7 +219,7 @@ fn encode_into_views_matches_reference(entry: &Entry) {
         inst.loss.encode(gpu, &mut encoder, &pv, &tv, &out).unwrap();
         gpu.submit_and_wait(encoder).unwrap();
         let want = (inst.reference)(to_f64(&p, &shape).view(), to_f64(&t, &shape).view());
-        let what = format!("{} {reduction:?} encode", entry.name);
+        let what = format!("{} {reduction:?} encode vec4={}", entry.name, gpu.vec4());
         let tol = if reduction == Reduction::None {
             ELEMENTWISE
         } else {

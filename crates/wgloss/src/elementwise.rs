@@ -32,6 +32,8 @@ pub(crate) enum Plan {
 #[derive(Debug)]
 pub struct ElementwiseSpec<'a> {
     pub(crate) kernel: &'static Kernel,
+    /// The same loss four elements per step, for the OnePass and Root plans.
+    pub(crate) kernel4: Option<&'static Kernel>,
     pub(crate) plan: Plan,
     pub(crate) p: [f32; 4],
     pub(crate) p2: [f32; 4],
@@ -47,6 +49,7 @@ impl<'a> ElementwiseSpec<'a> {
     pub(crate) fn new(kernel: &'static Kernel, reduction: Reduction, grad_scale: f32) -> Self {
         Self {
             kernel,
+            kernel4: None,
             plan: Plan::OnePass,
             p: [0.0; 4],
             p2: [0.0; 4],
@@ -66,6 +69,11 @@ impl<'a> ElementwiseSpec<'a> {
 
     pub(crate) fn params2(mut self, p2: [f32; 4]) -> Self {
         self.p2 = p2;
+        self
+    }
+
+    pub(crate) fn vec4(mut self, kernel4: &'static Kernel) -> Self {
+        self.kernel4 = Some(kernel4);
         self
     }
 
@@ -101,6 +109,8 @@ struct Segment {
     len: usize,
     workgroups: usize,
     wg_base: usize,
+    /// Run by the four-elements-per-step kernel (`len` is then a multiple of 4).
+    vec4: bool,
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -112,27 +122,51 @@ fn gcd(a: usize, b: usize) -> usize {
 }
 
 /// Largest element count per segment: fits the device's storage binding size, starts every
-/// segment at an offset aligned for binding, and on a row boundary of `coords`.
+/// segment at an offset aligned for binding, on a whole vec4 and on a row boundary of `coords`.
 fn segment_len(gpu: &Gpu, coords: usize) -> usize {
     let limits = gpu.limits();
-    let align = (limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+    let align = vec4_unit(gpu);
     let unit = align / gcd(align, coords) * coords;
     let max_elems = (limits.max_storage_buffer_binding_size / 4).min(u32::MAX as u64 / 2) as usize;
     (max_elems / unit).max(1) * unit
 }
 
-fn segments(n: usize, seg_len: usize, max_workgroups: usize) -> Vec<Segment> {
+/// Elements per unit of the four-elements-per-step kernels: a multiple of 4 whose byte size is a
+/// multiple of the device's storage offset alignment.
+fn vec4_unit(gpu: &Gpu) -> usize {
+    let align = (gpu.limits().min_storage_buffer_offset_alignment as usize / 4).max(1);
+    align / gcd(align, 4) * 4
+}
+
+/// Splits `n` elements into segments of at most `seg_len`. With `vec4_unit`, the prefix of whole
+/// units goes to the four-elements-per-step kernel and the rest (fewer than `vec4_unit`
+/// elements) to a segment of its own for the one-element kernel; the unit's byte size is a
+/// valid binding offset, so that last segment starts aligned.
+fn segments(
+    n: usize,
+    seg_len: usize,
+    max_workgroups: usize,
+    vec4_unit: Option<usize>,
+) -> Vec<Segment> {
+    let vec4 = vec4_unit.is_some();
+    let main = vec4_unit.map_or(n, |unit| n / unit * unit);
+    let per_step = if vec4 { 4 } else { 1 };
     let mut out = Vec::new();
     let mut start = 0;
     let mut wg_base = 0;
     while start < n {
-        let len = seg_len.min(n - start);
-        let workgroups = len.div_ceil(WG).min(max_workgroups);
+        let (len, vec4) = if start < main {
+            (seg_len.min(main - start), vec4)
+        } else {
+            (n - start, false)
+        };
+        let workgroups = len.div_ceil(WG * per_step).min(max_workgroups);
         out.push(Segment {
             start,
             len,
             workgroups,
             wg_base,
+            vec4,
         });
         start += len;
         wg_base += workgroups;
@@ -276,7 +310,15 @@ pub(crate) fn encode(
         Plan::Kth => gpu.max_workgroups().min(256),
         _ => gpu.max_workgroups(),
     };
-    let segs = segments(n, segment_len(gpu, coords), max_workgroups);
+    let kernel4 = spec
+        .kernel4
+        .filter(|_| gpu.vec4() && matches!(spec.plan, Plan::OnePass | Plan::Root));
+    let segs = segments(
+        n,
+        segment_len(gpu, coords),
+        max_workgroups,
+        kernel4.map(|_| vec4_unit(gpu)),
+    );
     let num_partials: usize = segs.iter().map(|s| s.workgroups).sum();
     let per_element = spec.reduction == Reduction::None;
     let (loss_scale, grad_scale) = match (spec.plan, spec.reduction) {
@@ -359,11 +401,11 @@ pub(crate) fn encode(
         })
         .collect();
 
-    let pipeline = |entry: &'static str, write_grad: bool, root: bool| {
+    let pipeline = |kernel: &'static Kernel, entry: &'static str, write_grad: bool, root: bool| {
         gpu.pipeline(
-            spec.kernel,
+            kernel,
             PipelineKey {
-                kernel: spec.kernel.name,
+                kernel: kernel.name,
                 entry,
                 overrides: vec![
                     ("PER_ELEMENT", per_element),
@@ -378,37 +420,43 @@ pub(crate) fn encode(
         label: Some(spec.kernel.name),
         timestamp_writes: None,
     });
-    let over_segments = |pass: &mut wgpu::ComputePass<'_>, p: &wgpu::ComputePipeline| {
-        pass.set_pipeline(p);
+    // Every segment, each with the kernel of its step width.
+    let over_segments = |pass: &mut wgpu::ComputePass<'_>, entry, write_grad, root| {
         for (s, g) in segs.iter().zip(&groups) {
+            let kernel = match kernel4 {
+                Some(k4) if s.vec4 => k4,
+                _ => spec.kernel,
+            };
+            pass.set_pipeline(&pipeline(kernel, entry, write_grad, root));
             pass.set_bind_group(0, g, &[]);
             pass.dispatch_workgroups(s.workgroups as u32, 1, 1);
         }
     };
-    let once = |pass: &mut wgpu::ComputePass<'_>, p: &wgpu::ComputePipeline| {
-        pass.set_pipeline(p);
+    // One workgroup over the whole input (reductions and state updates).
+    let once = |pass: &mut wgpu::ComputePass<'_>, entry, write_grad, root| {
+        pass.set_pipeline(&pipeline(spec.kernel, entry, write_grad, root));
         pass.set_bind_group(0, &groups[0], &[]);
         pass.dispatch_workgroups(1, 1, 1);
     };
     match spec.plan {
         Plan::OnePass | Plan::CoordStats => {
             if spec.plan == Plan::CoordStats {
-                over_segments(&mut pass, &pipeline("coord_stats", true, false));
-                once(&mut pass, &pipeline("coord_update", true, false));
+                over_segments(&mut pass, "coord_stats", true, false);
+                once(&mut pass, "coord_update", true, false);
             }
-            over_segments(&mut pass, &pipeline("fused", true, false));
+            over_segments(&mut pass, "fused", true, false);
             if !per_element {
-                once(&mut pass, &pipeline("reduce", true, false));
+                once(&mut pass, "reduce", true, false);
             }
         }
         Plan::Root => {
-            over_segments(&mut pass, &pipeline("fused", false, true));
-            once(&mut pass, &pipeline("reduce", false, true));
-            over_segments(&mut pass, &pipeline("apply", false, true));
+            over_segments(&mut pass, "fused", false, true);
+            once(&mut pass, "reduce", false, true);
+            over_segments(&mut pass, "apply", false, true);
         }
         Plan::Kth => {
-            over_segments(&mut pass, &pipeline("fused_kth", true, false));
-            once(&mut pass, &pipeline("reduce_kth", true, false));
+            over_segments(&mut pass, "fused_kth", true, false);
+            once(&mut pass, "reduce_kth", true, false);
         }
     }
     Ok(())
@@ -418,13 +466,16 @@ fn entry(binding: u32, resource: wgpu::BindingResource<'_>) -> wgpu::BindGroupEn
     wgpu::BindGroupEntry { binding, resource }
 }
 
-/// Records a plain copy of `src` into `dst` with the same grid-stride shape and segmentation as
-/// the loss kernels: the bandwidth roofline of the benchmarks.
+/// Records a plain copy of `src` into `dst` with the same block shape and segmentation as the
+/// loss kernels, one element per step or, with `vec4`, four (16-byte accesses; the element count
+/// must then be a multiple of the storage offset alignment in elements): the bandwidth roofline
+/// of the benchmarks.
 pub fn encode_copy(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     src: &Tensor,
     dst: &Tensor,
+    vec4: bool,
 ) -> Result<()> {
     if src.shape() != dst.shape() {
         return Err(Error::ShapeMismatch {
@@ -433,11 +484,23 @@ pub fn encode_copy(
             got: dst.shape().to_vec(),
         });
     }
+    if vec4 && !src.len().is_multiple_of(vec4_unit(gpu)) || src.is_empty() {
+        return Err(Error::InvalidShape {
+            name: "src",
+            got: src.shape().to_vec(),
+            why: "the copy kernels need a non-zero length, and the vec4 one a multiple of the \
+                  storage offset alignment in elements",
+        });
+    }
     src.check_bindable(gpu, "src")?;
     dst.check_bindable(gpu, "dst")?;
     gpu.scoped(|| {
         let (bgl, layout) = gpu.layout("copy", &[storage(0, true), storage(1, false)]);
-        let kernel = &crate::kernel::COPY;
+        let kernel = if vec4 {
+            &crate::kernel::COPY_VEC4
+        } else {
+            &crate::kernel::COPY
+        };
         let pipeline = gpu.pipeline(
             kernel,
             PipelineKey {
@@ -447,7 +510,12 @@ pub fn encode_copy(
             },
             &layout,
         );
-        let segs = segments(src.len(), segment_len(gpu, 1), gpu.max_workgroups());
+        let segs = segments(
+            src.len(),
+            segment_len(gpu, 1),
+            gpu.max_workgroups(),
+            vec4.then(|| vec4_unit(gpu)),
+        );
         let groups: Vec<wgpu::BindGroup> = segs
             .iter()
             .map(|s| {
@@ -480,12 +548,17 @@ mod tests {
 
     #[test]
     fn segments_cover_the_input_in_order() {
-        let segs = segments(1000, 256, 4096);
+        let segs = segments(1000, 256, 4096, None);
         let lens: Vec<usize> = segs.iter().map(|s| s.len).collect();
         assert_eq!(lens, [256, 256, 256, 232]);
         assert_eq!(segs[3].start, 768);
         assert_eq!(segs[3].wg_base, 3);
-        let big = segments(40_000_003, 33_554_432, 4096);
+        let quads = segments(1003, 512, 4096, Some(64));
+        let spans: Vec<(usize, usize, bool)> =
+            quads.iter().map(|s| (s.start, s.len, s.vec4)).collect();
+        assert_eq!(spans, [(0, 512, true), (512, 448, true), (960, 43, false)]);
+        assert_eq!(quads[2].wg_base, 2);
+        let big = segments(40_000_003, 33_554_432, 4096, None);
         assert_eq!(big.len(), 2);
         assert_eq!(big[0].workgroups, 4096);
         assert_eq!(big[1].len, 40_000_003 - 33_554_432);

@@ -64,10 +64,20 @@ pub enum Error {
 
 impl From<wgpu::Error> for Error {
     fn from(e: wgpu::Error) -> Self {
+        // The description alone is often just "Validation Error": keep the whole source chain.
+        fn chain(mut source: &(dyn std::error::Error + 'static)) -> String {
+            let mut out = source.to_string();
+            while let Some(next) = source.source() {
+                out.push_str(": ");
+                out.push_str(&next.to_string());
+                source = next;
+            }
+            out
+        }
         match e {
-            wgpu::Error::OutOfMemory { source } => Error::OutOfMemory(source.to_string()),
-            wgpu::Error::Validation { description, .. } => Error::Validation(description),
-            wgpu::Error::Internal { description, .. } => Error::Internal(description),
+            wgpu::Error::OutOfMemory { source } => Error::OutOfMemory(chain(source.as_ref())),
+            wgpu::Error::Validation { source, .. } => Error::Validation(chain(source.as_ref())),
+            wgpu::Error::Internal { source, .. } => Error::Internal(chain(source.as_ref())),
         }
     }
 }

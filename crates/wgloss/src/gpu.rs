@@ -26,6 +26,7 @@ pub(crate) struct PipelineKey {
 #[derive(Clone)]
 pub struct Gpu {
     inner: Arc<Inner>,
+    vec4: bool,
 }
 
 struct Inner {
@@ -129,6 +130,12 @@ impl Gpu {
             .and_then(|v| v.parse().ok())
             .filter(|&n: &usize| (1..=65_535).contains(&n))
             .unwrap_or(if cpu { 64 } else { 4096 });
+        // 16-byte accesses suit GPUs; lavapipe streams scalar accesses faster.
+        let vec4 = match std::env::var("WGLOSS_VEC4").as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => !cpu,
+        };
         Self {
             inner: Arc::new(Inner {
                 device,
@@ -139,6 +146,7 @@ impl Gpu {
                 pipelines: Mutex::default(),
                 layouts: Mutex::default(),
             }),
+            vec4,
         }
     }
 
@@ -161,6 +169,22 @@ impl Gpu {
     /// CPU adapter, 4096 otherwise; `WGLOSS_MAX_WORKGROUPS` overrides it (1..=65535).
     pub fn max_workgroups(&self) -> usize {
         self.inner.max_workgroups
+    }
+
+    /// Whether element-wise kernels move four elements per step with 16-byte accesses: on GPU
+    /// adapters, not on CPU adapters (lavapipe streams scalar accesses faster); `WGLOSS_VEC4=0|1`
+    /// overrides it.
+    pub fn vec4(&self) -> bool {
+        self.vec4
+    }
+
+    /// The same device and caches with the element-wise step width set explicitly (both widths
+    /// compute the same values; the conformance suite checks each).
+    pub fn with_vec4(&self, vec4: bool) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            vec4,
+        }
     }
 
     /// Adapter information, when wgloss created the device.

@@ -1,6 +1,6 @@
 use crate::elementwise::ElementwiseSpec;
 use crate::error::{check_param, Result};
-use crate::kernel::regression::HUBER;
+use crate::kernel::regression::{HUBER, HUBER_VEC4};
 use crate::{ElementwiseLoss, Reduction};
 
 /// Huber loss, torch `huber_loss`.
@@ -37,6 +37,7 @@ impl ElementwiseLoss for Huber {
         super::check_grad_scale(self.grad_scale)?;
         Ok(
             ElementwiseSpec::new(&HUBER, self.reduction, self.grad_scale)
+                .vec4(&HUBER_VEC4)
                 .params([self.delta, 0.0, 0.0, 0.0]),
         )
     }

@@ -1,4 +1,4 @@
-use crate::kernel::regression::LOG_COSH;
+use crate::kernel::regression::{LOG_COSH, LOG_COSH_VEC4};
 
 super::mae::plain_loss!(
     /// Log-cosh, optax `log_cosh`, in the overflow-free form.
@@ -10,5 +10,6 @@ super::mae::plain_loss!(
     /// # Shapes
     /// `pred`, `target`: any shape, equal. Defaults: reduction mean, grad_scale 1.
     LogCosh,
-    LOG_COSH
+    LOG_COSH,
+    LOG_COSH_VEC4
 );

@@ -1,9 +1,9 @@
 use crate::error::{check_param, Result};
-use crate::kernel::regression::MAE;
+use crate::kernel::regression::{MAE, MAE_VEC4};
 
 /// Declares a regression loss without hyperparameters: a config of `reduction` and `grad_scale`.
 macro_rules! plain_loss {
-    ($(#[$doc:meta])* $name:ident, $kernel:expr) => {
+    ($(#[$doc:meta])* $name:ident, $kernel:expr, $vec4:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq)]
         pub struct $name {
@@ -25,7 +25,7 @@ macro_rules! plain_loss {
         impl crate::ElementwiseLoss for $name {
             fn spec(&self, _shape: &[usize]) -> crate::Result<crate::ElementwiseSpec<'_>> {
                 crate::regression::check_grad_scale(self.grad_scale)?;
-                Ok(crate::ElementwiseSpec::new(&$kernel, self.reduction, self.grad_scale))
+                Ok(crate::ElementwiseSpec::new(&$kernel, self.reduction, self.grad_scale).vec4(&$vec4))
             }
 
             fn reduction(&self) -> crate::Reduction {
@@ -45,7 +45,8 @@ plain_loss!(
     /// # Shapes
     /// `pred`, `target`: any shape, equal. Defaults: reduction mean, grad_scale 1.
     Mae,
-    MAE
+    MAE,
+    MAE_VEC4
 );
 
 /// Rejects a non-finite `grad_scale`.

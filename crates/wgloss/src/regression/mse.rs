@@ -1,4 +1,4 @@
-use crate::kernel::regression::MSE;
+use crate::kernel::regression::{MSE, MSE_VEC4};
 
 super::mae::plain_loss!(
     /// Mean squared error, torch `mse_loss`.
@@ -9,5 +9,6 @@ super::mae::plain_loss!(
     /// # Shapes
     /// `pred`, `target`: any shape, equal. Defaults: reduction mean, grad_scale 1.
     Mse,
-    MSE
+    MSE,
+    MSE_VEC4
 );

@@ -1,6 +1,6 @@
 use crate::elementwise::ElementwiseSpec;
 use crate::error::{check_param, Result};
-use crate::kernel::regression::QUANTILE;
+use crate::kernel::regression::{QUANTILE, QUANTILE_VEC4};
 use crate::{ElementwiseLoss, Reduction};
 
 /// Quantile (pinball) loss.
@@ -38,6 +38,7 @@ impl ElementwiseLoss for Quantile {
         super::check_grad_scale(self.grad_scale)?;
         Ok(
             ElementwiseSpec::new(&QUANTILE, self.reduction, self.grad_scale)
+                .vec4(&QUANTILE_VEC4)
                 .params([q, 0.0, 0.0, 0.0]),
         )
     }

@@ -1,6 +1,6 @@
 use crate::elementwise::ElementwiseSpec;
 use crate::error::{check_param, Result};
-use crate::kernel::regression::SMOOTH_L1;
+use crate::kernel::regression::{SMOOTH_L1, SMOOTH_L1_VEC4};
 use crate::{ElementwiseLoss, Reduction};
 
 /// Smooth L1, torch `smooth_l1_loss`.
@@ -37,6 +37,7 @@ impl ElementwiseLoss for SmoothL1 {
         super::check_grad_scale(self.grad_scale)?;
         Ok(
             ElementwiseSpec::new(&SMOOTH_L1, self.reduction, self.grad_scale)
+                .vec4(&SMOOTH_L1_VEC4)
                 .params([self.beta, 0.0, 0.0, 0.0]),
         )
     }
