@@ -307,7 +307,7 @@ pub(crate) fn encode(
     // Each workgroup of the k-th smallest plan merges k sorted lists in k rounds of barriers, and
     // the final pass merges one list per workgroup: fewer, fuller workgroups pay off there.
     let max_workgroups = match spec.plan {
-        Plan::Kth => gpu.max_workgroups().min(256),
+        Plan::Kth => gpu.max_workgroups().min(1024),
         _ => gpu.max_workgroups(),
     };
     let kernel4 = spec
