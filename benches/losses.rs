@@ -45,12 +45,10 @@ fn losses(c: &mut Criterion) {
         });
         for entry in REGISTRY {
             let inst = (entry.make)(gpu, 0, Reduction::Mean).unwrap();
-            let shape = entry.shape(n);
+            let (shape, p, t) = entry.inputs(n, 2);
             let len: usize = shape.iter().product();
-            let mut rng = Rng::new(2);
-            let (lo, hi) = entry.domain;
-            let pred = Tensor::from_slice(gpu, &rng.uniform(len, lo, hi), &shape).unwrap();
-            let target = Tensor::from_slice(gpu, &rng.uniform(len, lo, hi), &shape).unwrap();
+            let pred = Tensor::from_slice(gpu, &p, &shape).unwrap();
+            let target = Tensor::from_slice(gpu, &t, &shape).unwrap();
             let out = LossOutput::new(gpu, &shape, inst.loss.reduction()).unwrap();
             group.throughput(Throughput::Bytes(12 * len as u64));
             group.bench_function(format!("{}/{label}", entry.name), |b| {

@@ -42,3 +42,12 @@ fn block_range(n: u32, w: u32, count: u32, wg: u32) -> vec2<u32> {
     let start = min(w * per, n);
     return vec2<u32>(start, min(start + per, n));
 }
+
+// x^y for x >= 0 with the limits pow(0, y > 0) = 0 and pow(0, 0) = 1 spelled out (WGSL leaves
+// pow undefined at x = 0).
+fn pow0(x: f32, y: f32) -> f32 {
+    if (x > 0.0) {
+        return pow(x, y);
+    }
+    return select(0.0, 1.0, y == 0.0);
+}

@@ -5,6 +5,8 @@ use ndarray::{ArrayD, ArrayViewD};
 use wgloss::{ElementwiseLoss, Gpu, Reduction};
 use wgloss_ref::LossGrad;
 
+use crate::check::Rng;
+
 type RefFn = Box<dyn FnMut(ArrayViewD<'_, f64>, ArrayViewD<'_, f64>) -> LossGrad>;
 /// The reference as a function of `pred` alone, with target and any state frozen.
 pub type Frozen = Box<dyn Fn(ArrayViewD<'_, f64>) -> LossGrad>;
@@ -43,8 +45,13 @@ pub struct Entry {
     pub variants: &'static [&'static str],
     /// Reductions the loss offers.
     pub reductions: &'static [Reduction],
-    /// Range test inputs (pred and target) are drawn from.
+    /// Range test predictions (and uniform targets) are drawn from.
     pub domain: (f64, f64),
+    /// How test targets are drawn.
+    pub targets: Targets,
+    /// Whether inputs of ±1e4 must give finite loss and gradients (false where the math itself
+    /// overflows, as e^{1e4} does).
+    pub extreme_finite: bool,
     /// Size of the last dimension the loss requires (1: any shape).
     pub row: usize,
     /// Whether an empty input is accepted (loss 0 under mean).
@@ -55,6 +62,19 @@ pub struct Entry {
     pub bad_params: &'static [BadParam],
 }
 
+/// How test targets are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// Uniform in the entry's domain, like the predictions.
+    Uniform,
+    /// Probabilities, uniform in [0, 1].
+    Probability,
+    /// Labels 0 or 1.
+    Binary,
+    /// Labels −1 or +1.
+    Sign,
+}
+
 impl Entry {
     /// A shape of `n` elements, rounded up to whole rows, that this loss accepts.
     pub fn shape(&self, n: usize) -> Vec<usize> {
@@ -63,6 +83,30 @@ impl Entry {
         } else {
             vec![n.div_ceil(self.row), self.row]
         }
+    }
+
+    /// Seeded test inputs of about `n` elements: shape, predictions and targets.
+    pub fn inputs(&self, n: usize, seed: u64) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
+        let shape = self.shape(n);
+        let len = shape.iter().product();
+        let mut rng = Rng::new(seed);
+        let (lo, hi) = self.domain;
+        let pred = rng.uniform(len, lo, hi);
+        let target = match self.targets {
+            Targets::Uniform => rng.uniform(len, lo, hi),
+            Targets::Probability => rng.uniform(len, 0.0, 1.0),
+            Targets::Binary => rng
+                .uniform(len, 0.0, 2.0)
+                .iter()
+                .map(|x| x.floor())
+                .collect(),
+            Targets::Sign => rng
+                .uniform(len, 0.0, 1.0)
+                .iter()
+                .map(|&x| if x < 0.5 { -1.0 } else { 1.0 })
+                .collect(),
+        };
+        (shape, pred, target)
     }
 }
 
@@ -515,6 +559,256 @@ pub static REGISTRY: &[Entry] = &[
         ],
         ..F1
     },
+    Entry {
+        name: "bce_with_logits",
+        variants: &["default", "pos_weight", "pos_weight,weight,grad_scale=0.5"],
+        anchor: "torch binary_cross_entropy_with_logits",
+        targets: Targets::Probability,
+        row: 3,
+        make: |_, v, reduction| {
+            let pos_weight = [
+                None,
+                Some(vec![2.0f32, 0.5, 1.0]),
+                Some(vec![3.0, 1.0, 0.25]),
+            ][v]
+                .clone();
+            let weight = [None, None, Some(vec![0.5f32, 2.0, 1.0])][v].clone();
+            let grad_scale = [1.0, 1.0, 0.5][v];
+            let loss = wgloss::BceWithLogits {
+                pos_weight: pos_weight.clone(),
+                weight: weight.clone(),
+                reduction,
+                grad_scale,
+            };
+            let to64 = |w: Option<Vec<f32>>| {
+                w.map(|w| w.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>())
+            };
+            let (pw, w) = (to64(pos_weight), to64(weight));
+            stateless(
+                loss,
+                move |p, t| {
+                    wgloss_ref::bce_with_logits(
+                        p,
+                        t,
+                        pw.as_deref(),
+                        w.as_deref(),
+                        reduction.into_ref(),
+                        grad_scale.into(),
+                    )
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "pos_weight",
+            build: |_| {
+                Ok(Box::new(wgloss::BceWithLogits {
+                    pos_weight: Some(vec![1.0, f32::NAN, 1.0]),
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F3
+    },
+    Entry {
+        name: "sigmoid_focal",
+        variants: &[
+            "alpha=0.25,gamma=2",
+            "alpha=-1,gamma=0.5",
+            "alpha=0.75,gamma=0",
+        ],
+        anchor: "torchvision sigmoid_focal_loss",
+        targets: Targets::Binary,
+        make: |_, v, reduction| {
+            let (alpha, gamma) = [(0.25f32, 2.0f32), (-1.0, 0.5), (0.75, 0.0)][v];
+            stateless(
+                wgloss::SigmoidFocal {
+                    alpha,
+                    gamma,
+                    reduction,
+                    grad_scale: 1.0,
+                },
+                move |p, t| {
+                    wgloss_ref::sigmoid_focal(
+                        p,
+                        t,
+                        alpha.into(),
+                        gamma.into(),
+                        reduction.into_ref(),
+                        1.0,
+                    )
+                },
+                1.0,
+            )
+        },
+        bad_params: &[
+            BadParam {
+                param: "gamma",
+                build: |_| {
+                    Ok(Box::new(wgloss::SigmoidFocal {
+                        gamma: -1.0,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "alpha",
+                build: |_| {
+                    Ok(Box::new(wgloss::SigmoidFocal {
+                        alpha: 1.5,
+                        ..Default::default()
+                    }))
+                },
+            },
+        ],
+        ..F3
+    },
+    Entry {
+        name: "hinge",
+        variants: &["margin=1", "margin=0.5"],
+        anchor: "optax hinge_loss",
+        make: |_, v, reduction| {
+            let margin = [1.0f32, 0.5][v];
+            stateless(
+                wgloss::Hinge {
+                    margin,
+                    reduction,
+                    grad_scale: 1.0,
+                },
+                move |p, t| wgloss_ref::hinge(p, t, margin.into(), reduction.into_ref(), 1.0),
+                1.0,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "margin",
+            build: |_| {
+                Ok(Box::new(wgloss::Hinge {
+                    margin: f32::NAN,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F3
+    },
+    Entry {
+        name: "squared_hinge",
+        variants: &["margin=1", "margin=2,grad_scale=0.5"],
+        anchor: "seeds",
+        make: |_, v, reduction| {
+            let (margin, grad_scale) = [(1.0f32, 1.0f32), (2.0, 0.5)][v];
+            stateless(
+                wgloss::SquaredHinge {
+                    margin,
+                    reduction,
+                    grad_scale,
+                },
+                move |p, t| {
+                    wgloss_ref::squared_hinge(
+                        p,
+                        t,
+                        margin.into(),
+                        reduction.into_ref(),
+                        grad_scale.into(),
+                    )
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "margin",
+            build: |_| {
+                Ok(Box::new(wgloss::SquaredHinge {
+                    margin: f32::INFINITY,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F3
+    },
+    Entry {
+        name: "smoothed_hinge",
+        variants: &["gamma=1", "gamma=0.25"],
+        anchor: "Rennie & Srebro 2005",
+        make: |_, v, reduction| {
+            let gamma = [1.0f32, 0.25][v];
+            stateless(
+                wgloss::SmoothedHinge {
+                    gamma,
+                    reduction,
+                    grad_scale: 1.0,
+                },
+                move |p, t| {
+                    wgloss_ref::smoothed_hinge(p, t, gamma.into(), reduction.into_ref(), 1.0)
+                },
+                1.0,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "gamma",
+            build: |_| {
+                Ok(Box::new(wgloss::SmoothedHinge {
+                    gamma: 0.0,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F3
+    },
+    Entry {
+        name: "ramp",
+        variants: &["s_cap=-1", "s_cap=0"],
+        anchor: "Collobert et al. 2006",
+        make: |_, v, reduction| {
+            let s_cap = [-1.0f32, 0.0][v];
+            stateless(
+                wgloss::Ramp {
+                    s_cap,
+                    reduction,
+                    grad_scale: 1.0,
+                },
+                move |p, t| wgloss_ref::ramp(p, t, s_cap.into(), reduction.into_ref(), 1.0),
+                1.0,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "s_cap",
+            build: |_| {
+                Ok(Box::new(wgloss::Ramp {
+                    s_cap: 1.0,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F3
+    },
+    Entry {
+        name: "exponential",
+        variants: &["default", "grad_scale=0.25"],
+        anchor: "seeds (AdaBoost)",
+        domain: (-3.0, 3.0),
+        extreme_finite: false,
+        make: |_, v, reduction| {
+            let grad_scale = [1.0f32, 0.25][v];
+            stateless(
+                wgloss::Exponential {
+                    reduction,
+                    grad_scale,
+                },
+                move |p, t| wgloss_ref::exponential(p, t, reduction.into_ref(), grad_scale.into()),
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(wgloss::Exponential {
+                    grad_scale: f32::NAN,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F3
+    },
 ];
 
 /// Defaults of the regression family's entries.
@@ -525,10 +819,20 @@ const F1: Entry = Entry {
     variants: &["default"],
     reductions: &[Reduction::None, Reduction::Mean, Reduction::Sum],
     domain: (-3.0, 3.0),
+    targets: Targets::Uniform,
+    extreme_finite: true,
     row: 1,
     allows_empty: true,
     make: |_, _, _| unreachable!("every entry sets make"),
     bad_params: &[],
+};
+
+/// Defaults of the classification family's entries: logits in [−6, 6].
+const F3: Entry = Entry {
+    family: "F3 classification",
+    domain: (-6.0, 6.0),
+    targets: Targets::Sign,
+    ..F1
 };
 
 /// An instance of a loss without state: the reference is a pure function.

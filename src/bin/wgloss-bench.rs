@@ -159,12 +159,10 @@ fn bench(args: &[String]) -> Result<()> {
                 continue;
             }
             let inst = (entry.make)(&gpu, 0, Reduction::Mean)?;
-            let shape = entry.shape(n);
+            let (shape, p, t) = entry.inputs(n, 2);
             let len: usize = shape.iter().product();
-            let mut rng = Rng::new(2);
-            let (lo, hi) = entry.domain;
-            let pred = Tensor::from_slice(&gpu, &rng.uniform(len, lo, hi), &shape)?;
-            let target = Tensor::from_slice(&gpu, &rng.uniform(len, lo, hi), &shape)?;
+            let pred = Tensor::from_slice(&gpu, &p, &shape)?;
+            let target = Tensor::from_slice(&gpu, &t, &shape)?;
             let out = LossOutput::new(&gpu, &shape, inst.loss.reduction())?;
             let mut loss = |enc: &mut wgpu::CommandEncoder| {
                 Ok(inst.loss.encode(&gpu, enc, &pred, &target, &out)?)

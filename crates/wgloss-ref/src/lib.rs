@@ -5,8 +5,10 @@
 //! the conformance suite can compare the GPU kernels (forward and backward)
 //! against it. Shape mismatches and invalid hyper-parameters panic.
 
+mod classification;
 mod regression;
 
+pub use classification::*;
 pub use regression::*;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};

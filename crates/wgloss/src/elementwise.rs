@@ -41,6 +41,9 @@ pub struct ElementwiseSpec<'a> {
     pub(crate) k: u32,
     pub(crate) iters: u32,
     pub(crate) state: Option<&'a wgpu::Buffer>,
+    /// Values uploaded as the state buffer of this call when `state` is `None` (per-class
+    /// weights).
+    pub(crate) aux: Vec<f32>,
     pub(crate) reduction: Reduction,
     pub(crate) grad_scale: f32,
 }
@@ -57,6 +60,7 @@ impl<'a> ElementwiseSpec<'a> {
             k: 0,
             iters: 0,
             state: None,
+            aux: Vec::new(),
             reduction,
             grad_scale,
         }
@@ -313,9 +317,15 @@ pub(crate) fn encode(
     let kernel4 = spec
         .kernel4
         .filter(|_| gpu.vec4() && matches!(spec.plan, Plan::OnePass | Plan::Root));
+    // Only per-coordinate statistics need segments to start on a row.
+    let row = if spec.plan == Plan::CoordStats {
+        coords
+    } else {
+        1
+    };
     let segs = segments(
         n,
-        segment_len(gpu, coords),
+        segment_len(gpu, row),
         max_workgroups,
         kernel4.map(|_| vec4_unit(gpu)),
     );
@@ -362,6 +372,14 @@ pub(crate) fn encode(
     let own_state;
     let state = match spec.state {
         Some(s) => s,
+        None if !spec.aux.is_empty() => {
+            own_state = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("wgloss per-class parameters"),
+                contents: bytemuck::cast_slice(&spec.aux),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+            &own_state
+        }
         None => {
             own_state = scratch(gpu, "wgloss state", 4);
             &own_state

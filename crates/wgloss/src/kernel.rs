@@ -49,11 +49,13 @@ pub const COPY_VEC4: Kernel = Kernel {
     parts: &[PRELUDE, shader!("copy_vec4.wgsl")],
 };
 
-macro_rules! regression_source {
-    ($file:literal) => {
+macro_rules! family_source {
+    ($dir:literal, $file:literal) => {
         include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shaders/regression/",
+            "/../../shaders/",
+            $dir,
+            "/",
             $file,
             ".wgsl"
         ))
@@ -61,56 +63,76 @@ macro_rules! regression_source {
 }
 
 macro_rules! elementwise_kernels {
-    (
-        stateless: { $($name:ident, $vec4:ident => $file:literal),* $(,)? }
-        stateful: { $($sname:ident => $sfile:literal),* $(,)? }
-    ) => {
-        /// Composed kernels of the regression family: one element per step and, for losses
-        /// without state, four elements per step.
-        pub(crate) mod regression {
-            use super::*;
-            $(
-                pub(crate) const $name: Kernel = Kernel {
-                    name: $file,
-                    parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_F32, regression_source!($file)],
-                };
-                pub(crate) const $vec4: Kernel = Kernel {
-                    name: concat!($file, ".vec4"),
-                    parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_VEC4, regression_source!($file)],
-                };
-            )*
-            $(
-                pub(crate) const $sname: Kernel = Kernel {
-                    name: $sfile,
-                    parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_F32, regression_source!($sfile)],
-                };
-            )*
+    ($(
+        $family:ident in $dir:literal {
+            stateless: { $($name:ident, $vec4:ident => $file:literal),* $(,)? }
+            stateful: { $($sname:ident => $sfile:literal),* $(,)? }
         }
+    )*) => {
+        $(
+            /// Composed kernels of one element-wise family: one element per step and, for losses
+            /// without state, four elements per step.
+            pub(crate) mod $family {
+                use super::*;
+                $(
+                    pub(crate) const $name: Kernel = Kernel {
+                        name: $file,
+                        parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_F32, family_source!($dir, $file)],
+                    };
+                    pub(crate) const $vec4: Kernel = Kernel {
+                        name: concat!($file, ".vec4"),
+                        parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_VEC4, family_source!($dir, $file)],
+                    };
+                )*
+                $(
+                    pub(crate) const $sname: Kernel = Kernel {
+                        name: $sfile,
+                        parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_F32, family_source!($dir, $sfile)],
+                    };
+                )*
+            }
+        )*
         /// Every composed kernel of the crate.
         pub const KERNELS: &[Kernel] = &[
             COPY,
             COPY_VEC4,
-            $(regression::$name, regression::$vec4,)*
-            $(regression::$sname,)*
+            $(
+                $($family::$name, $family::$vec4,)*
+                $($family::$sname,)*
+            )*
         ];
     };
 }
 
 elementwise_kernels! {
-    stateless: {
-        MAE, MAE_VEC4 => "mae",
-        MSE, MSE_VEC4 => "mse",
-        RMSE, RMSE_VEC4 => "rmse",
-        RMSLE, RMSLE_VEC4 => "rmsle",
-        LOG_COSH, LOG_COSH_VEC4 => "log_cosh",
-        HUBER, HUBER_VEC4 => "huber",
-        SMOOTH_L1, SMOOTH_L1_VEC4 => "smooth_l1",
-        QUANTILE, QUANTILE_VEC4 => "quantile",
-        BALANCED_L1, BALANCED_L1_VEC4 => "balanced_l1",
+    regression in "regression" {
+        stateless: {
+            MAE, MAE_VEC4 => "mae",
+            MSE, MSE_VEC4 => "mse",
+            RMSE, RMSE_VEC4 => "rmse",
+            RMSLE, RMSLE_VEC4 => "rmsle",
+            LOG_COSH, LOG_COSH_VEC4 => "log_cosh",
+            HUBER, HUBER_VEC4 => "huber",
+            SMOOTH_L1, SMOOTH_L1_VEC4 => "smooth_l1",
+            QUANTILE, QUANTILE_VEC4 => "quantile",
+            BALANCED_L1, BALANCED_L1_VEC4 => "balanced_l1",
+        }
+        stateful: {
+            DYNAMIC_SMOOTH_L1 => "dynamic_smooth_l1",
+            SELF_ADJUSTING_SMOOTH_L1 => "self_adjusting_smooth_l1",
+        }
     }
-    stateful: {
-        DYNAMIC_SMOOTH_L1 => "dynamic_smooth_l1",
-        SELF_ADJUSTING_SMOOTH_L1 => "self_adjusting_smooth_l1",
+    classification in "classification" {
+        stateless: {
+            BCE_WITH_LOGITS, BCE_WITH_LOGITS_VEC4 => "bce_with_logits",
+            SIGMOID_FOCAL, SIGMOID_FOCAL_VEC4 => "sigmoid_focal",
+            HINGE, HINGE_VEC4 => "hinge",
+            SQUARED_HINGE, SQUARED_HINGE_VEC4 => "squared_hinge",
+            SMOOTHED_HINGE, SMOOTHED_HINGE_VEC4 => "smoothed_hinge",
+            RAMP, RAMP_VEC4 => "ramp",
+            EXPONENTIAL, EXPONENTIAL_VEC4 => "exponential",
+        }
+        stateful: {}
     }
 }
 

@@ -18,6 +18,8 @@
 //! `encode`, which records into a caller's `wgpu::CommandEncoder` with caller-owned outputs and
 //! no synchronisation.
 
+pub mod classification;
+mod config;
 mod elementwise;
 mod error;
 mod gpu;
@@ -25,6 +27,7 @@ pub mod kernel;
 pub mod regression;
 mod tensor;
 
+pub use classification::*;
 pub use elementwise::{encode_copy, ElementwiseSpec};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, INSTALL_HINT};

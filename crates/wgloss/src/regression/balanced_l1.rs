@@ -44,7 +44,7 @@ impl ElementwiseLoss for BalancedL1 {
         check_param("alpha", self.alpha.into(), "> 0", self.alpha > 0.0)?;
         check_param("gamma", self.gamma.into(), "> 0", self.gamma > 0.0)?;
         check_param("beta", self.beta.into(), "> 0", self.beta > 0.0)?;
-        super::check_grad_scale(self.grad_scale)?;
+        crate::config::check_grad_scale(self.grad_scale)?;
         let b = (f64::from(self.gamma) / f64::from(self.alpha)).exp_m1();
         check_param(
             "gamma / alpha",

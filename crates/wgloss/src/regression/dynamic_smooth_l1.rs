@@ -78,7 +78,7 @@ impl DynamicSmoothL1 {
             "in 1..=1024",
             (1..=DYNAMIC_MAX_UPDATE_ITERS).contains(&c.update_iters),
         )?;
-        super::check_grad_scale(c.grad_scale)?;
+        crate::config::check_grad_scale(c.grad_scale)?;
         let mut init = vec![0.0f32; 2 + c.update_iters as usize];
         init[0] = c.initial_beta;
         let state = gpu.scoped(|| {

@@ -1,6 +1,6 @@
 use crate::kernel::regression::{LOG_COSH, LOG_COSH_VEC4};
 
-super::mae::plain_loss!(
+crate::config::plain_loss!(
     /// Log-cosh, optax `log_cosh`, in the overflow-free form.
     ///
     /// ```text

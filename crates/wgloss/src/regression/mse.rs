@@ -1,6 +1,6 @@
 use crate::kernel::regression::{MSE, MSE_VEC4};
 
-super::mae::plain_loss!(
+crate::config::plain_loss!(
     /// Mean squared error, torch `mse_loss`.
     ///
     /// ```text

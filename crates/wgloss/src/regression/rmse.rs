@@ -17,7 +17,7 @@ macro_rules! root_loss {
 
         impl crate::ElementwiseLoss for $name {
             fn spec(&self, _shape: &[usize]) -> crate::Result<crate::ElementwiseSpec<'_>> {
-                crate::regression::check_grad_scale(self.grad_scale)?;
+                crate::config::check_grad_scale(self.grad_scale)?;
                 Ok(
                     crate::ElementwiseSpec::new(&$kernel, crate::Reduction::Mean, self.grad_scale)
                         .plan(crate::elementwise::Plan::Root)

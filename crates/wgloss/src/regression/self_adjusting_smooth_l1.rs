@@ -68,7 +68,7 @@ impl SelfAdjustingSmoothL1 {
             "in [0, 1]",
             (0.0..=1.0).contains(&c.momentum),
         )?;
-        super::check_grad_scale(c.grad_scale)?;
+        crate::config::check_grad_scale(c.grad_scale)?;
         let beta0 = c.beta_max.max(1e-3).min(c.beta_max);
         let init: Vec<f32> = [c.beta_max, 0.0, beta0]
             .iter()

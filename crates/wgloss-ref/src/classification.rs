@@ -1,0 +1,211 @@
+//! F3, classification: binary and margin losses of logits / scores against targets, element-wise.
+
+use ndarray::ArrayViewD;
+
+use crate::{elementwise, elementwise_indexed, LossGrad, Reduction};
+
+/// log(1 + e^x) without overflow.
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// σ(x) without overflow.
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// torch `binary_cross_entropy_with_logits`:
+/// `w_c · [(1 − t)·x + (1 + (pw_c − 1)·t)·softplus(−x)]`, where `pos_weight` and `weight`
+/// (length C, the last dimension) are per class; `None` means 1.
+pub fn bce_with_logits(
+    logits: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    pos_weight: Option<&[f64]>,
+    weight: Option<&[f64]>,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    let classes = logits.shape().last().copied().unwrap_or(1).max(1);
+    elementwise_indexed(logits, target, reduction, grad_scale, |i, x, t| {
+        let pw = pos_weight.map_or(1.0, |p| p[i % classes]);
+        let w = weight.map_or(1.0, |w| w[i % classes]);
+        let lw = 1.0 + (pw - 1.0) * t;
+        let loss = (1.0 - t) * x + lw * softplus(-x);
+        let d = (1.0 - t) - lw * sigmoid(-x);
+        (w * loss, w * d)
+    })
+}
+
+/// torchvision `sigmoid_focal_loss`: `ce · (1 − p_t)^γ`, times `α_t` when `alpha ≥ 0`.
+pub fn sigmoid_focal(
+    logits: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    alpha: f64,
+    gamma: f64,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    elementwise(logits, target, reduction, grad_scale, |x, t| {
+        let p = sigmoid(x);
+        let ce = (1.0 - t) * x + softplus(-x);
+        // q = 1 − p_t = t (1 − p) + (1 − t) p, with 1 − p = σ(−x).
+        let q = t * sigmoid(-x) + (1.0 - t) * p;
+        let dq = -(2.0 * t - 1.0) * p * sigmoid(-x);
+        let focal = q.powf(gamma);
+        // d/dx [ce q^γ] = (p − t) q^γ + ce γ q^(γ−1) dq; the second term tends to 0 as q → 0.
+        let second = if q > 0.0 {
+            ce * gamma * q.powf(gamma - 1.0) * dq
+        } else {
+            0.0
+        };
+        let (loss, d) = (ce * focal, (p - t) * focal + second);
+        if alpha >= 0.0 {
+            let a = alpha * t + (1.0 - alpha) * (1.0 - t);
+            (a * loss, a * d)
+        } else {
+            (loss, d)
+        }
+    })
+}
+
+/// optax `hinge_loss` with a margin: `max(0, m − y·s)`, y = ±1.
+pub fn hinge(
+    scores: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    margin: f64,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    elementwise(scores, target, reduction, grad_scale, |s, y| {
+        let h = margin - y * s;
+        if h > 0.0 {
+            (h, -y)
+        } else {
+            (0.0, 0.0)
+        }
+    })
+}
+
+/// `max(0, m − y·s)²`.
+pub fn squared_hinge(
+    scores: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    margin: f64,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    elementwise(scores, target, reduction, grad_scale, |s, y| {
+        let h = (margin - y * s).max(0.0);
+        (h * h, -2.0 * y * h)
+    })
+}
+
+/// Rennie & Srebro's smoothed hinge, z = y·s: 0 if z ≥ 1; 1 − γ/2 − z if z ≤ 1 − γ;
+/// (1 − z)²/(2γ) otherwise.
+pub fn smoothed_hinge(
+    scores: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    gamma: f64,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    elementwise(scores, target, reduction, grad_scale, |s, y| {
+        let z = y * s;
+        if z >= 1.0 {
+            (0.0, 0.0)
+        } else if z <= 1.0 - gamma {
+            (1.0 - gamma / 2.0 - z, -y)
+        } else {
+            ((1.0 - z).powi(2) / (2.0 * gamma), -y * (1.0 - z) / gamma)
+        }
+    })
+}
+
+/// Collobert et al.'s ramp loss: `min(max(0, 1 − z), 1 − s_cap)`, z = y·s.
+pub fn ramp(
+    scores: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    s_cap: f64,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    elementwise(scores, target, reduction, grad_scale, |s, y| {
+        let h = 1.0 - y * s;
+        let cap = 1.0 - s_cap;
+        if h <= 0.0 {
+            (0.0, 0.0)
+        } else if h >= cap {
+            (cap, 0.0)
+        } else {
+            (h, -y)
+        }
+    })
+}
+
+/// AdaBoost's exponential loss `e^{−y·s}`.
+pub fn exponential(
+    scores: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    elementwise(scores, target, reduction, grad_scale, |s, y| {
+        let e = (-y * s).exp();
+        (e, -y * e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, ArrayD};
+
+    fn v(x: &[f64]) -> ArrayD<f64> {
+        arr1(x).into_dyn()
+    }
+
+    #[test]
+    fn bce_matches_the_textbook_form_and_stays_finite() {
+        let (x, t) = (v(&[0.3, -2.0, 1e4, -1e4]), v(&[1.0, 0.0, 0.0, 1.0]));
+        let out = bce_with_logits(x.view(), t.view(), None, None, Reduction::None, 1.0);
+        let p = 1.0 / (1.0 + (-0.3f64).exp());
+        assert!((out.loss[[0]] + p.ln()).abs() < 1e-12);
+        assert!((out.grad[[0]] - (p - 1.0)).abs() < 1e-12);
+        assert_eq!(out.loss[[2]], 1e4);
+        assert_eq!(out.loss[[3]], 1e4);
+        assert_eq!(out.grad[[3]], -1.0);
+    }
+
+    #[test]
+    fn focal_with_gamma_zero_and_no_alpha_is_bce() {
+        let (x, t) = (v(&[0.3, -2.0, 4.0]), v(&[1.0, 0.0, 0.25]));
+        let f = sigmoid_focal(x.view(), t.view(), -1.0, 0.0, Reduction::None, 1.0);
+        let b = bce_with_logits(x.view(), t.view(), None, None, Reduction::None, 1.0);
+        for i in 0..3 {
+            assert!((f.loss[[i]] - b.loss[[i]]).abs() < 1e-12);
+            assert!((f.grad[[i]] - b.grad[[i]]).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn margin_losses_at_hand_computed_points() {
+        let (s, y) = (v(&[0.5, 2.0, -0.5]), v(&[1.0, 1.0, 1.0]));
+        let h = hinge(s.view(), y.view(), 1.0, Reduction::None, 1.0);
+        assert_eq!(h.loss.as_slice().unwrap(), &[0.5, 0.0, 1.5]);
+        let sh = smoothed_hinge(s.view(), y.view(), 1.0, Reduction::None, 1.0);
+        assert_eq!(sh.loss.as_slice().unwrap(), &[0.125, 0.0, 1.0]);
+        let r = ramp(
+            v(&[-3.0]).view(),
+            v(&[1.0]).view(),
+            -1.0,
+            Reduction::None,
+            1.0,
+        );
+        assert_eq!(r.loss[[0]], 2.0);
+    }
+}

@@ -1,0 +1,10 @@
+//! F3, classification. The binary and margin losses here are element-wise over logits or scores
+//! and targets of the same shape; gradients are w.r.t. the logits.
+
+mod bce_with_logits;
+mod margin;
+mod sigmoid_focal;
+
+pub use bce_with_logits::*;
+pub use margin::*;
+pub use sigmoid_focal::*;
