@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wgloss::{Gpu, LossOutput, Reduction, Tensor};
+use wgloss::{Gpu, Reduction, Tensor};
 use wgloss_suite::check::Rng;
 use wgloss_suite::{shared_gpu, REGISTRY};
 
@@ -45,12 +45,10 @@ fn losses(c: &mut Criterion) {
         });
         for entry in REGISTRY {
             let inst = (entry.make)(gpu, 0, Reduction::Mean).unwrap();
-            let (shape, p, t) = entry.inputs(n, 2);
-            let len: usize = shape.iter().product();
-            let pred = Tensor::from_slice(gpu, &p, &shape).unwrap();
-            let target = Tensor::from_slice(gpu, &t, &shape).unwrap();
-            let out = LossOutput::new(gpu, &shape, inst.loss.reduction()).unwrap();
-            group.throughput(Throughput::Bytes(12 * len as u64));
+            let inputs = entry.inputs(n, 2);
+            let (pred, target) = inputs.upload(gpu).unwrap();
+            let out = inst.loss.output(gpu, pred.shape(), target.shape()).unwrap();
+            group.throughput(Throughput::Bytes(inputs.bytes() as u64));
             group.bench_function(format!("{}/{label}", entry.name), |b| {
                 b.iter_custom(|iters| {
                     timed(gpu, iters, &mut |enc| {

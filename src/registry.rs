@@ -2,7 +2,7 @@
 //! both the GPU loss and its f64 reference. Adding a loss adds one entry here.
 
 use ndarray::{ArrayD, ArrayViewD};
-use wgloss::{ElementwiseLoss, Gpu, Reduction};
+use wgloss::{DType, Gpu, Loss, Reduction, Tensor};
 use wgloss_ref::LossGrad;
 
 use crate::check::Rng;
@@ -16,7 +16,7 @@ type FreezeFn = Box<dyn Fn(&ArrayD<f64>, &ArrayD<f64>) -> Frozen>;
 /// their state in both, and each call advances both.
 pub struct Instance {
     /// The GPU loss.
-    pub loss: Box<dyn ElementwiseLoss>,
+    pub loss: Box<dyn Loss>,
     /// The reference, advancing its own state exactly as the GPU loss does.
     pub reference: RefFn,
     /// For finite differences: the reference at (pred0, target) as a function of pred, with any
@@ -30,7 +30,7 @@ pub struct Instance {
 pub struct BadParam {
     pub param: &'static str,
     /// Builds the loss with the bad value: the error may come from construction or from the call.
-    pub build: fn(&Gpu) -> wgloss::Result<Box<dyn ElementwiseLoss>>,
+    pub build: fn(&Gpu) -> wgloss::Result<Box<dyn Loss>>,
 }
 
 /// One registered loss.
@@ -52,8 +52,11 @@ pub struct Entry {
     /// Whether inputs of ±1e4 must give finite loss and gradients (false where the math itself
     /// overflows, as e^{1e4} does).
     pub extreme_finite: bool,
-    /// Size of the last dimension the loss requires (1: any shape).
-    pub row: usize,
+    /// How inputs are laid out.
+    pub layout: Layout,
+    /// Where the loss's derivative jumps (prediction, target): test inputs are moved off these
+    /// points, where f32 and f64 may legitimately take different branches.
+    pub jump: Option<fn(f32, f32) -> bool>,
     /// Whether an empty input is accepted (loss 0 under mean).
     pub allows_empty: bool,
     /// Builds variant `variant` with `reduction`.
@@ -75,23 +78,118 @@ pub enum Targets {
     Sign,
 }
 
-impl Entry {
-    /// A shape of `n` elements, rounded up to whole rows, that this loss accepts.
-    pub fn shape(&self, n: usize) -> Vec<usize> {
-        if self.row == 1 {
-            vec![n]
+/// How a loss's inputs are shaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Prediction and target of one shape `[n / row, row]` (`[n]` when `row` is 1).
+    Elementwise { row: usize },
+    /// Logits `[N, classes, inner]` (`[N, classes]` when `inner` is 1) and labels `[N, inner]`.
+    Classes { classes: usize, inner: usize },
+}
+
+/// Seeded test inputs: predictions and targets with their shapes. Labels are held as f32
+/// values (exact) and uploaded as i32.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    pub pred_shape: Vec<usize>,
+    pub pred: Vec<f32>,
+    pub target_shape: Vec<usize>,
+    pub target: Vec<f32>,
+    pub labels: bool,
+}
+
+impl Inputs {
+    /// Minimal bytes a fused forward+backward moves: both inputs read once, the gradient
+    /// written once.
+    pub fn bytes(&self) -> f64 {
+        4.0 * (2 * self.pred.len() + self.target.len()) as f64
+    }
+
+    /// Uploads prediction and target.
+    pub fn upload(&self, gpu: &Gpu) -> wgloss::Result<(Tensor, Tensor)> {
+        let pred = Tensor::from_slice(gpu, &self.pred, &self.pred_shape)?;
+        let target = if self.labels {
+            let labels: Vec<i32> = self.target.iter().map(|&x| x as i32).collect();
+            Tensor::from_labels(gpu, &labels, &self.target_shape)?
         } else {
-            vec![n.div_ceil(self.row), self.row]
+            Tensor::from_slice(gpu, &self.target, &self.target_shape)?
+        };
+        Ok((pred, target))
+    }
+
+    /// The target's element type.
+    pub fn target_dtype(&self) -> DType {
+        if self.labels {
+            DType::I32
+        } else {
+            DType::F32
         }
     }
 
-    /// Seeded test inputs of about `n` elements: shape, predictions and targets.
-    pub fn inputs(&self, n: usize, seed: u64) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
-        let shape = self.shape(n);
-        let len = shape.iter().product();
+    /// Shape of the loss output under `reduction`.
+    pub fn loss_shape(&self, reduction: Reduction) -> Vec<usize> {
+        match reduction {
+            Reduction::Mean | Reduction::Sum => Vec::new(),
+            Reduction::None if self.labels => self.target_shape.clone(),
+            Reduction::None => self.pred_shape.clone(),
+        }
+    }
+
+    /// Index, in the loss under reduction none, of the loss that prediction element `i` feeds.
+    pub fn loss_index(&self, i: usize) -> usize {
+        if self.labels {
+            let inner: usize = self.pred_shape[2..].iter().product();
+            (i / (self.pred_shape[1] * inner)) * inner + i % inner
+        } else {
+            i
+        }
+    }
+}
+
+impl Entry {
+    /// The prediction shape of about `n` elements (whole rows or samples) this loss accepts.
+    pub fn shape(&self, n: usize) -> Vec<usize> {
+        match self.layout {
+            Layout::Elementwise { row: 1 } => vec![n],
+            Layout::Elementwise { row } => vec![n.div_ceil(row), row],
+            Layout::Classes { classes, inner: 1 } => vec![n.div_ceil(classes), classes],
+            Layout::Classes { classes, inner } => vec![n.div_ceil(classes * inner), classes, inner],
+        }
+    }
+
+    /// Seeded test inputs of about `n` prediction elements.
+    pub fn inputs(&self, n: usize, seed: u64) -> Inputs {
+        let pred_shape = self.shape(n);
+        let len = pred_shape.iter().product();
         let mut rng = Rng::new(seed);
         let (lo, hi) = self.domain;
         let pred = rng.uniform(len, lo, hi);
+        if let Layout::Classes { classes, .. } = self.layout {
+            let mut target_shape = pred_shape.clone();
+            target_shape.remove(1);
+            let rows = target_shape.iter().product();
+            // One row in eight carries the ignore index.
+            let target = rng
+                .uniform(rows, 0.0, 1.0)
+                .iter()
+                .map(|&u| {
+                    if u < 0.125 {
+                        IGNORE as f32
+                    } else {
+                        ((u - 0.125) / 0.875 * classes as f32)
+                            .floor()
+                            .min(classes as f32 - 1.0)
+                    }
+                })
+                .collect();
+            return Inputs {
+                pred_shape,
+                pred,
+                target_shape,
+                target,
+                labels: true,
+            };
+        }
         let target = match self.targets {
             Targets::Uniform => rng.uniform(len, lo, hi),
             Targets::Probability => rng.uniform(len, 0.0, 1.0),
@@ -106,9 +204,26 @@ impl Entry {
                 .map(|&x| if x < 0.5 { -1.0 } else { 1.0 })
                 .collect(),
         };
-        (shape, pred, target)
+        let mut pred = pred;
+        if let Some(jump) = self.jump {
+            for (p, &t) in pred.iter_mut().zip(&target) {
+                if jump(*p, t) {
+                    *p += 1e-3;
+                }
+            }
+        }
+        Inputs {
+            target_shape: pred_shape.clone(),
+            pred_shape,
+            pred,
+            target,
+            labels: false,
+        }
     }
 }
+
+/// The ignore index of the registry's label losses (torch's default).
+pub const IGNORE: i64 = -100;
 
 /// Every implemented loss.
 pub static REGISTRY: &[Entry] = &[
@@ -481,7 +596,7 @@ pub static REGISTRY: &[Entry] = &[
         variants: &["default", "beta_max=0.5,momentum=0.5"],
         anchor: "RetinaMask",
         domain: (-0.1, 0.1),
-        row: 4,
+        layout: Layout::Elementwise { row: 4 },
         allows_empty: false,
         make: |gpu, v, reduction| {
             let (beta_max, momentum) = [(1.0f32 / 9.0, 0.1f32), (0.5, 0.5)][v];
@@ -564,7 +679,7 @@ pub static REGISTRY: &[Entry] = &[
         variants: &["default", "pos_weight", "pos_weight,weight,grad_scale=0.5"],
         anchor: "torch binary_cross_entropy_with_logits",
         targets: Targets::Probability,
-        row: 3,
+        layout: Layout::Elementwise { row: 3 },
         make: |_, v, reduction| {
             let pos_weight = [
                 None,
@@ -758,6 +873,8 @@ pub static REGISTRY: &[Entry] = &[
         name: "ramp",
         variants: &["s_cap=-1", "s_cap=0"],
         anchor: "Collobert et al. 2006",
+        // The slope drops from −y to 0 where y·s = s_cap.
+        jump: Some(|s, y| (y * s + 1.0).abs() < 1e-4 || (y * s).abs() < 1e-4),
         make: |_, v, reduction| {
             let s_cap = [-1.0f32, 0.0][v];
             stateless(
@@ -809,6 +926,72 @@ pub static REGISTRY: &[Entry] = &[
         }],
         ..F3
     },
+    Entry {
+        name: "cross_entropy",
+        variants: &[
+            "default",
+            "weight",
+            "label_smoothing=0.1",
+            "weight,label_smoothing=0.2,grad_scale=0.5",
+        ],
+        anchor: "torch cross_entropy",
+        layout: Layout::Classes {
+            classes: 7,
+            inner: 3,
+        },
+        make: |_, v, reduction| {
+            let weight = [None, Some(vec![0.5f32, 2.0, 1.0, 0.25, 1.5, 1.0, 3.0])]
+                [usize::from(v % 2 == 1)]
+            .clone();
+            let label_smoothing = [0.0f32, 0.0, 0.1, 0.2][v];
+            let grad_scale = [1.0f32, 1.0, 1.0, 0.5][v];
+            let loss = wgloss::CrossEntropy {
+                weight: weight.clone(),
+                ignore_index: IGNORE,
+                label_smoothing,
+                reduction,
+                grad_scale,
+            };
+            let w: Option<Vec<f64>> = weight.map(|w| w.iter().map(|&x| f64::from(x)).collect());
+            stateless(
+                loss,
+                move |p, t| {
+                    let r = reduction.into_ref();
+                    wgloss_ref::cross_entropy(
+                        p,
+                        t,
+                        w.as_deref(),
+                        IGNORE,
+                        label_smoothing.into(),
+                        r,
+                        grad_scale.into(),
+                    )
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[
+            BadParam {
+                param: "label_smoothing",
+                build: |_| {
+                    Ok(Box::new(wgloss::CrossEntropy {
+                        label_smoothing: 1.5,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "weight",
+                build: |_| {
+                    Ok(Box::new(wgloss::CrossEntropy {
+                        weight: Some(vec![1.0; 3]),
+                        ..Default::default()
+                    }))
+                },
+            },
+        ],
+        ..F3
+    },
 ];
 
 /// Defaults of the regression family's entries.
@@ -821,7 +1004,8 @@ const F1: Entry = Entry {
     domain: (-3.0, 3.0),
     targets: Targets::Uniform,
     extreme_finite: true,
-    row: 1,
+    layout: Layout::Elementwise { row: 1 },
+    jump: None,
     allows_empty: true,
     make: |_, _, _| unreachable!("every entry sets make"),
     bad_params: &[],
@@ -837,7 +1021,7 @@ const F3: Entry = Entry {
 
 /// An instance of a loss without state: the reference is a pure function.
 fn stateless(
-    loss: impl ElementwiseLoss + 'static,
+    loss: impl Loss + 'static,
     reference: impl Fn(ArrayViewD<'_, f64>, ArrayViewD<'_, f64>) -> LossGrad + Clone + 'static,
     grad_scale: f32,
 ) -> wgloss::Result<Instance> {

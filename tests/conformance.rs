@@ -6,8 +6,9 @@
 use std::sync::Mutex;
 
 use ndarray::{ArrayD, IxDyn};
-use wgloss::{Error, Gpu, LossOutput, Reduction, Tensor};
+use wgloss::{DType, Error, Gpu, LossOutput, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, ELEMENTWISE, REDUCED};
+use wgloss_suite::registry::{Inputs, Layout, Targets};
 use wgloss_suite::{shared_gpu, Entry, REGISTRY};
 
 /// Sizes straddling workgroup boundaries, then one past a single binding's worth of workgroups.
@@ -27,8 +28,27 @@ fn entry(name: &str) -> &'static Entry {
         .unwrap_or_else(|| panic!("`{name}` is not registered"))
 }
 
-fn inputs(entry: &Entry, n: usize, seed: u64) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
+fn inputs(entry: &Entry, n: usize, seed: u64) -> Inputs {
     entry.inputs(n, seed)
+}
+
+fn tolerance(reduction: Reduction) -> wgloss_suite::check::Tolerance {
+    if reduction == Reduction::None {
+        ELEMENTWISE
+    } else {
+        REDUCED
+    }
+}
+
+/// The reference on `inputs` (and `pred` in place of its predictions).
+fn reference(
+    instance: &mut wgloss_suite::Instance,
+    inputs: &Inputs,
+    pred: &[f32],
+) -> wgloss_ref::LossGrad {
+    let p = to_f64(pred, &inputs.pred_shape);
+    let t = to_f64(&inputs.target, &inputs.target_shape);
+    (instance.reference)(p.view(), t.view())
 }
 
 /// Runs one call on the GPU and the reference; returns an error message on mismatch.
@@ -36,26 +56,23 @@ fn run_and_compare(
     gpu: &Gpu,
     instance: &mut wgloss_suite::Instance,
     reduction: Reduction,
-    shape: &[usize],
-    pred: &[f32],
-    target: &[f32],
+    inputs: &Inputs,
     what: &str,
 ) -> Result<(), String> {
-    let up = |d: &[f32]| Tensor::from_slice(gpu, d, shape).map_err(|e| format!("{what}: {e}"));
-    let (p, t) = (up(pred)?, up(target)?);
+    let (p, t) = inputs.upload(gpu).map_err(|e| format!("{what}: {e}"))?;
     let out = instance
         .loss
         .compute(gpu, &p, &t)
         .map_err(|e| format!("{what}: {e}"))?;
     drop((p, t));
-    let want = (instance.reference)(to_f64(pred, shape).view(), to_f64(target, shape).view());
+    let want = reference(instance, inputs, &inputs.pred);
     let loss = out.loss.to_vec(gpu).map_err(|e| e.to_string())?;
-    let tol = if reduction == Reduction::None {
-        ELEMENTWISE
-    } else {
-        REDUCED
-    };
-    compare(&format!("{what} loss"), &loss, want.loss.view(), tol)?;
+    compare(
+        &format!("{what} loss"),
+        &loss,
+        want.loss.view(),
+        tolerance(reduction),
+    )?;
     let grad = out.grad.to_vec(gpu).map_err(|e| e.to_string())?;
     compare(
         &format!("{what} grad"),
@@ -82,20 +99,20 @@ fn report(failures: Vec<String>) {
 
 /// The reference gradient equals central finite differences of the reference loss (f64).
 fn reference_grad_matches_finite_differences(entry: &Entry) {
+    let Some(gpu) = shared_gpu() else { return };
     let mut failures = Vec::new();
     for n in [1, 7, 33] {
         for (v, label) in entry.variants.iter().enumerate() {
             for &reduction in entry.reductions {
                 let what = format!("{} {label} {reduction:?} n={n}", entry.name);
-                let gpu = shared_gpu();
-                let Some(gpu) = gpu else { return };
                 let mut inst = (entry.make)(gpu, v, reduction).expect("valid variant");
-                let (shape, p, t) = inputs(entry, n, 11 + n as u64);
-                let (p, t) = (to_f64(&p, &shape), to_f64(&t, &shape));
-                let analytic = (inst.reference)(p.view(), t.view());
+                let inputs = inputs(entry, n, 11 + n as u64);
+                let analytic = reference(&mut inst, &inputs, &inputs.pred);
+                let p = to_f64(&inputs.pred, &inputs.pred_shape);
+                let t = to_f64(&inputs.target, &inputs.target_shape);
                 let frozen = (inst.freeze)(&p, &t);
                 let value = |p: &ArrayD<f64>| frozen(p.view()).loss.sum() * inst.grad_scale;
-                let mut fd = ArrayD::zeros(IxDyn(&shape));
+                let mut fd = ArrayD::zeros(IxDyn(&inputs.pred_shape));
                 for i in 0..p.len() {
                     let h = 1e-6 * p.as_slice().unwrap()[i].abs().max(1.0);
                     let mut plus = p.clone();
@@ -134,15 +151,14 @@ fn matches_reference(entry: &Entry) {
             for &reduction in entry.reductions {
                 let mut inst = (entry.make)(gpu, v, reduction).expect("valid variant");
                 for step in 0..3u64 {
-                    let (shape, p, t) = inputs(entry, n, 1000 * n as u64 + step);
+                    let inputs = inputs(entry, n, 1000 * n as u64 + step);
                     let what = format!(
-                        "{} {label} {reduction:?} {shape:?} step {step} vec4={}",
+                        "{} {label} {reduction:?} {:?} step {step} vec4={}",
                         entry.name,
+                        inputs.pred_shape,
                         gpu.vec4()
                     );
-                    if let Err(e) =
-                        run_and_compare(gpu, &mut inst, reduction, &shape, &p, &t, &what)
-                    {
+                    if let Err(e) = run_and_compare(gpu, &mut inst, reduction, &inputs, &what) {
                         failures.push(e);
                     }
                 }
@@ -164,11 +180,22 @@ fn matches_reference_beyond_limits(entry: &Entry) {
         .flat_map(|g| [(g.clone(), BEYOND_DISPATCH), (g, BEYOND_BINDING)]);
     for (gpu, n) in cases {
         let gpu = &gpu;
-        for &reduction in entry.reductions {
+        // Every reduction past the binding limit; the default one past the dispatch limit.
+        let reductions = if n == BEYOND_BINDING {
+            entry.reductions
+        } else {
+            &entry.reductions[..1]
+        };
+        for &reduction in reductions {
             let mut inst = (entry.make)(gpu, 0, reduction).expect("default variant");
-            let (shape, p, t) = inputs(entry, n, 7 + n as u64);
-            let what = format!("{} {reduction:?} {shape:?} vec4={}", entry.name, gpu.vec4());
-            if let Err(e) = run_and_compare(gpu, &mut inst, reduction, &shape, &p, &t, &what) {
+            let inputs = inputs(entry, n, 7 + n as u64);
+            let what = format!(
+                "{} {reduction:?} {:?} vec4={}",
+                entry.name,
+                inputs.pred_shape,
+                gpu.vec4()
+            );
+            if let Err(e) = run_and_compare(gpu, &mut inst, reduction, &inputs, &what) {
                 failures.push(e);
             }
         }
@@ -190,43 +217,52 @@ fn encode_into_views_matches_reference(entry: &Entry) {
     for (gpu, reduction) in cases {
         let gpu = &gpu;
         let mut inst = (entry.make)(gpu, 0, reduction).expect("default variant");
-        let (shape, p, t) = inputs(entry, 1001, 5);
-        let len = p.len();
-        let slot = len.div_ceil(align) * align;
+        let inputs = inputs(entry, 1001, 5);
+        let slot = |len: usize| len.div_ceil(align) * align;
+        let (np, nt) = (inputs.pred.len(), inputs.target.len());
         // One buffer: [pad | pred | target], one for outputs: [pad | grad | loss].
-        let mut host = vec![0.0f32; align + 2 * slot];
-        host[align..align + len].copy_from_slice(&p);
-        host[align + slot..align + slot + len].copy_from_slice(&t);
-        let inputs = Tensor::from_slice(gpu, &host, &[host.len()]).unwrap();
-        let outputs = Tensor::zeros(gpu, &[align + 2 * slot]).unwrap();
-        let view = |t: &Tensor, at: usize, shape: &[usize]| {
-            Tensor::new(t.buffer().clone(), 4 * at as u64, shape).unwrap()
+        let mut host = vec![0.0f32; align + slot(np) + slot(nt)];
+        host[align..align + np].copy_from_slice(&inputs.pred);
+        for (i, &t) in inputs.target.iter().enumerate() {
+            host[align + slot(np) + i] = if inputs.labels {
+                f32::from_bits(t as i32 as u32)
+            } else {
+                t
+            };
+        }
+        let packed = Tensor::from_slice(gpu, &host, &[host.len()]).unwrap();
+        let outputs = Tensor::zeros(gpu, &[align + slot(np) + slot(np.max(nt))]).unwrap();
+        let view = |t: &Tensor, at: usize, shape: &[usize], dtype| {
+            Tensor::new_typed(t.buffer().clone(), 4 * at as u64, shape, dtype).unwrap()
         };
-        let loss_shape = LossOutput::loss_shape(&shape, reduction);
         let out = LossOutput {
-            grad: view(&outputs, align, &shape),
-            loss: view(&outputs, align + slot, &loss_shape),
+            grad: view(&outputs, align, &inputs.pred_shape, DType::F32),
+            loss: view(
+                &outputs,
+                align + slot(np),
+                &inputs.loss_shape(reduction),
+                DType::F32,
+            ),
+            status: Tensor::zeros_typed(gpu, &[1], DType::U32).unwrap(),
         };
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
-        let (pv, tv) = (
-            view(&inputs, align, &shape),
-            view(&inputs, align + slot, &shape),
+        let pv = view(&packed, align, &inputs.pred_shape, DType::F32);
+        let tv = view(
+            &packed,
+            align + slot(np),
+            &inputs.target_shape,
+            inputs.target_dtype(),
         );
         inst.loss.encode(gpu, &mut encoder, &pv, &tv, &out).unwrap();
         gpu.submit_and_wait(encoder).unwrap();
-        let want = (inst.reference)(to_f64(&p, &shape).view(), to_f64(&t, &shape).view());
+        let want = reference(&mut inst, &inputs, &inputs.pred);
         let what = format!("{} {reduction:?} encode vec4={}", entry.name, gpu.vec4());
-        let tol = if reduction == Reduction::None {
-            ELEMENTWISE
-        } else {
-            REDUCED
-        };
         let checks = [
             compare(
                 &format!("{what} loss"),
                 &out.loss.to_vec(gpu).unwrap(),
                 want.loss.view(),
-                tol,
+                tolerance(reduction),
             ),
             compare(
                 &format!("{what} grad"),
@@ -244,37 +280,36 @@ fn encode_into_views_matches_reference(entry: &Entry) {
     report(failures);
 }
 
-/// Residuals of ±1e4 give finite loss and gradients that equal the reference.
-fn extreme_residuals_are_finite(entry: &Entry) {
+/// Inputs of ±1e4 give finite loss and gradients (where the math is finite) that equal the
+/// reference.
+fn extreme_inputs_are_finite(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let mut failures = Vec::new();
     for &reduction in entry.reductions {
         let mut inst = (entry.make)(gpu, 0, reduction).expect("default variant");
-        let (shape, _, target) = inputs(entry, 64, 4);
-        let len: usize = shape.iter().product();
-        let pred: Vec<f32> = (0..len)
+        let mut inputs = inputs(entry, 64, 4);
+        let len = inputs.pred.len();
+        inputs.pred = (0..len)
             .map(|i| if entry.domain.0 >= 0.0 || i % 2 == 0 { 1e4 } else { -1e4 } * (1.0 + i as f32 / 64.0))
             .collect();
-        let target: Vec<f32> = match entry.targets {
-            wgloss_suite::registry::Targets::Uniform => (0..len).map(|i| (i % 3) as f32).collect(),
-            _ => target,
-        };
-        let what = format!("{} {reduction:?} residuals 1e4", entry.name);
-        let p = Tensor::from_slice(gpu, &pred, &shape).unwrap();
-        let t = Tensor::from_slice(gpu, &target, &shape).unwrap();
+        if entry.targets == Targets::Uniform && !inputs.labels {
+            inputs.target = (0..len).map(|i| (i % 3) as f32).collect();
+        }
+        let what = format!("{} {reduction:?} inputs of 1e4", entry.name);
+        let (p, t) = inputs.upload(gpu).unwrap();
         let out = inst.loss.compute(gpu, &p, &t).unwrap();
         let (loss, grad) = (out.loss.to_vec(gpu).unwrap(), out.grad.to_vec(gpu).unwrap());
         if entry.extreme_finite && !loss.iter().chain(&grad).all(|x| x.is_finite()) {
             failures.push(format!("{what}: non-finite loss or gradient"));
         }
-        let want = (inst.reference)(to_f64(&pred, &shape).view(), to_f64(&target, &shape).view());
-        let tol = if reduction == Reduction::None {
-            ELEMENTWISE
-        } else {
-            REDUCED
-        };
+        let want = reference(&mut inst, &inputs, &inputs.pred);
         let checks = [
-            compare(&format!("{what} loss"), &loss, want.loss.view(), tol),
+            compare(
+                &format!("{what} loss"),
+                &loss,
+                want.loss.view(),
+                tolerance(reduction),
+            ),
             compare(
                 &format!("{what} grad"),
                 &grad,
@@ -287,18 +322,27 @@ fn extreme_residuals_are_finite(entry: &Entry) {
     report(failures);
 }
 
-/// A NaN input element makes the loss NaN (its own element under reduction none).
+/// A NaN input element makes the loss NaN (the loss it feeds under reduction none).
 fn nan_propagates(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let mut failures = Vec::new();
     for &reduction in entry.reductions {
         let inst = (entry.make)(gpu, 0, reduction).expect("default variant");
-        let (shape, mut p, t) = inputs(entry, 64, 3);
-        p[5] = f32::NAN;
-        let up = |d: &[f32]| Tensor::from_slice(gpu, d, &shape).unwrap();
-        let out = inst.loss.compute(gpu, &up(&p), &up(&t)).unwrap();
+        let mut inputs = inputs(entry, 64, 3);
+        inputs.pred[5] = f32::NAN;
+        if inputs.labels {
+            // The row of element 5 must not be ignored.
+            let row = inputs.loss_index(5);
+            inputs.target[row] = 0.0;
+        }
+        let (p, t) = inputs.upload(gpu).unwrap();
+        let out = inst.loss.compute(gpu, &p, &t).unwrap();
         let loss = out.loss.to_vec(gpu).unwrap();
-        let at = if reduction == Reduction::None { 5 } else { 0 };
+        let at = if reduction == Reduction::None {
+            inputs.loss_index(5)
+        } else {
+            0
+        };
         if !loss[at].is_nan() {
             failures.push(format!(
                 "{} {reduction:?}: loss[{at}] = {} for a NaN input",
@@ -314,13 +358,13 @@ fn empty_input(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     for &reduction in entry.reductions {
         let mut inst = (entry.make)(gpu, 0, reduction).expect("default variant");
-        let shape = entry.shape(0);
-        let p = Tensor::from_slice(gpu, &[], &shape).unwrap();
-        let result = inst.loss.compute(gpu, &p, &p.clone());
+        let inputs = inputs(entry, 0, 1);
+        let (p, t) = inputs.upload(gpu).unwrap();
+        let result = inst.loss.compute(gpu, &p, &t);
         if entry.allows_empty {
             let out = result.unwrap_or_else(|e| panic!("{} {reduction:?}: {e}", entry.name));
             assert!(out.grad.is_empty());
-            let want = (inst.reference)(to_f64(&[], &shape).view(), to_f64(&[], &shape).view());
+            let want = reference(&mut inst, &inputs, &inputs.pred);
             compare(
                 "empty loss",
                 &out.loss.to_vec(gpu).unwrap(),
@@ -338,34 +382,44 @@ fn empty_input(entry: &Entry) {
     }
 }
 
+/// Outputs filled with a sentinel, for checking that a rejected call writes nothing.
+fn sentinel_output(gpu: &Gpu, grad_shape: &[usize], loss_shape: &[usize]) -> LossOutput {
+    let sentinel = |shape: &[usize]| {
+        let n = shape.iter().product();
+        Tensor::from_slice(gpu, &vec![7.0; n], shape).unwrap()
+    };
+    LossOutput {
+        loss: sentinel(loss_shape),
+        grad: sentinel(grad_shape),
+        status: Tensor::zeros_typed(gpu, &[1], DType::U32).unwrap(),
+    }
+}
+
+fn untouched(gpu: &Gpu, out: &LossOutput) -> bool {
+    [&out.loss, &out.grad]
+        .iter()
+        .all(|t| t.to_vec(gpu).unwrap().iter().all(|&x| x == 7.0))
+}
+
 /// Each bad input gets its typed error before anything is written: the outputs keep the
 /// sentinel they were filled with.
 fn bad_input_is_rejected_and_nothing_written(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let reduction = entry.reductions[0];
-    let (shape, p, t) = inputs(entry, 40, 9);
-    let pred = Tensor::from_slice(gpu, &p, &shape).unwrap();
-    let target = Tensor::from_slice(gpu, &t, &shape).unwrap();
-    let sentinel = |shape: &[usize]| {
-        let n = shape.iter().product();
-        Tensor::from_slice(gpu, &vec![7.0; n], shape).unwrap()
-    };
-    let loss_shape = LossOutput::loss_shape(&shape, reduction);
-    let out = LossOutput {
-        loss: sentinel(&loss_shape),
-        grad: sentinel(&shape),
-    };
-    let mut longer = shape.clone();
-    longer[0] += 1;
-    let other = Tensor::from_slice(gpu, &vec![0.0; longer.iter().product()], &longer).unwrap();
-    let wrong_grad = LossOutput {
-        loss: sentinel(&loss_shape),
-        grad: sentinel(&longer),
-    };
+    let inputs = inputs(entry, 40, 9);
+    let (pred, target) = inputs.upload(gpu).unwrap();
+    let out = sentinel_output(gpu, &inputs.pred_shape, &inputs.loss_shape(reduction));
+    let mut longer = inputs.clone();
+    longer.target_shape[0] += 1;
+    longer.target = vec![0.0; longer.target_shape.iter().product()];
+    let (_, other) = longer.upload(gpu).unwrap();
+    let mut wrong = inputs.pred_shape.clone();
+    wrong[0] += 1;
+    let wrong_grad = sentinel_output(gpu, &wrong, &inputs.loss_shape(reduction));
 
     let inst = (entry.make)(gpu, 0, reduction).expect("default variant");
     let mut cases: Vec<(String, wgloss::Result<()>, &'static str)> = Vec::new();
-    let encode = |loss: &dyn wgloss::ElementwiseLoss, t: &Tensor, out: &LossOutput| {
+    let encode = |loss: &dyn wgloss::Loss, t: &Tensor, out: &LossOutput| {
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         let r = loss.encode(gpu, &mut encoder, &pred, t, out);
         gpu.submit_and_wait(encoder).unwrap();
@@ -399,20 +453,80 @@ fn bad_input_is_rejected_and_nothing_written(entry: &Entry) {
             ));
         }
     }
-    for t in [&out.loss, &out.grad, &wrong_grad.grad] {
-        if t.to_vec(gpu).unwrap().iter().any(|&x| x != 7.0) {
-            failures.push(format!(
-                "{}: an output was written by a rejected call",
-                entry.name
-            ));
-        }
+    if !untouched(gpu, &out) || !untouched(gpu, &wrong_grad) {
+        failures.push(format!(
+            "{}: an output was written by a rejected call",
+            entry.name
+        ));
     }
     report(failures);
 }
 
+/// A label outside [0, C) that is not the ignore index is reported with its position, by
+/// `compute` as `Error::LabelOutOfRange` and by `encode` in the status word, and the kernel
+/// writes no output.
+fn out_of_range_label_is_reported(entry: &Entry) {
+    let Some(gpu) = shared_gpu() else { return };
+    let Layout::Classes { classes, .. } = entry.layout else {
+        panic!("{} has no labels", entry.name)
+    };
+    for (reduction, bad) in [
+        (Reduction::Mean, classes as f32),
+        (Reduction::None, -1.0),
+        (Reduction::Sum, 1e6),
+    ] {
+        let inst = (entry.make)(gpu, 0, reduction).expect("default variant");
+        let mut inputs = inputs(entry, 700, 2);
+        inputs.target[40] = bad;
+        inputs.target[90] = bad;
+        let (p, t) = inputs.upload(gpu).unwrap();
+        match inst.loss.compute(gpu, &p, &t) {
+            Err(Error::LabelOutOfRange {
+                position: 40,
+                label,
+                classes: c,
+            }) => {
+                assert_eq!((label, c), (bad as i64, classes));
+            }
+            other => panic!(
+                "{} {reduction:?}: expected the label at 40 to be reported, got {other:?}",
+                entry.name
+            ),
+        }
+        let out = sentinel_output(gpu, &inputs.pred_shape, &inputs.loss_shape(reduction));
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        inst.loss.encode(gpu, &mut encoder, &p, &t, &out).unwrap();
+        gpu.submit_and_wait(encoder).unwrap();
+        assert_eq!(out.first_bad_label(gpu).unwrap(), Some(40));
+        let grad_kept = out.grad.to_vec(gpu).unwrap().iter().all(|&x| x == 7.0);
+        assert!(
+            grad_kept,
+            "{} {reduction:?}: the gradient was written despite a bad label",
+            entry.name
+        );
+    }
+}
+
 macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        $(mod $name {
+    (losses: [$($name:ident),* $(,)?] label_losses: [$($lname:ident),* $(,)?]) => {
+        $(conformance!(@module $name {});)*
+        $(conformance!(@module $lname {
+            #[test]
+            fn out_of_range_label_is_reported() {
+                super::out_of_range_label_is_reported(entry());
+            }
+        });)*
+
+        /// Every registered loss has its conformance tests, and nothing else is listed.
+        #[test]
+        fn every_registered_loss_is_tested() {
+            let tested = [$(stringify!($name),)* $(stringify!($lname),)*];
+            let registered: Vec<&str> = REGISTRY.iter().map(|e| e.name).collect();
+            assert_eq!(registered, tested);
+        }
+    };
+    (@module $name:ident { $($extra:item)* }) => {
+        mod $name {
             fn entry() -> &'static wgloss_suite::Entry {
                 super::entry(stringify!($name))
             }
@@ -433,8 +547,8 @@ macro_rules! conformance {
                 super::encode_into_views_matches_reference(entry());
             }
             #[test]
-            fn extreme_residuals_are_finite() {
-                super::extreme_residuals_are_finite(entry());
+            fn extreme_inputs_are_finite() {
+                super::extreme_inputs_are_finite(entry());
             }
             #[test]
             fn nan_propagates() {
@@ -448,35 +562,31 @@ macro_rules! conformance {
             fn bad_input_is_rejected_and_nothing_written() {
                 super::bad_input_is_rejected_and_nothing_written(entry());
             }
-        })*
-
-        /// Every registered loss has its conformance tests, and nothing else is listed.
-        #[test]
-        fn every_registered_loss_is_tested() {
-            let tested = [$(stringify!($name)),*];
-            let registered: Vec<&str> = REGISTRY.iter().map(|e| e.name).collect();
-            assert_eq!(registered, tested);
+            $($extra)*
         }
     };
 }
 
 conformance! {
-    mae,
-    mse,
-    rmse,
-    rmsle,
-    log_cosh,
-    huber,
-    smooth_l1,
-    quantile,
-    balanced_l1,
-    dynamic_smooth_l1,
-    self_adjusting_smooth_l1,
-    bce_with_logits,
-    sigmoid_focal,
-    hinge,
-    squared_hinge,
-    smoothed_hinge,
-    ramp,
-    exponential,
+    losses: [
+        mae,
+        mse,
+        rmse,
+        rmsle,
+        log_cosh,
+        huber,
+        smooth_l1,
+        quantile,
+        balanced_l1,
+        dynamic_smooth_l1,
+        self_adjusting_smooth_l1,
+        bce_with_logits,
+        sigmoid_focal,
+        hinge,
+        squared_hinge,
+        smoothed_hinge,
+        ramp,
+        exponential,
+    ]
+    label_losses: [cross_entropy]
 }

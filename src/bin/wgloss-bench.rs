@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use wgloss::{Gpu, LossOutput, Reduction, Tensor};
+use wgloss::{Gpu, Reduction, Tensor};
 use wgloss_suite::check::Rng;
 use wgloss_suite::REGISTRY;
 
@@ -159,11 +159,10 @@ fn bench(args: &[String]) -> Result<()> {
                 continue;
             }
             let inst = (entry.make)(&gpu, 0, Reduction::Mean)?;
-            let (shape, p, t) = entry.inputs(n, 2);
-            let len: usize = shape.iter().product();
-            let pred = Tensor::from_slice(&gpu, &p, &shape)?;
-            let target = Tensor::from_slice(&gpu, &t, &shape)?;
-            let out = LossOutput::new(&gpu, &shape, inst.loss.reduction())?;
+            let inputs = entry.inputs(n, 2);
+            let len = inputs.pred.len();
+            let (pred, target) = inputs.upload(&gpu)?;
+            let out = inst.loss.output(&gpu, pred.shape(), target.shape())?;
             let mut loss = |enc: &mut wgpu::CommandEncoder| {
                 Ok(inst.loss.encode(&gpu, enc, &pred, &target, &out)?)
             };
@@ -174,7 +173,7 @@ fn bench(args: &[String]) -> Result<()> {
                 name: entry.name.into(),
                 elements: len,
                 seconds,
-                bytes: 12.0 * len as f64,
+                bytes: inputs.bytes(),
                 copy_gbps: 8.0 * n as f64 / copy_seconds / 1e9,
             };
             println!(

@@ -160,6 +160,71 @@ pub fn exponential(
     })
 }
 
+/// torch `cross_entropy` with class-index targets. `logits` is `[N, C, d...]`, `labels` is
+/// `[N, d...]` holding class indices as f64 (`ignore_index` rows are skipped). With
+/// `w` the class weights (ones when `None`), `W = Σ_c w_c`, `ε` the label smoothing:
+/// `loss_r = (1 − ε) w_y (LSE − x_y) + ε/C (W·LSE − Σ_c w_c x_c)`; mean divides the sum by
+/// `Σ_r w_{y_r}` over non-ignored rows (0 when there are none). Labels outside [0, C) panic.
+pub fn cross_entropy(
+    logits: ArrayViewD<'_, f64>,
+    labels: ArrayViewD<'_, f64>,
+    weight: Option<&[f64]>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    let shape = logits.shape().to_vec();
+    let (n, c) = (shape[0], shape[1]);
+    let inner: usize = shape[2..].iter().product();
+    let x: Vec<f64> = logits.iter().copied().collect();
+    let y: Vec<f64> = labels.iter().copied().collect();
+    assert_eq!(y.len(), n * inner, "labels must be [N, d...]");
+    let w = |k: usize| weight.map_or(1.0, |w| w[k]);
+    let total_w: f64 = (0..c).map(w).sum();
+    let eps = label_smoothing;
+    let mut row_loss = vec![0.0; n * inner];
+    let mut grad = vec![0.0; x.len()];
+    let mut denom = 0.0;
+    for r in 0..n * inner {
+        let label = y[r] as i64;
+        if label == ignore_index {
+            continue;
+        }
+        assert!((0..c as i64).contains(&label), "label {label} out of range");
+        let label = label as usize;
+        let at = |k: usize| (r / inner) * c * inner + k * inner + r % inner;
+        let m = (0..c).map(|k| x[at(k)]).fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + (0..c).map(|k| (x[at(k)] - m).exp()).sum::<f64>().ln();
+        let wy = w(label);
+        let sum_wx: f64 = (0..c).map(|k| w(k) * x[at(k)]).sum();
+        row_loss[r] =
+            (1.0 - eps) * wy * (lse - x[at(label)]) + eps / c as f64 * (total_w * lse - sum_wx);
+        for k in 0..c {
+            let p = (x[at(k)] - lse).exp();
+            let onehot = if k == label { 1.0 } else { 0.0 };
+            grad[at(k)] = (1.0 - eps) * wy * (p - onehot) + eps / c as f64 * (total_w * p - w(k));
+        }
+        denom += wy;
+    }
+    let scale = match reduction {
+        Reduction::Mean if denom != 0.0 => grad_scale / denom,
+        Reduction::Mean => 0.0,
+        Reduction::Sum | Reduction::None => grad_scale,
+    };
+    let grad = ndarray::ArrayD::from_shape_vec(shape, grad.iter().map(|g| g * scale).collect())
+        .expect("length matches shape");
+    let sum: f64 = row_loss.iter().sum();
+    let loss = match reduction {
+        Reduction::None => {
+            ndarray::ArrayD::from_shape_vec(labels.raw_dim(), row_loss).expect("rows")
+        }
+        Reduction::Sum => crate::scalar(sum),
+        Reduction::Mean => crate::scalar(if denom != 0.0 { sum / denom } else { 0.0 }),
+    };
+    LossGrad { loss, grad }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

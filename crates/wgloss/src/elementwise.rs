@@ -5,7 +5,7 @@
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::gpu::PipelineKey;
+use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::Kernel;
 use crate::{Gpu, LossOutput, Reduction, Tensor};
 
@@ -164,7 +164,11 @@ fn segments(
         } else {
             (n - start, false)
         };
-        let workgroups = len.div_ceil(WG * per_step).min(max_workgroups);
+        let steps = len.div_ceil(WG * per_step);
+        let workgroups = steps
+            .min(max_workgroups)
+            .max(steps.div_ceil(MAX_ITERATIONS))
+            .min(65_535);
         out.push(Segment {
             start,
             len,
@@ -262,6 +266,7 @@ fn validate(
         (&out.grad, "grad"),
         (&out.loss, "loss"),
     ] {
+        t.check_dtype(name, crate::DType::F32)?;
         t.check_bindable(gpu, name)?;
     }
     if pred.is_empty()

@@ -19,6 +19,23 @@ pub enum Error {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+    /// A tensor has the wrong element type.
+    #[error("dtype mismatch for `{name}`: expected {expected:?}, got {got:?}")]
+    DTypeMismatch {
+        name: &'static str,
+        expected: crate::DType,
+        got: crate::DType,
+    },
+    /// A class label outside [0, C) that is not the ignore index, found by the kernel; the call's
+    /// outputs were not written.
+    #[error(
+        "label {label} at position {position} is outside [0, {classes}) and is not ignore_index"
+    )]
+    LabelOutOfRange {
+        position: usize,
+        label: i64,
+        classes: usize,
+    },
     /// A tensor has the wrong rank or a dimension outside what the loss accepts.
     #[error("invalid shape for `{name}`: {got:?} ({why})")]
     InvalidShape {

@@ -11,6 +11,11 @@ pub const INSTALL_HINT: &str =
     "install a Vulkan driver, e.g. `apt-get install -y mesa-vulkan-drivers` \
 (Mesa's software adapter lavapipe) on Debian/Ubuntu, or run `cargo xtask test`, which installs it";
 
+/// Loop iterations one invocation may run in a dispatch. Software adapters (lavapipe) stop a
+/// shader's loops after 65,535 iterations, so every kernel spreads its work over enough
+/// workgroups to stay well below.
+pub(crate) const MAX_ITERATIONS: usize = 16_384;
+
 /// Key of a cached compute pipeline: kernel, entry point and override constants.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PipelineKey {

@@ -62,8 +62,16 @@ macro_rules! family_source {
     };
 }
 
+/// Cross-entropy over a class dimension: its own driver (rows, labels, status word).
+pub(crate) const CROSS_ENTROPY: Kernel = Kernel {
+    name: "cross_entropy",
+    parts: &[PRELUDE, shader!("classification/cross_entropy.wgsl")],
+};
+
 macro_rules! elementwise_kernels {
-    ($(
+    (
+    others: [$($other:ident),*]
+    $(
         $family:ident in $dir:literal {
             stateless: { $($name:ident, $vec4:ident => $file:literal),* $(,)? }
             stateful: { $($sname:ident => $sfile:literal),* $(,)? }
@@ -96,6 +104,7 @@ macro_rules! elementwise_kernels {
         pub const KERNELS: &[Kernel] = &[
             COPY,
             COPY_VEC4,
+            $($other,)*
             $(
                 $($family::$name, $family::$vec4,)*
                 $($family::$sname,)*
@@ -105,6 +114,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
+    others: [CROSS_ENTROPY]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

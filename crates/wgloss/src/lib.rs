@@ -3,7 +3,7 @@
 //! buffers, pipelines and dispatch.
 //!
 //! ```no_run
-//! use wgloss::{ElementwiseLoss, Gpu, Huber, Reduction, Tensor};
+//! use wgloss::{Gpu, Huber, Loss, Tensor};
 //! # fn main() -> wgloss::Result<()> {
 //! let gpu = Gpu::new()?;
 //! let pred = Tensor::from_slice(&gpu, &[0.5, 2.0, -1.0], &[3])?;
@@ -32,7 +32,7 @@ pub use elementwise::{encode_copy, ElementwiseSpec};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, INSTALL_HINT};
 pub use regression::*;
-pub use tensor::{Tensor, TENSOR_USAGES};
+pub use tensor::{DType, Tensor, TENSOR_USAGES};
 
 /// How per-element losses are combined. Gradients are those of the reduced loss, multiplied by
 /// the loss's `grad_scale`.
@@ -47,45 +47,112 @@ pub enum Reduction {
     Sum,
 }
 
-/// Loss value(s) and gradient with respect to the prediction.
+/// Loss value(s), gradient with respect to the prediction (or logits), and the status word of
+/// losses that check labels on the GPU.
 #[derive(Clone, Debug)]
 pub struct LossOutput {
-    /// One element under `Mean`/`Sum` (shape `[]`), the input's shape under `None`.
+    /// One element under `Mean`/`Sum` (shape `[]`); under `None`, one per element (element-wise
+    /// losses) or per row (losses over a class dimension).
     pub loss: Tensor,
-    /// Gradient of the reduced loss w.r.t. `pred`, times `grad_scale`; the shape of `pred`.
+    /// Gradient of the reduced loss w.r.t. the first input, times `grad_scale`; its shape.
     pub grad: Tensor,
+    /// One u32: 0, or `u32::MAX − p` for the first position `p` of a bad label (see
+    /// [`LossOutput::first_bad_label`]). Kernels that check labels write nothing else then.
+    pub status: Tensor,
 }
 
 impl LossOutput {
-    /// Allocates outputs for an input of `shape`.
+    /// Allocates outputs for an input of `shape` whose per-element losses have `shape` too.
     pub fn new(gpu: &Gpu, shape: &[usize], reduction: Reduction) -> Result<Self> {
+        Self::with_loss_shape(gpu, shape, &Self::loss_shape(shape, reduction))
+    }
+
+    /// Allocates a gradient of `grad_shape` and a loss of `loss_shape`.
+    pub fn with_loss_shape(gpu: &Gpu, grad_shape: &[usize], loss_shape: &[usize]) -> Result<Self> {
         Ok(Self {
-            loss: Tensor::zeros(gpu, &Self::loss_shape(shape, reduction))?,
-            grad: Tensor::zeros(gpu, shape)?,
+            loss: Tensor::zeros(gpu, loss_shape)?,
+            grad: Tensor::zeros(gpu, grad_shape)?,
+            status: Tensor::zeros_typed(gpu, &[1], DType::U32)?,
         })
     }
 
-    /// Shape of the loss output for an input of `shape`.
+    /// Shape of the loss output of an element-wise loss for an input of `shape`.
     pub fn loss_shape(shape: &[usize], reduction: Reduction) -> Vec<usize> {
         match reduction {
             Reduction::None => shape.to_vec(),
             Reduction::Mean | Reduction::Sum => Vec::new(),
         }
     }
+
+    /// Reads the status word: the first position of a label outside its range, if any.
+    pub fn first_bad_label(&self, gpu: &Gpu) -> Result<Option<usize>> {
+        let word = self.status.to_labels(gpu)?[0] as u32;
+        Ok((word != 0).then(|| (u32::MAX - word) as usize))
+    }
 }
 
-/// A loss of a prediction and a target of the same shape, computed element-wise (the regression
-/// family). `spec` validates the configuration against the input shape; `compute` and `encode`
-/// are the two ways to run it.
+/// A loss of an input (predictions or logits) and a target: the two ways to run it.
+///
+/// `encode` records into a caller's encoder with caller-owned outputs and no synchronisation;
+/// `compute` allocates the outputs, submits, waits, and turns a bad label reported by the
+/// kernel into [`Error::LabelOutOfRange`].
+pub trait Loss {
+    /// The reduction the outputs must be allocated for.
+    fn reduction(&self) -> Reduction;
+
+    /// Outputs sized for inputs of these shapes.
+    fn output(
+        &self,
+        gpu: &Gpu,
+        input_shape: &[usize],
+        _target_shape: &[usize],
+    ) -> Result<LossOutput> {
+        LossOutput::new(gpu, input_shape, self.reduction())
+    }
+
+    /// Records the fused forward+backward into `encoder`, writing `out`. Arguments are validated
+    /// before anything is recorded.
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        target: &Tensor,
+        out: &LossOutput,
+    ) -> Result<()>;
+
+    /// Checks what only the kernel could see (labels), after the device finished the call.
+    fn check(&self, _gpu: &Gpu, _target: &Tensor, _out: &LossOutput) -> Result<()> {
+        Ok(())
+    }
+
+    /// Computes loss and gradient into new tensors and waits for the device.
+    fn compute(&self, gpu: &Gpu, input: &Tensor, target: &Tensor) -> Result<LossOutput> {
+        let out = self.output(gpu, input.shape(), target.shape())?;
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        self.encode(gpu, &mut encoder, input, target, &out)?;
+        gpu.submit_and_wait(encoder)?;
+        self.check(gpu, target, &out)?;
+        Ok(out)
+    }
+}
+
+/// A loss of a prediction and a target of the same shape, computed element-wise (the
+/// regression family and the binary classification losses): it only says which kernel to run
+/// with which parameters, and gets [`Loss`] from that.
 pub trait ElementwiseLoss {
     /// The validated kernel specification for inputs of `shape`.
     fn spec(&self, shape: &[usize]) -> Result<ElementwiseSpec<'_>>;
 
     /// The reduction the outputs must be allocated for.
     fn reduction(&self) -> Reduction;
+}
 
-    /// Records the fused forward+backward into `encoder`, writing `out`. Arguments are validated
-    /// before anything is recorded; no synchronisation.
+impl<T: ElementwiseLoss> Loss for T {
+    fn reduction(&self) -> Reduction {
+        ElementwiseLoss::reduction(self)
+    }
+
     fn encode(
         &self,
         gpu: &Gpu,
@@ -96,15 +163,5 @@ pub trait ElementwiseLoss {
     ) -> Result<()> {
         let spec = self.spec(pred.shape())?;
         gpu.scoped(|| elementwise::encode(gpu, encoder, &spec, pred, target, out))
-    }
-
-    /// Computes loss and gradient into new tensors and waits for the device.
-    fn compute(&self, gpu: &Gpu, pred: &Tensor, target: &Tensor) -> Result<LossOutput> {
-        let spec = self.spec(pred.shape())?;
-        let out = LossOutput::new(gpu, pred.shape(), spec.reduction)?;
-        let mut encoder = gpu.device().create_command_encoder(&Default::default());
-        gpu.scoped(|| elementwise::encode(gpu, &mut encoder, &spec, pred, target, &out))?;
-        gpu.submit_and_wait(encoder)?;
-        Ok(out)
     }
 }

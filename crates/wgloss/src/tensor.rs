@@ -12,12 +12,24 @@ pub const TENSOR_USAGES: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-/// A view of f32 elements of a buffer, row-major, starting `offset` bytes in.
+/// Element type of a tensor: 4 bytes either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    /// Values: predictions, targets, gradients, losses.
+    F32,
+    /// Class labels.
+    I32,
+    /// Status words written by kernels.
+    U32,
+}
+
+/// A view of 4-byte elements of a buffer, row-major, starting `offset` bytes in.
 #[derive(Clone, Debug)]
 pub struct Tensor {
     buffer: wgpu::Buffer,
     offset: u64,
     shape: Vec<usize>,
+    dtype: DType,
 }
 
 impl Tensor {
@@ -25,10 +37,21 @@ impl Tensor {
     /// 4 and the view must fit the buffer; binding it in a kernel may further need the offset to
     /// be a multiple of the device's `min_storage_buffer_offset_alignment` (256 on most devices).
     pub fn new(buffer: wgpu::Buffer, offset: u64, shape: &[usize]) -> Result<Self> {
+        Self::new_typed(buffer, offset, shape, DType::F32)
+    }
+
+    /// [`Tensor::new`] for elements of type `dtype`.
+    pub fn new_typed(
+        buffer: wgpu::Buffer,
+        offset: u64,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Self> {
         let t = Self {
             buffer,
             offset,
             shape: shape.to_vec(),
+            dtype,
         };
         let end = t.byte_len().checked_add(offset);
         if !offset.is_multiple_of(4) || end.is_none_or(|end| end > t.buffer.size()) {
@@ -46,6 +69,20 @@ impl Tensor {
 
     /// Uploads `data` as a new tensor of `shape`.
     pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Self> {
+        Self::upload(gpu, data, shape, DType::F32)
+    }
+
+    /// Uploads class labels as a new i32 tensor of `shape`.
+    pub fn from_labels(gpu: &Gpu, labels: &[i32], shape: &[usize]) -> Result<Self> {
+        Self::upload(gpu, labels, shape, DType::I32)
+    }
+
+    fn upload<T: bytemuck::Pod>(
+        gpu: &Gpu,
+        data: &[T],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Self> {
         let expected: usize = shape.iter().product();
         if expected != data.len() {
             return Err(Error::ShapeMismatch {
@@ -67,7 +104,7 @@ impl Tensor {
                     })
             })
         })?;
-        Self::new(buffer, 0, shape)
+        Self::new_typed(buffer, 0, shape, dtype)
     }
 
     /// Uploads an ndarray array (any layout) as a new tensor of its shape.
@@ -76,11 +113,16 @@ impl Tensor {
         Self::from_slice(gpu, &data, array.shape())
     }
 
-    /// A new zero-filled tensor.
+    /// A new zero-filled f32 tensor.
     pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Self> {
+        Self::zeros_typed(gpu, shape, DType::F32)
+    }
+
+    /// A new zero-filled tensor of `dtype`.
+    pub fn zeros_typed(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Self> {
         let bytes = 4 * shape.iter().product::<usize>() as u64;
         let buffer = gpu.scoped(|| Ok(Self::raw_buffer(gpu, bytes.max(4))))?;
-        Self::new(buffer, 0, shape)
+        Self::new_typed(buffer, 0, shape, dtype)
     }
 
     fn raw_buffer(gpu: &Gpu, size: u64) -> wgpu::Buffer {
@@ -94,6 +136,12 @@ impl Tensor {
 
     /// Downloads the elements (blocks until the device is idle).
     pub fn to_vec(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let bytes = gpu.read_bytes(&self.buffer, self.offset, self.byte_len())?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Downloads i32 or u32 elements as their bit patterns reinterpreted as i32.
+    pub fn to_labels(&self, gpu: &Gpu) -> Result<Vec<i32>> {
         let bytes = gpu.read_bytes(&self.buffer, self.offset, self.byte_len())?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
@@ -121,6 +169,24 @@ impl Tensor {
     /// Shape, row-major.
     pub fn shape(&self) -> &[usize] {
         &self.shape
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Checks the element type.
+    pub(crate) fn check_dtype(&self, name: &'static str, expected: DType) -> Result<()> {
+        if self.dtype == expected {
+            Ok(())
+        } else {
+            Err(Error::DTypeMismatch {
+                name,
+                expected,
+                got: self.dtype,
+            })
+        }
     }
 
     /// Number of elements.

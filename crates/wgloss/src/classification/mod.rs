@@ -8,3 +8,5 @@ mod sigmoid_focal;
 pub use bce_with_logits::*;
 pub use margin::*;
 pub use sigmoid_focal::*;
+mod cross_entropy;
+pub use cross_entropy::*;
