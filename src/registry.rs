@@ -57,6 +57,8 @@ pub struct Entry {
     /// Where the loss's derivative jumps (prediction, target): test inputs are moved off these
     /// points, where f32 and f64 may legitimately take different branches.
     pub jump: Option<fn(f32, f32) -> bool>,
+    /// Prediction shapes benchmarked besides the 1M and 16M element runs.
+    pub bench_shapes: &'static [&'static [usize]],
     /// Whether an empty input is accepted (loss 0 under mean).
     pub allows_empty: bool,
     /// Builds variant `variant` with `reduction`.
@@ -159,7 +161,12 @@ impl Entry {
 
     /// Seeded test inputs of about `n` prediction elements.
     pub fn inputs(&self, n: usize, seed: u64) -> Inputs {
-        let pred_shape = self.shape(n);
+        self.inputs_shaped(&self.shape(n), seed)
+    }
+
+    /// Seeded test inputs for a prediction of `pred_shape` (of this entry's layout).
+    pub fn inputs_shaped(&self, pred_shape: &[usize], seed: u64) -> Inputs {
+        let pred_shape = pred_shape.to_vec();
         let len = pred_shape.iter().product();
         let mut rng = Rng::new(seed);
         let (lo, hi) = self.domain;
@@ -935,6 +942,7 @@ pub static REGISTRY: &[Entry] = &[
             "weight,label_smoothing=0.2,grad_scale=0.5",
         ],
         anchor: "torch cross_entropy",
+        bench_shapes: &[&[4096, 32_000], &[1024, 131_072]],
         layout: Layout::Classes {
             classes: 7,
             inner: 3,
@@ -1006,6 +1014,7 @@ const F1: Entry = Entry {
     extreme_finite: true,
     layout: Layout::Elementwise { row: 1 },
     jump: None,
+    bench_shapes: &[],
     allows_empty: true,
     make: |_, _, _| unreachable!("every entry sets make"),
     bad_params: &[],

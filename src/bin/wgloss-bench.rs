@@ -14,7 +14,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use wgloss::{Gpu, Reduction, Tensor};
 use wgloss_suite::check::Rng;
-use wgloss_suite::REGISTRY;
+use wgloss_suite::registry::Inputs;
+use wgloss_suite::{Entry, REGISTRY};
 
 struct Row {
     name: String,
@@ -140,65 +141,96 @@ fn bench(args: &[String]) -> Result<()> {
     } else {
         &[1 << 20, 1 << 24]
     };
+    let selected: Vec<&Entry> = REGISTRY
+        .iter()
+        .filter(|e| filter.as_ref().is_none_or(|f| e.name.contains(f.as_str())))
+        .collect();
     let mut rows = Vec::new();
     let mut copies = Vec::new();
     for &n in sizes {
-        let src = Tensor::from_slice(&gpu, &Rng::new(1).uniform(n, -1.0, 1.0), &[n])?;
-        let dst = Tensor::zeros(&gpu, &[n])?;
-        // Two copies, one and four elements per step: the faster is the roofline.
-        let mut copy =
-            |enc: &mut wgpu::CommandEncoder| Ok(wgloss::encode_copy(&gpu, enc, &src, &dst, false)?);
-        let mut copy4 =
-            |enc: &mut wgpu::CommandEncoder| Ok(wgloss::encode_copy(&gpu, enc, &src, &dst, true)?);
         let mut best_copy = f64::INFINITY;
-        for entry in REGISTRY {
-            if filter
-                .as_ref()
-                .is_some_and(|f| !entry.name.contains(f.as_str()))
-            {
-                continue;
-            }
-            let inst = (entry.make)(&gpu, 0, Reduction::Mean)?;
+        for entry in &selected {
             let inputs = entry.inputs(n, 2);
-            let len = inputs.pred.len();
-            let (pred, target) = inputs.upload(&gpu)?;
-            let out = inst.loss.output(&gpu, pred.shape(), target.shape())?;
-            let mut loss = |enc: &mut wgpu::CommandEncoder| {
-                Ok(inst.loss.encode(&gpu, enc, &pred, &target, &out)?)
-            };
-            let t = time_paired(&gpu, &mut [&mut copy, &mut copy4, &mut loss])?;
-            let (copy_seconds, seconds) = (t[0].min(t[1]), t[2]);
-            best_copy = best_copy.min(copy_seconds);
-            let row = Row {
-                name: entry.name.into(),
-                elements: len,
-                seconds,
-                bytes: inputs.bytes(),
-                copy_gbps: 8.0 * n as f64 / copy_seconds / 1e9,
-            };
-            println!(
-                "{:<28} {:>10} {:>10.1} us {:>8.2} GB/s {:>6.0} % of copy ({:.2} GB/s)",
-                entry.name,
-                label(len),
-                row.seconds * 1e6,
-                row.gbps(),
-                100.0 * row.gbps() / row.copy_gbps,
-                row.copy_gbps
-            );
+            let row = measure(&gpu, entry, entry.name.into(), &inputs, &mut best_copy)?;
             rows.push(row);
         }
         if best_copy.is_finite() {
-            let gbps = 8.0 * n as f64 / best_copy / 1e9;
-            copies.push(Row {
-                name: "copy".into(),
-                elements: n,
-                seconds: best_copy,
-                bytes: 8.0 * n as f64,
-                copy_gbps: gbps,
-            });
+            copies.push(copy_row(n, best_copy));
+        }
+    }
+    if !quick {
+        for entry in &selected {
+            for shape in entry.bench_shapes {
+                let name = format!("{} {shape:?}", entry.name);
+                let mut best_copy = f64::INFINITY;
+                let row = measure(
+                    &gpu,
+                    entry,
+                    name,
+                    &entry.inputs_shaped(shape, 2),
+                    &mut best_copy,
+                )?;
+                rows.push(row);
+            }
         }
     }
     write_reports(&adapter, &copies, &rows)
+}
+
+fn copy_row(n: usize, seconds: f64) -> Row {
+    Row {
+        name: "copy".into(),
+        elements: n,
+        seconds,
+        bytes: 8.0 * n as f64,
+        copy_gbps: 8.0 * n as f64 / seconds / 1e9,
+    }
+}
+
+/// Times one loss on `inputs` against the copies of as many elements as its prediction,
+/// alternating rounds, and prints its row.
+fn measure(
+    gpu: &Gpu,
+    entry: &Entry,
+    name: String,
+    inputs: &Inputs,
+    best_copy: &mut f64,
+) -> Result<Row> {
+    let len = inputs.pred.len();
+    // The vec4 copy moves whole aligned units: round the copy down to a multiple of 64.
+    let n = (len / 64 * 64).max(64);
+    let src = Tensor::from_slice(gpu, &Rng::new(1).uniform(n, -1.0, 1.0), &[n])?;
+    let dst = Tensor::zeros(gpu, &[n])?;
+    // Two copies, one and four elements per step: the faster is the roofline.
+    let mut copy =
+        |enc: &mut wgpu::CommandEncoder| Ok(wgloss::encode_copy(gpu, enc, &src, &dst, false)?);
+    let mut copy4 =
+        |enc: &mut wgpu::CommandEncoder| Ok(wgloss::encode_copy(gpu, enc, &src, &dst, true)?);
+    let inst = (entry.make)(gpu, 0, Reduction::Mean)?;
+    let (pred, target) = inputs.upload(gpu)?;
+    let out = inst.loss.output(gpu, pred.shape(), target.shape())?;
+    let mut loss =
+        |enc: &mut wgpu::CommandEncoder| Ok(inst.loss.encode(gpu, enc, &pred, &target, &out)?);
+    let t = time_paired(gpu, &mut [&mut copy, &mut copy4, &mut loss])?;
+    let (copy_seconds, seconds) = (t[0].min(t[1]), t[2]);
+    *best_copy = best_copy.min(copy_seconds);
+    let row = Row {
+        name,
+        elements: len,
+        seconds,
+        bytes: inputs.bytes(),
+        copy_gbps: 8.0 * n as f64 / copy_seconds / 1e9,
+    };
+    println!(
+        "{:<40} {:>10} {:>10.1} us {:>8.2} GB/s {:>6.0} % of copy ({:.2} GB/s)",
+        row.name,
+        label(len),
+        row.seconds * 1e6,
+        row.gbps(),
+        100.0 * row.gbps() / row.copy_gbps,
+        row.copy_gbps
+    );
+    Ok(row)
 }
 
 fn label(n: usize) -> String {
