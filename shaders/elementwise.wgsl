@@ -43,25 +43,6 @@ override WRITE_GRAD: bool = true;
 // Finish as sqrt(mean) and leave the gradient coefficient in state[0] (rmse, rmsle).
 override ROOT: bool = false;
 
-const WG: u32 = 256u;
-
-var<workgroup> red: array<f32, 256>;
-
-// Sum of `v` over the workgroup; every invocation gets the result. Call in uniform control flow.
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(256)
 fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
     var acc = 0.0;

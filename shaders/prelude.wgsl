@@ -51,3 +51,24 @@ fn pow0(x: f32, y: f32) -> f32 {
     }
     return select(0.0, 1.0, y == 0.0);
 }
+
+// Invocations per workgroup of every kernel.
+const WG: u32 = 256u;
+
+var<workgroup> red: array<f32, 256>;
+
+// Sum of `v` over the workgroup, in a fixed tree order; every invocation gets the result.
+// Call in uniform control flow.
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}

@@ -45,29 +45,13 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> status: array<atomic<u32>>;
 @group(0) @binding(8) var<storage, read_write> state: array<f32>;
 
-const WG: u32 = 256u;
 // status[0] is 0 (no bad label) or 0xffffffff - p for the smallest bad position p, so that
 // atomicMax keeps the first and a zero-filled buffer starts clean.
 const NO_ERROR: u32 = 0u;
 
-var<workgroup> red: array<f32, 256>;
 var<workgroup> red_m: array<f32, 256>;
 var<workgroup> red_x: array<f32, 256>;
 var<workgroup> failed: u32;
-
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
 
 fn ignored(y: i32) -> bool {
     return params.has_ignore != 0u && y == params.ignore_index;
@@ -78,6 +62,25 @@ fn class_weight(c: u32) -> f32 {
         return weight[c];
     }
     return 1.0;
+}
+
+// Whether the labels pass recorded a bad label: the whole workgroup then writes nothing. Call in
+// uniform control flow.
+fn bad_label_recorded(lid: u32) -> bool {
+    if (lid == 0u) {
+        failed = select(0u, 1u, atomicLoad(&status[0]) != NO_ERROR);
+    }
+    return workgroupUniformLoad(&failed) != 0u;
+}
+
+// grad_scale / D under mean (0 when every row is ignored: loss 0, gradient 0), grad_scale
+// otherwise.
+fn gradient_scale() -> f32 {
+    let denom = state[0];
+    if (params.mean == 0u) {
+        return params.grad_scale;
+    }
+    return select(0.0, params.grad_scale / denom, denom != 0.0);
 }
 
 fn valid(y: i32) -> bool {
@@ -127,18 +130,13 @@ fn fused(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    if (lid.x == 0u) {
-        failed = select(0u, 1u, atomicLoad(&status[0]) != NO_ERROR);
-    }
-    if (workgroupUniformLoad(&failed) != 0u) {
+    if (bad_label_recorded(lid.x)) {
         return;
     }
     let c_count = params.classes;
     let inner = params.inner;
     let eps = params.smoothing;
-    let denom = state[0];
-    // Under mean an all-ignored batch (D = 0) has loss 0 and gradient 0.
-    let scale = select(params.grad_scale, select(0.0, params.grad_scale / denom, denom != 0.0), params.mean != 0u);
+    let scale = gradient_scale();
     var acc = 0.0;
     for (var r = wid.x; r < params.rows; r += nwg.x) {
         let base = (r / inner) * c_count * inner + r % inner;
@@ -218,17 +216,13 @@ fn fused_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    if (lid.x == 0u) {
-        failed = select(0u, 1u, atomicLoad(&status[0]) != NO_ERROR);
-    }
-    if (workgroupUniformLoad(&failed) != 0u) {
+    if (bad_label_recorded(lid.x)) {
         return;
     }
     let c_count = params.classes;
     let inner = params.inner;
     let eps = params.smoothing;
-    let denom = state[0];
-    let scale = select(params.grad_scale, select(0.0, params.grad_scale / denom, denom != 0.0), params.mean != 0u);
+    let scale = gradient_scale();
     let b = block_range(params.rows, wid.x, nwg.x, WG);
     var acc = 0.0;
     for (var r = b.x + lid.x; r < b.y; r += WG) {
@@ -280,10 +274,7 @@ fn fused_rows(
 
 @compute @workgroup_size(256)
 fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
-    if (lid.x == 0u) {
-        failed = select(0u, 1u, atomicLoad(&status[0]) != NO_ERROR);
-    }
-    if (workgroupUniformLoad(&failed) != 0u) {
+    if (bad_label_recorded(lid.x)) {
         return;
     }
     var acc = 0.0;

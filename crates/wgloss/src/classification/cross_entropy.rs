@@ -1,5 +1,6 @@
 use wgpu::util::DeviceExt;
 
+use crate::elementwise::{entry, gcd, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::CROSS_ENTROPY;
@@ -142,16 +143,6 @@ impl CrossEntropy {
 }
 
 fn layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
-    let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    };
     gpu.layout(
         "cross_entropy",
         &[
@@ -161,28 +152,11 @@ fn layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
             storage(3, false),
             storage(4, false),
             storage(5, true),
-            wgpu::BindGroupLayoutEntry {
-                binding: 6,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            },
+            uniform(6),
             storage(7, false),
             storage(8, false),
         ],
     )
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
 }
 
 impl Loss for CrossEntropy {
@@ -471,8 +445,4 @@ impl Loss for CrossEntropy {
             classes: out.grad.shape().get(1).copied().unwrap_or(0),
         })
     }
-}
-
-fn entry(binding: u32, resource: wgpu::BindingResource<'_>) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry { binding, resource }
 }
