@@ -1000,6 +1000,47 @@ pub static REGISTRY: &[Entry] = &[
         ],
         ..F3
     },
+    Entry {
+        name: "poly1",
+        variants: &["epsilon=1", "epsilon=2,grad_scale=0.5", "epsilon=-0.5"],
+        anchor: "Leng et al. 2022; optax poly_loss_cross_entropy",
+        layout: Layout::Classes {
+            classes: 7,
+            inner: 3,
+        },
+        make: |_, v, reduction| {
+            let (epsilon, grad_scale) = [(1.0f32, 1.0f32), (2.0, 0.5), (-0.5, 1.0)][v];
+            stateless(
+                wgloss::Poly1 {
+                    epsilon,
+                    ignore_index: IGNORE,
+                    reduction,
+                    grad_scale,
+                },
+                move |p, t| {
+                    wgloss_ref::poly1(
+                        p,
+                        t,
+                        epsilon.into(),
+                        IGNORE,
+                        reduction.into_ref(),
+                        grad_scale.into(),
+                    )
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "epsilon",
+            build: |_| {
+                Ok(Box::new(wgloss::Poly1 {
+                    epsilon: f32::NAN,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F3
+    },
 ];
 
 /// Defaults of the regression family's entries.

@@ -588,5 +588,5 @@ conformance! {
         ramp,
         exponential,
     ]
-    label_losses: [cross_entropy]
+    label_losses: [cross_entropy, poly1]
 }

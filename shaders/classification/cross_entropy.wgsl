@@ -1,5 +1,8 @@
 // cross_entropy (torch cross_entropy with class-index targets), fused forward+backward.
 //
+// The same driver serves poly1 (Leng et al. 2022), which adds poly (1 - p_y) to each row's loss
+// and poly p_y (p_j - [j = y]) times the scale to its gradient.
+//
 // Logits are [N, C, S] (S = product of trailing dims, 1 for [N, C]); a row is one (n, s), its
 // classes C apart by S. Labels are i32 [N, S]. Per row, with p = softmax(x), w the class
 // weights (ones when absent), W = sum_c w_c, eps the label smoothing, y the label:
@@ -31,7 +34,7 @@ struct Params {
     mean: u32,          // 1 under reduction mean
     per_row: u32,       // 1 under reduction none
     has_weight: u32,    // 0: all class weights are 1 (the weight binding is not read)
-    pad1: u32,
+    poly: f32,          // poly1's epsilon (0 for cross-entropy)
     pad2: u32,
 }
 
@@ -178,7 +181,8 @@ fn fused(
             wy = class_weight(u32(y));
             xy = logits[base + u32(y) * inner];
         }
-        let a = (1.0 - eps) * wy * scale;
+        let py = exp(xy - lse);
+        let a = ((1.0 - eps) * wy + params.poly * py) * scale;
         let bw = eps / f32(c_count) * params.weight_sum * scale;
         let bc = eps / f32(c_count) * scale;
         for (var c = lid.x; c < c_count; c += WG) {
@@ -192,7 +196,8 @@ fn fused(
         }
         var row_loss = 0.0;
         if (!skip) {
-            row_loss = (1.0 - eps) * wy * (lse - xy) + eps / f32(c_count) * (params.weight_sum * lse - sum_wx);
+            row_loss = (1.0 - eps) * wy * (lse - xy) + eps / f32(c_count) * (params.weight_sum * lse - sum_wx)
+                + params.poly * (1.0 - py);
         }
         if (params.per_row != 0u) {
             if (lid.x == 0u) {
@@ -247,7 +252,9 @@ fn fused_rows(
         } else {
             let yc = u32(y);
             let wy = class_weight(yc);
-            let a = (1.0 - eps) * wy * scale;
+            let xy = logits[base + yc * inner];
+            let py = exp(xy - lse);
+            let a = ((1.0 - eps) * wy + params.poly * py) * scale;
             let bw = eps / f32(c_count) * params.weight_sum * scale;
             let bc = eps / f32(c_count) * scale;
             for (var c = 0u; c < c_count; c++) {
@@ -255,8 +262,8 @@ fn fused_rows(
                 let p = exp(logits[i] - lse);
                 grad[i] = a * (p - select(0.0, 1.0, c == yc)) + bw * p - bc * class_weight(c);
             }
-            row_loss = (1.0 - eps) * wy * (lse - logits[base + yc * inner])
-                + eps / f32(c_count) * (params.weight_sum * lse - wx);
+            row_loss = (1.0 - eps) * wy * (lse - xy) + eps / f32(c_count) * (params.weight_sum * lse - wx)
+                + params.poly * (1.0 - py);
         }
         if (params.per_row != 0u) {
             loss[r] = row_loss;

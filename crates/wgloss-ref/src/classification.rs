@@ -174,6 +174,52 @@ pub fn cross_entropy(
     reduction: Reduction,
     grad_scale: f64,
 ) -> LossGrad {
+    class_loss(
+        logits,
+        labels,
+        weight,
+        ignore_index,
+        label_smoothing,
+        0.0,
+        reduction,
+        grad_scale,
+    )
+}
+
+/// Poly-1 (Leng et al. 2022) with class-index targets: cross-entropy plus `ε (1 − p_y)` per
+/// row, `ignore_index` rows skipped, mean over the other rows.
+pub fn poly1(
+    logits: ArrayViewD<'_, f64>,
+    labels: ArrayViewD<'_, f64>,
+    epsilon: f64,
+    ignore_index: i64,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    class_loss(
+        logits,
+        labels,
+        None,
+        ignore_index,
+        0.0,
+        epsilon,
+        reduction,
+        grad_scale,
+    )
+}
+
+/// Cross-entropy plus `poly · (1 − p_y)` per row.
+#[allow(clippy::too_many_arguments)]
+fn class_loss(
+    logits: ArrayViewD<'_, f64>,
+    labels: ArrayViewD<'_, f64>,
+    weight: Option<&[f64]>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    poly: f64,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
     let shape = logits.shape().to_vec();
     let (n, c) = (shape[0], shape[1]);
     let inner: usize = shape[2..].iter().product();
@@ -198,12 +244,16 @@ pub fn cross_entropy(
         let lse = m + (0..c).map(|k| (x[at(k)] - m).exp()).sum::<f64>().ln();
         let wy = w(label);
         let sum_wx: f64 = (0..c).map(|k| w(k) * x[at(k)]).sum();
-        row_loss[r] =
-            (1.0 - eps) * wy * (lse - x[at(label)]) + eps / c as f64 * (total_w * lse - sum_wx);
+        let py = (x[at(label)] - lse).exp();
+        row_loss[r] = (1.0 - eps) * wy * (lse - x[at(label)])
+            + eps / c as f64 * (total_w * lse - sum_wx)
+            + poly * (1.0 - py);
         for k in 0..c {
             let p = (x[at(k)] - lse).exp();
             let onehot = if k == label { 1.0 } else { 0.0 };
-            grad[at(k)] = (1.0 - eps) * wy * (p - onehot) + eps / c as f64 * (total_w * p - w(k));
+            // d/dx_k of poly (1 − p_y) is poly p_y (p_k − [k = y]).
+            grad[at(k)] = ((1.0 - eps) * wy + poly * py) * (p - onehot)
+                + eps / c as f64 * (total_w * p - w(k));
         }
         denom += wy;
     }

@@ -67,7 +67,8 @@ struct Params {
     mean: u32,
     per_row: u32,
     has_weight: u32,
-    pad: [u32; 2],
+    poly: f32,
+    pad: u32,
 }
 
 const PARAMS_STRIDE: u64 = 256;
@@ -184,6 +185,25 @@ impl Loss for CrossEntropy {
         logits: &Tensor,
         labels: &Tensor,
         out: &LossOutput,
+    ) -> Result<()> {
+        self.encode_with_poly(gpu, encoder, logits, labels, out, 0.0)
+    }
+
+    fn check(&self, gpu: &Gpu, labels: &Tensor, out: &LossOutput) -> Result<()> {
+        check_labels(gpu, labels, out)
+    }
+}
+
+impl CrossEntropy {
+    /// Records the passes, with poly1's `ε (1 − p_y)` term added when `poly` is not 0.
+    fn encode_with_poly(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &Tensor,
+        labels: &Tensor,
+        out: &LossOutput,
+        poly: f32,
     ) -> Result<()> {
         let d = self.dims(logits, labels)?;
         self.validate(d.classes)?;
@@ -329,7 +349,8 @@ impl Loss for CrossEntropy {
                     mean: u32::from(self.reduction == Reduction::Mean),
                     per_row: u32::from(self.reduction == Reduction::None),
                     has_weight: u32::from(self.weight.is_some()),
-                    pad: [0; 2],
+                    poly,
+                    pad: 0,
                 };
                 let at = i * PARAMS_STRIDE as usize;
                 blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
@@ -429,20 +450,99 @@ impl Loss for CrossEntropy {
             Ok(())
         })
     }
+}
+
+/// Turns a bad label recorded by the kernel into [`Error::LabelOutOfRange`].
+fn check_labels(gpu: &Gpu, labels: &Tensor, out: &LossOutput) -> Result<()> {
+    let Some(position) = out.first_bad_label(gpu)? else {
+        return Ok(());
+    };
+    let label = labels
+        .to_labels(gpu)?
+        .get(position)
+        .copied()
+        .unwrap_or_default();
+    Err(Error::LabelOutOfRange {
+        position,
+        label: label.into(),
+        classes: out.grad.shape().get(1).copied().unwrap_or(0),
+    })
+}
+
+/// Poly-1 loss (Leng et al. 2022; optax `poly_loss_cross_entropy`) with class-index targets:
+/// cross-entropy plus ε times one minus the probability of the label, fused in the
+/// cross-entropy kernel.
+///
+/// ```text
+/// loss_r = LSE − x_y + ε (1 − p_y),   d/dx_j = p_j − [j = y] + ε p_y (p_j − [j = y])
+/// ```
+/// Rows labelled `ignore_index` are skipped; the mean is over the other rows; bad labels are
+/// reported as for [`CrossEntropy`].
+/// # Shapes
+/// As [`CrossEntropy`]. Defaults: epsilon 1.0, ignore_index −100, reduction mean, grad_scale 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Poly1 {
+    /// Weight ε of the polynomial term (finite).
+    pub epsilon: f32,
+    /// Label whose rows are skipped.
+    pub ignore_index: i64,
+    /// Reduction over rows.
+    pub reduction: Reduction,
+    /// Multiplier of the gradient.
+    pub grad_scale: f32,
+}
+
+impl Default for Poly1 {
+    fn default() -> Self {
+        Self {
+            epsilon: 1.0,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+            grad_scale: 1.0,
+        }
+    }
+}
+
+impl Loss for Poly1 {
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+
+    fn output(
+        &self,
+        gpu: &Gpu,
+        input_shape: &[usize],
+        target_shape: &[usize],
+    ) -> Result<LossOutput> {
+        self.cross_entropy().output(gpu, input_shape, target_shape)
+    }
+
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &Tensor,
+        labels: &Tensor,
+        out: &LossOutput,
+    ) -> Result<()> {
+        check_param("epsilon", self.epsilon.into(), "finite", true)?;
+        self.cross_entropy()
+            .encode_with_poly(gpu, encoder, logits, labels, out, self.epsilon)
+    }
 
     fn check(&self, gpu: &Gpu, labels: &Tensor, out: &LossOutput) -> Result<()> {
-        let Some(position) = out.first_bad_label(gpu)? else {
-            return Ok(());
-        };
-        let label = labels
-            .to_labels(gpu)?
-            .get(position)
-            .copied()
-            .unwrap_or_default();
-        Err(Error::LabelOutOfRange {
-            position,
-            label: label.into(),
-            classes: out.grad.shape().get(1).copied().unwrap_or(0),
-        })
+        check_labels(gpu, labels, out)
+    }
+}
+
+impl Poly1 {
+    fn cross_entropy(&self) -> CrossEntropy {
+        CrossEntropy {
+            weight: None,
+            ignore_index: self.ignore_index,
+            label_smoothing: 0.0,
+            reduction: self.reduction,
+            grad_scale: self.grad_scale,
+        }
     }
 }
