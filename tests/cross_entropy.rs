@@ -3,7 +3,7 @@
 //! workgroup are streamed), with weights, label smoothing, ignored rows, logits of ±1e4 and
 //! trailing spatial dimensions.
 
-use wgloss::{CrossEntropy, Loss, Reduction, Tensor};
+use wgloss::{CrossEntropy, Loss, Poly1, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
 use wgloss_suite::shared_gpu;
 
@@ -13,6 +13,8 @@ struct Case {
     smoothing: f32,
     reduction: Reduction,
     extreme: bool,
+    /// Run poly1 with this epsilon instead (no weight, no smoothing).
+    poly: Option<f32>,
 }
 
 fn check(case: &Case) {
@@ -46,25 +48,42 @@ fn check(case: &Case) {
     let label_shape: Vec<usize> = [n].into_iter().chain(shape[2..].iter().copied()).collect();
     let x = Tensor::from_slice(gpu, &logits, shape).unwrap();
     let y = Tensor::from_labels(gpu, &labels, &label_shape).unwrap();
-    let out = loss.compute(gpu, &x, &y).unwrap();
+    let out = match case.poly {
+        None => loss.compute(gpu, &x, &y).unwrap(),
+        Some(epsilon) => {
+            let poly = Poly1 {
+                epsilon,
+                reduction: case.reduction,
+                ..Default::default()
+            };
+            poly.compute(gpu, &x, &y).unwrap()
+        }
+    };
     let w64: Option<Vec<f64>> = weight.map(|w| w.iter().map(|&v| f64::from(v)).collect());
     let labels64: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
-    let want = wgloss_ref::cross_entropy(
-        to_f64(&logits, shape).view(),
-        to_f64(&labels64, &label_shape).view(),
-        w64.as_deref(),
-        -100,
-        case.smoothing.into(),
-        match case.reduction {
-            Reduction::None => wgloss_ref::Reduction::None,
-            Reduction::Mean => wgloss_ref::Reduction::Mean,
-            Reduction::Sum => wgloss_ref::Reduction::Sum,
-        },
-        1.0,
-    );
+    let (x64, y64) = (to_f64(&logits, shape), to_f64(&labels64, &label_shape));
+    let reduction = match case.reduction {
+        Reduction::None => wgloss_ref::Reduction::None,
+        Reduction::Mean => wgloss_ref::Reduction::Mean,
+        Reduction::Sum => wgloss_ref::Reduction::Sum,
+    };
+    let want = match case.poly {
+        None => wgloss_ref::cross_entropy(
+            x64.view(),
+            y64.view(),
+            w64.as_deref(),
+            -100,
+            case.smoothing.into(),
+            reduction,
+            1.0,
+        ),
+        Some(epsilon) => {
+            wgloss_ref::poly1(x64.view(), y64.view(), epsilon.into(), -100, reduction, 1.0)
+        }
+    };
     let what = format!(
-        "cross_entropy {shape:?} weighted={} eps={} {:?}",
-        case.weighted, case.smoothing, case.reduction
+        "cross_entropy {shape:?} weighted={} eps={} {:?} poly={:?}",
+        case.weighted, case.smoothing, case.reduction, case.poly
     );
     let got_loss = out.loss.to_vec(gpu).unwrap();
     let got_grad = out.grad.to_vec(gpu).unwrap();
@@ -110,15 +129,17 @@ macro_rules! cases {
 }
 
 cases! {
-    binary_matches_reference: Case { shape: &[513, 2], weighted: true, smoothing: 0.1, reduction: Reduction::Mean, extreme: false };
-    imagenet_matches_reference: Case { shape: &[9, 1000], weighted: true, smoothing: 0.0, reduction: Reduction::Mean, extreme: false };
-    imagenet_per_row_matches_reference: Case { shape: &[9, 1000], weighted: false, smoothing: 0.2, reduction: Reduction::None, extreme: false };
-    gpt2_vocabulary_matches_reference: Case { shape: &[5, 50_257], weighted: false, smoothing: 0.1, reduction: Reduction::Sum, extreme: false };
-    classes_2_pow_18_match_reference: Case { shape: &[3, 262_144], weighted: true, smoothing: 0.05, reduction: Reduction::Mean, extreme: false };
-    logits_of_1e4_are_finite_with_many_classes: Case { shape: &[6, 1000], weighted: false, smoothing: 0.1, reduction: Reduction::Mean, extreme: true };
-    logits_of_1e4_are_finite_with_few_classes: Case { shape: &[64, 5], weighted: true, smoothing: 0.0, reduction: Reduction::None, extreme: true };
-    spatial_dims_match_reference: Case { shape: &[2, 21, 17, 13], weighted: true, smoothing: 0.1, reduction: Reduction::Mean, extreme: false };
-    spatial_dims_with_many_classes_match_reference: Case { shape: &[2, 40, 5, 3], weighted: false, smoothing: 0.0, reduction: Reduction::None, extreme: false };
+    binary_matches_reference: Case { shape: &[513, 2], weighted: true, smoothing: 0.1, reduction: Reduction::Mean, extreme: false, poly: None };
+    imagenet_matches_reference: Case { shape: &[9, 1000], weighted: true, smoothing: 0.0, reduction: Reduction::Mean, extreme: false, poly: None };
+    imagenet_per_row_matches_reference: Case { shape: &[9, 1000], weighted: false, smoothing: 0.2, reduction: Reduction::None, extreme: false, poly: None };
+    gpt2_vocabulary_matches_reference: Case { shape: &[5, 50_257], weighted: false, smoothing: 0.1, reduction: Reduction::Sum, extreme: false, poly: None };
+    classes_2_pow_18_match_reference: Case { shape: &[3, 262_144], weighted: true, smoothing: 0.05, reduction: Reduction::Mean, extreme: false, poly: None };
+    logits_of_1e4_are_finite_with_many_classes: Case { shape: &[6, 1000], weighted: false, smoothing: 0.1, reduction: Reduction::Mean, extreme: true, poly: None };
+    logits_of_1e4_are_finite_with_few_classes: Case { shape: &[64, 5], weighted: true, smoothing: 0.0, reduction: Reduction::None, extreme: true, poly: None };
+    spatial_dims_match_reference: Case { shape: &[2, 21, 17, 13], weighted: true, smoothing: 0.1, reduction: Reduction::Mean, extreme: false, poly: None };
+    poly1_with_many_classes_matches_reference: Case { shape: &[9, 1000], weighted: false, smoothing: 0.0, reduction: Reduction::Mean, extreme: false, poly: Some(1.0) };
+    poly1_with_a_vocabulary_matches_reference: Case { shape: &[4, 50_257], weighted: false, smoothing: 0.0, reduction: Reduction::None, extreme: false, poly: Some(2.0) };
+    spatial_dims_with_many_classes_match_reference: Case { shape: &[2, 40, 5, 3], weighted: false, smoothing: 0.0, reduction: Reduction::None, extreme: false, poly: None };
 }
 
 /// A batch whose every row is ignored has loss 0 and a zero gradient under mean (torch: NaN).
