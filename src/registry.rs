@@ -940,6 +940,8 @@ pub static REGISTRY: &[Entry] = &[
             "weight",
             "label_smoothing=0.1",
             "weight,label_smoothing=0.2,grad_scale=0.5",
+            "z_loss=0.01,logit_softcap=5",
+            "weight,z_loss=0.1,logit_softcap=2",
         ],
         anchor: "torch cross_entropy",
         bench_shapes: &[&[4096, 32_000], &[1024, 131_072]],
@@ -951,12 +953,22 @@ pub static REGISTRY: &[Entry] = &[
             let weight = [None, Some(vec![0.5f32, 2.0, 1.0, 0.25, 1.5, 1.0, 3.0])]
                 [usize::from(v % 2 == 1)]
             .clone();
-            let label_smoothing = [0.0f32, 0.0, 0.1, 0.2][v];
-            let grad_scale = [1.0f32, 1.0, 1.0, 0.5][v];
+            let label_smoothing = [0.0f32, 0.0, 0.1, 0.2, 0.0, 0.0][v];
+            let grad_scale = [1.0f32, 1.0, 1.0, 0.5, 1.0, 1.0][v];
+            let (z_loss, logit_softcap) = [
+                (0.0f32, None),
+                (0.0, None),
+                (0.0, None),
+                (0.0, None),
+                (0.01, Some(5.0f32)),
+                (0.1, Some(2.0)),
+            ][v];
             let loss = wgloss::CrossEntropy {
                 weight: weight.clone(),
                 ignore_index: IGNORE,
                 label_smoothing,
+                z_loss,
+                logit_softcap,
                 reduction,
                 grad_scale,
             };
@@ -965,12 +977,14 @@ pub static REGISTRY: &[Entry] = &[
                 loss,
                 move |p, t| {
                     let r = reduction.into_ref();
-                    wgloss_ref::cross_entropy(
+                    wgloss_ref::cross_entropy_extras(
                         p,
                         t,
                         w.as_deref(),
                         IGNORE,
                         label_smoothing.into(),
+                        z_loss.into(),
+                        logit_softcap.map(f64::from),
                         r,
                         grad_scale.into(),
                     )
@@ -979,6 +993,24 @@ pub static REGISTRY: &[Entry] = &[
             )
         },
         bad_params: &[
+            BadParam {
+                param: "z_loss",
+                build: |_| {
+                    Ok(Box::new(wgloss::CrossEntropy {
+                        z_loss: -1.0,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "logit_softcap",
+                build: |_| {
+                    Ok(Box::new(wgloss::CrossEntropy {
+                        logit_softcap: Some(0.0),
+                        ..Default::default()
+                    }))
+                },
+            },
             BadParam {
                 param: "label_smoothing",
                 build: |_| {

@@ -15,6 +15,8 @@ struct Case {
     extreme: bool,
     /// Run poly1 with this epsilon instead (no weight, no smoothing).
     poly: Option<f32>,
+    /// z-loss and logit soft cap of cross-entropy.
+    extras: (f32, Option<f32>),
 }
 
 fn check(case: &Case) {
@@ -42,6 +44,8 @@ fn check(case: &Case) {
     let loss = CrossEntropy {
         weight: weight.clone(),
         label_smoothing: case.smoothing,
+        z_loss: case.extras.0,
+        logit_softcap: case.extras.1,
         reduction: case.reduction,
         ..Default::default()
     };
@@ -68,12 +72,14 @@ fn check(case: &Case) {
         Reduction::Sum => wgloss_ref::Reduction::Sum,
     };
     let want = match case.poly {
-        None => wgloss_ref::cross_entropy(
+        None => wgloss_ref::cross_entropy_extras(
             x64.view(),
             y64.view(),
             w64.as_deref(),
             -100,
             case.smoothing.into(),
+            case.extras.0.into(),
+            case.extras.1.map(f64::from),
             reduction,
             1.0,
         ),
@@ -129,17 +135,19 @@ macro_rules! cases {
 }
 
 cases! {
-    binary_matches_reference: Case { shape: &[513, 2], weighted: true, smoothing: 0.1, reduction: Reduction::Mean, extreme: false, poly: None };
-    imagenet_matches_reference: Case { shape: &[9, 1000], weighted: true, smoothing: 0.0, reduction: Reduction::Mean, extreme: false, poly: None };
-    imagenet_per_row_matches_reference: Case { shape: &[9, 1000], weighted: false, smoothing: 0.2, reduction: Reduction::None, extreme: false, poly: None };
-    gpt2_vocabulary_matches_reference: Case { shape: &[5, 50_257], weighted: false, smoothing: 0.1, reduction: Reduction::Sum, extreme: false, poly: None };
-    classes_2_pow_18_match_reference: Case { shape: &[3, 262_144], weighted: true, smoothing: 0.05, reduction: Reduction::Mean, extreme: false, poly: None };
-    logits_of_1e4_are_finite_with_many_classes: Case { shape: &[6, 1000], weighted: false, smoothing: 0.1, reduction: Reduction::Mean, extreme: true, poly: None };
-    logits_of_1e4_are_finite_with_few_classes: Case { shape: &[64, 5], weighted: true, smoothing: 0.0, reduction: Reduction::None, extreme: true, poly: None };
-    spatial_dims_match_reference: Case { shape: &[2, 21, 17, 13], weighted: true, smoothing: 0.1, reduction: Reduction::Mean, extreme: false, poly: None };
-    poly1_with_many_classes_matches_reference: Case { shape: &[9, 1000], weighted: false, smoothing: 0.0, reduction: Reduction::Mean, extreme: false, poly: Some(1.0) };
-    poly1_with_a_vocabulary_matches_reference: Case { shape: &[4, 50_257], weighted: false, smoothing: 0.0, reduction: Reduction::None, extreme: false, poly: Some(2.0) };
-    spatial_dims_with_many_classes_match_reference: Case { shape: &[2, 40, 5, 3], weighted: false, smoothing: 0.0, reduction: Reduction::None, extreme: false, poly: None };
+    binary_matches_reference: Case { shape: &[513, 2], weighted: true, smoothing: 0.1, reduction: Reduction::Mean, extreme: false, poly: None, extras: (0.0, None) };
+    imagenet_matches_reference: Case { shape: &[9, 1000], weighted: true, smoothing: 0.0, reduction: Reduction::Mean, extreme: false, poly: None, extras: (0.0, None) };
+    imagenet_per_row_matches_reference: Case { shape: &[9, 1000], weighted: false, smoothing: 0.2, reduction: Reduction::None, extreme: false, poly: None, extras: (0.0, None) };
+    gpt2_vocabulary_matches_reference: Case { shape: &[5, 50_257], weighted: false, smoothing: 0.1, reduction: Reduction::Sum, extreme: false, poly: None, extras: (0.0, None) };
+    classes_2_pow_18_match_reference: Case { shape: &[3, 262_144], weighted: true, smoothing: 0.05, reduction: Reduction::Mean, extreme: false, poly: None, extras: (0.0, None) };
+    logits_of_1e4_are_finite_with_many_classes: Case { shape: &[6, 1000], weighted: false, smoothing: 0.1, reduction: Reduction::Mean, extreme: true, poly: None, extras: (0.0, None) };
+    logits_of_1e4_are_finite_with_few_classes: Case { shape: &[64, 5], weighted: true, smoothing: 0.0, reduction: Reduction::None, extreme: true, poly: None, extras: (0.0, None) };
+    spatial_dims_match_reference: Case { shape: &[2, 21, 17, 13], weighted: true, smoothing: 0.1, reduction: Reduction::Mean, extreme: false, poly: None, extras: (0.0, None) };
+    poly1_with_many_classes_matches_reference: Case { shape: &[9, 1000], weighted: false, smoothing: 0.0, reduction: Reduction::Mean, extreme: false, poly: Some(1.0), extras: (0.0, None) };
+    poly1_with_a_vocabulary_matches_reference: Case { shape: &[4, 50_257], weighted: false, smoothing: 0.0, reduction: Reduction::None, extreme: false, poly: Some(2.0), extras: (0.0, None) };
+    z_loss_and_softcap_with_many_classes_match_reference: Case { shape: &[5, 1000], weighted: true, smoothing: 0.1, reduction: Reduction::Mean, extreme: false, poly: None, extras: (1e-3, Some(30.0)) };
+    softcap_tames_logits_of_1e4: Case { shape: &[6, 300], weighted: false, smoothing: 0.0, reduction: Reduction::Sum, extreme: true, poly: None, extras: (1e-4, Some(50.0)) };
+    spatial_dims_with_many_classes_match_reference: Case { shape: &[2, 40, 5, 3], weighted: false, smoothing: 0.0, reduction: Reduction::None, extreme: false, poly: None, extras: (0.0, None) };
 }
 
 /// A batch whose every row is ignored has loss 0 and a zero gradient under mean (torch: NaN).

@@ -3,6 +3,9 @@
 // The same driver serves poly1 (Leng et al. 2022), which adds poly (1 - p_y) to each row's loss
 // and poly p_y (p_j - [j = y]) times the scale to its gradient.
 //
+// Extras (PaLM, Gemma): z_loss adds z LSE^2 per row (gradient 2 z LSE p_j); logit_softcap reads
+// every logit as cap tanh(x / cap) and multiplies its gradient by 1 - tanh^2.
+//
 // Logits are [N, C, S] (S = product of trailing dims, 1 for [N, C]); a row is one (n, s), its
 // classes C apart by S. Labels are i32 [N, S]. Per row, with p = softmax(x), w the class
 // weights (ones when absent), W = sum_c w_c, eps the label smoothing, y the label:
@@ -35,6 +38,10 @@ struct Params {
     per_row: u32,       // 1 under reduction none
     has_weight: u32,    // 0: all class weights are 1 (the weight binding is not read)
     poly: f32,          // poly1's epsilon (0 for cross-entropy)
+    z_loss: f32,        // z (0: no z-loss)
+    softcap: f32,       // cap (0: no soft cap)
+    pad0: u32,
+    pad1: u32,
     pad2: u32,
 }
 
@@ -84,6 +91,27 @@ fn gradient_scale() -> f32 {
         return params.grad_scale;
     }
     return select(0.0, params.grad_scale / denom, denom != 0.0);
+}
+
+// Logit i as the loss sees it: soft-capped when a cap is set. tanh is written with e^{-2|u|} so
+// that it never evaluates inf / inf.
+fn logit(i: u32) -> f32 {
+    let x = logits[i];
+    if (params.softcap > 0.0) {
+        let u = x / params.softcap;
+        let e = exp(-2.0 * abs(u));
+        return params.softcap * sign(u) * (1.0 - e) / (1.0 + e);
+    }
+    return x;
+}
+
+// d capped / d x at capped value xc: 1 - (xc / cap)^2, or 1 without a cap.
+fn cap_slope(xc: f32) -> f32 {
+    if (params.softcap > 0.0) {
+        let t = xc / params.softcap;
+        return 1.0 - t * t;
+    }
+    return 1.0;
 }
 
 fn valid(y: i32) -> bool {
@@ -150,7 +178,7 @@ fn fused(
         var s = 0.0;
         var wx = 0.0;
         for (var c = lid.x; c < c_count; c += WG) {
-            let x = logits[base + c * inner];
+            let x = logit(base + c * inner);
             let m2 = max(m, x);
             s = s * exp(m - m2) + exp(x - m2);
             m = m2;
@@ -179,25 +207,28 @@ fn fused(
         var xy = 0.0;
         if (!skip) {
             wy = class_weight(u32(y));
-            xy = logits[base + u32(y) * inner];
+            xy = logit(base + u32(y) * inner);
         }
         let py = exp(xy - lse);
         let a = ((1.0 - eps) * wy + params.poly * py) * scale;
         let bw = eps / f32(c_count) * params.weight_sum * scale;
         let bc = eps / f32(c_count) * scale;
+        let bz = 2.0 * params.z_loss * lse * scale;
         for (var c = lid.x; c < c_count; c += WG) {
             let i = base + c * inner;
             var g = 0.0;
             if (!skip) {
-                let p = exp(logits[i] - lse);
-                g = a * (p - select(0.0, 1.0, c == u32(y))) + bw * p - bc * class_weight(c);
+                let xc = logit(i);
+                let p = exp(xc - lse);
+                g = (a * (p - select(0.0, 1.0, c == u32(y))) + (bw + bz) * p - bc * class_weight(c))
+                    * cap_slope(xc);
             }
             grad[i] = g;
         }
         var row_loss = 0.0;
         if (!skip) {
             row_loss = (1.0 - eps) * wy * (lse - xy) + eps / f32(c_count) * (params.weight_sum * lse - sum_wx)
-                + params.poly * (1.0 - py);
+                + params.poly * (1.0 - py) + params.z_loss * lse * lse;
         }
         if (params.per_row != 0u) {
             if (lid.x == 0u) {
@@ -237,7 +268,7 @@ fn fused_rows(
         var s = 0.0;
         var wx = 0.0;
         for (var c = 0u; c < c_count; c++) {
-            let x = logits[base + c * inner];
+            let x = logit(base + c * inner);
             let m2 = max(m, x);
             s = s * exp(m - m2) + exp(x - m2);
             m = m2;
@@ -252,18 +283,21 @@ fn fused_rows(
         } else {
             let yc = u32(y);
             let wy = class_weight(yc);
-            let xy = logits[base + yc * inner];
+            let xy = logit(base + yc * inner);
             let py = exp(xy - lse);
             let a = ((1.0 - eps) * wy + params.poly * py) * scale;
             let bw = eps / f32(c_count) * params.weight_sum * scale;
             let bc = eps / f32(c_count) * scale;
+            let bz = 2.0 * params.z_loss * lse * scale;
             for (var c = 0u; c < c_count; c++) {
                 let i = base + c * inner;
-                let p = exp(logits[i] - lse);
-                grad[i] = a * (p - select(0.0, 1.0, c == yc)) + bw * p - bc * class_weight(c);
+                let xc = logit(i);
+                let p = exp(xc - lse);
+                grad[i] = (a * (p - select(0.0, 1.0, c == yc)) + (bw + bz) * p - bc * class_weight(c))
+                    * cap_slope(xc);
             }
             row_loss = (1.0 - eps) * wy * (lse - xy) + eps / f32(c_count) * (params.weight_sum * lse - wx)
-                + params.poly * (1.0 - py);
+                + params.poly * (1.0 - py) + params.z_loss * lse * lse;
         }
         if (params.per_row != 0u) {
             loss[r] = row_loss;

@@ -174,16 +174,59 @@ pub fn cross_entropy(
     reduction: Reduction,
     grad_scale: f64,
 ) -> LossGrad {
+    let extras = Extras {
+        poly: 0.0,
+        z_loss: 0.0,
+        softcap: None,
+    };
     class_loss(
         logits,
         labels,
         weight,
         ignore_index,
         label_smoothing,
-        0.0,
+        extras,
         reduction,
         grad_scale,
     )
+}
+
+/// [`cross_entropy`] with PaLM's z-loss (`z · LSE²` per non-ignored row, reduced like the rest)
+/// and Gemma's logit soft cap (every logit read as `cap · tanh(x / cap)`).
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_extras(
+    logits: ArrayViewD<'_, f64>,
+    labels: ArrayViewD<'_, f64>,
+    weight: Option<&[f64]>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    z_loss: f64,
+    softcap: Option<f64>,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    let extras = Extras {
+        poly: 0.0,
+        z_loss,
+        softcap,
+    };
+    class_loss(
+        logits,
+        labels,
+        weight,
+        ignore_index,
+        label_smoothing,
+        extras,
+        reduction,
+        grad_scale,
+    )
+}
+
+/// Terms added to cross-entropy by its variants.
+struct Extras {
+    poly: f64,
+    z_loss: f64,
+    softcap: Option<f64>,
 }
 
 /// Poly-1 (Leng et al. 2022) with class-index targets: cross-entropy plus `ε (1 − p_y)` per
@@ -196,13 +239,18 @@ pub fn poly1(
     reduction: Reduction,
     grad_scale: f64,
 ) -> LossGrad {
+    let extras = Extras {
+        poly: epsilon,
+        z_loss: 0.0,
+        softcap: None,
+    };
     class_loss(
         logits,
         labels,
         None,
         ignore_index,
         0.0,
-        epsilon,
+        extras,
         reduction,
         grad_scale,
     )
@@ -216,14 +264,28 @@ fn class_loss(
     weight: Option<&[f64]>,
     ignore_index: i64,
     label_smoothing: f64,
-    poly: f64,
+    extras: Extras,
     reduction: Reduction,
     grad_scale: f64,
 ) -> LossGrad {
+    let Extras {
+        poly,
+        z_loss,
+        softcap,
+    } = extras;
     let shape = logits.shape().to_vec();
     let (n, c) = (shape[0], shape[1]);
     let inner: usize = shape[2..].iter().product();
-    let x: Vec<f64> = logits.iter().copied().collect();
+    let raw: Vec<f64> = logits.iter().copied().collect();
+    // Soft cap: x' = cap tanh(x / cap), dx'/dx = 1 − tanh².
+    let x: Vec<f64> = raw
+        .iter()
+        .map(|&v| softcap.map_or(v, |c| c * (v / c).tanh()))
+        .collect();
+    let slope: Vec<f64> = raw
+        .iter()
+        .map(|&v| softcap.map_or(1.0, |c| 1.0 - (v / c).tanh().powi(2)))
+        .collect();
     let y: Vec<f64> = labels.iter().copied().collect();
     assert_eq!(y.len(), n * inner, "labels must be [N, d...]");
     let w = |k: usize| weight.map_or(1.0, |w| w[k]);
@@ -247,13 +309,16 @@ fn class_loss(
         let py = (x[at(label)] - lse).exp();
         row_loss[r] = (1.0 - eps) * wy * (lse - x[at(label)])
             + eps / c as f64 * (total_w * lse - sum_wx)
-            + poly * (1.0 - py);
+            + poly * (1.0 - py)
+            + z_loss * lse * lse;
         for k in 0..c {
             let p = (x[at(k)] - lse).exp();
             let onehot = if k == label { 1.0 } else { 0.0 };
-            // d/dx_k of poly (1 − p_y) is poly p_y (p_k − [k = y]).
-            grad[at(k)] = ((1.0 - eps) * wy + poly * py) * (p - onehot)
-                + eps / c as f64 * (total_w * p - w(k));
+            // d/dx_k of poly (1 − p_y) is poly p_y (p_k − [k = y]); of z LSE², 2 z LSE p_k.
+            grad[at(k)] = (((1.0 - eps) * wy + poly * py) * (p - onehot)
+                + eps / c as f64 * (total_w * p - w(k))
+                + 2.0 * z_loss * lse * p)
+                * slope[at(k)];
         }
         denom += wy;
     }

@@ -15,6 +15,8 @@ use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor};
 /// mean:  Σ_r loss_r / Σ_r w_{y_r}   over rows whose label is not ignore_index (torch's weighted
 ///        mean, label smoothing included); an all-ignored batch gives 0 and a zero gradient
 /// ```
+/// Extras: `z_loss` adds `z · LSE²` to each non-ignored row (reduced like the rest);
+/// `logit_softcap` reads every logit as `cap · tanh(x / cap)` and chains its derivative.
 /// A label outside [0, C) that is not `ignore_index` makes the call fail with
 /// [`Error::LabelOutOfRange`] naming the first such position; the kernel then writes no output.
 /// With `encode`, read it with [`LossOutput::first_bad_label`] once the work is done.
@@ -31,6 +33,10 @@ pub struct CrossEntropy {
     pub ignore_index: i64,
     /// ε in [0, 1]: the target is (1 − ε) one-hot + ε / C.
     pub label_smoothing: f32,
+    /// z of the z-loss `z · LSE²` added to each non-ignored row (PaLM; ≥ 0, default 0).
+    pub z_loss: f32,
+    /// Soft cap: logits are read as `cap · tanh(x / cap)` (Gemma; > 0, default none).
+    pub logit_softcap: Option<f32>,
     /// Reduction over rows.
     pub reduction: Reduction,
     /// Multiplier of the gradient.
@@ -43,6 +49,8 @@ impl Default for CrossEntropy {
             weight: None,
             ignore_index: -100,
             label_smoothing: 0.0,
+            z_loss: 0.0,
+            logit_softcap: None,
             reduction: Reduction::Mean,
             grad_scale: 1.0,
         }
@@ -68,7 +76,9 @@ struct Params {
     per_row: u32,
     has_weight: u32,
     poly: f32,
-    pad: u32,
+    z_loss: f32,
+    softcap: f32,
+    pad: [u32; 3],
 }
 
 const PARAMS_STRIDE: u64 = 256;
@@ -119,6 +129,10 @@ impl CrossEntropy {
             "in [0, 1]",
             (0.0..=1.0).contains(&eps),
         )?;
+        check_param("z_loss", self.z_loss.into(), ">= 0", self.z_loss >= 0.0)?;
+        if let Some(cap) = self.logit_softcap {
+            check_param("logit_softcap", cap.into(), "> 0", cap > 0.0)?;
+        }
         crate::config::check_grad_scale(self.grad_scale)?;
         if let Some(w) = &self.weight {
             if w.len() != classes {
@@ -350,7 +364,9 @@ impl CrossEntropy {
                     per_row: u32::from(self.reduction == Reduction::None),
                     has_weight: u32::from(self.weight.is_some()),
                     poly,
-                    pad: 0,
+                    z_loss: self.z_loss,
+                    softcap: self.logit_softcap.unwrap_or(0.0),
+                    pad: [0; 3],
                 };
                 let at = i * PARAMS_STRIDE as usize;
                 blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
@@ -541,6 +557,8 @@ impl Poly1 {
             weight: None,
             ignore_index: self.ignore_index,
             label_smoothing: 0.0,
+            z_loss: 0.0,
+            logit_softcap: None,
             reduction: self.reduction,
             grad_scale: self.grad_scale,
         }
