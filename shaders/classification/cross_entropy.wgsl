@@ -59,6 +59,9 @@ struct Params {
 // atomicMax keeps the first and a zero-filled buffer starts clean.
 const NO_ERROR: u32 = 0u;
 
+// Whether logits are soft-capped: a pipeline constant, so that the plain loss pays nothing.
+override SOFTCAP: bool = false;
+
 var<workgroup> red_m: array<f32, 256>;
 var<workgroup> red_x: array<f32, 256>;
 var<workgroup> failed: u32;
@@ -97,7 +100,7 @@ fn gradient_scale() -> f32 {
 // that it never evaluates inf / inf.
 fn logit(i: u32) -> f32 {
     let x = logits[i];
-    if (params.softcap > 0.0) {
+    if (SOFTCAP) {
         let u = x / params.softcap;
         let e = exp(-2.0 * abs(u));
         return params.softcap * sign(u) * (1.0 - e) / (1.0 + e);
@@ -107,7 +110,7 @@ fn logit(i: u32) -> f32 {
 
 // d capped / d x at capped value xc: 1 - (xc / cap)^2, or 1 without a cap.
 fn cap_slope(xc: f32) -> f32 {
-    if (params.softcap > 0.0) {
+    if (SOFTCAP) {
         let t = xc / params.softcap;
         return 1.0 - t * t;
     }

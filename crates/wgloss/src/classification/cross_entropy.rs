@@ -433,7 +433,7 @@ impl CrossEntropy {
                     PipelineKey {
                         kernel: CROSS_ENTROPY.name,
                         entry,
-                        overrides: Vec::new(),
+                        overrides: vec![("SOFTCAP", self.logit_softcap.is_some())],
                     },
                     &pipeline_layout,
                 )
