@@ -117,6 +117,21 @@ fn cap_slope(xc: f32) -> f32 {
     return 1.0;
 }
 
+// Loss of a non-ignored row from its label's weight w_y, logit x_y and probability p_y, its
+// LSE and sum_c w_c x_c (the terms of the header).
+fn loss_of_row(wy: f32, xy: f32, py: f32, lse: f32, sum_wx: f32) -> f32 {
+    let eps = params.smoothing;
+    return (1.0 - eps) * wy * (lse - xy)
+        + eps / f32(params.classes) * (params.weight_sum * lse - sum_wx)
+        + params.poly * (1.0 - py) + params.z_loss * lse * lse;
+}
+
+// Gradient of class c with probability p, before the soft cap's slope:
+// a (p - [c = y]) + b p - bc w_c, with a, b, bc the row's coefficients.
+fn class_gradient(p: f32, is_label: bool, a: f32, b: f32, bc: f32, c: u32) -> f32 {
+    return a * (p - select(0.0, 1.0, is_label)) + b * p - bc * class_weight(c);
+}
+
 fn valid(y: i32) -> bool {
     return y >= 0 && u32(y) < params.classes;
 }
@@ -223,15 +238,13 @@ fn fused(
             if (!skip) {
                 let xc = logit(i);
                 let p = exp(xc - lse);
-                g = (a * (p - select(0.0, 1.0, c == u32(y))) + (bw + bz) * p - bc * class_weight(c))
-                    * cap_slope(xc);
+                g = class_gradient(p, c == u32(y), a, bw + bz, bc, c) * cap_slope(xc);
             }
             grad[i] = g;
         }
         var row_loss = 0.0;
         if (!skip) {
-            row_loss = (1.0 - eps) * wy * (lse - xy) + eps / f32(c_count) * (params.weight_sum * lse - sum_wx)
-                + params.poly * (1.0 - py) + params.z_loss * lse * lse;
+            row_loss = loss_of_row(wy, xy, py, lse, sum_wx);
         }
         if (params.per_row != 0u) {
             if (lid.x == 0u) {
@@ -296,11 +309,9 @@ fn fused_rows(
                 let i = base + c * inner;
                 let xc = logit(i);
                 let p = exp(xc - lse);
-                grad[i] = (a * (p - select(0.0, 1.0, c == yc)) + (bw + bz) * p - bc * class_weight(c))
-                    * cap_slope(xc);
+                grad[i] = class_gradient(p, c == yc, a, bw + bz, bc, c) * cap_slope(xc);
             }
-            row_loss = (1.0 - eps) * wy * (lse - xy) + eps / f32(c_count) * (params.weight_sum * lse - wx)
-                + params.poly * (1.0 - py) + params.z_loss * lse * lse;
+            row_loss = loss_of_row(wy, xy, py, lse, wx);
         }
         if (params.per_row != 0u) {
             loss[r] = row_loss;
