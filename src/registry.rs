@@ -85,8 +85,13 @@ pub enum Targets {
 pub enum Layout {
     /// Prediction and target of one shape `[n / row, row]` (`[n]` when `row` is 1).
     Elementwise { row: usize },
-    /// Logits `[N, classes, inner]` (`[N, classes]` when `inner` is 1) and labels `[N, inner]`.
-    Classes { classes: usize, inner: usize },
+    /// Logits `[N, classes, inner]` (`[N, classes]` when `inner` is 1) and labels `[N, inner]`;
+    /// with `ignores`, one row in eight is labelled with the ignore index.
+    Classes {
+        classes: usize,
+        inner: usize,
+        ignores: bool,
+    },
 }
 
 /// Seeded test inputs: predictions and targets with their shapes. Labels are held as f32
@@ -154,8 +159,12 @@ impl Entry {
         match self.layout {
             Layout::Elementwise { row: 1 } => vec![n],
             Layout::Elementwise { row } => vec![n.div_ceil(row), row],
-            Layout::Classes { classes, inner: 1 } => vec![n.div_ceil(classes), classes],
-            Layout::Classes { classes, inner } => vec![n.div_ceil(classes * inner), classes, inner],
+            Layout::Classes {
+                classes, inner: 1, ..
+            } => vec![n.div_ceil(classes), classes],
+            Layout::Classes { classes, inner, .. } => {
+                vec![n.div_ceil(classes * inner), classes, inner]
+            }
         }
     }
 
@@ -171,19 +180,34 @@ impl Entry {
         let mut rng = Rng::new(seed);
         let (lo, hi) = self.domain;
         let pred = rng.uniform(len, lo, hi);
-        if let Layout::Classes { classes, .. } = self.layout {
+        if let Layout::Classes {
+            classes, ignores, ..
+        } = self.layout
+        {
+            // Logits on a grid of 1/64 offset by class: two logits of a row then differ by at
+            // least 1/(128 C) from any multiple of 1/64, so margins such as 1 or 0.5 never fall
+            // within rounding of a hinge's kink.
+            let inner: usize = pred_shape[2..].iter().product();
+            let pred: Vec<f32> = pred
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    let class = (i / inner) % classes;
+                    (x * 64.0).round() / 64.0 + class as f32 / (128 * classes) as f32
+                })
+                .collect();
             let mut target_shape = pred_shape.clone();
             target_shape.remove(1);
             let rows = target_shape.iter().product();
-            // One row in eight carries the ignore index.
+            let ignored = if ignores { 0.125 } else { 0.0 };
             let target = rng
                 .uniform(rows, 0.0, 1.0)
                 .iter()
                 .map(|&u| {
-                    if u < 0.125 {
+                    if u < ignored {
                         IGNORE as f32
                     } else {
-                        ((u - 0.125) / 0.875 * classes as f32)
+                        ((u - ignored) / (1.0 - ignored) * classes as f32)
                             .floor()
                             .min(classes as f32 - 1.0)
                     }
@@ -948,6 +972,7 @@ pub static REGISTRY: &[Entry] = &[
         layout: Layout::Classes {
             classes: 7,
             inner: 3,
+            ignores: true,
         },
         make: |_, v, reduction| {
             let weight = [None, Some(vec![0.5f32, 2.0, 1.0, 0.25, 1.5, 1.0, 3.0])]
@@ -1039,6 +1064,7 @@ pub static REGISTRY: &[Entry] = &[
         layout: Layout::Classes {
             classes: 7,
             inner: 3,
+            ignores: true,
         },
         make: |_, v, reduction| {
             let (epsilon, grad_scale) = [(1.0f32, 1.0f32), (2.0, 0.5), (-0.5, 1.0)][v];
@@ -1071,6 +1097,133 @@ pub static REGISTRY: &[Entry] = &[
                 }))
             },
         }],
+        ..F3
+    },
+    Entry {
+        name: "softmax_focal",
+        variants: &["gamma=2", "gamma=0.5,alpha", "gamma=0,grad_scale=2"],
+        anchor: "kornia focal_loss (per-class alpha)",
+        layout: Layout::Classes {
+            classes: 7,
+            inner: 3,
+            ignores: true,
+        },
+        make: |_, v, reduction| {
+            let (gamma, grad_scale) = [(2.0f32, 1.0f32), (0.5, 1.0), (0.0, 2.0)][v];
+            let alpha = (v == 1).then(|| vec![0.25f32, 1.0, 0.5, 2.0, 0.75, 1.0, 0.1]);
+            let a64: Option<Vec<f64>> = alpha
+                .as_ref()
+                .map(|a| a.iter().map(|&x| x.into()).collect());
+            stateless(
+                wgloss::SoftmaxFocal {
+                    gamma,
+                    alpha,
+                    ignore_index: IGNORE,
+                    reduction,
+                    grad_scale,
+                },
+                move |p, t| {
+                    wgloss_ref::softmax_focal(
+                        p,
+                        t,
+                        gamma.into(),
+                        a64.as_deref(),
+                        IGNORE,
+                        reduction.into_ref(),
+                        grad_scale.into(),
+                    )
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[
+            BadParam {
+                param: "gamma",
+                build: |_| {
+                    Ok(Box::new(wgloss::SoftmaxFocal {
+                        gamma: -1.0,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "alpha",
+                build: |_| {
+                    Ok(Box::new(wgloss::SoftmaxFocal {
+                        alpha: Some(vec![1.0; 2]),
+                        ..Default::default()
+                    }))
+                },
+            },
+        ],
+        ..F3
+    },
+    Entry {
+        name: "multiclass_hinge",
+        variants: &["p=1", "p=2,weight", "p=1,margin=0.5,grad_scale=0.5"],
+        anchor: "torch multi_margin_loss",
+        layout: Layout::Classes {
+            classes: 7,
+            inner: 1,
+            ignores: false,
+        },
+        make: |_, v, reduction| {
+            let (p, margin, grad_scale) = [(1u32, 1.0f32, 1.0f32), (2, 1.0, 1.0), (1, 0.5, 0.5)][v];
+            let weight = (v == 1).then(|| vec![0.5f32, 2.0, 1.0, 0.25, 1.5, 1.0, 3.0]);
+            let w64: Option<Vec<f64>> = weight
+                .as_ref()
+                .map(|w| w.iter().map(|&x| x.into()).collect());
+            stateless(
+                wgloss::MulticlassHinge {
+                    p,
+                    margin,
+                    weight,
+                    reduction,
+                    grad_scale,
+                },
+                move |x, t| {
+                    wgloss_ref::multiclass_hinge(
+                        x,
+                        t,
+                        p,
+                        margin.into(),
+                        w64.as_deref(),
+                        reduction.into_ref(),
+                        grad_scale.into(),
+                    )
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[
+            BadParam {
+                param: "p",
+                build: |_| {
+                    Ok(Box::new(wgloss::MulticlassHinge {
+                        p: 3,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "margin",
+                build: |_| {
+                    Ok(Box::new(wgloss::MulticlassHinge {
+                        margin: f32::INFINITY,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "weight",
+                build: |_| {
+                    Ok(Box::new(wgloss::MulticlassHinge {
+                        weight: Some(vec![1.0; 3]),
+                        ..Default::default()
+                    }))
+                },
+            },
+        ],
         ..F3
     },
 ];

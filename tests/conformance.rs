@@ -588,5 +588,5 @@ conformance! {
         ramp,
         exponential,
     ]
-    label_losses: [cross_entropy, poly1]
+    label_losses: [cross_entropy, poly1, softmax_focal, multiclass_hinge]
 }

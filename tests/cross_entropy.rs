@@ -163,3 +163,336 @@ fn all_ignored_batch_gives_zero() {
         assert!(out.grad.to_vec(gpu).unwrap().iter().all(|&g| g == 0.0));
     }
 }
+
+/// Random probability targets of `shape`: each row's classes sum to 1.
+fn probabilities(rng: &mut Rng, shape: &[usize]) -> Vec<f32> {
+    let (n, c) = (shape[0], shape[1]);
+    let inner: usize = shape[2..].iter().product();
+    let mut t = rng.uniform(n * c * inner, 0.0, 1.0);
+    for r in 0..n * inner {
+        let at = |k: usize| (r / inner) * c * inner + k * inner + r % inner;
+        let sum: f32 = (0..c).map(|k| t[at(k)]).sum();
+        for k in 0..c {
+            t[at(k)] /= sum;
+        }
+    }
+    t
+}
+
+struct ProbCase {
+    shape: &'static [usize],
+    weighted: bool,
+    smoothing: f32,
+    extras: (f32, Option<f32>),
+    reduction: Reduction,
+}
+
+fn reduction_ref(r: Reduction) -> wgloss_ref::Reduction {
+    match r {
+        Reduction::None => wgloss_ref::Reduction::None,
+        Reduction::Mean => wgloss_ref::Reduction::Mean,
+        Reduction::Sum => wgloss_ref::Reduction::Sum,
+    }
+}
+
+/// Probability targets (f32, the logits' shape): torch's soft-label cross-entropy, its mean over
+/// rows, on both row paths and with trailing dims.
+fn check_probabilities(case: &ProbCase) {
+    let Some(gpu) = shared_gpu() else { return };
+    let shape = case.shape;
+    let c = shape[1];
+    let mut rng = Rng::new(shape.iter().product::<usize>() as u64);
+    let len: usize = shape.iter().product();
+    let logits = rng.uniform(len, -8.0, 8.0);
+    let targets = probabilities(&mut rng, shape);
+    let weight: Option<Vec<f32>> = case.weighted.then(|| rng.uniform(c, 0.1, 2.0));
+    let loss = CrossEntropy {
+        weight: weight.clone(),
+        label_smoothing: case.smoothing,
+        z_loss: case.extras.0,
+        logit_softcap: case.extras.1,
+        reduction: case.reduction,
+        ..Default::default()
+    };
+    let x = Tensor::from_slice(gpu, &logits, shape).unwrap();
+    let t = Tensor::from_slice(gpu, &targets, shape).unwrap();
+    let out = loss.compute(gpu, &x, &t).unwrap();
+    let w64: Option<Vec<f64>> = weight.map(|w| w.iter().map(|&v| f64::from(v)).collect());
+    let want = wgloss_ref::cross_entropy_probs(
+        to_f64(&logits, shape).view(),
+        to_f64(&targets, shape).view(),
+        w64.as_deref(),
+        case.smoothing.into(),
+        case.extras.0.into(),
+        case.extras.1.map(f64::from),
+        reduction_ref(case.reduction),
+        1.0,
+    );
+    let what = format!("cross_entropy probabilities {shape:?} {:?}", case.reduction);
+    let tol = if case.reduction == Reduction::None {
+        ELEMENTWISE
+    } else {
+        REDUCED
+    };
+    compare(
+        &format!("{what} loss"),
+        &out.loss.to_vec(gpu).unwrap(),
+        want.loss.view(),
+        tol,
+    )
+    .unwrap();
+    compare(
+        &format!("{what} grad"),
+        &out.grad.to_vec(gpu).unwrap(),
+        want.grad.view(),
+        ELEMENTWISE,
+    )
+    .unwrap();
+}
+
+macro_rules! probability_cases {
+    ($($name:ident: $case:expr;)*) => {
+        $(#[test]
+        fn $name() {
+            check_probabilities(&$case);
+        })*
+    };
+}
+
+probability_cases! {
+    probability_targets_with_few_classes_match_reference: ProbCase { shape: &[513, 5], weighted: true, smoothing: 0.1, extras: (0.0, None), reduction: Reduction::Mean };
+    probability_targets_with_many_classes_match_reference: ProbCase { shape: &[9, 1000], weighted: false, smoothing: 0.0, extras: (0.0, None), reduction: Reduction::None };
+    probability_targets_with_spatial_dims_match_reference: ProbCase { shape: &[2, 21, 17, 13], weighted: true, smoothing: 0.0, extras: (0.0, None), reduction: Reduction::Sum };
+    probability_targets_with_extras_match_reference: ProbCase { shape: &[7, 300], weighted: true, smoothing: 0.2, extras: (1e-3, Some(5.0)), reduction: Reduction::Mean };
+}
+
+/// The probability-target reference's gradient equals central finite differences.
+#[test]
+fn probability_reference_grad_matches_finite_differences() {
+    let shape = [3, 4, 2];
+    let mut rng = Rng::new(5);
+    let x = to_f64(&rng.uniform(24, -3.0, 3.0), &shape);
+    let t = to_f64(&probabilities(&mut rng, &shape), &shape);
+    let w = [0.5, 2.0, 1.0, 1.5];
+    let f = |x: &ndarray::ArrayD<f64>| {
+        wgloss_ref::cross_entropy_probs(
+            x.view(),
+            t.view(),
+            Some(&w),
+            0.1,
+            0.01,
+            Some(2.0),
+            wgloss_ref::Reduction::Mean,
+            1.0,
+        )
+    };
+    let analytic = f(&x).grad;
+    for i in 0..x.len() {
+        let h = 1e-6;
+        let (mut plus, mut minus) = (x.clone(), x.clone());
+        plus.as_slice_mut().unwrap()[i] += h;
+        minus.as_slice_mut().unwrap()[i] -= h;
+        let fd = (f(&plus).loss.sum() - f(&minus).loss.sum()) / (2.0 * h);
+        let a = analytic.as_slice().unwrap()[i];
+        assert!(
+            (a - fd).abs() < 1e-7 + 1e-6 * fd.abs(),
+            "grad[{i}] = {a}, fd {fd}"
+        );
+    }
+}
+
+/// In place, the gradient overwrites the logits and equals the out-of-place result exactly, on
+/// both row paths, with labels and with probabilities.
+#[test]
+fn in_place_gradient_overwrites_the_logits() {
+    let Some(gpu) = shared_gpu() else { return };
+    for shape in [[64usize, 5], [9, 1000]] {
+        let (n, c) = (shape[0], shape[1]);
+        let mut rng = Rng::new(c as u64);
+        let logits = rng.uniform(n * c, -6.0, 6.0);
+        let labels: Vec<i32> = (0..n)
+            .map(|r| {
+                if r % 7 == 3 {
+                    -100
+                } else {
+                    (r * 31 % c) as i32
+                }
+            })
+            .collect();
+        let y = Tensor::from_labels(gpu, &labels, &[n]).unwrap();
+        let probs = Tensor::from_slice(gpu, &probabilities(&mut rng, &shape), &shape).unwrap();
+        for target in [&y, &probs] {
+            let loss = CrossEntropy {
+                label_smoothing: 0.1,
+                logit_softcap: Some(10.0),
+                ..Default::default()
+            };
+            let x = Tensor::from_slice(gpu, &logits, &shape).unwrap();
+            let want = loss.compute(gpu, &x, target).unwrap();
+            let got = loss.compute_in_place(gpu, x.clone(), target).unwrap();
+            assert_eq!(
+                got.grad.buffer(),
+                x.buffer(),
+                "the gradient is not in the logits"
+            );
+            assert_eq!(
+                x.to_vec(gpu).unwrap(),
+                want.grad.to_vec(gpu).unwrap(),
+                "{shape:?}: in-place gradient differs"
+            );
+            assert_eq!(
+                got.loss.to_vec(gpu).unwrap(),
+                want.loss.to_vec(gpu).unwrap()
+            );
+        }
+    }
+}
+
+/// A bad label is still reported in place, and the logits are then left as they were.
+#[test]
+fn in_place_with_a_bad_label_keeps_the_logits() {
+    let Some(gpu) = shared_gpu() else { return };
+    let logits = Rng::new(9).uniform(40, -1.0, 1.0);
+    let x = Tensor::from_slice(gpu, &logits, &[8, 5]).unwrap();
+    let y = Tensor::from_labels(gpu, &[0, 1, 2, 9, 4, 0, 1, 2], &[8]).unwrap();
+    let r = CrossEntropy::default().compute_in_place(gpu, x.clone(), &y);
+    assert!(
+        matches!(
+            r,
+            Err(wgloss::Error::LabelOutOfRange {
+                position: 3,
+                label: 9,
+                classes: 5
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(x.to_vec(gpu).unwrap(), logits);
+}
+
+/// Targets must be i32 labels `[N, d...]` or f32 probabilities of the logits' shape; the other
+/// class losses take labels only.
+#[test]
+fn mistyped_targets_are_rejected() {
+    let Some(gpu) = shared_gpu() else { return };
+    let x = Tensor::from_slice(gpu, &[0.0; 12], &[4, 3]).unwrap();
+    let float_labels = Tensor::from_slice(gpu, &[0.0; 4], &[4]).unwrap();
+    let short_probs = Tensor::from_slice(gpu, &[0.0; 9], &[3, 3]).unwrap();
+    let probs = Tensor::from_slice(gpu, &[0.25; 12], &[4, 3]).unwrap();
+    let ce = CrossEntropy::default();
+    let r = ce.compute(gpu, &x, &float_labels);
+    assert!(
+        matches!(r, Err(wgloss::Error::DTypeMismatch { name: "target", .. })),
+        "{r:?}"
+    );
+    let r = ce.compute(gpu, &x, &short_probs);
+    assert!(
+        matches!(r, Err(wgloss::Error::ShapeMismatch { name: "target", .. })),
+        "{r:?}"
+    );
+    let r = wgloss::SoftmaxFocal::default().compute(gpu, &x, &probs);
+    assert!(
+        matches!(r, Err(wgloss::Error::DTypeMismatch { name: "target", .. })),
+        "{r:?}"
+    );
+}
+
+/// softmax_focal and multiclass_hinge on the workgroup-per-row path (C > 32) and with trailing
+/// dims, against the reference.
+#[test]
+fn focal_and_multiclass_hinge_with_many_classes_match_reference() {
+    let Some(gpu) = shared_gpu() else { return };
+    for shape in [&[9usize, 1000][..], &[3, 40, 5, 2], &[4, 50_257]] {
+        let (n, c) = (shape[0], shape[1]);
+        let inner: usize = shape[2..].iter().product();
+        let mut rng = Rng::new(c as u64 + 1);
+        // Logits on a 1/64 grid offset by class keep hinge kinks away from rounding.
+        let logits: Vec<f32> = rng
+            .uniform(n * c * inner, -4.0, 4.0)
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (x * 64.0).round() / 64.0 + ((i / inner) % c) as f32 / (128 * c) as f32)
+            .collect();
+        let labels: Vec<i32> = (0..n * inner).map(|r| (r * 37 % c) as i32).collect();
+        let weight = rng.uniform(c, 0.1, 2.0);
+        let w64: Vec<f64> = weight.iter().map(|&v| v.into()).collect();
+        let label_shape: Vec<usize> = [n].into_iter().chain(shape[2..].iter().copied()).collect();
+        let x = Tensor::from_slice(gpu, &logits, shape).unwrap();
+        let y = Tensor::from_labels(gpu, &labels, &label_shape).unwrap();
+        let labels64: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+        let (x64, y64) = (to_f64(&logits, shape), to_f64(&labels64, &label_shape));
+        for reduction in [Reduction::Mean, Reduction::None] {
+            let r = reduction_ref(reduction);
+            let cases: [(&str, Box<dyn Loss>, wgloss_ref::LossGrad); 3] = [
+                (
+                    "softmax_focal gamma=0.5",
+                    Box::new(wgloss::SoftmaxFocal {
+                        gamma: 0.5,
+                        alpha: Some(weight.clone()),
+                        reduction,
+                        ..Default::default()
+                    }),
+                    wgloss_ref::softmax_focal(
+                        x64.view(),
+                        y64.view(),
+                        0.5,
+                        Some(&w64),
+                        -100,
+                        r,
+                        1.0,
+                    ),
+                ),
+                (
+                    "multiclass_hinge p=1",
+                    Box::new(wgloss::MulticlassHinge {
+                        reduction,
+                        ..Default::default()
+                    }),
+                    wgloss_ref::multiclass_hinge(x64.view(), y64.view(), 1, 1.0, None, r, 1.0),
+                ),
+                (
+                    "multiclass_hinge p=2 weighted",
+                    Box::new(wgloss::MulticlassHinge {
+                        p: 2,
+                        margin: 0.5,
+                        weight: Some(weight.clone()),
+                        reduction,
+                        ..Default::default()
+                    }),
+                    wgloss_ref::multiclass_hinge(
+                        x64.view(),
+                        y64.view(),
+                        2,
+                        0.5,
+                        Some(&w64),
+                        r,
+                        1.0,
+                    ),
+                ),
+            ];
+            for (name, loss, want) in cases {
+                let what = format!("{name} {shape:?} {reduction:?}");
+                let out = loss.compute(gpu, &x, &y).unwrap();
+                let tol = if reduction == Reduction::None {
+                    ELEMENTWISE
+                } else {
+                    REDUCED
+                };
+                compare(
+                    &format!("{what} loss"),
+                    &out.loss.to_vec(gpu).unwrap(),
+                    want.loss.view(),
+                    tol,
+                )
+                .unwrap();
+                compare(
+                    &format!("{what} grad"),
+                    &out.grad.to_vec(gpu).unwrap(),
+                    want.grad.view(),
+                    ELEMENTWISE,
+                )
+                .unwrap();
+            }
+        }
+    }
+}

@@ -273,67 +273,224 @@ fn class_loss(
         z_loss,
         softcap,
     } = extras;
-    let shape = logits.shape().to_vec();
-    let (n, c) = (shape[0], shape[1]);
-    let inner: usize = shape[2..].iter().product();
-    let raw: Vec<f64> = logits.iter().copied().collect();
-    // Soft cap: x' = cap tanh(x / cap), dx'/dx = 1 − tanh².
-    let x: Vec<f64> = raw
-        .iter()
-        .map(|&v| softcap.map_or(v, |c| c * (v / c).tanh()))
-        .collect();
-    let slope: Vec<f64> = raw
-        .iter()
-        .map(|&v| softcap.map_or(1.0, |c| 1.0 - (v / c).tanh().powi(2)))
-        .collect();
-    let y: Vec<f64> = labels.iter().copied().collect();
-    assert_eq!(y.len(), n * inner, "labels must be [N, d...]");
+    let c = logits.shape()[1];
     let w = |k: usize| weight.map_or(1.0, |w| w[k]);
     let total_w: f64 = (0..c).map(w).sum();
     let eps = label_smoothing;
-    let mut row_loss = vec![0.0; n * inner];
-    let mut grad = vec![0.0; x.len()];
-    let mut denom = 0.0;
-    for r in 0..n * inner {
-        let label = y[r] as i64;
+    by_rows(logits, labels, reduction, grad_scale, |x, label| {
+        let label = label? as i64;
         if label == ignore_index {
-            continue;
+            return None;
         }
         assert!((0..c as i64).contains(&label), "label {label} out of range");
-        let label = label as usize;
-        let at = |k: usize| (r / inner) * c * inner + k * inner + r % inner;
-        let m = (0..c).map(|k| x[at(k)]).fold(f64::NEG_INFINITY, f64::max);
-        let lse = m + (0..c).map(|k| (x[at(k)] - m).exp()).sum::<f64>().ln();
-        let wy = w(label);
-        let sum_wx: f64 = (0..c).map(|k| w(k) * x[at(k)]).sum();
-        let py = (x[at(label)] - lse).exp();
-        row_loss[r] = (1.0 - eps) * wy * (lse - x[at(label)])
+        let y = label as usize;
+        let (x, slope) = soft_capped(x, softcap);
+        let lse = log_sum_exp(&x);
+        let wy = w(y);
+        let sum_wx: f64 = (0..c).map(|k| w(k) * x[k]).sum();
+        let py = (x[y] - lse).exp();
+        let loss = (1.0 - eps) * wy * (lse - x[y])
             + eps / c as f64 * (total_w * lse - sum_wx)
             + poly * (1.0 - py)
             + z_loss * lse * lse;
-        for k in 0..c {
-            let p = (x[at(k)] - lse).exp();
-            let onehot = if k == label { 1.0 } else { 0.0 };
-            // d/dx_k of poly (1 − p_y) is poly p_y (p_k − [k = y]); of z LSE², 2 z LSE p_k.
-            grad[at(k)] = (((1.0 - eps) * wy + poly * py) * (p - onehot)
-                + eps / c as f64 * (total_w * p - w(k))
-                + 2.0 * z_loss * lse * p)
-                * slope[at(k)];
+        // d/dx_k of poly (1 − p_y) is poly p_y (p_k − [k = y]); of z LSE², 2 z LSE p_k.
+        let grad = (0..c)
+            .map(|k| {
+                let p = (x[k] - lse).exp();
+                let onehot = if k == y { 1.0 } else { 0.0 };
+                (((1.0 - eps) * wy + poly * py) * (p - onehot)
+                    + eps / c as f64 * (total_w * p - w(k))
+                    + 2.0 * z_loss * lse * p)
+                    * slope[k]
+            })
+            .collect();
+        Some((loss, grad, wy))
+    })
+}
+
+/// torch `cross_entropy` with class-probability targets `targets` (the logits' shape `[N, C,
+/// d...]`): with `t' = (1 − ε) t + ε / C`, `loss_r = Σ_c w_c t'_c (LSE − x_c)` plus the z-loss,
+/// logits soft-capped as in [`cross_entropy_extras`]; mean divides by the number of rows
+/// (`N · d...`), as torch does for probability targets.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_probs(
+    logits: ArrayViewD<'_, f64>,
+    targets: ArrayViewD<'_, f64>,
+    weight: Option<&[f64]>,
+    label_smoothing: f64,
+    z_loss: f64,
+    softcap: Option<f64>,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    assert_eq!(
+        logits.shape(),
+        targets.shape(),
+        "targets must have the logits' shape"
+    );
+    let c = logits.shape()[1];
+    let w = |k: usize| weight.map_or(1.0, |w| w[k]);
+    let eps = label_smoothing;
+    let t: Vec<f64> = targets.iter().copied().collect();
+    let mut row = 0;
+    let inner: usize = logits.shape()[2..].iter().product();
+    by_rows(logits, None, reduction, grad_scale, |x, _| {
+        let r = row;
+        row += 1;
+        let target = |k: usize| {
+            let i = (r / inner) * c * inner + k * inner + r % inner;
+            (1.0 - eps) * t[i] + eps / c as f64
+        };
+        let (x, slope) = soft_capped(x, softcap);
+        let lse = log_sum_exp(&x);
+        let total: f64 = (0..c).map(|k| w(k) * target(k)).sum();
+        let loss =
+            (0..c).map(|k| w(k) * target(k) * (lse - x[k])).sum::<f64>() + z_loss * lse * lse;
+        let grad = (0..c)
+            .map(|k| {
+                let p = (x[k] - lse).exp();
+                (p * total - w(k) * target(k) + 2.0 * z_loss * lse * p) * slope[k]
+            })
+            .collect();
+        Some((loss, grad, 1.0))
+    })
+}
+
+/// Softmax focal loss, kornia `focal_loss` with per-class alpha: `loss_r = −α_y (1 − p_y)^γ
+/// log p_y`; `ignore_index` rows are skipped and the mean is over the other rows.
+pub fn softmax_focal(
+    logits: ArrayViewD<'_, f64>,
+    labels: ArrayViewD<'_, f64>,
+    gamma: f64,
+    alpha: Option<&[f64]>,
+    ignore_index: i64,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    let c = logits.shape()[1];
+    by_rows(logits, labels, reduction, grad_scale, |x, label| {
+        let label = label? as i64;
+        if label == ignore_index {
+            return None;
         }
-        denom += wy;
+        assert!((0..c as i64).contains(&label), "label {label} out of range");
+        let y = label as usize;
+        let a = alpha.map_or(1.0, |a| a[y]);
+        let lse = log_sum_exp(x);
+        // log p_y, at most 0 (a NaN stays NaN).
+        let lp = x[y] - lse;
+        let lp = if lp > 0.0 { 0.0 } else { lp };
+        let py = lp.exp();
+        let q = -lp.exp_m1();
+        // d/dx_j = α q^γ (1 − γ p_y log(p_y) / q) (p_j − [j = y]); log(p_y) / q → −1 as q → 0.
+        let ratio = if q == 0.0 { -1.0 } else { lp / q };
+        let qg = q.powf(gamma);
+        let coef = a * qg * (1.0 - gamma * py * ratio);
+        let grad = (0..c)
+            .map(|k| coef * ((x[k] - lse).exp() - if k == y { 1.0 } else { 0.0 }))
+            .collect();
+        Some((-a * qg * lp, grad, 1.0))
+    })
+}
+
+/// torch `multi_margin_loss`: `loss_r = w_y / C · Σ_{j ≠ y} max(0, margin − x_y + x_j)^p`
+/// (p ∈ {1, 2}); mean over rows. Every label must be in [0, C).
+pub fn multiclass_hinge(
+    logits: ArrayViewD<'_, f64>,
+    labels: ArrayViewD<'_, f64>,
+    p: u32,
+    margin: f64,
+    weight: Option<&[f64]>,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    let c = logits.shape()[1];
+    by_rows(logits, labels, reduction, grad_scale, |x, label| {
+        let label = label? as i64;
+        assert!((0..c as i64).contains(&label), "label {label} out of range");
+        let y = label as usize;
+        let scale = weight.map_or(1.0, |w| w[y]) / c as f64;
+        let mut loss = 0.0;
+        let mut grad = vec![0.0; c];
+        for j in (0..c).filter(|&j| j != y) {
+            let h = margin - x[y] + x[j];
+            if h > 0.0 {
+                loss += h.powi(p as i32);
+                let d = if p == 1 { 1.0 } else { 2.0 * h };
+                grad[j] += scale * d;
+                grad[y] -= scale * d;
+            }
+        }
+        Some((scale * loss, grad, 1.0))
+    })
+}
+
+/// Logits soft-capped (`cap · tanh(x / cap)`) and the slopes of the cap.
+fn soft_capped(x: &[f64], softcap: Option<f64>) -> (Vec<f64>, Vec<f64>) {
+    let capped = x
+        .iter()
+        .map(|&v| softcap.map_or(v, |c| c * (v / c).tanh()))
+        .collect();
+    let slope = x
+        .iter()
+        .map(|&v| softcap.map_or(1.0, |c| 1.0 - (v / c).tanh().powi(2)))
+        .collect();
+    (capped, slope)
+}
+
+fn log_sum_exp(x: &[f64]) -> f64 {
+    let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    m + x.iter().map(|&v| (v - m).exp()).sum::<f64>().ln()
+}
+
+/// A loss over the class dimension of `logits` `[N, C, d...]`, row by row: `row(x, label)`
+/// gets a row's C logits and its label (`None` without labels) and returns its loss, the
+/// gradient of that loss w.r.t. the row's logits and its weight in the mean's denominator, or
+/// `None` for an ignored row (loss 0, gradient 0, not counted). The mean divides by the sum of
+/// the weights (0 when it is 0).
+fn by_rows<'a>(
+    logits: ArrayViewD<'_, f64>,
+    labels: impl Into<Option<ArrayViewD<'a, f64>>>,
+    reduction: Reduction,
+    grad_scale: f64,
+    mut row: impl FnMut(&[f64], Option<f64>) -> Option<(f64, Vec<f64>, f64)>,
+) -> LossGrad {
+    let shape = logits.shape().to_vec();
+    let (n, c) = (shape[0], shape[1]);
+    let inner: usize = shape[2..].iter().product();
+    let all: Vec<f64> = logits.iter().copied().collect();
+    let labels = labels.into();
+    let y: Option<Vec<f64>> = labels.as_ref().map(|l| l.iter().copied().collect());
+    if let Some(y) = &y {
+        assert_eq!(y.len(), n * inner, "labels must be [N, d...]");
+    }
+    let mut row_loss = vec![0.0; n * inner];
+    let mut grad = vec![0.0; all.len()];
+    let mut denom = 0.0;
+    for r in 0..n * inner {
+        let at = |k: usize| (r / inner) * c * inner + k * inner + r % inner;
+        let x: Vec<f64> = (0..c).map(|k| all[at(k)]).collect();
+        let Some((loss, g, weight)) = row(&x, y.as_ref().map(|y| y[r])) else {
+            continue;
+        };
+        row_loss[r] = loss;
+        for (k, g) in g.into_iter().enumerate() {
+            grad[at(k)] = g;
+        }
+        denom += weight;
     }
     let scale = match reduction {
         Reduction::Mean if denom != 0.0 => grad_scale / denom,
         Reduction::Mean => 0.0,
         Reduction::Sum | Reduction::None => grad_scale,
     };
-    let grad = ndarray::ArrayD::from_shape_vec(shape, grad.iter().map(|g| g * scale).collect())
-        .expect("length matches shape");
+    let grad =
+        ndarray::ArrayD::from_shape_vec(shape.clone(), grad.iter().map(|g| g * scale).collect())
+            .expect("length matches shape");
     let sum: f64 = row_loss.iter().sum();
+    let row_shape: Vec<usize> = [n].into_iter().chain(shape[2..].iter().copied()).collect();
     let loss = match reduction {
-        Reduction::None => {
-            ndarray::ArrayD::from_shape_vec(labels.raw_dim(), row_loss).expect("rows")
-        }
+        Reduction::None => ndarray::ArrayD::from_shape_vec(row_shape, row_loss).expect("rows"),
         Reduction::Sum => crate::scalar(sum),
         Reduction::Mean => crate::scalar(if denom != 0.0 { sum / denom } else { 0.0 }),
     };

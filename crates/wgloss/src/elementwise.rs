@@ -435,9 +435,9 @@ pub(crate) fn encode(
                 kernel: kernel.name,
                 entry,
                 overrides: vec![
-                    ("PER_ELEMENT", per_element),
-                    ("WRITE_GRAD", write_grad),
-                    ("ROOT", root),
+                    ("PER_ELEMENT", per_element.into()),
+                    ("WRITE_GRAD", write_grad.into()),
+                    ("ROOT", root.into()),
                 ],
             },
             &layout,

@@ -16,12 +16,13 @@ pub const INSTALL_HINT: &str =
 /// workgroups to stay well below.
 pub(crate) const MAX_ITERATIONS: usize = 16_384;
 
-/// Key of a cached compute pipeline: kernel, entry point and override constants.
+/// Key of a cached compute pipeline: kernel, entry point and override constants (booleans as
+/// 0 and 1).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PipelineKey {
     pub kernel: &'static str,
     pub entry: &'static str,
-    pub overrides: Vec<(&'static str, bool)>,
+    pub overrides: Vec<(&'static str, u32)>,
 }
 
 /// A device and queue plus everything wgloss caches for them.
@@ -339,7 +340,7 @@ impl Gpu {
         let constants: Vec<(&str, f64)> = key
             .overrides
             .iter()
-            .map(|&(name, on)| (name, if on { 1.0 } else { 0.0 }))
+            .map(|&(name, value)| (name, f64::from(value)))
             .collect();
         let pipeline = self
             .device()

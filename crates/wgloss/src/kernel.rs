@@ -62,10 +62,11 @@ macro_rules! family_source {
     };
 }
 
-/// Cross-entropy over a class dimension: its own driver (rows, labels, status word).
-pub(crate) const CROSS_ENTROPY: Kernel = Kernel {
-    name: "cross_entropy",
-    parts: &[PRELUDE, shader!("classification/cross_entropy.wgsl")],
+/// Losses over a class dimension (cross-entropy, poly1, softmax focal, multi-class hinge): their
+/// own driver (rows, labels, status word).
+pub(crate) const CLASS_ROWS: Kernel = Kernel {
+    name: "class_rows",
+    parts: &[PRELUDE, shader!("classification/class_rows.wgsl")],
 };
 
 macro_rules! elementwise_kernels {
@@ -114,7 +115,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CROSS_ENTROPY]
+    others: [CLASS_ROWS]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

@@ -1,0 +1,522 @@
+//! The driver of the losses over a class dimension (`shaders/classification/class_rows.wgsl`):
+//! cross-entropy, poly1, softmax focal and multi-class hinge share its passes, label checks,
+//! segmenting and reductions, and differ only in what a row accumulates.
+
+use wgpu::util::DeviceExt;
+
+use crate::elementwise::{entry, gcd, storage, uniform};
+use crate::error::{check_param, Error, Result};
+use crate::gpu::{PipelineKey, MAX_ITERATIONS};
+use crate::kernel::CLASS_ROWS;
+use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
+
+/// Which loss a row computes (the kernel's `KIND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Cross-entropy, with poly1's term when `poly` is not 0.
+    CrossEntropy = 0,
+    /// Softmax focal loss.
+    Focal = 1,
+    /// Multi-class hinge (multi-margin) loss.
+    Margin = 2,
+}
+
+/// One call's configuration of the class-row kernel.
+pub(crate) struct ClassRows<'a> {
+    pub kind: Kind,
+    /// Per-class weights (alpha for the focal loss).
+    pub weight: Option<&'a [f32]>,
+    /// Rows with this label are skipped; `None`: every label must be in [0, C).
+    pub ignore_index: Option<i64>,
+    pub label_smoothing: f32,
+    pub poly: f32,
+    pub z_loss: f32,
+    pub logit_softcap: Option<f32>,
+    pub gamma: f32,
+    pub margin: f32,
+    pub power: u32,
+    /// The mean divides by the number of non-ignored rows instead of the sum of their weights.
+    pub count_rows: bool,
+    pub reduction: Reduction,
+    pub grad_scale: f32,
+}
+
+impl Default for ClassRows<'_> {
+    fn default() -> Self {
+        Self {
+            kind: Kind::CrossEntropy,
+            weight: None,
+            ignore_index: None,
+            label_smoothing: 0.0,
+            poly: 0.0,
+            z_loss: 0.0,
+            logit_softcap: None,
+            gamma: 0.0,
+            margin: 0.0,
+            power: 1,
+            count_rows: false,
+            reduction: Reduction::Mean,
+            grad_scale: 1.0,
+        }
+    }
+}
+
+/// Uniform block of `class_rows.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    classes: u32,
+    inner: u32,
+    row_base: u32,
+    wg_base: u32,
+    num_partials: u32,
+    ignore_index: i32,
+    has_ignore: u32,
+    grad_scale: f32,
+    smoothing: f32,
+    weight_sum: f32,
+    mean: u32,
+    per_row: u32,
+    has_weight: u32,
+    poly: f32,
+    z_loss: f32,
+    softcap: f32,
+    gamma: f32,
+    margin: f32,
+    power: u32,
+    count_rows: u32,
+    fixed_denom: f32,
+    pad: [u32; 2],
+}
+
+const PARAMS_STRIDE: u64 = 256;
+/// Largest class count handled with one invocation per row; more classes get a workgroup per
+/// row.
+const SMALL_C: usize = 32;
+
+/// Geometry of a `[N, C, S]` problem.
+struct Dims {
+    samples: usize,
+    classes: usize,
+    inner: usize,
+}
+
+/// Whether a target of `target_shape` for logits of `logits_shape` holds probabilities (the
+/// logits' shape) rather than labels (the logits' shape without the class dimension).
+pub(crate) fn is_probability_target(logits_shape: &[usize], target_shape: &[usize]) -> bool {
+    logits_shape.len() >= 2 && target_shape.len() == logits_shape.len()
+}
+
+/// Shape of the loss for logits of `logits_shape`: one per row (`[N, d...]`) under reduction
+/// none, else a scalar.
+pub(crate) fn loss_shape(logits_shape: &[usize], reduction: Reduction) -> Vec<usize> {
+    match reduction {
+        Reduction::None => logits_shape
+            .first()
+            .into_iter()
+            .chain(logits_shape.get(2..).unwrap_or_default())
+            .copied()
+            .collect(),
+        Reduction::Mean | Reduction::Sum => Vec::new(),
+    }
+}
+
+/// Outputs for logits of `logits_shape`.
+pub(crate) fn output(
+    gpu: &Gpu,
+    logits_shape: &[usize],
+    reduction: Reduction,
+) -> Result<LossOutput> {
+    LossOutput::with_loss_shape(gpu, logits_shape, &loss_shape(logits_shape, reduction))
+}
+
+/// Rejects a class-weight vector that is not `[C]` or not finite.
+pub(crate) fn check_weight(
+    name: &'static str,
+    weight: Option<&[f32]>,
+    classes: usize,
+) -> Result<()> {
+    let Some(w) = weight else { return Ok(()) };
+    if w.len() != classes {
+        return Err(Error::ShapeMismatch {
+            name,
+            expected: vec![classes],
+            got: vec![w.len()],
+        });
+    }
+    match w.iter().find(|x| !x.is_finite()) {
+        Some(bad) => check_param(name, f64::from(*bad), "finite", false),
+        None => Ok(()),
+    }
+}
+
+fn layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    gpu.layout(
+        "class_rows",
+        &[
+            storage(0, true),
+            storage(1, true),
+            storage(2, false),
+            storage(3, false),
+            storage(4, false),
+            storage(5, true),
+            uniform(6),
+            storage(7, false),
+            storage(8, false),
+            storage(9, true),
+        ],
+    )
+}
+
+impl ClassRows<'_> {
+    fn dims(logits_shape: &[usize], target: &Tensor, probs: bool) -> Result<Dims> {
+        let shape = logits_shape;
+        if shape.len() < 2 || shape[1] == 0 {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "expected [N, C, d...] with C ≥ 1",
+            });
+        }
+        let expected: Vec<usize> = if probs {
+            shape.to_vec()
+        } else {
+            [shape[0]]
+                .into_iter()
+                .chain(shape[2..].iter().copied())
+                .collect()
+        };
+        if target.shape() != expected {
+            return Err(Error::ShapeMismatch {
+                name: "target",
+                expected,
+                got: target.shape().to_vec(),
+            });
+        }
+        if shape[1] > i32::MAX as usize {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "more than 2^31 - 1 classes",
+            });
+        }
+        Ok(Dims {
+            samples: shape[0],
+            classes: shape[1],
+            inner: shape[2..].iter().product(),
+        })
+    }
+
+    /// Records the passes. `logits` is `None` in place: `out.grad` then holds the logits on entry
+    /// and the gradient on exit. Targets are i32 labels or, for cross-entropy, f32 probabilities
+    /// of the logits' shape. Every argument is checked before anything is recorded.
+    pub(crate) fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: Option<&Tensor>,
+        target: &Tensor,
+        out: &LossOutput,
+    ) -> Result<()> {
+        let logits_shape = logits.unwrap_or(&out.grad).shape();
+        let probs =
+            target.dtype() == DType::F32 && is_probability_target(logits_shape, target.shape());
+        if probs && self.kind != Kind::CrossEntropy {
+            target.check_dtype("target", DType::I32)?;
+        }
+        let d = Self::dims(logits_shape, target, probs)?;
+        crate::config::check_grad_scale(self.grad_scale)?;
+        check_weight("weight", self.weight, d.classes)?;
+        if let Some(l) = logits {
+            l.check_dtype("logits", DType::F32)?;
+        }
+        target.check_dtype("target", if probs { DType::F32 } else { DType::I32 })?;
+        out.grad.check_dtype("grad", DType::F32)?;
+        out.loss.check_dtype("loss", DType::F32)?;
+        out.status.check_dtype("status", DType::U32)?;
+        if out.grad.shape() != logits_shape {
+            return Err(Error::ShapeMismatch {
+                name: "grad",
+                expected: logits_shape.to_vec(),
+                got: out.grad.shape().to_vec(),
+            });
+        }
+        let rows = d.samples * d.inner;
+        let loss_shape = loss_shape(logits_shape, self.reduction);
+        if out.loss.len() != loss_shape.iter().product::<usize>() {
+            return Err(Error::ShapeMismatch {
+                name: "loss",
+                expected: loss_shape,
+                got: out.loss.shape().to_vec(),
+            });
+        }
+        if out.grad.len() > u32::MAX as usize {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: logits_shape.to_vec(),
+                why: "more than 2^32 - 1 elements",
+            });
+        }
+        for (t, name) in [
+            (Some(target), "target"),
+            (logits, "logits"),
+            (Some(&out.grad), "grad"),
+            (Some(&out.loss), "loss"),
+            (Some(&out.status), "status"),
+        ] {
+            if let Some(t) = t {
+                t.check_bindable(gpu, name)?;
+            }
+        }
+        for (t, name) in [(&out.loss, "loss"), (&out.status, "status")] {
+            if !t.buffer().usage().contains(wgpu::BufferUsages::COPY_DST) {
+                return Err(Error::MissingUsage {
+                    name,
+                    missing: wgpu::BufferUsages::COPY_DST,
+                });
+            }
+        }
+        // Segments of whole samples that fit one binding and start aligned for all views.
+        let limits = gpu.limits();
+        let align = (limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let sample = d.classes * d.inner;
+        let unit = {
+            let a = align / gcd(align, sample.max(1));
+            let b = align / gcd(align, d.inner.max(1));
+            a / gcd(a, b) * b
+        };
+        let max_elems = (limits.max_storage_buffer_binding_size / 4) as usize;
+        if sample > max_elems {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: logits_shape.to_vec(),
+                why: "one sample (C times the trailing dims) exceeds a storage binding",
+            });
+        }
+        let seg_samples = ((max_elems / sample.max(1)) / unit).max(1) * unit;
+
+        gpu.scoped(|| {
+            encoder.clear_buffer(out.status.buffer(), out.status.offset(), Some(4));
+            if self.reduction != Reduction::None {
+                encoder.clear_buffer(out.loss.buffer(), out.loss.offset(), Some(4));
+            }
+            if rows == 0 {
+                return Ok(());
+            }
+            struct Seg {
+                first: usize,
+                count: usize,
+                workgroups: usize,
+                wg_base: usize,
+            }
+            let mut segs = Vec::new();
+            let (mut first, mut wg_base) = (0, 0);
+            let small = d.classes <= SMALL_C;
+            // Iterations of one invocation per row: its share of the row in the two sweeps,
+            // plus the tree steps of the workgroup path.
+            let per_row = if small {
+                2 * d.classes + 1
+            } else {
+                2 * d.classes.div_ceil(256) + 24
+            };
+            while first < d.samples {
+                let count = seg_samples.min(d.samples - first);
+                let rows = count * d.inner;
+                let per_invocation_rows = (MAX_ITERATIONS / per_row).max(1);
+                let needed = if small {
+                    rows.div_ceil(256 * per_invocation_rows)
+                } else {
+                    rows.div_ceil(per_invocation_rows)
+                };
+                let cap = if small { rows.div_ceil(256) } else { rows };
+                let workgroups = gpu.max_workgroups().max(needed).min(cap).clamp(1, 65_535);
+                segs.push(Seg {
+                    first,
+                    count,
+                    workgroups,
+                    wg_base,
+                });
+                first += count;
+                wg_base += workgroups;
+            }
+            let num_partials = wg_base;
+            let weight_sum = self
+                .weight
+                .map_or(d.classes as f64, |w| w.iter().map(|&x| f64::from(x)).sum());
+            let (ignore_index, has_ignore) = match self.ignore_index.map(i32::try_from) {
+                Some(Ok(i)) if !probs => (i, 1),
+                _ => (0, 0),
+            };
+            let mut blocks = vec![0u8; PARAMS_STRIDE as usize * segs.len()];
+            for (i, s) in segs.iter().enumerate() {
+                let p = Params {
+                    rows: (s.count * d.inner) as u32,
+                    classes: d.classes as u32,
+                    inner: d.inner as u32,
+                    row_base: (s.first * d.inner) as u32,
+                    wg_base: s.wg_base as u32,
+                    num_partials: num_partials as u32,
+                    ignore_index,
+                    has_ignore,
+                    grad_scale: self.grad_scale,
+                    smoothing: self.label_smoothing,
+                    weight_sum: weight_sum as f32,
+                    mean: u32::from(self.reduction == Reduction::Mean),
+                    per_row: u32::from(self.reduction == Reduction::None),
+                    has_weight: u32::from(self.weight.is_some()),
+                    poly: self.poly,
+                    z_loss: self.z_loss,
+                    softcap: self.logit_softcap.unwrap_or(0.0),
+                    gamma: self.gamma,
+                    margin: self.margin,
+                    power: self.power,
+                    count_rows: u32::from(self.count_rows),
+                    fixed_denom: rows as f32,
+                    pad: [0; 2],
+                };
+                let at = i * PARAMS_STRIDE as usize;
+                blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
+            }
+            let device = gpu.device();
+            let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("class_rows params"),
+                contents: &blocks,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let scratch = |label, floats: usize| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: 4 * floats.max(4) as u64,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            };
+            let partials = scratch("class_rows partials", num_partials);
+            let state = scratch("class_rows state", 4);
+            // Stand-in for the bindings a configuration does not read.
+            let unused = scratch("class_rows unused binding", 4);
+            let weight = match self.weight {
+                Some(w) => device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("class_rows weight"),
+                    contents: bytemuck::cast_slice(w),
+                    usage: wgpu::BufferUsages::STORAGE,
+                }),
+                None => scratch("class_rows no weight", 4),
+            };
+            let (bgl, pipeline_layout) = layout(gpu);
+            let bind = |i: usize, s: &Seg| {
+                let loss = if self.reduction == Reduction::None {
+                    out.loss.binding(s.first * d.inner, s.count * d.inner)
+                } else {
+                    out.loss.binding(0, 1)
+                };
+                let (whole, per_row) = (
+                    (s.first * sample, s.count * sample),
+                    (s.first * d.inner, s.count * d.inner),
+                );
+                let logits = match logits {
+                    Some(l) => l.binding(whole.0, whole.1),
+                    None => unused.as_entire_binding(),
+                };
+                let (labels, probabilities) = if probs {
+                    (unused.as_entire_binding(), target.binding(whole.0, whole.1))
+                } else {
+                    (
+                        target.binding(per_row.0, per_row.1),
+                        unused.as_entire_binding(),
+                    )
+                };
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("class_rows"),
+                    layout: &bgl,
+                    entries: &[
+                        entry(0, logits),
+                        entry(1, labels),
+                        entry(2, out.grad.binding(whole.0, whole.1)),
+                        entry(3, loss),
+                        entry(4, partials.as_entire_binding()),
+                        entry(5, weight.as_entire_binding()),
+                        entry(
+                            6,
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &uniforms,
+                                offset: i as u64 * PARAMS_STRIDE,
+                                size: wgpu::BufferSize::new(size_of::<Params>() as u64),
+                            }),
+                        ),
+                        entry(7, out.status.binding(0, 1)),
+                        entry(8, state.as_entire_binding()),
+                        entry(9, probabilities),
+                    ],
+                })
+            };
+            let groups: Vec<wgpu::BindGroup> =
+                segs.iter().enumerate().map(|(i, s)| bind(i, s)).collect();
+            let pipeline = |entry: &'static str| {
+                gpu.pipeline(
+                    &CLASS_ROWS,
+                    PipelineKey {
+                        kernel: CLASS_ROWS.name,
+                        entry,
+                        overrides: vec![
+                            ("KIND", self.kind as u32),
+                            ("SOFTCAP", self.logit_softcap.is_some().into()),
+                            ("PROBS", probs.into()),
+                            ("IN_PLACE", logits.is_none().into()),
+                        ],
+                    },
+                    &pipeline_layout,
+                )
+            };
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("class_rows"),
+                timestamp_writes: None,
+            });
+            let fused = if small { "fused_rows" } else { "fused" };
+            for (entry, all) in [
+                ("labels_pass", true),
+                ("labels_reduce", false),
+                (fused, true),
+                ("reduce", false),
+            ] {
+                let skipped = match entry {
+                    "labels_pass" | "labels_reduce" => probs,
+                    "reduce" => self.reduction == Reduction::None,
+                    _ => false,
+                };
+                if skipped {
+                    continue;
+                }
+                pass.set_pipeline(&pipeline(entry));
+                if all {
+                    for (s, g) in segs.iter().zip(&groups) {
+                        pass.set_bind_group(0, g, &[]);
+                        pass.dispatch_workgroups(s.workgroups as u32, 1, 1);
+                    }
+                } else {
+                    pass.set_bind_group(0, &groups[0], &[]);
+                    pass.dispatch_workgroups(1, 1, 1);
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Turns a bad label recorded by the kernel into [`Error::LabelOutOfRange`].
+pub(crate) fn check_labels(gpu: &Gpu, labels: &Tensor, out: &LossOutput) -> Result<()> {
+    let Some(position) = out.first_bad_label(gpu)? else {
+        return Ok(());
+    };
+    let label = labels
+        .to_labels(gpu)?
+        .get(position)
+        .copied()
+        .unwrap_or_default();
+    Err(Error::LabelOutOfRange {
+        position,
+        label: label.into(),
+        classes: out.grad.shape().get(1).copied().unwrap_or(0),
+    })
+}

@@ -1,0 +1,519 @@
+// Losses over a class dimension, fused forward+backward: cross_entropy (torch cross_entropy,
+// class-index or probability targets), poly1 (Leng et al. 2022), softmax_focal (kornia
+// focal_loss with per-class alpha) and multiclass_hinge (torch multi_margin_loss).
+//
+// Logits are [N, C, S] (S = product of trailing dims, 1 for [N, C]); a row is one (n, s), its
+// classes C apart by S. Labels are i32 [N, S]; probability targets are f32 [N, C, S]. Per row,
+// with p = softmax(x), LSE its log-sum-exp, w the class weights (ones when absent; softmax_focal's
+// alpha), W = sum_c w_c, eps the label smoothing, y the label:
+//
+//   cross_entropy, labels:  (1 - eps) w_y (LSE - x_y) + eps / C (W LSE - sum_c w_c x_c)
+//     d/dx_j = (1 - eps) w_y (p_j - [j = y]) + eps / C (W p_j - w_j)
+//   cross_entropy, probabilities t (t' = (1 - eps) t + eps / C):
+//     sum_c w_c t'_c (LSE - x_c),   d/dx_j = p_j sum_c w_c t'_c - w_j t'_j
+//   poly1 adds poly (1 - p_y) (gradient poly p_y (p_j - [j = y])); z_loss adds z LSE^2
+//     (gradient 2 z LSE p_j); logit_softcap reads every logit as cap tanh(x / cap) and
+//     multiplies its gradient by 1 - tanh^2.
+//   softmax_focal: -w_y q^gamma log p_y with q = 1 - p_y = -expm1(log p_y),
+//     d/dx_j = w_y q^gamma (1 - gamma p_y log(p_y) / q) (p_j - [j = y])
+//   multiclass_hinge: w_y / C sum_{j != y} h_j^power with h_j = max(0, margin - x_y + x_j),
+//     d/dx_j = w_y / C power h_j^(power - 1) (j != y), d/dx_y = -sum_{j != y} of those.
+//
+// Every gradient is multiplied by scale = grad_scale / D under mean and grad_scale otherwise;
+// D is the sum of w_y over non-ignored rows (cross-entropy with labels, as torch), the number
+// of non-ignored rows (`count_rows`: softmax_focal, multiclass_hinge), or the number of rows
+// (probability targets, `fixed_denom`). Ignored rows have loss 0 and gradient 0.
+//
+// Passes: `labels_pass` checks every label (a label outside [0, C) that is not ignore_index
+// records its position in `status`, the smallest bad one kept) and sums the row weights per
+// workgroup; `labels_reduce` leaves D in state[0]; `fused` (one workgroup per row, rows strided
+// over the workgroups) streams each row twice (statistics, then the gradient) and writes
+// nothing at all if a bad label was recorded; `fused_rows` does the same with one invocation per
+// row, for few classes; `reduce` finishes the loss. Probability targets skip the label passes.
+// With IN_PLACE the logits are read from the gradient binding, which they share: every logit is
+// read before the invocation that reads it last overwrites it, and a row's label logit before
+// the workgroup's first barrier.
+// No inf is used: the running max starts at -BIG, whose exponentials underflow to 0.
+
+struct Params {
+    rows: u32,          // rows in this segment (samples * S)
+    classes: u32,       // C
+    inner: u32,         // S
+    row_base: u32,      // global index of the segment's first row
+    wg_base: u32,       // first partial slot of this segment
+    num_partials: u32,  // partial slots over all segments
+    ignore_index: i32,
+    has_ignore: u32,    // 0: nothing is ignored (no ignore index, or one outside the i32 range)
+    grad_scale: f32,    // grad_scale (divided by D in the shader under mean)
+    smoothing: f32,     // eps
+    weight_sum: f32,    // W
+    mean: u32,          // 1 under reduction mean
+    per_row: u32,       // 1 under reduction none
+    has_weight: u32,    // 0: all class weights are 1 (the weight binding is not read)
+    poly: f32,          // poly1's epsilon (0 otherwise)
+    z_loss: f32,        // z (0: no z-loss)
+    softcap: f32,       // cap (0: no soft cap)
+    gamma: f32,         // softmax_focal's gamma
+    margin: f32,        // multiclass_hinge's margin
+    power: u32,         // multiclass_hinge's p, 1 or 2
+    count_rows: u32,    // 1: D counts non-ignored rows instead of summing w_y
+    fixed_denom: f32,   // D of probability targets (the number of rows)
+    pad0: u32,
+    pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> labels: array<i32>;
+@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(5) var<storage, read> weight: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+@group(0) @binding(7) var<storage, read_write> status: array<atomic<u32>>;
+@group(0) @binding(8) var<storage, read_write> state: array<f32>;
+@group(0) @binding(9) var<storage, read> targets: array<f32>;
+
+// status[0] is 0 (no bad label) or 0xffffffff - p for the smallest bad position p, so that
+// atomicMax keeps the first and a zero-filled buffer starts clean.
+const NO_ERROR: u32 = 0u;
+
+const CROSS_ENTROPY: u32 = 0u;
+const FOCAL: u32 = 1u;
+const MARGIN: u32 = 2u;
+
+// Pipeline constants, so that each loss pays only for what it uses.
+// Which loss: CROSS_ENTROPY (also poly1), FOCAL or MARGIN.
+override KIND: u32 = 0u;
+// Whether logits are soft-capped.
+override SOFTCAP: bool = false;
+// Whether targets are probabilities (binding 9) rather than labels (binding 1).
+override PROBS: bool = false;
+// Whether the logits are read from the gradient binding, which the gradient overwrites.
+override IN_PLACE: bool = false;
+
+var<workgroup> red_m: array<f32, 256>;
+var<workgroup> red_a: array<f32, 256>;
+var<workgroup> red_b: array<f32, 256>;
+var<workgroup> failed: u32;
+
+fn ignored(y: i32) -> bool {
+    return params.has_ignore != 0u && y == params.ignore_index;
+}
+
+fn class_weight(c: u32) -> f32 {
+    if (params.has_weight != 0u) {
+        return weight[c];
+    }
+    return 1.0;
+}
+
+// Whether the labels pass recorded a bad label: the whole workgroup then writes nothing. Call in
+// uniform control flow.
+fn bad_label_recorded(lid: u32) -> bool {
+    if (lid == 0u) {
+        failed = select(0u, 1u, atomicLoad(&status[0]) != NO_ERROR);
+    }
+    return workgroupUniformLoad(&failed) != 0u;
+}
+
+// D: the mean's denominator (see the header).
+fn denominator() -> f32 {
+    if (PROBS) {
+        return params.fixed_denom;
+    }
+    return state[0];
+}
+
+// grad_scale / D under mean (0 when every row is ignored: loss 0, gradient 0), grad_scale
+// otherwise.
+fn gradient_scale() -> f32 {
+    let denom = denominator();
+    if (params.mean == 0u) {
+        return params.grad_scale;
+    }
+    return select(0.0, params.grad_scale / denom, denom != 0.0);
+}
+
+// Logit i as the loss sees it: soft-capped when a cap is set. tanh is written with e^{-2|u|} so
+// that it never evaluates inf / inf.
+fn logit(i: u32) -> f32 {
+    var x: f32;
+    if (IN_PLACE) {
+        x = grad[i];
+    } else {
+        x = logits[i];
+    }
+    if (SOFTCAP) {
+        let u = x / params.softcap;
+        let e = exp(-2.0 * abs(u));
+        return params.softcap * sign(u) * (1.0 - e) / (1.0 + e);
+    }
+    return x;
+}
+
+// d capped / d x at capped value xc: 1 - (xc / cap)^2, or 1 without a cap.
+fn cap_slope(xc: f32) -> f32 {
+    if (SOFTCAP) {
+        let t = xc / params.softcap;
+        return 1.0 - t * t;
+    }
+    return 1.0;
+}
+
+// The smoothed probability target t'_i of element i.
+fn smoothed_target(i: u32) -> f32 {
+    let eps = params.smoothing;
+    return (1.0 - eps) * targets[i] + eps / f32(params.classes);
+}
+
+// h^power and its derivative for multiclass_hinge.
+fn hinge_pow(h: f32) -> f32 {
+    return select(h * h, h, params.power == 1u);
+}
+
+fn hinge_slope(h: f32) -> f32 {
+    return select(2.0 * h, 1.0, params.power == 1u);
+}
+
+// One row: where its classes start, its label (-1 under probability targets), whether it is
+// ignored, and its label's logit (0 when there is none).
+struct Row {
+    base: u32,
+    y: i32,
+    skip: bool,
+    xy: f32,
+}
+
+fn row_at(r: u32) -> Row {
+    let base = (r / params.inner) * params.classes * params.inner + r % params.inner;
+    var y = -1;
+    if (!PROBS) {
+        y = labels[r];
+    }
+    let skip = ignored(y);
+    var xy = 0.0;
+    if (!PROBS && !skip) {
+        xy = logit(base + u32(y) * params.inner);
+    }
+    return Row(base, y, skip, xy);
+}
+
+// Running statistics of (part of) a row: online max m and sum s of exponentials, and two sums
+// whose meaning depends on the loss (see `accumulate`).
+struct Acc {
+    m: f32,
+    s: f32,
+    a: f32,
+    b: f32,
+}
+
+fn acc_new() -> Acc {
+    return Acc(-BIG, 0.0, 0.0, 0.0);
+}
+
+// Adds class c (logit x, element i) of `row`. a, b: cross-entropy with labels: sum w_c x_c;
+// with probabilities: sum w_c t'_c x_c and sum w_c t'_c; multiclass_hinge: sum h_j^power and
+// sum power h_j^(power - 1) over active j != y (a NaN h counts as active, so NaN propagates).
+fn accumulate(acc: Acc, c: u32, x: f32, i: u32, row: Row) -> Acc {
+    var o = acc;
+    if (KIND != MARGIN) {
+        let m2 = max(o.m, x);
+        o.s = o.s * exp(o.m - m2) + exp(x - m2);
+        o.m = m2;
+    }
+    if (KIND == CROSS_ENTROPY) {
+        if (PROBS) {
+            let wt = class_weight(c) * smoothed_target(i);
+            o.a += wt * x;
+            o.b += wt;
+        } else {
+            o.a += class_weight(c) * x;
+        }
+    } else if (KIND == MARGIN && c != u32(row.y)) {
+        let h = params.margin - row.xy + x;
+        if (!(h <= 0.0)) {
+            o.a += hinge_pow(h);
+            o.b += hinge_slope(h);
+        }
+    }
+    return o;
+}
+
+fn combine(u: Acc, v: Acc) -> Acc {
+    var o = Acc(u.m, u.s, u.a + v.a, u.b + v.b);
+    if (KIND != MARGIN) {
+        o.m = max(u.m, v.m);
+        o.s = u.s * exp(u.m - o.m) + v.s * exp(v.m - o.m);
+    }
+    return o;
+}
+
+// A finished row: its log-sum-exp (unused by multiclass_hinge) and the sums a, b.
+struct Stats {
+    lse: f32,
+    a: f32,
+    b: f32,
+}
+
+fn finish(acc: Acc) -> Stats {
+    return Stats(acc.m + log(acc.s), acc.a, acc.b);
+}
+
+// log p_y, at most 0 (rounding of LSE could leave it a hair above); NaN stays NaN.
+fn log_py(row: Row, st: Stats) -> f32 {
+    let lp = row.xy - st.lse;
+    return select(lp, 0.0, lp > 0.0);
+}
+
+// Coefficients of a row's gradient: g_c = a (p_c - [c = y]) + bp p_c - bc w_c u_c, u_c = t'_c
+// under probability targets and 1 otherwise (multiclass_hinge uses a alone, see
+// `class_gradient`).
+struct Coef {
+    a: f32,
+    bp: f32,
+    bc: f32,
+}
+
+// The coefficients of a non-ignored row.
+fn coefficients(row: Row, st: Stats, scale: f32) -> Coef {
+    let inv_c = 1.0 / f32(params.classes);
+    if (KIND == MARGIN) {
+        return Coef(scale * class_weight(u32(row.y)) * inv_c, 0.0, 0.0);
+    }
+    if (KIND == FOCAL) {
+        let lp = log_py(row, st);
+        let py = exp(lp);
+        let q = -expm1(lp);
+        // log(p_y) / q tends to -1 as q -> 0.
+        let r = select(lp / q, -1.0, q == 0.0);
+        let gamma = params.gamma;
+        let coef = class_weight(u32(row.y)) * pow0(q, gamma) * (1.0 - gamma * py * r);
+        return Coef(coef * scale, 0.0, 0.0);
+    }
+    let bz = 2.0 * params.z_loss * st.lse;
+    if (PROBS) {
+        return Coef(0.0, (st.b + bz) * scale, scale);
+    }
+    let eps = params.smoothing;
+    let py = exp(row.xy - st.lse);
+    let a = (1.0 - eps) * class_weight(u32(row.y)) + params.poly * py;
+    return Coef(a * scale, (eps * inv_c * params.weight_sum + bz) * scale, eps * inv_c * scale);
+}
+
+// Gradient of class c (capped logit x, element i) of a non-ignored row.
+fn class_gradient(c: u32, x: f32, i: u32, row: Row, st: Stats, co: Coef) -> f32 {
+    if (KIND == MARGIN) {
+        if (c == u32(row.y)) {
+            return -co.a * st.b;
+        }
+        let h = params.margin - row.xy + x;
+        return select(0.0, co.a * hinge_slope(h), h > 0.0);
+    }
+    let p = exp(x - st.lse);
+    var u = 1.0;
+    if (PROBS) {
+        u = smoothed_target(i);
+    }
+    let onehot = select(0.0, 1.0, c == u32(row.y));
+    let g = co.a * (p - onehot) + co.bp * p - co.bc * class_weight(c) * u;
+    return g * cap_slope(x);
+}
+
+// Loss of a non-ignored row.
+fn row_loss(row: Row, st: Stats) -> f32 {
+    let inv_c = 1.0 / f32(params.classes);
+    if (KIND == MARGIN) {
+        return class_weight(u32(row.y)) * st.a * inv_c;
+    }
+    if (KIND == FOCAL) {
+        let lp = log_py(row, st);
+        return -class_weight(u32(row.y)) * pow0(-expm1(lp), params.gamma) * lp;
+    }
+    let z = params.z_loss * st.lse * st.lse;
+    if (PROBS) {
+        return st.lse * st.b - st.a + z;
+    }
+    let eps = params.smoothing;
+    let py = exp(row.xy - st.lse);
+    return (1.0 - eps) * class_weight(u32(row.y)) * (st.lse - row.xy)
+        + eps * inv_c * (params.weight_sum * st.lse - st.a)
+        + params.poly * (1.0 - py) + z;
+}
+
+fn valid(y: i32) -> bool {
+    return y >= 0 && u32(y) < params.classes;
+}
+
+@compute @workgroup_size(256)
+fn labels_pass(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let b = block_range(params.rows, wid.x, nwg.x, WG);
+    var acc = 0.0;
+    for (var r = b.x + lid.x; r < b.y; r += WG) {
+        let y = labels[r];
+        if (ignored(y)) {
+            continue;
+        }
+        if (valid(y)) {
+            acc += select(class_weight(u32(y)), 1.0, params.count_rows != 0u);
+        } else {
+            atomicMax(&status[0], 0xffffffffu - (params.row_base + r));
+        }
+    }
+    let s = workgroup_sum(lid.x, acc);
+    if (lid.x == 0u) {
+        partials[params.wg_base + wid.x] = s;
+    }
+}
+
+@compute @workgroup_size(256)
+fn labels_reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var acc = 0.0;
+    for (var i = lid.x; i < params.num_partials; i += WG) {
+        acc += partials[i];
+    }
+    let total = workgroup_sum(lid.x, acc);
+    if (lid.x == 0u) {
+        state[0] = total;
+    }
+}
+
+@compute @workgroup_size(256)
+fn fused(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (bad_label_recorded(lid.x)) {
+        return;
+    }
+    let scale = gradient_scale();
+    var total = 0.0;
+    for (var r = wid.x; r < params.rows; r += nwg.x) {
+        let row = row_at(r);
+        // Sweep 1: the row's statistics, then a tree over the workgroup.
+        var acc = acc_new();
+        for (var c = lid.x; c < params.classes; c += WG) {
+            let i = row.base + c * params.inner;
+            acc = accumulate(acc, c, logit(i), i, row);
+        }
+        red_m[lid.x] = acc.m;
+        red[lid.x] = acc.s;
+        red_a[lid.x] = acc.a;
+        red_b[lid.x] = acc.b;
+        workgroupBarrier();
+        for (var h = WG / 2u; h > 0u; h >>= 1u) {
+            if (lid.x < h) {
+                let k = lid.x + h;
+                let o = combine(
+                    Acc(red_m[lid.x], red[lid.x], red_a[lid.x], red_b[lid.x]),
+                    Acc(red_m[k], red[k], red_a[k], red_b[k]),
+                );
+                red_m[lid.x] = o.m;
+                red[lid.x] = o.s;
+                red_a[lid.x] = o.a;
+                red_b[lid.x] = o.b;
+            }
+            workgroupBarrier();
+        }
+        let st = finish(Acc(red_m[0], red[0], red_a[0], red_b[0]));
+        workgroupBarrier();
+        // Sweep 2: the gradient.
+        var co = Coef(0.0, 0.0, 0.0);
+        if (!row.skip) {
+            co = coefficients(row, st, scale);
+        }
+        for (var c = lid.x; c < params.classes; c += WG) {
+            let i = row.base + c * params.inner;
+            var g = 0.0;
+            if (!row.skip) {
+                g = class_gradient(c, logit(i), i, row, st, co);
+            }
+            grad[i] = g;
+        }
+        var l = 0.0;
+        if (!row.skip) {
+            l = row_loss(row, st);
+        }
+        if (params.per_row != 0u) {
+            if (lid.x == 0u) {
+                loss[r] = l;
+            }
+        } else {
+            total += l;
+        }
+    }
+    // Only invocation 0's total is kept: every invocation summed the same row losses.
+    if (lid.x == 0u && params.per_row == 0u) {
+        partials[params.wg_base + wid.x] = total;
+    }
+}
+
+// The row loss and, unless the row is ignored, its gradient for a whole row in one invocation:
+// the path for few classes (C <= SMALL_C), where a workgroup per row would leave most
+// invocations idle.
+@compute @workgroup_size(256)
+fn fused_rows(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (bad_label_recorded(lid.x)) {
+        return;
+    }
+    let scale = gradient_scale();
+    let b = block_range(params.rows, wid.x, nwg.x, WG);
+    var total = 0.0;
+    for (var r = b.x + lid.x; r < b.y; r += WG) {
+        let row = row_at(r);
+        var acc = acc_new();
+        for (var c = 0u; c < params.classes; c++) {
+            let i = row.base + c * params.inner;
+            acc = accumulate(acc, c, logit(i), i, row);
+        }
+        let st = finish(acc);
+        var l = 0.0;
+        if (row.skip) {
+            for (var c = 0u; c < params.classes; c++) {
+                grad[row.base + c * params.inner] = 0.0;
+            }
+        } else {
+            let co = coefficients(row, st, scale);
+            for (var c = 0u; c < params.classes; c++) {
+                let i = row.base + c * params.inner;
+                grad[i] = class_gradient(c, logit(i), i, row, st, co);
+            }
+            l = row_loss(row, st);
+        }
+        if (params.per_row != 0u) {
+            loss[r] = l;
+        } else {
+            total += l;
+        }
+    }
+    if (params.per_row == 0u) {
+        let sum = workgroup_sum(lid.x, total);
+        if (lid.x == 0u) {
+            partials[params.wg_base + wid.x] = sum;
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
+    if (bad_label_recorded(lid.x)) {
+        return;
+    }
+    var acc = 0.0;
+    for (var i = lid.x; i < params.num_partials; i += WG) {
+        acc += partials[i];
+    }
+    let total = workgroup_sum(lid.x, acc);
+    if (lid.x == 0u) {
+        let denom = denominator();
+        loss[0] = select(total, select(0.0, total / denom, denom != 0.0), params.mean != 0u);
+    }
+}
