@@ -5,9 +5,11 @@
 //! the conformance suite can compare the GPU kernels (forward and backward)
 //! against it. Shape mismatches and invalid hyper-parameters panic.
 
+mod boxes;
 mod classification;
 mod regression;
 
+pub use boxes::*;
 pub use classification::*;
 pub use regression::*;
 
