@@ -30,6 +30,12 @@ fn expm1(x: f32) -> f32 {
     return exp(x) - 1.0;
 }
 
+// The logistic function 1 / (1 + e^-x), without overflow for any finite x.
+fn sigmoid(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    return select(e, 1.0, x >= 0.0) / (1.0 + e);
+}
+
 // log(1 + e^x) without overflow.
 fn softplus(x: f32) -> f32 {
     return max(x, 0.0) + log1p(exp(-abs(x)));

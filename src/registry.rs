@@ -958,6 +958,81 @@ pub static REGISTRY: &[Entry] = &[
         ..F3
     },
     Entry {
+        name: "ghm_c",
+        variants: &[
+            "bins=10",
+            "bins=30,momentum=0.75",
+            "bins=7,momentum=0.5,grad_scale=0.5",
+        ],
+        anchor: "mmdet GHMC",
+        targets: Targets::Binary,
+        // The weight jumps where g = |σ(x) − t| crosses a bin edge k / bins.
+        jump: Some(|x, t| {
+            let g = (1.0 / (1.0 + (-f64::from(x)).exp()) - f64::from(t)).abs();
+            [7.0, 10.0, 30.0]
+                .iter()
+                .any(|&b: &f64| ((g * b).round() - g * b).abs() < 2e-5 * b)
+        }),
+        make: |gpu, v, reduction| {
+            let (bins, momentum, grad_scale) =
+                [(10usize, 0.0f32, 1.0f32), (30, 0.75, 1.0), (7, 0.5, 0.5)][v];
+            let config = wgloss::GhmCConfig {
+                bins,
+                momentum,
+                reduction,
+                grad_scale,
+            };
+            let loss = wgloss::GhmC::new(gpu, config)?;
+            let (m, r, gs) = (
+                f64::from(momentum),
+                reduction.into_ref(),
+                f64::from(grad_scale),
+            );
+            let mut acc = vec![0.0; bins];
+            let before = std::rc::Rc::new(std::cell::RefCell::new(acc.clone()));
+            let seen = before.clone();
+            Ok(Instance {
+                loss: Box::new(loss),
+                reference: Box::new(move |p, t| {
+                    *before.borrow_mut() = acc.clone();
+                    wgloss_ref::ghm_c(p, t, None, bins, m, &mut acc, r, gs)
+                }),
+                // The running counts as the most recent reference call found them.
+                freeze: Box::new(move |_, t| {
+                    let (t, acc) = (t.clone(), seen.borrow().clone());
+                    Box::new(move |p| {
+                        let mut acc = acc.clone();
+                        wgloss_ref::ghm_c(p, t.view(), None, bins, m, &mut acc, r, gs)
+                    })
+                }),
+                grad_scale: grad_scale.into(),
+            })
+        },
+        bad_params: &[
+            BadParam {
+                param: "bins",
+                build: |gpu| {
+                    let config = wgloss::GhmCConfig {
+                        bins: 0,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(wgloss::GhmC::new(gpu, config)?))
+                },
+            },
+            BadParam {
+                param: "momentum",
+                build: |gpu| {
+                    let config = wgloss::GhmCConfig {
+                        momentum: 1.0,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(wgloss::GhmC::new(gpu, config)?))
+                },
+            },
+        ],
+        ..F3
+    },
+    Entry {
         name: "cross_entropy",
         variants: &[
             "default",

@@ -587,6 +587,7 @@ conformance! {
         smoothed_hinge,
         ramp,
         exponential,
+        ghm_c,
     ]
     label_losses: [cross_entropy, poly1, softmax_focal, multiclass_hinge]
 }

@@ -160,6 +160,80 @@ pub fn exponential(
     })
 }
 
+/// mmdet `GHMC`: binary cross-entropy on logits weighted by the inverse density of the gradient
+/// norm `g = |σ(x) − t|` over `bins` bins with edges `k / bins` (in f32, the last `1 + 1e-6`),
+/// counted over valid elements (`mask > 0`, all when `None`). With `tot = max(valid, 1)` and
+/// `n` the non-empty bins, an element in bin b weighs `tot / (n · num_b)`, or with momentum
+/// `tot / (n · acc_b)` after `acc_b ← m·acc_b + (1 − m)·num_b` for the non-empty bins (`acc`
+/// is updated in place). Mean divides the weighted sum by `tot + f32::EPSILON`; the weights are
+/// constants for the gradient.
+#[allow(clippy::too_many_arguments)]
+pub fn ghm_c(
+    pred: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    mask: Option<ArrayViewD<'_, f64>>,
+    bins: usize,
+    momentum: f64,
+    acc: &mut [f64],
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    assert_eq!(acc.len(), bins, "one running count per bin");
+    let valid: Vec<bool> = match &mask {
+        Some(m) => m.iter().map(|&v| v > 0.0).collect(),
+        None => vec![true; pred.len()],
+    };
+    let edge = |k: usize| {
+        let e = k as f32 / bins as f32;
+        f64::from(if k == bins { e + 1e-6 } else { e })
+    };
+    let bin = |x: f64, t: f64| {
+        let g = (sigmoid(x) - t).abs();
+        (0..bins).find(|&k| g >= edge(k) && g < edge(k + 1))
+    };
+    let mut num = vec![0usize; bins];
+    for ((&x, &t), &ok) in pred.iter().zip(target.iter()).zip(&valid) {
+        if let (true, Some(k)) = (ok, bin(x, t)) {
+            num[k] += 1;
+        }
+    }
+    let tot = (valid.iter().filter(|&&v| v).count() as f64).max(1.0);
+    let nonempty = num.iter().filter(|&&c| c > 0).count().max(1) as f64;
+    let weight: Vec<f64> = (0..bins)
+        .map(|k| {
+            if num[k] == 0 {
+                return 0.0;
+            }
+            let density = if momentum > 0.0 {
+                acc[k] = momentum * acc[k] + (1.0 - momentum) * num[k] as f64;
+                acc[k]
+            } else {
+                num[k] as f64
+            };
+            tot / density / nonempty
+        })
+        .collect();
+    let norm = if reduction == Reduction::Mean {
+        tot + f64::from(f32::EPSILON)
+    } else {
+        1.0
+    };
+    let out = elementwise_indexed(pred, target, Reduction::None, grad_scale, |i, x, t| {
+        let w = match (valid[i], bin(x, t)) {
+            (true, Some(k)) => weight[k] / norm,
+            _ => 0.0,
+        };
+        (w * ((1.0 - t) * x + softplus(-x)), w * (sigmoid(x) - t))
+    });
+    match reduction {
+        Reduction::None => out,
+        Reduction::Mean | Reduction::Sum => LossGrad {
+            loss: crate::scalar(out.loss.sum()),
+            grad: out.grad,
+        },
+    }
+}
+
 /// torch `cross_entropy` with class-index targets. `logits` is `[N, C, d...]`, `labels` is
 /// `[N, d...]` holding class indices as f64 (`ignore_index` rows are skipped). With
 /// `w` the class weights (ones when `None`), `W = Σ_c w_c`, `ε` the label smoothing:

@@ -26,6 +26,9 @@ pub(crate) enum Plan {
     CoordStats,
     /// `fused_kth` and `reduce_kth` (k-th smallest residual recorded into the state).
     Kth,
+    /// `hist_pass`, `hist_update` (a histogram of `k` bins turned into per-bin weights in the
+    /// state), then as `OnePass` with sum scales: the kernel normalises the loss itself.
+    Histogram,
 }
 
 /// A validated element-wise loss, ready to encode. Built by each loss's `spec`.
@@ -44,6 +47,8 @@ pub struct ElementwiseSpec<'a> {
     /// Values uploaded as the state buffer of this call when `state` is `None` (per-class
     /// weights).
     pub(crate) aux: Vec<f32>,
+    /// Per-element validity mask (> 0: valid), the inputs' shape, bound at binding 7.
+    pub(crate) mask: Option<&'a Tensor>,
     pub(crate) reduction: Reduction,
     pub(crate) grad_scale: f32,
 }
@@ -61,6 +66,7 @@ impl<'a> ElementwiseSpec<'a> {
             iters: 0,
             state: None,
             aux: Vec::new(),
+            mask: None,
             reduction,
             grad_scale,
         }
@@ -220,6 +226,7 @@ fn elementwise_layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout
             storage(4, false),
             storage(5, false),
             uniform(6),
+            storage(7, true),
         ],
     )
 }
@@ -264,14 +271,26 @@ fn validate(
             why: "more than 2^32 - 1 elements",
         });
     }
+    if let Some(mask) = spec.mask {
+        if mask.shape() != pred.shape() {
+            return Err(Error::ShapeMismatch {
+                name: "mask",
+                expected: pred.shape().to_vec(),
+                got: mask.shape().to_vec(),
+            });
+        }
+    }
     for (t, name) in [
-        (pred, "pred"),
-        (target, "target"),
-        (&out.grad, "grad"),
-        (&out.loss, "loss"),
+        (Some(pred), "pred"),
+        (Some(target), "target"),
+        (Some(&out.grad), "grad"),
+        (Some(&out.loss), "loss"),
+        (spec.mask, "mask"),
     ] {
-        t.check_dtype(name, crate::DType::F32)?;
-        t.check_bindable(gpu, name)?;
+        if let Some(t) = t {
+            t.check_dtype(name, crate::DType::F32)?;
+            t.check_bindable(gpu, name)?;
+        }
     }
     if pred.is_empty()
         && spec.reduction != Reduction::None
@@ -342,6 +361,7 @@ pub(crate) fn encode(
     let per_element = spec.reduction == Reduction::None;
     let (loss_scale, grad_scale) = match (spec.plan, spec.reduction) {
         (Plan::Root, _) => (1.0 / n as f64, f64::from(spec.grad_scale)),
+        (Plan::Histogram, _) => (1.0, f64::from(spec.grad_scale)),
         (_, Reduction::Mean) => (1.0 / n as f64, f64::from(spec.grad_scale) / n as f64),
         (_, Reduction::Sum | Reduction::None) => (1.0, f64::from(spec.grad_scale)),
     };
@@ -376,6 +396,7 @@ pub(crate) fn encode(
         Plan::OnePass | Plan::Root => num_partials,
         Plan::CoordStats => num_partials * coords * 2,
         Plan::Kth => num_partials * (1 + spec.k as usize),
+        Plan::Histogram => num_partials * (1 + spec.k as usize),
     };
     let partials = scratch(gpu, "wgloss partials", partial_floats);
     let own_state;
@@ -395,6 +416,7 @@ pub(crate) fn encode(
         }
     };
 
+    let no_mask = scratch(gpu, "wgloss no mask", 4);
     let (bgl, layout) = elementwise_layout(gpu);
     let groups: Vec<wgpu::BindGroup> = segs
         .iter()
@@ -422,6 +444,11 @@ pub(crate) fn encode(
                             offset: i as u64 * PARAMS_STRIDE,
                             size: wgpu::BufferSize::new(size_of::<Params>() as u64),
                         }),
+                    ),
+                    entry(
+                        7,
+                        spec.mask
+                            .map_or(no_mask.as_entire_binding(), |m| m.binding(s.start, s.len)),
                     ),
                 ],
             })
@@ -466,10 +493,14 @@ pub(crate) fn encode(
         pass.dispatch_workgroups(1, 1, 1);
     };
     match spec.plan {
-        Plan::OnePass | Plan::CoordStats => {
+        Plan::OnePass | Plan::CoordStats | Plan::Histogram => {
             if spec.plan == Plan::CoordStats {
                 over_segments(&mut pass, "coord_stats", true, false);
                 once(&mut pass, "coord_update", true, false);
+            }
+            if spec.plan == Plan::Histogram {
+                over_segments(&mut pass, "hist_pass", true, false);
+                once(&mut pass, "hist_update", true, false);
             }
             over_segments(&mut pass, "fused", true, false);
             if !per_element {

@@ -143,7 +143,9 @@ elementwise_kernels! {
             RAMP, RAMP_VEC4 => "ramp",
             EXPONENTIAL, EXPONENTIAL_VEC4 => "exponential",
         }
-        stateful: {}
+        stateful: {
+            GHM_C => "ghm_c",
+        }
     }
 }
 

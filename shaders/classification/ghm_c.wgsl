@@ -1,0 +1,124 @@
+// ghm_c (mmdet GHMC, Li et al. 2019): binary cross-entropy on logits x, each element weighted by
+// the inverse density of its gradient norm g = |sigmoid(x) - t| over `bins` equal bins of
+// [0, 1] (the last edge 1 + 1e-6, as mmdet), counted over the valid elements of the batch:
+//   w = tot / (n num_b)      (momentum 0; num_b the elements in g's bin, n the non-empty bins)
+//   w = tot / (n acc_b),  acc_b = m acc_b + (1 - m) num_b for non-empty bins  (momentum m > 0)
+// with tot = max(valid elements, 1). Loss w bce(x, t), gradient w (sigmoid(x) - t): w is a
+// constant for the gradient. Under mean the sum is divided by tot + 1.1920929e-7 (mmdet's
+// avg_factor plus f32 epsilon), folded into w here, so the driver runs with sum scales.
+// Elements whose mask is not > 0, and NaN g, get weight 0 (a NaN x still makes its loss NaN).
+//
+// params.k = bins (<= 255), params.p = (momentum, mean ? 1 : 0, has mask, -);
+// state: [0, bins) acc (kept across calls), [bins, 2 bins) the weights of this call.
+// Passes: `hist_pass` (per-workgroup counts of each bin and of valid elements, into partials),
+// `hist_update` (one workgroup: totals, EMA, weights), then the driver's `fused` and `reduce`.
+
+@group(0) @binding(7) var<storage, read> mask: array<f32>;
+
+var<workgroup> counts: array<atomic<u32>, 256>;
+
+// Whether element j of this segment takes part.
+fn is_valid(j: u32) -> bool {
+    return params.p.z == 0.0 || mask[j] > 0.0;
+}
+
+// The bin of g, or `bins` when g is in none (NaN, or beyond the last edge).
+fn bin_of(x: f32, t: f32) -> u32 {
+    let g = abs(sigmoid(x) - t);
+    let bins = params.k;
+    let fb = f32(bins);
+    if (!(g < 1.000001)) {
+        return bins;
+    }
+    // Edges are k / bins: the product's rounding can land one bin off, which the comparison
+    // with the edges themselves corrects.
+    var b = min(u32(g * fb), bins - 1u);
+    if (b > 0u && g < f32(b) / fb) {
+        b -= 1u;
+    } else if (b + 1u < bins && g >= f32(b + 1u) / fb) {
+        b += 1u;
+    }
+    return b;
+}
+
+fn loss_elem(x: f32, t: f32, i: u32) -> vec2<f32> {
+    let bins = params.k;
+    var w = 0.0;
+    if (is_valid(i - params.elem_base)) {
+        let b = bin_of(x, t);
+        if (b < bins) {
+            w = state[bins + b];
+        }
+    }
+    let bce = (1.0 - t) * x + softplus(-x);
+    return w * vec2<f32>(bce, sigmoid(x) - t);
+}
+
+@compute @workgroup_size(256)
+fn hist_pass(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let bins = params.k;
+    atomicStore(&counts[lid.x], 0u);
+    workgroupBarrier();
+    let b = block_range(params.n, wid.x, nwg.x, WG);
+    var valid = 0u;
+    for (var i = b.x + lid.x; i < b.y; i += WG) {
+        if (!is_valid(i)) {
+            continue;
+        }
+        valid += 1u;
+        let k = bin_of(pred[i], targ[i]);
+        if (k < bins) {
+            atomicAdd(&counts[k], 1u);
+        }
+    }
+    // Slot `bins` counts the valid elements. A workgroup walks at most MAX_ITERATIONS * 256
+    // elements, so its counts are exact in f32.
+    atomicAdd(&counts[bins], valid);
+    workgroupBarrier();
+    if (lid.x <= bins) {
+        partials[(params.wg_base + wid.x) * (bins + 1u) + lid.x] = f32(atomicLoad(&counts[lid.x]));
+    }
+}
+
+@compute @workgroup_size(256)
+fn hist_update(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let bins = params.k;
+    // Invocation k <= bins totals slot k over every workgroup, exactly, in u32.
+    var total = 0u;
+    if (lid.x <= bins) {
+        for (var w = 0u; w < params.num_partials; w++) {
+            total += u32(partials[w * (bins + 1u) + lid.x]);
+        }
+    }
+    atomicStore(&counts[lid.x], total);
+    workgroupBarrier();
+    if (lid.x == 0u) {
+        let tot = max(f32(atomicLoad(&counts[bins])), 1.0);
+        var nonempty = 0u;
+        for (var k = 0u; k < bins; k++) {
+            nonempty += select(0u, 1u, atomicLoad(&counts[k]) > 0u);
+        }
+        let momentum = params.p.x;
+        var norm = f32(max(nonempty, 1u));
+        if (params.p.y != 0.0) {
+            norm *= tot + 1.1920929e-7;
+        }
+        for (var k = 0u; k < bins; k++) {
+            let num = atomicLoad(&counts[k]);
+            var w = 0.0;
+            if (num > 0u) {
+                var density = f32(num);
+                if (momentum > 0.0) {
+                    state[k] = momentum * state[k] + (1.0 - momentum) * f32(num);
+                    density = state[k];
+                }
+                w = tot / density / norm;
+            }
+            state[bins + k] = w;
+        }
+    }
+}
