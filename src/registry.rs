@@ -7,6 +7,8 @@ use wgloss_ref::LossGrad;
 
 use crate::check::Rng;
 
+/// Whether a loss term (prediction, target) lies on a kink of the loss.
+pub type Kink = fn(&[f32], &[f32]) -> bool;
 type RefFn = Box<dyn FnMut(ArrayViewD<'_, f64>, ArrayViewD<'_, f64>) -> LossGrad>;
 /// The reference as a function of `pred` alone, with target and any state frozen.
 pub type Frozen = Box<dyn Fn(ArrayViewD<'_, f64>) -> LossGrad>;
@@ -56,7 +58,8 @@ pub struct Entry {
     pub layout: Layout,
     /// Where the loss's derivative jumps (prediction, target): test inputs are moved off these
     /// points, where f32 and f64 may legitimately take different branches.
-    pub jump: Option<fn(f32, f32) -> bool>,
+    /// Evaluated per loss term: an element, or a box (its four predicted and target values).
+    pub jump: Option<Kink>,
     /// Prediction shapes benchmarked besides the 1M and 16M element runs.
     pub bench_shapes: &'static [&'static [usize]],
     /// Whether an empty input is accepted (loss 0 under mean).
@@ -78,6 +81,10 @@ pub enum Targets {
     Binary,
     /// Labels −1 or +1.
     Sign,
+    /// Boxes `[N, 4]`, `(x1, y1, x2, y2)` with positive coordinates (so that, read as
+    /// `(cx, cy, w, h)`, they are valid boxes too); predictions overlap their targets in three
+    /// pairs out of four.
+    Boxes,
 }
 
 /// How a loss's inputs are shaped.
@@ -103,6 +110,8 @@ pub struct Inputs {
     pub target_shape: Vec<usize>,
     pub target: Vec<f32>,
     pub labels: bool,
+    /// Prediction elements per loss term (4 for boxes, else 1).
+    pub group: usize,
 }
 
 impl Inputs {
@@ -138,6 +147,7 @@ impl Inputs {
         match reduction {
             Reduction::Mean | Reduction::Sum => Vec::new(),
             Reduction::None if self.labels => self.target_shape.clone(),
+            Reduction::None if self.group > 1 => self.pred_shape[..1].to_vec(),
             Reduction::None => self.pred_shape.clone(),
         }
     }
@@ -148,7 +158,7 @@ impl Inputs {
             let inner: usize = self.pred_shape[2..].iter().product();
             (i / (self.pred_shape[1] * inner)) * inner + i % inner
         } else {
-            i
+            i / self.group
         }
     }
 }
@@ -219,9 +229,31 @@ impl Entry {
                 target_shape,
                 target,
                 labels: true,
+                group: 1,
+            };
+        }
+        if self.targets == Targets::Boxes {
+            let (mut pred, target) = boxes(&mut rng, len / 4);
+            if let Some(jump) = self.jump {
+                for (p, t) in pred.chunks_exact_mut(4).zip(target.chunks_exact(4)) {
+                    // Slide the prediction sideways until it is off the kink.
+                    while jump(p, t) {
+                        p[0] += 0.01;
+                        p[2] += 0.01;
+                    }
+                }
+            }
+            return Inputs {
+                target_shape: pred_shape.clone(),
+                pred_shape,
+                pred,
+                target,
+                labels: false,
+                group: 4,
             };
         }
         let target = match self.targets {
+            Targets::Boxes => unreachable!("boxes are drawn above"),
             Targets::Uniform => rng.uniform(len, lo, hi),
             Targets::Probability => rng.uniform(len, 0.0, 1.0),
             Targets::Binary => rng
@@ -237,8 +269,8 @@ impl Entry {
         };
         let mut pred = pred;
         if let Some(jump) = self.jump {
-            for (p, &t) in pred.iter_mut().zip(&target) {
-                if jump(*p, t) {
+            for (p, t) in pred.iter_mut().zip(&target) {
+                if jump(std::slice::from_ref(p), std::slice::from_ref(t)) {
                     *p += 1e-3;
                 }
             }
@@ -249,12 +281,105 @@ impl Entry {
             pred,
             target,
             labels: false,
+            group: 1,
         }
     }
 }
 
+/// `n` predicted and target boxes, `(x1, y1, x2, y2)`, flattened.
+fn boxes(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut pred = Vec::with_capacity(4 * n);
+    let mut target = Vec::with_capacity(4 * n);
+    for _ in 0..n {
+        let u = rng.uniform(9, 0.0, 1.0);
+        let (x, y, w, h) = (8.0 * u[0], 8.0 * u[1], 0.2 + 3.8 * u[2], 0.2 + 3.8 * u[3]);
+        target.extend([x, y, x + w, y + h]);
+        let (px, py, pw, ph) = if u[4] < 0.75 {
+            // Overlapping: a jittered centre and size.
+            let (cx, cy) = (
+                x + w / 2.0 + (u[5] - 0.5) * w,
+                y + h / 2.0 + (u[6] - 0.5) * h,
+            );
+            let (pw, ph) = (w * (0.5 + u[7]), h * (0.5 + u[8]));
+            (cx - pw / 2.0, cy - ph / 2.0, pw, ph)
+        } else {
+            (8.0 * u[5], 8.0 * u[6], 0.2 + 3.8 * u[7], 0.2 + 3.8 * u[8])
+        };
+        // Keep every coordinate positive (valid read as cxcywh too).
+        let (px, py) = (px.max(0.05), py.max(0.05));
+        pred.extend([px, py, px + pw, py + ph]);
+    }
+    (pred, target)
+}
+
 /// The ignore index of the registry's label losses (torch's default).
 pub const IGNORE: i64 = -100;
+
+/// Defaults of the box family's entries: `[N, 4]` boxes.
+const F2: Entry = Entry {
+    family: "F2 bounding boxes",
+    targets: Targets::Boxes,
+    layout: Layout::Elementwise { row: 4 },
+    variants: &["xyxy", "cxcywh", "eps=0.01,grad_scale=2"],
+    bench_shapes: &[&[1_000_000, 4]],
+    ..F1
+};
+
+/// An entry of box loss `$kind` (`wgloss::$ty`), with CIoU's α frozen for finite differences.
+macro_rules! box_entry {
+    ($name:literal, $ty:ident, $kind:ident, $anchor:literal) => {
+        box_entry!($name, $ty, $kind, $anchor, None)
+    };
+    ($name:literal, $ty:ident, $kind:ident, $anchor:literal, $jump:expr) => {
+        Entry {
+            name: $name,
+            anchor: $anchor,
+            jump: $jump,
+            make: |_, v, reduction| {
+                let (format, eps, grad_scale) = [
+                    (wgloss::BoxFormat::Xyxy, 1e-7f32, 1.0f32),
+                    (wgloss::BoxFormat::Cxcywh, 1e-7, 1.0),
+                    (wgloss::BoxFormat::Xyxy, 0.01, 2.0),
+                ][v];
+                let loss = wgloss::$ty {
+                    format,
+                    eps,
+                    reduction,
+                    grad_scale,
+                };
+                let fmt = match format {
+                    wgloss::BoxFormat::Xyxy => wgloss_ref::BoxFormat::Xyxy,
+                    wgloss::BoxFormat::Cxcywh => wgloss_ref::BoxFormat::Cxcywh,
+                };
+                let (e, r, gs) = (f64::from(eps), reduction.into_ref(), f64::from(grad_scale));
+                let reference = move |p: ArrayViewD<'_, f64>, t: ArrayViewD<'_, f64>| {
+                    wgloss_ref::box_loss(wgloss_ref::BoxKind::$kind, p, t, fmt, e, r, gs)
+                };
+                let mut instance = stateless(loss, reference, grad_scale)?;
+                if wgloss_ref::BoxKind::$kind == wgloss_ref::BoxKind::Ciou {
+                    instance.freeze = Box::new(move |p0, t| {
+                        let alpha = wgloss_ref::ciou_alphas(p0.view(), t.view(), fmt, e);
+                        let t = t.clone();
+                        Box::new(move |p| {
+                            wgloss_ref::ciou_with_alpha(p, t.view(), &alpha, fmt, e, r, gs)
+                        })
+                    });
+                }
+                Ok(instance)
+            },
+            bad_params: &[BadParam {
+                param: "eps",
+                build: |_| {
+                    Ok(Box::new(wgloss::$ty {
+                        eps: -1.0,
+                        ..Default::default()
+                    }))
+                },
+            }],
+            ..F2
+        }
+    };
+}
 
 /// Every implemented loss.
 pub static REGISTRY: &[Entry] = &[
@@ -705,6 +830,29 @@ pub static REGISTRY: &[Entry] = &[
         ],
         ..F1
     },
+    box_entry!("iou", Iou, Iou, "torchvision box_iou"),
+    box_entry!("giou", Giou, Giou, "torchvision generalized_box_iou_loss"),
+    box_entry!("diou", Diou, Diou, "torchvision distance_box_iou_loss"),
+    box_entry!("ciou", Ciou, Ciou, "torchvision complete_box_iou_loss"),
+    box_entry!("eiou", Eiou, Eiou, "Zhang et al. 2021 (no library has it)"),
+    box_entry!(
+        "siou",
+        Siou,
+        Siou,
+        "mmdet siou_loss (neg_gamma = false)",
+        // The gradient drops to 0 where the value enters its clamp at ±1.
+        Some(|p, t| {
+            let pair = |b: &[f32]| [0, 1, 2, 3].map(|k| f64::from(b[k]));
+            // Both formats and both eps of the variants.
+            [wgloss_ref::BoxFormat::Xyxy, wgloss_ref::BoxFormat::Cxcywh]
+                .iter()
+                .flat_map(|&f| [1e-7, 0.01].map(|eps| (f, eps)))
+                .any(|(f, eps)| {
+                    let s = wgloss_ref::siou_unclamped_value(pair(p), pair(t), f, eps);
+                    (s.abs() - 1.0).abs() < 1e-4
+                })
+        })
+    ),
     Entry {
         name: "bce_with_logits",
         variants: &["default", "pos_weight", "pos_weight,weight,grad_scale=0.5"],
@@ -905,7 +1053,7 @@ pub static REGISTRY: &[Entry] = &[
         variants: &["s_cap=-1", "s_cap=0"],
         anchor: "Collobert et al. 2006",
         // The slope drops from −y to 0 where y·s = s_cap.
-        jump: Some(|s, y| (y * s + 1.0).abs() < 1e-4 || (y * s).abs() < 1e-4),
+        jump: Some(|s, y| (y[0] * s[0] + 1.0).abs() < 1e-4 || (y[0] * s[0]).abs() < 1e-4),
         make: |_, v, reduction| {
             let s_cap = [-1.0f32, 0.0][v];
             stateless(
@@ -968,7 +1116,7 @@ pub static REGISTRY: &[Entry] = &[
         targets: Targets::Binary,
         // The weight jumps where g = |σ(x) − t| crosses a bin edge k / bins.
         jump: Some(|x, t| {
-            let g = (1.0 / (1.0 + (-f64::from(x)).exp()) - f64::from(t)).abs();
+            let g = (1.0 / (1.0 + (-f64::from(x[0])).exp()) - f64::from(t[0])).abs();
             [7.0, 10.0, 30.0]
                 .iter()
                 .any(|&b: &f64| ((g * b).round() - g * b).abs() < 2e-5 * b)

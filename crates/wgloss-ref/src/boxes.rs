@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Gradient conventions at the kinks: a `min`/`max` of a predicted and a target coordinate that
-//! tie takes the prediction's coordinate (so the gradient flows to the prediction); the
+//! tie splits the gradient evenly between them, as torch's `maximum`/`minimum` do (so identical
+//! boxes, a minimum of every IoU loss, get a zero gradient from the overlap terms); the
 //! intersection is the constant 0 (zero gradient) as soon as `iw ≤ 0` or `ih ≤ 0`, boxes that
 //! only touch included; `|x|` has derivative 0 at 0; a clamp passes the gradient on its
 //! boundary, as torch's `clamp` does.
@@ -115,21 +116,25 @@ fn coord(a: f64, k: usize) -> Val {
 }
 
 /// `max(a, b)` of the prediction's coordinate `a` (index `k`) and a target coordinate `b`;
-/// a tie takes `a`.
+/// a tie takes half of each.
 fn max_pt(a: f64, k: usize, b: f64) -> Val {
-    if a >= b {
-        coord(a, k)
-    } else {
-        (b, ZERO)
-    }
+    pick(coord(a, k), (b, ZERO), a.total_cmp(&b).is_ge())
 }
 
-/// `min(a, b)`, as [`max_pt`]; a tie takes `a`.
+/// `min(a, b)`, as [`max_pt`].
 fn min_pt(a: f64, k: usize, b: f64) -> Val {
-    if a <= b {
-        coord(a, k)
+    pick(coord(a, k), (b, ZERO), a.total_cmp(&b).is_le())
+}
+
+/// `a` if `take_a` and the values differ, `b` if not, and at a tie `a`'s value with half of
+/// each gradient.
+fn pick(a: Val, b: Val, take_a: bool) -> Val {
+    if a.0 == b.0 {
+        (a.0, comb(0.5, a.1, 0.5, b.1))
+    } else if take_a {
+        a
     } else {
-        (b, ZERO)
+        b
     }
 }
 
@@ -261,6 +266,22 @@ fn pair_loss(kind: BoxKind, p: [f64; 4], t: [f64; 4], eps: f64, frozen_alpha: Op
 
 /// SIoU as mmdet's `siou_loss` with `neg_gamma = False`, eps where mmdet puts it.
 fn siou_pair(g: &Geometry, eps: f64) -> Val {
+    let siou = siou_unclamped(g, eps);
+    if (-1.0..=1.0).contains(&siou.0) {
+        (1.0 - siou.0, comb(-1.0, siou.1, 0.0, ZERO))
+    } else {
+        (1.0 - siou.0.clamp(-1.0, 1.0), ZERO)
+    }
+}
+
+/// The SIoU value `IoU − (Δ + Ω)/2` of one pair in `format`, before mmdet's clamp to
+/// [−1, 1] (where its gradient drops to 0).
+pub fn siou_unclamped_value(p: [f64; 4], t: [f64; 4], format: BoxFormat, eps: f64) -> f64 {
+    let g = Geometry::new(to_xyxy(format, p), to_xyxy(format, t), eps);
+    siou_unclamped(&g, eps).0
+}
+
+fn siou_unclamped(g: &Geometry, eps: f64) -> Val {
     // Enclosing size clamped below at eps ("clamp(min=eps) to avoid NaN").
     let clamp_eps = |c: Val| if c.0 >= eps { c } else { (eps, ZERO) };
     let (cw, ch) = (clamp_eps(g.cw), clamp_eps(g.ch));
@@ -297,7 +318,7 @@ fn siou_pair(g: &Geometry, eps: f64) -> Val {
     let distance = (2.0 - ex.0 - ey.0, comb(-1.0, ex.1, -1.0, ey.1));
     // Shape cost Ω = Σ (1 − e^{−ω})⁴, ω = |a − â| / max(a, â), heights with eps added.
     let omega = |(a, ga): Val, b: f64| {
-        let m = if a >= b { (a, ga) } else { (b, ZERO) };
+        let m = pick((a, ga), (b, ZERO), a >= b);
         if m.0 == 0.0 {
             (0.0, ZERO)
         } else {
@@ -312,17 +333,12 @@ fn siou_pair(g: &Geometry, eps: f64) -> Val {
     let sw = shape_term(omega((g.w, G_W), g.wt));
     let sh = shape_term(omega((g.h + eps, G_H), g.ht + eps));
     let shape = (sw.0 + sh.0, comb(1.0, sw.1, 1.0, sh.1));
-    // SIoU = IoU − (Δ + Ω)/2 clamped to [−1, 1]; loss = 1 − SIoU.
+    // SIoU = IoU − (Δ + Ω)/2, clamped to [−1, 1] by the caller; loss = 1 − SIoU.
     let penalty = comb(0.5, distance.1, 0.5, shape.1);
-    let siou = (
+    (
         g.iou.0 - 0.5 * (distance.0 + shape.0),
         comb(1.0, g.iou.1, -1.0, penalty),
-    );
-    if (-1.0..=1.0).contains(&siou.0) {
-        (1.0 - siou.0, comb(-1.0, siou.1, 0.0, ZERO))
-    } else {
-        (1.0 - siou.0.clamp(-1.0, 1.0), ZERO)
-    }
+    )
 }
 
 /// `b` in `xyxy`.
@@ -406,6 +422,66 @@ pub fn box_loss(
     reduction: Reduction,
     grad_scale: f64,
 ) -> LossGrad {
+    box_loss_with(kind, pred, target, format, eps, None, reduction, grad_scale)
+}
+
+/// CIoU's α of each pair, `v / (1 − IoU + v + eps)`.
+pub fn ciou_alphas(
+    pred: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    format: BoxFormat,
+    eps: f64,
+) -> Vec<f64> {
+    let rows = |a: &ArrayViewD<'_, f64>| -> Vec<[f64; 4]> {
+        a.as_standard_layout()
+            .as_slice()
+            .expect("standard layout")
+            .chunks_exact(4)
+            .map(|c| to_xyxy(format, [c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    rows(&pred)
+        .into_iter()
+        .zip(rows(&target))
+        .map(|(p, t)| Geometry::new(p, t, eps).ciou_alpha(eps))
+        .collect()
+}
+
+/// CIoU with α given per pair (as [`ciou_alphas`] returns it) rather than computed: the loss as
+/// the backward sees it, for finite differences.
+#[allow(clippy::too_many_arguments)]
+pub fn ciou_with_alpha(
+    pred: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    alpha: &[f64],
+    format: BoxFormat,
+    eps: f64,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
+    box_loss_with(
+        BoxKind::Ciou,
+        pred,
+        target,
+        format,
+        eps,
+        Some(alpha),
+        reduction,
+        grad_scale,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn box_loss_with(
+    kind: BoxKind,
+    pred: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    format: BoxFormat,
+    eps: f64,
+    alpha: Option<&[f64]>,
+    reduction: Reduction,
+    grad_scale: f64,
+) -> LossGrad {
     assert_eq!(
         pred.shape(),
         target.shape(),
@@ -426,9 +502,9 @@ pub fn box_loss(
     };
     let mut losses = Vec::with_capacity(n);
     let mut grad = Vec::with_capacity(4 * n);
-    for (p, t) in pred.rows().into_iter().zip(target.rows()) {
+    for (i, (p, t)) in pred.rows().into_iter().zip(target.rows()).enumerate() {
         let (p, t) = ([p[0], p[1], p[2], p[3]], [t[0], t[1], t[2], t[3]]);
-        let (loss, g) = pair_loss_in(kind, format, p, t, eps, None);
+        let (loss, g) = pair_loss_in(kind, format, p, t, eps, alpha.map(|a| a[i]));
         losses.push(loss);
         grad.extend(g.iter().map(|d| scale * d));
     }
@@ -567,6 +643,36 @@ pub fn siou(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Identical boxes are a minimum of every overlap loss: with ties split evenly, as torch's
+    /// `maximum`/`minimum` do, the gradient there is zero (up to eps's own contribution).
+    #[test]
+    fn identical_boxes_have_a_zero_gradient() {
+        let b = ndarray::arr2(&[[1.0, 2.0, 4.0, 3.5]]).into_dyn();
+        for kind in [
+            BoxKind::Iou,
+            BoxKind::Giou,
+            BoxKind::Diou,
+            BoxKind::Ciou,
+            BoxKind::Eiou,
+        ] {
+            let out = box_loss(
+                kind,
+                b.view(),
+                b.view(),
+                BoxFormat::Xyxy,
+                1e-7,
+                Reduction::Sum,
+                1.0,
+            );
+            assert!(out.loss[[]].abs() < 1e-6, "{kind:?}: {}", out.loss[[]]);
+            assert!(
+                out.grad.iter().all(|g| g.abs() < 1e-6),
+                "{kind:?}: {:?}",
+                out.grad
+            );
+        }
+    }
     use ndarray::Array2;
 
     const EPS: f64 = 1e-7;

@@ -49,6 +49,11 @@ pub struct ElementwiseSpec<'a> {
     pub(crate) aux: Vec<f32>,
     /// Per-element validity mask (> 0: valid), the inputs' shape, bound at binding 7.
     pub(crate) mask: Option<&'a Tensor>,
+    /// Consecutive elements that make one loss term (4 for a box): segments start on a group,
+    /// reduction none writes one loss per group, and the mean divides by the number of groups.
+    pub(crate) group: usize,
+    /// Pipeline constants of the kernel beyond the driver's own.
+    pub(crate) overrides: Vec<(&'static str, u32)>,
     pub(crate) reduction: Reduction,
     pub(crate) grad_scale: f32,
 }
@@ -67,6 +72,8 @@ impl<'a> ElementwiseSpec<'a> {
             state: None,
             aux: Vec::new(),
             mask: None,
+            group: 1,
+            overrides: Vec::new(),
             reduction,
             grad_scale,
         }
@@ -253,14 +260,11 @@ fn validate(
             got: out.grad.shape().to_vec(),
         });
     }
-    let loss_len = match spec.reduction {
-        Reduction::None => pred.len(),
-        Reduction::Mean | Reduction::Sum => 1,
-    };
-    if out.loss.len() != loss_len {
+    let loss_shape = group_loss_shape(pred.shape(), spec.group, spec.reduction);
+    if out.loss.len() != loss_shape.iter().product::<usize>() {
         return Err(Error::ShapeMismatch {
             name: "loss",
-            expected: LossOutput::loss_shape(pred.shape(), spec.reduction),
+            expected: loss_shape,
             got: out.loss.shape().to_vec(),
         });
     }
@@ -308,6 +312,16 @@ fn validate(
     Ok(())
 }
 
+/// Shape of the loss of an input of `shape` whose loss terms are groups of `group` elements
+/// along the last dimension (that dimension is dropped when it is one group).
+pub(crate) fn group_loss_shape(shape: &[usize], group: usize, reduction: Reduction) -> Vec<usize> {
+    match (reduction, shape.split_last()) {
+        (Reduction::None, Some((&last, rest))) if group > 1 && last == group => rest.to_vec(),
+        (Reduction::None, _) => shape.to_vec(),
+        (Reduction::Mean | Reduction::Sum, _) => Vec::new(),
+    }
+}
+
 fn scratch(gpu: &Gpu, label: &str, floats: usize) -> wgpu::Buffer {
     gpu.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
@@ -345,9 +359,12 @@ pub(crate) fn encode(
     let kernel4 = spec
         .kernel4
         .filter(|_| gpu.vec4() && matches!(spec.plan, Plan::OnePass | Plan::Root));
-    // Only per-coordinate statistics need segments to start on a row.
+    // Per-coordinate statistics need segments to start on a row; grouped losses on a group
+    // whose per-group loss view starts aligned too.
     let row = if spec.plan == Plan::CoordStats {
         coords
+    } else if spec.group > 1 {
+        spec.group * vec4_unit(gpu)
     } else {
         1
     };
@@ -359,10 +376,11 @@ pub(crate) fn encode(
     );
     let num_partials: usize = segs.iter().map(|s| s.workgroups).sum();
     let per_element = spec.reduction == Reduction::None;
+    let terms = (n / spec.group) as f64;
     let (loss_scale, grad_scale) = match (spec.plan, spec.reduction) {
-        (Plan::Root, _) => (1.0 / n as f64, f64::from(spec.grad_scale)),
+        (Plan::Root, _) => (1.0 / terms, f64::from(spec.grad_scale)),
         (Plan::Histogram, _) => (1.0, f64::from(spec.grad_scale)),
-        (_, Reduction::Mean) => (1.0 / n as f64, f64::from(spec.grad_scale) / n as f64),
+        (_, Reduction::Mean) => (1.0 / terms, f64::from(spec.grad_scale) / terms),
         (_, Reduction::Sum | Reduction::None) => (1.0, f64::from(spec.grad_scale)),
     };
 
@@ -423,7 +441,7 @@ pub(crate) fn encode(
         .enumerate()
         .map(|(i, s)| {
             let loss = if per_element {
-                out.loss.binding(s.start, s.len)
+                out.loss.binding(s.start / spec.group, s.len / spec.group)
             } else {
                 out.loss.binding(0, 1)
             };
@@ -461,11 +479,14 @@ pub(crate) fn encode(
             PipelineKey {
                 kernel: kernel.name,
                 entry,
-                overrides: vec![
+                overrides: [
                     ("PER_ELEMENT", per_element.into()),
                     ("WRITE_GRAD", write_grad.into()),
                     ("ROOT", root.into()),
-                ],
+                ]
+                .into_iter()
+                .chain(spec.overrides.iter().copied())
+                .collect(),
             },
             &layout,
         )

@@ -69,6 +69,12 @@ pub(crate) const CLASS_ROWS: Kernel = Kernel {
     parts: &[PRELUDE, shader!("classification/class_rows.wgsl")],
 };
 
+/// Box losses (IoU family): the element-wise driver's reductions with a pass over boxes.
+pub(crate) const BOXES: Kernel = Kernel {
+    name: "boxes",
+    parts: &[PRELUDE, ELEMENTWISE, shader!("boxes/boxes.wgsl")],
+};
+
 macro_rules! elementwise_kernels {
     (
     others: [$($other:ident),*]
@@ -115,7 +121,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS]
+    others: [CLASS_ROWS, BOXES]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

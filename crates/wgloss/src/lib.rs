@@ -18,6 +18,7 @@
 //! `encode`, which records into a caller's `wgpu::CommandEncoder` with caller-owned outputs and
 //! no synchronisation.
 
+pub mod boxes;
 pub mod classification;
 mod config;
 mod elementwise;
@@ -27,6 +28,7 @@ pub mod kernel;
 pub mod regression;
 mod tensor;
 
+pub use boxes::*;
 pub use classification::*;
 pub use elementwise::{encode_copy, ElementwiseSpec};
 pub use error::{Error, Result};
@@ -151,6 +153,20 @@ pub trait ElementwiseLoss {
 impl<T: ElementwiseLoss> Loss for T {
     fn reduction(&self) -> Reduction {
         ElementwiseLoss::reduction(self)
+    }
+
+    fn output(
+        &self,
+        gpu: &Gpu,
+        input_shape: &[usize],
+        _target_shape: &[usize],
+    ) -> Result<LossOutput> {
+        // One loss per group of elements (a box) under reduction none; a bad shape is reported
+        // by `encode`.
+        let group = self.spec(input_shape).map_or(1, |s| s.group);
+        let reduction = ElementwiseLoss::reduction(self);
+        let loss_shape = elementwise::group_loss_shape(input_shape, group, reduction);
+        LossOutput::with_loss_shape(gpu, input_shape, &loss_shape)
     }
 
     fn encode(
