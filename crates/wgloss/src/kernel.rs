@@ -75,6 +75,12 @@ pub(crate) const BOXES: Kernel = Kernel {
     parts: &[PRELUDE, ELEMENTWISE, shader!("boxes/boxes.wgsl")],
 };
 
+/// Overlap losses of segmentation (dice, jaccard, tversky, sensitivity_specificity, combo).
+pub(crate) const OVERLAP: Kernel = Kernel {
+    name: "overlap",
+    parts: &[PRELUDE, shader!("segmentation/overlap.wgsl")],
+};
+
 macro_rules! elementwise_kernels {
     (
     others: [$($other:ident),*]
@@ -121,7 +127,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES]
+    others: [CLASS_ROWS, BOXES, OVERLAP]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

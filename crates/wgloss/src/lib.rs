@@ -26,6 +26,7 @@ mod error;
 mod gpu;
 pub mod kernel;
 pub mod regression;
+pub mod segmentation;
 mod tensor;
 
 pub use boxes::*;
@@ -34,6 +35,7 @@ pub use elementwise::{encode_copy, ElementwiseSpec};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, INSTALL_HINT};
 pub use regression::*;
+pub use segmentation::*;
 pub use tensor::{DType, Tensor, TENSOR_USAGES};
 
 /// How per-element losses are combined. Gradients are those of the reduced loss, multiplied by

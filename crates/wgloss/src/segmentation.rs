@@ -1,0 +1,666 @@
+//! F4, segmentation: the overlap losses (dice, jaccard, tversky, sensitivity_specificity,
+//! combo) on logits `[N, C, d...]`, with per-class (or per-image) statistics reduced on the GPU
+//! and the gradient in a second pass (`shaders/segmentation/overlap.wgsl`).
+
+use wgpu::util::DeviceExt;
+
+use crate::elementwise::{entry, gcd, storage, uniform};
+use crate::error::{check_param, Error, Result};
+use crate::gpu::{PipelineKey, MAX_ITERATIONS};
+use crate::kernel::OVERLAP;
+use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor};
+
+/// How logits and targets are laid out (smp's `mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SegMode {
+    /// Logits `[N, 1, d...]`, target mask `[N, 1, d...]` (f32, 0 or 1); sigmoid.
+    Binary,
+    /// Logits `[N, C, d...]`, target labels `[N, d...]` (i32); softmax over the classes.
+    #[default]
+    Multiclass,
+    /// Logits `[N, C, d...]`, target masks `[N, C, d...]` (f32); sigmoid per element.
+    Multilabel,
+}
+
+/// One call's configuration of the overlap kernel.
+struct Overlap<'a> {
+    kind: u32,
+    mode: SegMode,
+    smooth: f32,
+    eps: f32,
+    alpha: f32,
+    beta: f32,
+    gamma: f32,
+    w: f32,
+    ignore_index: Option<i64>,
+    per_image: bool,
+    weight: Option<&'a [f32]>,
+    grad_scale: f32,
+}
+
+const DICE: u32 = 0;
+const JACCARD: u32 = 1;
+const TVERSKY: u32 = 2;
+const SENS_SPEC: u32 = 3;
+const COMBO: u32 = 4;
+const STATS: usize = 6;
+const PARAMS_STRIDE: u64 = 256;
+
+/// Uniform block of `overlap.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    samples: u32,
+    classes: u32,
+    inner: u32,
+    sample_base: u32,
+    groups: u32,
+    wx: u32,
+    wx_total: u32,
+    wx_base: u32,
+    pix_base: u32,
+    pix_total: u32,
+    off_stat: u32,
+    off_stats: u32,
+    off_coef: u32,
+    off_extra: u32,
+    off_lse: u32,
+    ignore_index: i32,
+    has_ignore: u32,
+    per_image: u32,
+    has_weight: u32,
+    smooth: f32,
+    eps: f32,
+    alpha: f32,
+    beta: f32,
+    gamma: f32,
+    w: f32,
+    grad_scale: f32,
+    pad: [u32; 2],
+}
+
+fn layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    gpu.layout(
+        "overlap",
+        &[
+            storage(0, true),
+            storage(1, true),
+            storage(2, false),
+            storage(3, false),
+            storage(4, false),
+            storage(5, true),
+            uniform(6),
+            storage(7, false),
+        ],
+    )
+}
+
+impl Overlap<'_> {
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &Tensor,
+        target: &Tensor,
+        out: &LossOutput,
+    ) -> Result<()> {
+        let shape = logits.shape();
+        if shape.len() < 2 || shape[1] == 0 {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "expected [N, C, d...] with C ≥ 1",
+            });
+        }
+        if self.mode == SegMode::Binary && shape[1] != 1 {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "binary mode takes one channel, [N, 1, d...]",
+            });
+        }
+        let labels = self.mode == SegMode::Multiclass;
+        let expected: Vec<usize> = if labels {
+            [shape[0]]
+                .into_iter()
+                .chain(shape[2..].iter().copied())
+                .collect()
+        } else {
+            shape.to_vec()
+        };
+        if target.shape() != expected {
+            return Err(Error::ShapeMismatch {
+                name: "target",
+                expected,
+                got: target.shape().to_vec(),
+            });
+        }
+        for (name, v, ok) in [
+            ("smooth", self.smooth, self.smooth >= 0.0),
+            ("eps", self.eps, self.eps > 0.0),
+        ] {
+            check_param(
+                name,
+                v.into(),
+                if name == "eps" { "> 0" } else { ">= 0" },
+                ok,
+            )?;
+        }
+        crate::config::check_grad_scale(self.grad_scale)?;
+        let unit_interval =
+            |name, v: f32| check_param(name, v.into(), "in [0, 1]", (0.0..=1.0).contains(&v));
+        match self.kind {
+            TVERSKY => {
+                check_param("alpha", self.alpha.into(), ">= 0", self.alpha >= 0.0)?;
+                check_param("beta", self.beta.into(), ">= 0", self.beta >= 0.0)?;
+                check_param("gamma", self.gamma.into(), "> 0", self.gamma > 0.0)?;
+            }
+            SENS_SPEC => unit_interval("w", self.w)?,
+            COMBO => unit_interval("alpha", self.alpha)?,
+            _ => {}
+        }
+        let (n, classes, inner) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
+        if let Some(w) = self.weight {
+            crate::classification::check_weight("weight", Some(w), classes)?;
+        }
+        logits.check_dtype("logits", DType::F32)?;
+        target.check_dtype("target", if labels { DType::I32 } else { DType::F32 })?;
+        out.grad.check_dtype("grad", DType::F32)?;
+        out.loss.check_dtype("loss", DType::F32)?;
+        out.status.check_dtype("status", DType::U32)?;
+        if out.grad.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                name: "grad",
+                expected: shape.to_vec(),
+                got: out.grad.shape().to_vec(),
+            });
+        }
+        if out.loss.len() != 1 {
+            return Err(Error::ShapeMismatch {
+                name: "loss",
+                expected: Vec::new(),
+                got: out.loss.shape().to_vec(),
+            });
+        }
+        for (t, name) in [
+            (logits, "logits"),
+            (target, "target"),
+            (&out.grad, "grad"),
+            (&out.loss, "loss"),
+            (&out.status, "status"),
+        ] {
+            t.check_bindable(gpu, name)?;
+        }
+        for (t, name) in [(&out.loss, "loss"), (&out.status, "status")] {
+            if !t.buffer().usage().contains(wgpu::BufferUsages::COPY_DST) {
+                return Err(Error::MissingUsage {
+                    name,
+                    missing: wgpu::BufferUsages::COPY_DST,
+                });
+            }
+        }
+        if logits.len() > u32::MAX as usize / 2 {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "more than 2^31 - 1 elements",
+            });
+        }
+        // Segments of whole samples that fit one binding and start aligned for every view.
+        let limits = gpu.limits();
+        let align = (limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let sample = classes * inner;
+        let unit = {
+            let a = align / gcd(align, sample.max(1));
+            let b = align / gcd(align, inner.max(1));
+            a / gcd(a, b) * b
+        };
+        let max_elems = (limits.max_storage_buffer_binding_size / 4) as usize;
+        if sample > max_elems {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "one sample (C times the spatial dims) exceeds a storage binding",
+            });
+        }
+        let seg_samples = ((max_elems / sample.max(1)) / unit).max(1) * unit;
+        let groups = if self.per_image { n * classes } else { classes };
+        if groups > 65_535 * 65_535 {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "too many (image, class) groups",
+            });
+        }
+
+        struct Seg {
+            first: usize,
+            count: usize,
+            pix_wg: usize,
+            pix_base: usize,
+            wx: usize,
+            wx_base: usize,
+            local_groups: usize,
+            grad_wg: usize,
+        }
+        let max_wg = gpu.max_workgroups();
+        let mut segs = Vec::new();
+        let (mut first, mut pix_base, mut wx_base) = (0, 0, 0);
+        while first < n {
+            let count = seg_samples.min(n - first);
+            let rows = count * inner;
+            // Rows per invocation stay under MAX_ITERATIONS class steps (two sweeps).
+            let per_row = 2 * classes + 1;
+            let row_wg = |rows: usize| {
+                let needed = rows.div_ceil(256 * (MAX_ITERATIONS / per_row).max(1));
+                max_wg.max(needed).min(rows.div_ceil(256)).clamp(1, 65_535)
+            };
+            let local_groups = if self.per_image {
+                count * classes
+            } else {
+                classes
+            };
+            let len = if self.per_image { inner } else { rows };
+            let wx = (max_wg / local_groups.max(1))
+                .max(len.div_ceil(256 * MAX_ITERATIONS))
+                .min(len.div_ceil(256))
+                .clamp(1, 65_535);
+            let elems = if labels { rows } else { count * sample };
+            let grad_wg = if labels {
+                row_wg(rows)
+            } else {
+                max_wg
+                    .max(elems.div_ceil(256 * MAX_ITERATIONS))
+                    .min(elems.div_ceil(256))
+                    .clamp(1, 65_535)
+            };
+            segs.push(Seg {
+                first,
+                count,
+                pix_wg: row_wg(rows),
+                pix_base,
+                wx,
+                wx_base,
+                local_groups,
+                grad_wg,
+            });
+            pix_base += row_wg(rows);
+            wx_base += wx;
+            first += count;
+        }
+        let (pix_total, wx_total) = (pix_base, wx_base);
+        // The scratch buffer: pixel-pass partials, statistics partials, statistics,
+        // coefficients, extras, and the log-sum-exp of every pixel.
+        let off_stat = 2 * pix_total;
+        let off_stats = off_stat + groups * wx_total * STATS;
+        let off_coef = off_stats + groups * STATS;
+        let off_extra = off_coef + 2 * groups;
+        let off_lse = off_extra + 4;
+        let work_len = off_lse + if labels { n * inner } else { 0 };
+        if work_len > max_elems || work_len > u32::MAX as usize {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "the per-pixel scratch exceeds a storage binding",
+            });
+        }
+        if segs.iter().any(|s| s.local_groups > 65_535) {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "more than 65,535 (image, class) groups in one segment",
+            });
+        }
+        let (ignore_index, has_ignore) = match self.ignore_index.map(i32::try_from) {
+            Some(Ok(i)) => (i, 1),
+            _ => (0, 0),
+        };
+
+        gpu.scoped(|| {
+            encoder.clear_buffer(out.status.buffer(), out.status.offset(), Some(4));
+            encoder.clear_buffer(out.loss.buffer(), out.loss.offset(), Some(4));
+            if n == 0 || inner == 0 {
+                return Ok(());
+            }
+            let device = gpu.device();
+            let mut blocks = vec![0u8; PARAMS_STRIDE as usize * segs.len()];
+            for (i, s) in segs.iter().enumerate() {
+                let p = Params {
+                    samples: s.count as u32,
+                    classes: classes as u32,
+                    inner: inner as u32,
+                    sample_base: s.first as u32,
+                    groups: groups as u32,
+                    wx: s.wx as u32,
+                    wx_total: wx_total as u32,
+                    wx_base: s.wx_base as u32,
+                    pix_base: s.pix_base as u32,
+                    pix_total: pix_total as u32,
+                    off_stat: off_stat as u32,
+                    off_stats: off_stats as u32,
+                    off_coef: off_coef as u32,
+                    off_extra: off_extra as u32,
+                    off_lse: off_lse as u32,
+                    ignore_index,
+                    has_ignore,
+                    per_image: u32::from(self.per_image),
+                    has_weight: u32::from(self.weight.is_some()),
+                    smooth: self.smooth,
+                    eps: self.eps,
+                    alpha: self.alpha,
+                    beta: self.beta,
+                    gamma: self.gamma,
+                    w: self.w,
+                    grad_scale: self.grad_scale,
+                    pad: [0; 2],
+                };
+                let at = i * PARAMS_STRIDE as usize;
+                blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
+            }
+            let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("overlap params"),
+                contents: &blocks,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let work = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("overlap scratch"),
+                size: 4 * work_len.max(4) as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            // Slots of the statistics that no segment writes (per image) must read as zero.
+            encoder.clear_buffer(&work, 0, None);
+            let weight = match self.weight {
+                Some(w) => device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("overlap weight"),
+                    contents: bytemuck::cast_slice(w),
+                    usage: wgpu::BufferUsages::STORAGE,
+                }),
+                None => device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("overlap no weight"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                }),
+            };
+            let (bgl, pipeline_layout) = layout(gpu);
+            let groups_bound: Vec<wgpu::BindGroup> = segs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let (start, len) = (s.first * sample, s.count * sample);
+                    let t = if labels {
+                        target.binding(s.first * inner, s.count * inner)
+                    } else {
+                        target.binding(start, len)
+                    };
+                    device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("overlap"),
+                        layout: &bgl,
+                        entries: &[
+                            entry(0, logits.binding(start, len)),
+                            entry(1, t),
+                            entry(2, out.grad.binding(start, len)),
+                            entry(3, out.loss.binding(0, 1)),
+                            entry(4, work.as_entire_binding()),
+                            entry(5, weight.as_entire_binding()),
+                            entry(
+                                6,
+                                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                    buffer: &uniforms,
+                                    offset: i as u64 * PARAMS_STRIDE,
+                                    size: wgpu::BufferSize::new(size_of::<Params>() as u64),
+                                }),
+                            ),
+                            entry(7, out.status.binding(0, 1)),
+                        ],
+                    })
+                })
+                .collect();
+            let pipeline = |entry: &'static str| {
+                gpu.pipeline(
+                    &OVERLAP,
+                    PipelineKey {
+                        kernel: OVERLAP.name,
+                        entry,
+                        overrides: vec![("KIND", self.kind), ("MODE", self.mode as u32)],
+                    },
+                    &pipeline_layout,
+                )
+            };
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("overlap"),
+                timestamp_writes: None,
+            });
+            if labels {
+                pass.set_pipeline(&pipeline("pixel_pass"));
+                for (s, g) in segs.iter().zip(&groups_bound) {
+                    pass.set_bind_group(0, g, &[]);
+                    pass.dispatch_workgroups(s.pix_wg as u32, 1, 1);
+                }
+            }
+            pass.set_pipeline(&pipeline("stats_pass"));
+            for (s, g) in segs.iter().zip(&groups_bound) {
+                pass.set_bind_group(0, g, &[]);
+                pass.dispatch_workgroups(s.wx as u32, s.local_groups as u32, 1);
+            }
+            pass.set_bind_group(0, &groups_bound[0], &[]);
+            pass.set_pipeline(&pipeline("stats_reduce"));
+            let (gx, gy) = (groups.min(65_535), groups.div_ceil(65_535));
+            pass.dispatch_workgroups(gx as u32, gy as u32, 1);
+            pass.set_pipeline(&pipeline("finish"));
+            pass.dispatch_workgroups(1, 1, 1);
+            pass.set_pipeline(&pipeline("grad_pass"));
+            for (s, g) in segs.iter().zip(&groups_bound) {
+                pass.set_bind_group(0, g, &[]);
+                pass.dispatch_workgroups(s.grad_wg as u32, 1, 1);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Reports a bad label recorded by the kernel (multiclass mode only).
+fn check(gpu: &Gpu, mode: SegMode, target: &Tensor, out: &LossOutput) -> Result<()> {
+    if mode == SegMode::Multiclass {
+        crate::classification::check_labels(gpu, target, out)
+    } else {
+        Ok(())
+    }
+}
+
+macro_rules! overlap_loss {
+    (
+        $(#[$doc:meta])* $name:ident,
+        { $($(#[$fdoc:meta])* $field:ident: $ty:ty = $default:expr,)* },
+        |$s:ident| $overlap:expr
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: $ty,)*
+            /// Multiplier of the gradient.
+            pub grad_scale: f32,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $($field: $default,)* grad_scale: 1.0 }
+            }
+        }
+
+        impl Loss for $name {
+            fn reduction(&self) -> Reduction {
+                Reduction::Mean
+            }
+
+            fn encode(
+                &self,
+                gpu: &Gpu,
+                encoder: &mut wgpu::CommandEncoder,
+                logits: &Tensor,
+                target: &Tensor,
+                out: &LossOutput,
+            ) -> Result<()> {
+                let $s = self;
+                let overlap: Overlap<'_> = $overlap;
+                overlap.encode(gpu, encoder, logits, target, out)
+            }
+
+            fn check(&self, gpu: &Gpu, target: &Tensor, out: &LossOutput) -> Result<()> {
+                let $s = self;
+                let overlap: Overlap<'_> = $overlap;
+                check(gpu, overlap.mode, target, out)
+            }
+        }
+    };
+}
+
+/// Fields shared by the overlap configs, as an [`Overlap`] of `kind`.
+fn plain(
+    kind: u32,
+    mode: SegMode,
+    smooth: f32,
+    eps: f32,
+    ignore_index: Option<i64>,
+    per_image: bool,
+    grad_scale: f32,
+) -> Overlap<'static> {
+    Overlap {
+        kind,
+        mode,
+        smooth,
+        eps,
+        alpha: 0.0,
+        beta: 0.0,
+        gamma: 1.0,
+        w: 0.0,
+        ignore_index,
+        per_image,
+        weight: None,
+        grad_scale,
+    }
+}
+
+overlap_loss!(
+    /// Dice loss, smp `DiceLoss` (from logits): per class c, with sums over batch and space (or
+    /// per image and class with `per_image`), `loss_c = 1 − (2I + s) / max(Σp + Σt + s, eps)`;
+    /// a class absent from the target has loss 0 but counts in the mean over classes. Ignored
+    /// pixels zero both p and t. The loss is a scalar (the mean over classes).
+    /// # Shapes
+    /// See [`SegMode`]; gradient: the logits' shape.
+    Dice,
+    {
+        /// Layout of logits and targets (default multiclass).
+        mode: SegMode = SegMode::Multiclass,
+        /// Smoothing s added to numerator and denominator (≥ 0, default 0).
+        smooth: f32 = 0.0,
+        /// Lower clamp of the denominator (> 0, default 1e-7).
+        eps: f32 = 1e-7,
+        /// Target value whose pixels are left out (default none).
+        ignore_index: Option<i64> = None,
+        /// Statistics per image and class instead of per class (default false).
+        per_image: bool = false,
+    },
+    |s| plain(DICE, s.mode, s.smooth, s.eps, s.ignore_index, s.per_image, s.grad_scale)
+);
+
+overlap_loss!(
+    /// Jaccard (IoU) loss, smp `JaccardLoss`: as [`Dice`] with
+    /// `loss_c = 1 − (I + s) / max(Σp + Σt − I + s, eps)`.
+    Jaccard,
+    {
+        /// Layout of logits and targets (default multiclass).
+        mode: SegMode = SegMode::Multiclass,
+        /// Smoothing (≥ 0, default 0).
+        smooth: f32 = 0.0,
+        /// Lower clamp of the denominator (> 0, default 1e-7).
+        eps: f32 = 1e-7,
+        /// Target value whose pixels are left out (default none).
+        ignore_index: Option<i64> = None,
+        /// Statistics per image and class (default false).
+        per_image: bool = false,
+    },
+    |s| plain(JACCARD, s.mode, s.smooth, s.eps, s.ignore_index, s.per_image, s.grad_scale)
+);
+
+overlap_loss!(
+    /// Tversky loss, smp `TverskyLoss`: as [`Dice`] with
+    /// `loss_c = 1 − (I + s) / max(I + α FP + β FN + s, eps)`, FP = Σp − I, FN = Σt − I, and
+    /// the mean over classes raised to γ (focal Tversky). At a mean of 0 the gradient factor
+    /// `γ m^{γ−1}` is taken as 1 for γ = 1 and 0 otherwise.
+    Tversky,
+    {
+        /// Layout of logits and targets (default multiclass).
+        mode: SegMode = SegMode::Multiclass,
+        /// Weight α of false positives (default 0.5).
+        alpha: f32 = 0.5,
+        /// Weight β of false negatives (default 0.5).
+        beta: f32 = 0.5,
+        /// Focal exponent γ of the mean (> 0, default 1).
+        gamma: f32 = 1.0,
+        /// Smoothing (≥ 0, default 0).
+        smooth: f32 = 0.0,
+        /// Lower clamp of the denominator (> 0, default 1e-7).
+        eps: f32 = 1e-7,
+        /// Target value whose pixels are left out (default none).
+        ignore_index: Option<i64> = None,
+        /// Statistics per image and class (default false).
+        per_image: bool = false,
+    },
+    |s| Overlap {
+        alpha: s.alpha,
+        beta: s.beta,
+        gamma: s.gamma,
+        ..plain(TVERSKY, s.mode, s.smooth, s.eps, s.ignore_index, s.per_image, s.grad_scale)
+    }
+);
+
+overlap_loss!(
+    /// Sensitivity-specificity loss (Brosch et al. 2015) on probabilities: per class,
+    /// `w Σ(t−p)² t / (Σt + eps) + (1 − w) Σ(t−p)² (1−t) / (Σ(1−t) + eps)`, the mean over classes
+    /// (every class counts, absent ones too: both terms are defined with eps).
+    SensitivitySpecificity,
+    {
+        /// Layout of logits and targets (default multiclass).
+        mode: SegMode = SegMode::Multiclass,
+        /// Weight w of the sensitivity term (in [0, 1], default 0.05).
+        w: f32 = 0.05,
+        /// Added to both denominators (> 0, default 1e-5).
+        eps: f32 = 1e-5,
+        /// Target value whose pixels are left out (default none).
+        ignore_index: Option<i64> = None,
+        /// Statistics per image and class (default false).
+        per_image: bool = false,
+    },
+    |s| Overlap {
+        w: s.w,
+        ..plain(SENS_SPEC, s.mode, 0.0, s.eps, s.ignore_index, s.per_image, s.grad_scale)
+    }
+);
+
+overlap_loss!(
+    /// Combo loss (Taghanaki et al. 2019): `α CE + (1 − α) dice` on the same multiclass logits,
+    /// both from one read of each pixel's logits per pass; CE is torch `cross_entropy` (class
+    /// weights, weighted mean over non-ignored pixels, 0 when all are ignored), dice is
+    /// [`Dice`] with the same ignore index. A label outside [0, C) that is not ignore_index is
+    /// reported as for [`crate::CrossEntropy`].
+    Combo,
+    {
+        /// Weight α of the cross-entropy (in [0, 1], default 0.5).
+        alpha: f32 = 0.5,
+        /// Class weights of the cross-entropy, `[C]` (default none).
+        weight: Option<Vec<f32>> = None,
+        /// Label whose pixels are left out of both terms (default −100).
+        ignore_index: i64 = -100,
+        /// Smoothing of the dice term (≥ 0, default 0).
+        smooth: f32 = 0.0,
+        /// Lower clamp of the dice denominator (> 0, default 1e-7).
+        eps: f32 = 1e-7,
+    },
+    |s| Overlap {
+        alpha: s.alpha,
+        weight: s.weight.as_deref(),
+        ..plain(COMBO, SegMode::Multiclass, s.smooth, s.eps, Some(s.ignore_index), false, s.grad_scale)
+    }
+);

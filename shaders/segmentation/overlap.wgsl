@@ -1,0 +1,458 @@
+// Overlap losses of segmentation (F4): dice, jaccard, tversky (smp DiceLoss, JaccardLoss,
+// TverskyLoss), sensitivity_specificity (Brosch et al. 2015) and combo (alpha CE + (1 - alpha)
+// dice), on logits [N, C, S] (S = product of the spatial dims).
+//
+// Probabilities p are softmax over C (MODE multiclass, targets i32 labels [N, S]) or sigmoid per
+// element (binary, C = 1, and multilabel; targets f32 masks [N, C, S]); t is the one-hot label
+// or the mask. Pixels whose target is ignore_index have p = t = 0 (no statistics, no gradient).
+// Statistics are summed per group: a class (over batch and space), or with per_image an
+// (image, class) pair (over space); G groups in all. Per group: I = sum p t, Sp = sum p,
+// St = sum t, Sa = sum (t - p)^2 t, Sb = sum (t - p)^2 (1 - t), Sn = sum (1 - t) (over
+// non-ignored elements). With s the smoothing, k = 1 where a clamp max(., eps) is inactive:
+//   dice     score (2I + s) / max(Sp + St + s, eps)
+//   jaccard  score (I + s) / max(Sp + St - I + s, eps)
+//   tversky  score (I + s) / max(I + a (Sp - I) + b (St - I) + s, eps)
+//   loss_g = (1 - score) if St > 0 else 0;  loss = mean_g loss_g (tversky: to the power gamma)
+//   sensitivity_specificity  loss_g = w Sa / (St + eps) + (1 - w) Sb / (Sn + eps), mean over G
+//   combo    alpha CE + (1 - alpha) dice; CE as torch (class weights, weighted mean over the
+//            non-ignored pixels)
+// d loss / d p of an element of group g is A_g t + B_g (dice, jaccard, tversky) or
+// 2 (p - t) (A_g t + B_g (1 - t)) (sensitivity_specificity); `finish` leaves A_g, B_g in `work`.
+// The gradient w.r.t. the logits then follows the softmax (p_j (g_j - sum_c p_c g_c)) or the
+// sigmoid (g p (1 - p)).
+//
+// Passes: `pixel_pass` (multiclass: labels checked into the status word as cross-entropy does,
+// log-sum-exp per pixel into `work`, combo's CE partial sums), `stats_pass` (per group and
+// block, partial statistics), `stats_reduce` (one workgroup per group), `finish` (one
+// workgroup: losses, the loss value, coefficients), `grad_pass`. Nothing is written when a bad
+// label was recorded.
+
+struct Params {
+    samples: u32,       // samples in this segment
+    classes: u32,       // C
+    inner: u32,         // S
+    sample_base: u32,   // global index of the segment's first sample
+    groups: u32,        // G over all samples
+    wx: u32,            // stats workgroups per group in this segment
+    wx_total: u32,      // stats workgroup slots per group over all segments
+    wx_base: u32,       // this segment's first slot
+    pix_base: u32,      // this segment's first pixel-pass partial slot
+    pix_total: u32,     // pixel-pass partial slots over all segments
+    off_stat: u32,      // offsets in `work` (floats): stats partials, statistics, coefficients,
+    off_stats: u32,     // extras (CE sum, CE weight), log-sum-exp per pixel
+    off_coef: u32,
+    off_extra: u32,
+    off_lse: u32,
+    ignore_index: i32,
+    has_ignore: u32,
+    per_image: u32,
+    has_weight: u32,
+    smoothing: f32,
+    eps: f32,
+    alpha: f32,         // tversky alpha, combo alpha
+    beta: f32,
+    gamma: f32,
+    w: f32,             // sensitivity_specificity's w
+    grad_scale: f32,
+    pad0: u32,
+    pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+// Labels (i32) or masks (f32), read as bits.
+@group(0) @binding(1) var<storage, read> target_bits: array<u32>;
+@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(4) var<storage, read_write> work: array<f32>;
+@group(0) @binding(5) var<storage, read> weight: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+@group(0) @binding(7) var<storage, read_write> status: array<atomic<u32>>;
+
+const DICE: u32 = 0u;
+const JACCARD: u32 = 1u;
+const TVERSKY: u32 = 2u;
+const SENS_SPEC: u32 = 3u;
+const COMBO: u32 = 4u;
+const BINARY: u32 = 0u;
+const MULTICLASS: u32 = 1u;
+const MULTILABEL: u32 = 2u;
+const STATS: u32 = 6u;
+
+override KIND: u32 = 0u;
+override MODE: u32 = 1u;
+
+var<workgroup> failed: u32;
+
+fn bad_label_recorded(lid: u32) -> bool {
+    if (lid == 0u) {
+        failed = select(0u, 1u, atomicLoad(&status[0]) != 0u);
+    }
+    return workgroupUniformLoad(&failed) != 0u;
+}
+
+fn class_weight(c: u32) -> f32 {
+    if (params.has_weight != 0u) {
+        return weight[c];
+    }
+    return 1.0;
+}
+
+fn label(r: u32) -> i32 {
+    return bitcast<i32>(target_bits[r]);
+}
+
+fn label_ignored(y: i32) -> bool {
+    return params.has_ignore != 0u && y == params.ignore_index;
+}
+
+fn mask_ignored(m: f32) -> bool {
+    return params.has_ignore != 0u && m == f32(params.ignore_index);
+}
+
+// Element (n, c, s) of the segment: its flat index.
+fn elem(n: u32, c: u32, s: u32) -> u32 {
+    return (n * params.classes + c) * params.inner + s;
+}
+
+// The group of class c of (global) sample n.
+fn group_of(n_global: u32, c: u32) -> u32 {
+    return select(c, n_global * params.classes + c, params.per_image != 0u);
+}
+
+// Probability and target of element (n, c, s); the target is -1 for an ignored element.
+fn prob_target(n: u32, c: u32, s: u32) -> vec2<f32> {
+    let i = elem(n, c, s);
+    if (MODE == MULTICLASS) {
+        let r = n * params.inner + s;
+        let y = label(r);
+        if (label_ignored(y)) {
+            return vec2<f32>(0.0, -1.0);
+        }
+        let lse = work[params.off_lse + (params.sample_base * params.inner + r)];
+        return vec2<f32>(exp(logits[i] - lse), select(0.0, 1.0, u32(y) == c));
+    }
+    let m = bitcast<f32>(target_bits[i]);
+    if (mask_ignored(m)) {
+        return vec2<f32>(0.0, -1.0);
+    }
+    return vec2<f32>(sigmoid(logits[i]), m);
+}
+
+@compute @workgroup_size(256)
+fn pixel_pass(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let rows = params.samples * params.inner;
+    let b = block_range(rows, wid.x, nwg.x, WG);
+    var ce = 0.0;
+    var wsum = 0.0;
+    for (var r = b.x + lid.x; r < b.y; r += WG) {
+        let n = r / params.inner;
+        let s = r % params.inner;
+        var m = -BIG;
+        var acc = 0.0;
+        for (var c = 0u; c < params.classes; c++) {
+            let x = logits[elem(n, c, s)];
+            let m2 = max(m, x);
+            acc = acc * exp(m - m2) + exp(x - m2);
+            m = m2;
+        }
+        let lse = m + log(acc);
+        work[params.off_lse + params.sample_base * params.inner + r] = lse;
+        let y = label(r);
+        if (label_ignored(y)) {
+            continue;
+        }
+        if (y < 0 || u32(y) >= params.classes) {
+            atomicMax(&status[0], 0xffffffffu - (params.sample_base * params.inner + r));
+            continue;
+        }
+        let wy = class_weight(u32(y));
+        ce += wy * (lse - logits[elem(n, u32(y), s)]);
+        wsum += wy;
+    }
+    if (KIND == COMBO) {
+        let a = workgroup_sum(lid.x, ce);
+        let d = workgroup_sum(lid.x, wsum);
+        if (lid.x == 0u) {
+            work[2u * (params.pix_base + wid.x)] = a;
+            work[2u * (params.pix_base + wid.x) + 1u] = d;
+        }
+    }
+}
+
+var<workgroup> red6: array<array<f32, 6>, 256>;
+
+// Sums the six statistics over the workgroup into invocation 0's slot.
+fn reduce6(lid: u32, v: array<f32, 6>) -> array<f32, 6> {
+    red6[lid] = v;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h >>= 1u) {
+        if (lid < h) {
+            for (var j = 0u; j < STATS; j++) {
+                red6[lid][j] += red6[lid + h][j];
+            }
+        }
+        workgroupBarrier();
+    }
+    let out = red6[0];
+    workgroupBarrier();
+    return out;
+}
+
+// Workgroup (x, y): block x of the elements of local group y (a class, or an (image, class)).
+@compute @workgroup_size(256)
+fn stats_pass(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    if (bad_label_recorded(lid.x)) {
+        return;
+    }
+    let c = wid.y % params.classes;
+    // Elements of the group in this segment: every (n, s) of the class, or the pixels of one
+    // image.
+    var first_n = 0u;
+    var len = params.samples * params.inner;
+    if (params.per_image != 0u) {
+        first_n = wid.y / params.classes;
+        len = params.inner;
+    }
+    let b = block_range(len, wid.x, params.wx, WG);
+    var v = array<f32, 6>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (var k = b.x + lid.x; k < b.y; k += WG) {
+        let n = first_n + k / params.inner;
+        let pt = prob_target(n, c, k % params.inner);
+        let p = pt.x;
+        let t = pt.y;
+        if (t < 0.0) {
+            continue;
+        }
+        let d2 = (t - p) * (t - p);
+        v[0] += p * t;
+        v[1] += p;
+        v[2] += t;
+        v[3] += d2 * t;
+        v[4] += d2 * (1.0 - t);
+        v[5] += 1.0 - t;
+    }
+    let total = reduce6(lid.x, v);
+    if (lid.x == 0u) {
+        let g = group_of(params.sample_base + first_n, c);
+        let slot = g * params.wx_total + params.wx_base + wid.x;
+        for (var j = 0u; j < STATS; j++) {
+            work[params.off_stat + slot * STATS + j] = total[j];
+        }
+    }
+}
+
+// Workgroup g: the statistics of group g over every slot (slots no segment wrote are zero).
+@compute @workgroup_size(256)
+fn stats_reduce(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    if (bad_label_recorded(lid.x)) {
+        return;
+    }
+    let g = wid.x + wid.y * 65535u;
+    if (g >= params.groups) {
+        return;
+    }
+    var v = array<f32, 6>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (var k = lid.x; k < params.wx_total; k += WG) {
+        for (var j = 0u; j < STATS; j++) {
+            v[j] += work[params.off_stat + (g * params.wx_total + k) * STATS + j];
+        }
+    }
+    let total = reduce6(lid.x, v);
+    if (lid.x == 0u) {
+        for (var j = 0u; j < STATS; j++) {
+            work[params.off_stats + g * STATS + j] = total[j];
+        }
+    }
+}
+
+// Score numerator, denominator and the clamp indicator of an overlap group.
+fn overlap(st: array<f32, 6>) -> vec3<f32> {
+    let i = st[0];
+    let sp = st[1];
+    let stt = st[2];
+    let s = params.smoothing;
+    var num = i + s;
+    var den = 0.0;
+    if (KIND == DICE || KIND == COMBO) {
+        num = 2.0 * i + s;
+        den = sp + stt + s;
+    } else if (KIND == JACCARD) {
+        den = sp + stt - i + s;
+    } else {
+        den = i + params.alpha * (sp - i) + params.beta * (stt - i) + s;
+    }
+    let k = select(0.0, 1.0, den >= params.eps);
+    return vec3<f32>(num, max(den, params.eps), k);
+}
+
+fn stats_of(g: u32) -> array<f32, 6> {
+    var st: array<f32, 6>;
+    for (var j = 0u; j < STATS; j++) {
+        st[j] = work[params.off_stats + g * STATS + j];
+    }
+    return st;
+}
+
+@compute @workgroup_size(256)
+fn finish(@builtin(local_invocation_id) lid: vec3<u32>) {
+    if (bad_label_recorded(lid.x)) {
+        return;
+    }
+    let groups = f32(params.groups);
+    // Mean loss over groups (each invocation a strided share).
+    var acc = 0.0;
+    for (var g = lid.x; g < params.groups; g += WG) {
+        let st = stats_of(g);
+        if (KIND == SENS_SPEC) {
+            acc += params.w * st[3] / (st[2] + params.eps)
+                + (1.0 - params.w) * st[4] / (st[5] + params.eps);
+        } else if (st[2] > 0.0) {
+            let o = overlap(st);
+            acc += 1.0 - o.x / o.y;
+        }
+    }
+    let mean = workgroup_sum(lid.x, acc) / groups;
+    // Combo's cross-entropy.
+    var ce = 0.0;
+    var wsum = 0.0;
+    if (KIND == COMBO) {
+        var a = 0.0;
+        var d = 0.0;
+        for (var k = lid.x; k < params.pix_total; k += WG) {
+            a += work[2u * k];
+            d += work[2u * k + 1u];
+        }
+        ce = workgroup_sum(lid.x, a);
+        wsum = workgroup_sum(lid.x, d);
+    }
+    // d loss / d loss_g.
+    var outer = params.grad_scale / groups;
+    var value = mean;
+    if (KIND == TVERSKY) {
+        value = pow0(mean, params.gamma);
+        let gamma = params.gamma;
+        outer *= select(gamma * pow(mean, gamma - 1.0), select(0.0, 1.0, gamma == 1.0), mean <= 0.0);
+    }
+    if (KIND == COMBO) {
+        let ce_mean = select(0.0, ce / wsum, wsum != 0.0);
+        value = params.alpha * ce_mean + (1.0 - params.alpha) * mean;
+        outer *= 1.0 - params.alpha;
+        if (lid.x == 0u) {
+            // The CE gradient's scale: alpha grad_scale / (sum of weights).
+            work[params.off_extra] = select(0.0, params.alpha * params.grad_scale / wsum, wsum != 0.0);
+        }
+    }
+    if (lid.x == 0u) {
+        loss[0] = value;
+    }
+    for (var g = lid.x; g < params.groups; g += WG) {
+        let st = stats_of(g);
+        var a = 0.0;
+        var b = 0.0;
+        if (KIND == SENS_SPEC) {
+            a = outer * params.w / (st[2] + params.eps);
+            b = outer * (1.0 - params.w) / (st[5] + params.eps);
+        } else if (st[2] > 0.0) {
+            let o = overlap(st);
+            let num = o.x;
+            let den = o.y;
+            let k = o.z;
+            // d score / d p = (t den - num k d den / d p) / den^2, d den / d p = dt t + dc.
+            var dt = 0.0;
+            var dc = 0.0;
+            var dn = 1.0;
+            if (KIND == DICE || KIND == COMBO) {
+                dn = 2.0;
+                dc = 1.0;
+            } else if (KIND == JACCARD) {
+                dt = -1.0;
+                dc = 1.0;
+            } else {
+                dt = 1.0 - params.alpha - params.beta;
+                dc = params.alpha;
+            }
+            a = -outer * (dn / den - num * k * dt / (den * den));
+            b = outer * num * k * dc / (den * den);
+        }
+        work[params.off_coef + 2u * g] = a;
+        work[params.off_coef + 2u * g + 1u] = b;
+    }
+}
+
+// d loss / d p of an element with probability p and target t in group g.
+fn dloss_dp(g: u32, p: f32, t: f32) -> f32 {
+    let a = work[params.off_coef + 2u * g];
+    let b = work[params.off_coef + 2u * g + 1u];
+    if (KIND == SENS_SPEC) {
+        return 2.0 * (p - t) * (a * t + b * (1.0 - t));
+    }
+    return a * t + b;
+}
+
+@compute @workgroup_size(256)
+fn grad_pass(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (bad_label_recorded(lid.x)) {
+        return;
+    }
+    if (MODE != MULTICLASS) {
+        // One element per step.
+        let len = params.samples * params.classes * params.inner;
+        let b = block_range(len, wid.x, nwg.x, WG);
+        for (var i = b.x + lid.x; i < b.y; i += WG) {
+            let n = i / (params.classes * params.inner);
+            let c = (i / params.inner) % params.classes;
+            let pt = prob_target(n, c, i % params.inner);
+            var g = 0.0;
+            if (pt.y >= 0.0) {
+                let p = pt.x;
+                g = dloss_dp(group_of(params.sample_base + n, c), p, pt.y) * p * (1.0 - p);
+            }
+            grad[i] = g;
+        }
+        return;
+    }
+    // One pixel per step: the softmax's chain over its classes.
+    let rows = params.samples * params.inner;
+    let b = block_range(rows, wid.x, nwg.x, WG);
+    let ce_scale = work[params.off_extra];
+    for (var r = b.x + lid.x; r < b.y; r += WG) {
+        let n = r / params.inner;
+        let s = r % params.inner;
+        let y = label(r);
+        if (label_ignored(y)) {
+            for (var c = 0u; c < params.classes; c++) {
+                grad[elem(n, c, s)] = 0.0;
+            }
+            continue;
+        }
+        let ng = params.sample_base + n;
+        var dot = 0.0;
+        for (var c = 0u; c < params.classes; c++) {
+            let pt = prob_target(n, c, s);
+            dot += pt.x * dloss_dp(group_of(ng, c), pt.x, pt.y);
+        }
+        let wy = class_weight(u32(y));
+        for (var c = 0u; c < params.classes; c++) {
+            let pt = prob_target(n, c, s);
+            var g = pt.x * (dloss_dp(group_of(ng, c), pt.x, pt.y) - dot);
+            if (KIND == COMBO) {
+                g += ce_scale * wy * (pt.x - pt.y);
+            }
+            grad[elem(n, c, s)] = g;
+        }
+    }
+}
