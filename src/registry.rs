@@ -381,6 +381,65 @@ macro_rules! box_entry {
     };
 }
 
+/// Defaults of the segmentation family's entries: multiclass logits `[N, 5, 12]` (one class
+/// never labelled in most batches, so absent classes are exercised), labels with one pixel in
+/// eight ignored; the loss is a scalar.
+const F4: Entry = Entry {
+    family: "F4 segmentation",
+    domain: (-4.0, 4.0),
+    reductions: &[Reduction::Mean],
+    layout: Layout::Classes {
+        classes: 5,
+        inner: 12,
+        ignores: true,
+    },
+    bench_shapes: &[&[8, 21, 512, 512]],
+    ..F1
+};
+
+/// The reference's options for a multiclass variant.
+fn seg_options(smooth: f32, eps: f32, per_image: bool) -> wgloss_ref::SegOptions {
+    wgloss_ref::SegOptions {
+        mode: wgloss_ref::SegMode::Multiclass,
+        smooth: smooth.into(),
+        eps: eps.into(),
+        ignore_index: Some(IGNORE),
+        per_image,
+    }
+}
+
+/// An entry of an overlap loss: variants (smooth, per_image) = (0, false), (1, false), (0, true).
+macro_rules! overlap_entry {
+    ($name:literal, $anchor:literal, |$smooth:ident, $per_image:ident| $loss:expr, $kind:expr) => {
+        Entry {
+            name: $name,
+            anchor: $anchor,
+            variants: &["ignore_index=-100", "smooth=1", "per_image"],
+            make: |_, v, _| {
+                let ($smooth, $per_image) = [(0.0f32, false), (1.0, false), (0.0, true)][v];
+                let loss = $loss;
+                let eps = loss.eps;
+                let opts = seg_options($smooth, eps, $per_image);
+                stateless(
+                    loss,
+                    move |p, t| wgloss_ref::overlap_loss($kind, p, t, opts, 1.0),
+                    1.0,
+                )
+            },
+            bad_params: &[BadParam {
+                param: "eps",
+                build: |_| {
+                    Ok(Box::new(wgloss::Dice {
+                        eps: 0.0,
+                        ..Default::default()
+                    }))
+                },
+            }],
+            ..F4
+        }
+    };
+}
+
 /// Every implemented loss.
 pub static REGISTRY: &[Entry] = &[
     Entry {
@@ -1448,6 +1507,127 @@ pub static REGISTRY: &[Entry] = &[
             },
         ],
         ..F3
+    },
+    overlap_entry!(
+        "dice",
+        "smp DiceLoss",
+        |smooth, per_image| wgloss::Dice {
+            smooth,
+            per_image,
+            ignore_index: Some(IGNORE),
+            ..Default::default()
+        },
+        wgloss_ref::Overlap::Dice
+    ),
+    overlap_entry!(
+        "jaccard",
+        "smp JaccardLoss",
+        |smooth, per_image| wgloss::Jaccard {
+            smooth,
+            per_image,
+            ignore_index: Some(IGNORE),
+            ..Default::default()
+        },
+        wgloss_ref::Overlap::Jaccard
+    ),
+    overlap_entry!(
+        "tversky",
+        "smp TverskyLoss",
+        |smooth, per_image| wgloss::Tversky {
+            alpha: 0.3,
+            beta: 0.7,
+            gamma: 1.5,
+            smooth,
+            per_image,
+            ignore_index: Some(IGNORE),
+            ..Default::default()
+        },
+        wgloss_ref::Overlap::Tversky {
+            alpha: 0.3,
+            beta: 0.7,
+            gamma: 1.5
+        }
+    ),
+    Entry {
+        name: "combo",
+        anchor: "seeds (Taghanaki 2019)",
+        variants: &["alpha=0.5", "alpha=0.3,weight,smooth=1"],
+        make: |_, v, _| {
+            let (alpha, smooth) = [(0.5f32, 0.0f32), (0.3, 1.0)][v];
+            let weight = (v == 1).then(|| vec![0.5f32, 2.0, 1.0, 0.25, 1.5]);
+            let w64: Option<Vec<f64>> = weight
+                .as_ref()
+                .map(|w| w.iter().map(|&x| x.into()).collect());
+            stateless(
+                wgloss::Combo {
+                    alpha,
+                    weight,
+                    ignore_index: IGNORE,
+                    smooth,
+                    ..Default::default()
+                },
+                move |p, t| {
+                    wgloss_ref::combo(
+                        p,
+                        t,
+                        alpha.into(),
+                        w64.as_deref(),
+                        Some(IGNORE),
+                        smooth.into(),
+                        1e-7f32.into(),
+                        1.0,
+                    )
+                },
+                1.0,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "alpha",
+            build: |_| {
+                Ok(Box::new(wgloss::Combo {
+                    alpha: 1.5,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F4
+    },
+    Entry {
+        name: "sensitivity_specificity",
+        anchor: "Brosch et al. 2015",
+        variants: &["w=0.05", "w=0.5,per_image"],
+        make: |_, v, _| {
+            let (w, per_image) = [(0.05f32, false), (0.5, true)][v];
+            let opts = seg_options(0.0, 1e-5, per_image);
+            stateless(
+                wgloss::SensitivitySpecificity {
+                    w,
+                    per_image,
+                    ignore_index: Some(IGNORE),
+                    ..Default::default()
+                },
+                move |p, t| {
+                    wgloss_ref::overlap_loss(
+                        wgloss_ref::Overlap::SensitivitySpecificity { w: w.into() },
+                        p,
+                        t,
+                        opts,
+                        1.0,
+                    )
+                },
+                1.0,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "w",
+            build: |_| {
+                Ok(Box::new(wgloss::SensitivitySpecificity {
+                    w: -0.5,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F4
     },
 ];
 

@@ -470,11 +470,10 @@ fn out_of_range_label_is_reported(entry: &Entry) {
     let Layout::Classes { classes, .. } = entry.layout else {
         panic!("{} has no labels", entry.name)
     };
-    for (reduction, bad) in [
-        (Reduction::Mean, classes as f32),
-        (Reduction::None, -1.0),
-        (Reduction::Sum, 1e6),
-    ] {
+    // Each bad value under one of the loss's reductions in turn.
+    let bad_values = [classes as f32, -1.0, 1e6];
+    for (k, bad) in bad_values.into_iter().enumerate() {
+        let reduction = entry.reductions[k % entry.reductions.len()];
         let inst = (entry.make)(gpu, 0, reduction).expect("default variant");
         let mut inputs = inputs(entry, 700, 2);
         inputs.target[40] = bad;
@@ -595,5 +594,15 @@ conformance! {
         exponential,
         ghm_c,
     ]
-    label_losses: [cross_entropy, poly1, softmax_focal, multiclass_hinge]
+    label_losses: [
+        cross_entropy,
+        poly1,
+        softmax_focal,
+        multiclass_hinge,
+        dice,
+        jaccard,
+        tversky,
+        combo,
+        sensitivity_specificity,
+    ]
 }

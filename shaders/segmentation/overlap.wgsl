@@ -339,7 +339,8 @@ fn finish(@builtin(local_invocation_id) lid: vec3<u32>) {
     var outer = params.grad_scale / groups;
     var value = mean;
     if (KIND == TVERSKY) {
-        value = pow0(mean, params.gamma);
+        // pow0 maps NaN to 0 or 1: keep a NaN mean.
+        value = select(pow0(mean, params.gamma), mean, is_nan(mean));
         let gamma = params.gamma;
         outer *= select(gamma * pow(mean, gamma - 1.0), select(0.0, 1.0, gamma == 1.0), mean <= 0.0);
     }

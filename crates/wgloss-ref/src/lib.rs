@@ -8,10 +8,12 @@
 mod boxes;
 mod classification;
 mod regression;
+mod segmentation;
 
 pub use boxes::*;
 pub use classification::*;
 pub use regression::*;
+pub use segmentation::*;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 

@@ -1,0 +1,261 @@
+//! Segmentation overlap losses beyond the registry's multiclass sweep: binary and multilabel
+//! masks, per-image statistics, one class, 1×1 images, images whose size no workgroup divides,
+//! an all-ignored batch and out-of-range labels.
+
+use wgloss::{Combo, Dice, Jaccard, Loss, SegMode, SensitivitySpecificity, Tensor, Tversky};
+use wgloss_ref::{Overlap, SegOptions};
+use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
+use wgloss_suite::shared_gpu;
+
+/// The four overlap losses in `mode` with `ignore_index` and `per_image`, with their reference
+/// kinds.
+fn losses(
+    mode: SegMode,
+    ignore_index: Option<i64>,
+    per_image: bool,
+    smooth: f32,
+) -> Vec<(Box<dyn Loss>, Overlap, f32)> {
+    vec![
+        (
+            Box::new(Dice {
+                mode,
+                smooth,
+                ignore_index,
+                per_image,
+                ..Default::default()
+            }),
+            Overlap::Dice,
+            1e-7,
+        ),
+        (
+            Box::new(Jaccard {
+                mode,
+                smooth,
+                ignore_index,
+                per_image,
+                ..Default::default()
+            }),
+            Overlap::Jaccard,
+            1e-7,
+        ),
+        (
+            Box::new(Tversky {
+                mode,
+                alpha: 0.7,
+                beta: 0.3,
+                gamma: 0.75,
+                smooth,
+                ignore_index,
+                per_image,
+                ..Default::default()
+            }),
+            Overlap::Tversky {
+                alpha: 0.7,
+                beta: 0.3,
+                gamma: 0.75,
+            },
+            1e-7,
+        ),
+        (
+            Box::new(SensitivitySpecificity {
+                mode,
+                w: 0.2,
+                ignore_index,
+                per_image,
+                ..Default::default()
+            }),
+            Overlap::SensitivitySpecificity { w: 0.2 },
+            1e-5,
+        ),
+    ]
+}
+
+fn ref_mode(mode: SegMode) -> wgloss_ref::SegMode {
+    match mode {
+        SegMode::Binary => wgloss_ref::SegMode::Binary,
+        SegMode::Multiclass => wgloss_ref::SegMode::Multiclass,
+        SegMode::Multilabel => wgloss_ref::SegMode::Multilabel,
+    }
+}
+
+/// Logits of `shape` and targets for `mode`: labels (every 9th pixel `ignore`) or 0/1 masks
+/// (every 9th element `ignore`).
+fn inputs(
+    shape: &[usize],
+    mode: SegMode,
+    ignore: i64,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
+    let mut rng = Rng::new(seed);
+    let len: usize = shape.iter().product();
+    let logits = rng.uniform(len, -3.0, 3.0);
+    let c = shape[1];
+    if mode == SegMode::Multiclass {
+        let target_shape: Vec<usize> = [shape[0]]
+            .into_iter()
+            .chain(shape[2..].iter().copied())
+            .collect();
+        let rows: usize = target_shape.iter().product();
+        // Class c − 1 never appears (when C > 1): an absent class.
+        let classes = if c > 1 { c - 1 } else { 1 };
+        let labels = (0..rows)
+            .map(|r| {
+                if r % 9 == 4 {
+                    ignore as f32
+                } else {
+                    (rng.unit() * classes as f64).floor() as f32
+                }
+            })
+            .collect();
+        return (logits, labels, target_shape);
+    }
+    let masks = (0..len)
+        .map(|i| {
+            if i % 9 == 4 {
+                ignore as f32
+            } else {
+                (rng.unit() < 0.3) as u8 as f32
+            }
+        })
+        .collect();
+    (logits, masks, shape.to_vec())
+}
+
+fn check(shape: &[usize], mode: SegMode, per_image: bool, smooth: f32) {
+    let Some(gpu) = shared_gpu() else { return };
+    let ignore = if mode == SegMode::Multiclass { 255 } else { -1 };
+    let (logits, target, target_shape) =
+        inputs(shape, mode, ignore, shape.iter().product::<usize>() as u64);
+    let x = Tensor::from_slice(gpu, &logits, shape).unwrap();
+    let t = if mode == SegMode::Multiclass {
+        let labels: Vec<i32> = target.iter().map(|&v| v as i32).collect();
+        Tensor::from_labels(gpu, &labels, &target_shape).unwrap()
+    } else {
+        Tensor::from_slice(gpu, &target, &target_shape).unwrap()
+    };
+    for (loss, kind, eps) in losses(mode, Some(ignore), per_image, smooth) {
+        let out = loss.compute(gpu, &x, &t).unwrap();
+        let opts = SegOptions {
+            mode: ref_mode(mode),
+            smooth: smooth.into(),
+            eps: f64::from(eps),
+            ignore_index: Some(ignore),
+            per_image,
+        };
+        let want = wgloss_ref::overlap_loss(
+            kind,
+            to_f64(&logits, shape).view(),
+            to_f64(&target, &target_shape).view(),
+            opts,
+            1.0,
+        );
+        let what = format!("{kind:?} {mode:?} {shape:?} per_image={per_image} smooth={smooth}");
+        compare(
+            &format!("{what} loss"),
+            &out.loss.to_vec(gpu).unwrap(),
+            want.loss.view(),
+            REDUCED,
+        )
+        .unwrap();
+        compare(
+            &format!("{what} grad"),
+            &out.grad.to_vec(gpu).unwrap(),
+            want.grad.view(),
+            ELEMENTWISE,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn binary_masks_match_reference() {
+    check(&[3, 1, 7, 9], SegMode::Binary, false, 0.0);
+    check(&[3, 1, 7, 9], SegMode::Binary, true, 1.0);
+}
+
+#[test]
+fn multilabel_masks_match_reference() {
+    check(&[2, 4, 5, 6], SegMode::Multilabel, false, 1.0);
+    check(&[2, 4, 5, 6], SegMode::Multilabel, true, 0.0);
+}
+
+#[test]
+fn multiclass_odd_images_match_reference() {
+    check(&[2, 3, 17, 13], SegMode::Multiclass, false, 0.0);
+    check(&[2, 3, 17, 13], SegMode::Multiclass, true, 0.0);
+}
+
+#[test]
+fn one_by_one_images_and_one_class_match_reference() {
+    check(&[5, 3, 1, 1], SegMode::Multiclass, true, 1.0);
+    check(&[4, 1, 3, 3], SegMode::Multiclass, false, 0.0);
+}
+
+/// Every pixel ignored: loss 0 and a zero gradient.
+#[test]
+fn all_ignored_gives_zero() {
+    let Some(gpu) = shared_gpu() else { return };
+    let x =
+        Tensor::from_slice(gpu, &Rng::new(1).uniform(2 * 3 * 4, -1.0, 1.0), &[2, 3, 4]).unwrap();
+    let y = Tensor::from_labels(gpu, &[255; 8], &[2, 4]).unwrap();
+    for (loss, kind, _) in losses(SegMode::Multiclass, Some(255), false, 0.0) {
+        let out = loss.compute(gpu, &x, &y).unwrap();
+        assert_eq!(out.loss.to_vec(gpu).unwrap(), [0.0], "{kind:?}");
+        assert!(
+            out.grad.to_vec(gpu).unwrap().iter().all(|&g| g == 0.0),
+            "{kind:?}"
+        );
+    }
+    let combo = Combo {
+        ignore_index: 255,
+        ..Default::default()
+    }
+    .compute(gpu, &x, &y)
+    .unwrap();
+    assert_eq!(combo.loss.to_vec(gpu).unwrap(), [0.0]);
+}
+
+/// A label outside [0, C) that is not ignore_index is reported with its position.
+#[test]
+fn out_of_range_labels_are_reported() {
+    let Some(gpu) = shared_gpu() else { return };
+    let x = Tensor::from_slice(gpu, &[0.0; 24], &[2, 3, 4]).unwrap();
+    let y = Tensor::from_labels(gpu, &[0, 1, 2, 0, 1, 7, 2, 0], &[2, 4]).unwrap();
+    let r = Dice::default().compute(gpu, &x, &y);
+    assert!(
+        matches!(
+            r,
+            Err(wgloss::Error::LabelOutOfRange {
+                position: 5,
+                label: 7,
+                classes: 3
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+/// Binary mode takes one channel; masks must have the logits' shape.
+#[test]
+fn bad_shapes_are_rejected() {
+    let Some(gpu) = shared_gpu() else { return };
+    let x = Tensor::from_slice(gpu, &[0.0; 24], &[2, 3, 4]).unwrap();
+    let m = Tensor::from_slice(gpu, &[0.0; 24], &[2, 3, 4]).unwrap();
+    let binary = Dice {
+        mode: SegMode::Binary,
+        ..Default::default()
+    };
+    assert!(matches!(
+        binary.compute(gpu, &x, &m),
+        Err(wgloss::Error::InvalidShape { .. })
+    ));
+    let short = Tensor::from_slice(gpu, &[0.0; 8], &[2, 1, 4]).unwrap();
+    let multilabel = Dice {
+        mode: SegMode::Multilabel,
+        ..Default::default()
+    };
+    assert!(matches!(
+        multilabel.compute(gpu, &x, &short),
+        Err(wgloss::Error::ShapeMismatch { name: "target", .. })
+    ));
+}
