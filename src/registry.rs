@@ -54,6 +54,8 @@ pub struct Entry {
     /// Whether inputs of ±1e4 must give finite loss and gradients (false where the math itself
     /// overflows, as e^{1e4} does).
     pub extreme_finite: bool,
+    /// Tolerance of the gradient against the reference for inputs of ±1e4.
+    pub extreme_tolerance: crate::check::Tolerance,
     /// How inputs are laid out.
     pub layout: Layout,
     /// Where the loss's derivative jumps (prediction, target): test inputs are moved off these
@@ -98,6 +100,12 @@ pub enum Layout {
         classes: usize,
         inner: usize,
         ignores: bool,
+    },
+    /// Images `[N, channels, height, width]`, prediction and target alike.
+    Images {
+        channels: usize,
+        height: usize,
+        width: usize,
     },
 }
 
@@ -175,6 +183,16 @@ impl Entry {
             Layout::Classes { classes, inner, .. } => {
                 vec![n.div_ceil(classes * inner), classes, inner]
             }
+            Layout::Images {
+                channels,
+                height,
+                width,
+            } => vec![
+                n.div_ceil(channels * height * width),
+                channels,
+                height,
+                width,
+            ],
         }
     }
 
@@ -439,6 +457,13 @@ macro_rules! overlap_entry {
         }
     };
 }
+
+/// An SSIM variant: (window, padding, max_val, grad_scale).
+const SSIM_VARIANTS: [(usize, wgloss::SsimPadding, f32, f32); 3] = [
+    (11, wgloss::SsimPadding::Same, 1.0, 1.0),
+    (5, wgloss::SsimPadding::Valid, 1.0, 1.0),
+    (3, wgloss::SsimPadding::Same, 2.0, 0.5),
+];
 
 /// Every implemented loss.
 pub static REGISTRY: &[Entry] = &[
@@ -1629,6 +1654,84 @@ pub static REGISTRY: &[Entry] = &[
         }],
         ..F4
     },
+    Entry {
+        name: "ssim",
+        anchor: "kornia ssim_loss",
+        family: "F4 segmentation",
+        variants: &[
+            "window=11",
+            "window=5,valid",
+            "window=3,max_val=2,grad_scale=0.5",
+        ],
+        domain: (0.0, 1.0),
+        targets: Targets::Probability,
+        layout: Layout::Images {
+            channels: 2,
+            height: 13,
+            width: 11,
+        },
+        bench_shapes: &[&[16, 3, 512, 512]],
+        // Images of 1e4: σ² = E[x²] − μ² cancels about three of f32's seven digits, and each
+        // gradient is a sum of such terms.
+        extreme_tolerance: crate::check::Tolerance {
+            rtol: 2e-3,
+            atol_frac: 1e-4,
+        },
+        make: |_, v, reduction| {
+            let (window_size, padding, max_val, grad_scale) = SSIM_VARIANTS[v];
+            let pad = match padding {
+                wgloss::SsimPadding::Same => wgloss_ref::SsimPadding::Same,
+                wgloss::SsimPadding::Valid => wgloss_ref::SsimPadding::Valid,
+            };
+            stateless(
+                wgloss::Ssim {
+                    window_size,
+                    padding,
+                    max_val,
+                    reduction,
+                    grad_scale,
+                    ..Default::default()
+                },
+                move |p, t| {
+                    wgloss_ref::ssim_loss(
+                        p,
+                        t,
+                        window_size,
+                        1.5,
+                        max_val.into(),
+                        0.01,
+                        0.03,
+                        1e-12,
+                        pad,
+                        reduction.into_ref(),
+                        grad_scale.into(),
+                    )
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[
+            BadParam {
+                param: "window_size",
+                build: |_| {
+                    Ok(Box::new(wgloss::Ssim {
+                        window_size: 4,
+                        ..Default::default()
+                    }))
+                },
+            },
+            BadParam {
+                param: "sigma",
+                build: |_| {
+                    Ok(Box::new(wgloss::Ssim {
+                        sigma: 0.0,
+                        ..Default::default()
+                    }))
+                },
+            },
+        ],
+        ..F1
+    },
 ];
 
 /// Defaults of the regression family's entries.
@@ -1641,6 +1744,7 @@ const F1: Entry = Entry {
     domain: (-3.0, 3.0),
     targets: Targets::Uniform,
     extreme_finite: true,
+    extreme_tolerance: crate::check::ELEMENTWISE,
     layout: Layout::Elementwise { row: 1 },
     jump: None,
     bench_shapes: &[],

@@ -259,3 +259,122 @@ fn bad_shapes_are_rejected() {
         Err(wgloss::Error::ShapeMismatch { name: "target", .. })
     ));
 }
+
+/// SSIM on 1×1 images, on images smaller than the window (reflection wraps), and under valid
+/// padding with its cropped per-pixel map, against the reference.
+#[test]
+fn ssim_small_and_cropped_images_match_reference() {
+    let Some(gpu) = shared_gpu() else { return };
+    let cases = [
+        (
+            vec![2, 3, 1, 1],
+            11,
+            wgloss::SsimPadding::Same,
+            wgloss::Reduction::Mean,
+        ),
+        (
+            vec![1, 2, 5, 4],
+            11,
+            wgloss::SsimPadding::Same,
+            wgloss::Reduction::Sum,
+        ),
+        (
+            vec![1, 2, 20, 23],
+            11,
+            wgloss::SsimPadding::Valid,
+            wgloss::Reduction::None,
+        ),
+    ];
+    for (shape, window_size, padding, reduction) in cases {
+        let len: usize = shape.iter().product();
+        let mut rng = Rng::new(len as u64);
+        let (x, y) = (rng.uniform(len, 0.0, 1.0), rng.uniform(len, 0.0, 1.0));
+        let loss = wgloss::Ssim {
+            window_size,
+            padding,
+            reduction,
+            ..Default::default()
+        };
+        let out = loss
+            .compute(
+                gpu,
+                &Tensor::from_slice(gpu, &x, &shape).unwrap(),
+                &Tensor::from_slice(gpu, &y, &shape).unwrap(),
+            )
+            .unwrap();
+        let pad = match padding {
+            wgloss::SsimPadding::Same => wgloss_ref::SsimPadding::Same,
+            wgloss::SsimPadding::Valid => wgloss_ref::SsimPadding::Valid,
+        };
+        let r = match reduction {
+            wgloss::Reduction::None => wgloss_ref::Reduction::None,
+            wgloss::Reduction::Mean => wgloss_ref::Reduction::Mean,
+            wgloss::Reduction::Sum => wgloss_ref::Reduction::Sum,
+        };
+        let want = wgloss_ref::ssim_loss(
+            to_f64(&x, &shape).view(),
+            to_f64(&y, &shape).view(),
+            window_size,
+            1.5,
+            1.0,
+            0.01,
+            0.03,
+            1e-12,
+            pad,
+            r,
+            1.0,
+        );
+        let what = format!("ssim {shape:?} window {window_size} {padding:?} {reduction:?}");
+        assert_eq!(out.loss.shape(), want.loss.shape(), "{what}: loss shape");
+        let tol = if reduction == wgloss::Reduction::None {
+            ELEMENTWISE
+        } else {
+            REDUCED
+        };
+        compare(
+            &format!("{what} loss"),
+            &out.loss.to_vec(gpu).unwrap(),
+            want.loss.view(),
+            tol,
+        )
+        .unwrap();
+        // Where a window sees (nearly) one pixel, σ² ≈ 0 and the gradient is the difference of
+        // terms about 1/C2 ≈ 1e3 times larger: f32 keeps about four digits of it.
+        let grad_tol = if shape[2] * shape[3] < window_size * window_size {
+            wgloss_suite::check::Tolerance {
+                rtol: 5e-3,
+                atol_frac: 2e-3,
+            }
+        } else {
+            ELEMENTWISE
+        };
+        compare(
+            &format!("{what} grad"),
+            &out.grad.to_vec(gpu).unwrap(),
+            want.grad.view(),
+            grad_tol,
+        )
+        .unwrap();
+    }
+}
+
+/// Under valid padding a window larger than the image is rejected; so is a rank other than 4.
+#[test]
+fn ssim_rejects_windows_larger_than_the_image_and_bad_ranks() {
+    let Some(gpu) = shared_gpu() else { return };
+    let x = Tensor::from_slice(gpu, &[0.5; 50], &[1, 2, 5, 5]).unwrap();
+    let valid = wgloss::Ssim {
+        padding: wgloss::SsimPadding::Valid,
+        ..Default::default()
+    };
+    assert!(matches!(
+        valid.compute(gpu, &x, &x),
+        Err(wgloss::Error::InvalidShape { .. })
+    ));
+    let flat = Tensor::from_slice(gpu, &[0.5; 50], &[10, 5]).unwrap();
+    let same = wgloss::Ssim::default();
+    assert!(matches!(
+        same.compute(gpu, &flat, &flat),
+        Err(wgloss::Error::InvalidShape { .. })
+    ));
+}

@@ -9,11 +9,13 @@ mod boxes;
 mod classification;
 mod regression;
 mod segmentation;
+mod ssim;
 
 pub use boxes::*;
 pub use classification::*;
 pub use regression::*;
 pub use segmentation::*;
+pub use ssim::*;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 

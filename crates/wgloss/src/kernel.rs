@@ -81,6 +81,12 @@ pub(crate) const OVERLAP: Kernel = Kernel {
     parts: &[PRELUDE, shader!("segmentation/overlap.wgsl")],
 };
 
+/// SSIM: Gaussian blurs, the SSIM map and the blur's adjoint.
+pub(crate) const SSIM: Kernel = Kernel {
+    name: "ssim",
+    parts: &[PRELUDE, shader!("segmentation/ssim.wgsl")],
+};
+
 macro_rules! elementwise_kernels {
     (
     others: [$($other:ident),*]
@@ -127,7 +133,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP]
+    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

@@ -27,6 +27,7 @@ mod gpu;
 pub mod kernel;
 pub mod regression;
 pub mod segmentation;
+mod ssim;
 mod tensor;
 
 pub use boxes::*;
@@ -36,6 +37,7 @@ pub use error::{Error, Result};
 pub use gpu::{Gpu, INSTALL_HINT};
 pub use regression::*;
 pub use segmentation::*;
+pub use ssim::*;
 pub use tensor::{DType, Tensor, TENSOR_USAGES};
 
 /// How per-element losses are combined. Gradients are those of the reduced loss, multiplied by

@@ -1,0 +1,261 @@
+// ssim (kornia ssim_loss): loss map clamp((1 - SSIM) / 2, 0, 1) of images [N, C, H, W], forward
+// and backward. With G the separable Gaussian blur (window `win`, odd size K = 2r + 1) under
+// reflect padding (torch's 'reflect', extended periodically with period 2(n - 1) so that any
+// image size works; n = 1 maps every index to 0):
+//   mu1 = G x1, mu2 = G x2, E11 = G x1^2, E22 = G x2^2, E12 = G x1 x2
+//   SSIM = (2 mu1 mu2 + C1)(2 s12 + C2) / ((mu1^2 + mu2^2 + C1)(s11 + s22 + C2) + eps),
+//   s11 = E11 - mu1^2, s22 = E22 - mu2^2, s12 = E12 - mu1 mu2.
+// Under valid padding the map is cropped by r on every side. The gradient w.r.t. x1 (the
+// prediction) is G^T a + 2 x1 G^T b + x2 G^T c, with a, b, c the derivatives of the loss w.r.t.
+// mu1, E11, E12 at each output pixel (0 outside the crop and where the clamp is active).
+//
+// A segment is a run of whole planes (n, c); `work` holds 8 planes-sized maps: [0, 5) the
+// horizontally blurred quantities, later the vertically adjoined coefficients; [5, 8) a, b, c.
+// Passes (each over the segment's pixels): `blur_h`, `blur_v` (SSIM, loss, coefficients),
+// `adjoint_v`, `adjoint_h` (the gradient); `reduce` finishes the loss.
+
+struct Params {
+    planes: u32,       // planes in this segment
+    height: u32,
+    width: u32,
+    radius: u32,       // r = K / 2
+    plane_base: u32,   // global index of the segment's first plane
+    wg_base: u32,      // first partial slot of this segment
+    num_partials: u32,
+    per_pixel: u32,    // 1 under reduction none
+    valid: u32,        // 1: valid padding (crop r per side)
+    c1: f32,
+    c2: f32,
+    eps: f32,
+    loss_scale: f32,   // 1 / (number of map elements) under mean, else 1
+    grad_scale: f32,   // grad_scale times loss_scale
+    pad0: u32,
+    pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> pred: array<f32>;
+@group(0) @binding(1) var<storage, read> targ: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(5) var<storage, read_write> work: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+@group(0) @binding(7) var<storage, read> win: array<f32>;
+
+// Pixels in this segment.
+fn pixels() -> u32 {
+    return params.planes * params.height * params.width;
+}
+
+// Source index of padded position j in a line of n samples (reflect, periodic).
+fn reflect(j: i32, n: u32) -> u32 {
+    if (n == 1u) {
+        return 0u;
+    }
+    let period = 2 * (i32(n) - 1);
+    var m = j % period;
+    if (m < 0) {
+        m += period;
+    }
+    if (m >= i32(n)) {
+        m = period - m;
+    }
+    return u32(m);
+}
+
+// Map q of `work` at pixel e.
+fn map_at(q: u32, e: u32) -> f32 {
+    return work[q * pixels() + e];
+}
+
+// Whether output pixel (y, x) is in the loss map (valid padding crops r per side).
+fn in_map(y: u32, x: u32) -> bool {
+    if (params.valid == 0u) {
+        return true;
+    }
+    let r = params.radius;
+    return y >= r && y + r < params.height && x >= r && x + r < params.width;
+}
+
+@compute @workgroup_size(256)
+fn blur_h(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let w = params.width;
+    let r = i32(params.radius);
+    let b = block_range(pixels(), wid.x, nwg.x, WG);
+    for (var e = b.x + lid.x; e < b.y; e += WG) {
+        let row = e - e % w;
+        let x = i32(e % w);
+        var s = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
+        for (var k = 0; k <= 2 * r; k++) {
+            let i = row + reflect(x + k - r, w);
+            let wk = win[k];
+            let p = pred[i];
+            let t = targ[i];
+            s[0] += wk * p;
+            s[1] += wk * t;
+            s[2] += wk * p * p;
+            s[3] += wk * t * t;
+            s[4] += wk * p * t;
+        }
+        for (var q = 0u; q < 5u; q++) {
+            work[q * pixels() + e] = s[q];
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn blur_v(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let h = params.height;
+    let w = params.width;
+    let r = i32(params.radius);
+    let b = block_range(pixels(), wid.x, nwg.x, WG);
+    var acc = 0.0;
+    for (var e = b.x + lid.x; e < b.y; e += WG) {
+        let plane = e / (h * w);
+        let y = (e / w) % h;
+        let x = e % w;
+        var m = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
+        for (var k = 0; k <= 2 * r; k++) {
+            let i = (plane * h + reflect(i32(y) + k - r, h)) * w + x;
+            let wk = win[k];
+            for (var q = 0u; q < 5u; q++) {
+                m[q] += wk * map_at(q, i);
+            }
+        }
+        let mu1 = m[0];
+        let mu2 = m[1];
+        let a1 = 2.0 * mu1 * mu2 + params.c1;
+        let a2 = 2.0 * (m[4] - mu1 * mu2) + params.c2;
+        let b1 = mu1 * mu1 + mu2 * mu2 + params.c1;
+        let b2 = (m[2] - mu1 * mu1) + (m[3] - mu2 * mu2) + params.c2;
+        let num = a1 * a2;
+        let den = b1 * b2 + params.eps;
+        let ssim = num / den;
+        let value = (1.0 - ssim) * 0.5;
+        var ca = 0.0;
+        var cb = 0.0;
+        var cc = 0.0;
+        if (in_map(y, x)) {
+            let l = clamp(value, 0.0, 1.0);
+            // NaN passes through (clamp of NaN is not guaranteed to be NaN).
+            let lv = select(l, value, is_nan(value));
+            if (params.per_pixel != 0u) {
+                let r0 = params.radius * params.valid;
+                let ow = w - 2u * r0;
+                let oh = h - 2u * r0;
+                loss[(plane * oh + (y - r0)) * ow + (x - r0)] = lv;
+            } else {
+                acc += lv;
+            }
+            if (value >= 0.0 && value <= 1.0) {
+                // d loss / d SSIM = -1/2, times the reduction's scale.
+                let s = -0.5 * params.grad_scale;
+                ca = s * (2.0 * mu2 * (a2 - a1) / den - 2.0 * mu1 * num * (b2 - b1) / (den * den));
+                cb = s * (-num * b1 / (den * den));
+                cc = s * (2.0 * a1 / den);
+            }
+        }
+        work[5u * pixels() + e] = ca;
+        work[6u * pixels() + e] = cb;
+        work[7u * pixels() + e] = cc;
+    }
+    if (params.per_pixel == 0u) {
+        let total = workgroup_sum(lid.x, acc);
+        if (lid.x == 0u) {
+            partials[params.wg_base + wid.x] = total;
+        }
+    }
+}
+
+// sum over padded positions j that reflect to index i of a line of n samples, of
+// sum_{o in [j - r, j + r] within [0, n)} win[j - o + r] * f(o): the adjoint of the blur along
+// the line. `f(o)` reads map q at line position o via `base + o * stride`.
+fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32) -> f32 {
+    let r = i32(params.radius);
+    let lo = -r;
+    let hi = i32(n) - 1 + r;
+    var total = 0.0;
+    if (n == 1u) {
+        // Every padded position reflects to 0.
+        for (var j = lo; j <= hi; j++) {
+            total += win[u32(j + r)] * map_at(q, base);
+        }
+        return total;
+    }
+    let period = 2 * (i32(n) - 1);
+    let ii = i32(i);
+    // The two residues i and -i modulo the period (one when i is 0 or n - 1).
+    var residues = vec2<i32>(ii, period - ii);
+    let count = select(2, 1, ii == 0 || ii == i32(n) - 1);
+    for (var c = 0; c < count; c++) {
+        let base_j = residues[c];
+        // The first j >= lo in the residue class.
+        var j = base_j - ((base_j - lo) / period) * period;
+        for (; j <= hi; j += period) {
+            let o_lo = max(j - r, 0);
+            let o_hi = min(j + r, i32(n) - 1);
+            for (var o = o_lo; o <= o_hi; o++) {
+                total += win[u32(j - o + r)] * map_at(q, base + u32(o) * stride);
+            }
+        }
+    }
+    return total;
+}
+
+@compute @workgroup_size(256)
+fn adjoint_v(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let h = params.height;
+    let w = params.width;
+    let b = block_range(pixels(), wid.x, nwg.x, WG);
+    for (var e = b.x + lid.x; e < b.y; e += WG) {
+        let plane = e / (h * w);
+        let y = (e / w) % h;
+        let x = e % w;
+        let base = plane * h * w + x;
+        for (var q = 0u; q < 3u; q++) {
+            work[q * pixels() + e] = adjoint(5u + q, y, h, base, w);
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn adjoint_h(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let w = params.width;
+    let b = block_range(pixels(), wid.x, nwg.x, WG);
+    for (var e = b.x + lid.x; e < b.y; e += WG) {
+        let row = e - e % w;
+        let x = e % w;
+        let ga = adjoint(0u, x, w, row, 1u);
+        let gb = adjoint(1u, x, w, row, 1u);
+        let gc = adjoint(2u, x, w, row, 1u);
+        grad[e] = ga + 2.0 * pred[e] * gb + targ[e] * gc;
+    }
+}
+
+@compute @workgroup_size(256)
+fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var acc = 0.0;
+    for (var i = lid.x; i < params.num_partials; i += WG) {
+        acc += partials[i];
+    }
+    let total = workgroup_sum(lid.x, acc);
+    if (lid.x == 0u) {
+        loss[0] = total * params.loss_scale;
+    }
+}
