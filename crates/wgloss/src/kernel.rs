@@ -87,6 +87,12 @@ pub(crate) const SSIM: Kernel = Kernel {
     parts: &[PRELUDE, shader!("segmentation/ssim.wgsl")],
 };
 
+/// Segmented key-value bitonic sort.
+pub(crate) const SORT: Kernel = Kernel {
+    name: "sort",
+    parts: &[PRELUDE, shader!("util/sort.wgsl")],
+};
+
 macro_rules! elementwise_kernels {
     (
     others: [$($other:ident),*]
@@ -133,7 +139,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM]
+    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

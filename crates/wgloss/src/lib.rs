@@ -27,6 +27,7 @@ mod gpu;
 pub mod kernel;
 pub mod regression;
 pub mod segmentation;
+mod sort;
 mod ssim;
 mod tensor;
 
@@ -37,6 +38,7 @@ pub use error::{Error, Result};
 pub use gpu::{Gpu, INSTALL_HINT};
 pub use regression::*;
 pub use segmentation::*;
+pub use sort::{encode_sort, SORT_BLOCK};
 pub use ssim::*;
 pub use tensor::{DType, Tensor, TENSOR_USAGES};
 
