@@ -62,6 +62,9 @@ pub struct Entry {
     /// points, where f32 and f64 may legitimately take different branches.
     /// Evaluated per loss term: an element, or a box (its four predicted and target values).
     pub jump: Option<Kink>,
+    /// Whether the loss has a four-elements-per-step path (`Gpu::vec4` changes its kernel);
+    /// without one, the suite runs it at one width only.
+    pub vec4: bool,
     /// Prediction shapes benchmarked besides the 1M and 16M element runs.
     pub bench_shapes: &'static [&'static [usize]],
     /// Whether an empty input is accepted (loss 0 under mean).
@@ -336,6 +339,7 @@ pub const IGNORE: i64 = -100;
 /// Defaults of the box family's entries: `[N, 4]` boxes.
 const F2: Entry = Entry {
     family: "F2 bounding boxes",
+    vec4: false,
     targets: Targets::Boxes,
     layout: Layout::Elementwise { row: 4 },
     variants: &["xyxy", "cxcywh", "eps=0.01,grad_scale=2"],
@@ -404,6 +408,7 @@ macro_rules! box_entry {
 /// eight ignored; the loss is a scalar.
 const F4: Entry = Entry {
     family: "F4 segmentation",
+    vec4: false,
     domain: (-4.0, 4.0),
     reductions: &[Reduction::Mean],
     layout: Layout::Classes {
@@ -762,6 +767,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "dynamic_smooth_l1",
+        vec4: false,
         variants: &["default", "initial_beta=0.5,k=3,update_iters=2"],
         anchor: "mmdet DynamicRoIHead",
         allows_empty: false,
@@ -833,6 +839,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "self_adjusting_smooth_l1",
+        vec4: false,
         variants: &["default", "beta_max=0.5,momentum=0.5"],
         anchor: "RetinaMask",
         domain: (-0.1, 0.1),
@@ -1191,6 +1198,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "ghm_c",
+        vec4: false,
         variants: &[
             "bins=10",
             "bins=30,momentum=0.75",
@@ -1266,6 +1274,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "cross_entropy",
+        vec4: false,
         variants: &[
             "default",
             "weight",
@@ -1366,6 +1375,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "poly1",
+        vec4: false,
         variants: &["epsilon=1", "epsilon=2,grad_scale=0.5", "epsilon=-0.5"],
         anchor: "Leng et al. 2022; optax poly_loss_cross_entropy",
         layout: Layout::Classes {
@@ -1408,6 +1418,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "softmax_focal",
+        vec4: false,
         variants: &["gamma=2", "gamma=0.5,alpha", "gamma=0,grad_scale=2"],
         anchor: "kornia focal_loss (per-class alpha)",
         layout: Layout::Classes {
@@ -1467,6 +1478,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "multiclass_hinge",
+        vec4: false,
         variants: &["p=1", "p=2,weight", "p=1,margin=0.5,grad_scale=0.5"],
         anchor: "torch multi_margin_loss",
         layout: Layout::Classes {
@@ -1575,6 +1587,7 @@ pub static REGISTRY: &[Entry] = &[
     ),
     Entry {
         name: "combo",
+        vec4: false,
         anchor: "seeds (Taghanaki 2019)",
         variants: &["alpha=0.5", "alpha=0.3,weight,smooth=1"],
         make: |_, v, _| {
@@ -1619,6 +1632,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "sensitivity_specificity",
+        vec4: false,
         anchor: "Brosch et al. 2015",
         variants: &["w=0.05", "w=0.5,per_image"],
         make: |_, v, _| {
@@ -1656,6 +1670,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "ssim",
+        vec4: false,
         anchor: "kornia ssim_loss",
         family: "F4 segmentation",
         variants: &[
@@ -1745,6 +1760,7 @@ const F1: Entry = Entry {
     targets: Targets::Uniform,
     extreme_finite: true,
     extreme_tolerance: crate::check::ELEMENTWISE,
+    vec4: true,
     layout: Layout::Elementwise { row: 1 },
     jump: None,
     bench_shapes: &[],

@@ -83,9 +83,13 @@ fn run_and_compare(
 }
 
 /// The shared GPU with one and with four elements per step: both paths are checked on every
-/// adapter, whichever the adapter would pick.
-fn widths(gpu: &Gpu) -> [Gpu; 2] {
-    [gpu.with_vec4(false), gpu.with_vec4(true)]
+/// adapter, whichever the adapter would pick (one width for losses with a single path).
+fn widths(gpu: &Gpu, entry: &Entry) -> Vec<Gpu> {
+    if entry.vec4 {
+        vec![gpu.with_vec4(false), gpu.with_vec4(true)]
+    } else {
+        vec![gpu.with_vec4(false)]
+    }
 }
 
 fn report(failures: Vec<String>) {
@@ -143,7 +147,7 @@ fn reference_grad_matches_finite_differences(entry: &Entry) {
 fn matches_reference(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let mut failures = Vec::new();
-    for (gpu, &n) in widths(gpu)
+    for (gpu, &n) in widths(gpu, entry)
         .iter()
         .flat_map(|g| SHAPES.iter().map(move |n| (g, n)))
     {
@@ -175,7 +179,7 @@ fn matches_reference_beyond_limits(entry: &Entry) {
     let _one_at_a_time = LARGE.lock().unwrap_or_else(|e| e.into_inner());
     let max_binding = gpu.limits().max_storage_buffer_binding_size;
     let mut failures = Vec::new();
-    let cases = widths(gpu)
+    let cases = widths(gpu, entry)
         .into_iter()
         .flat_map(|g| [(g.clone(), BEYOND_DISPATCH), (g, BEYOND_BINDING)]);
     for (gpu, n) in cases {
@@ -211,7 +215,7 @@ fn encode_into_views_matches_reference(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let align = gpu.limits().min_storage_buffer_offset_alignment as usize / 4;
     let mut failures = Vec::new();
-    let cases = widths(gpu)
+    let cases = widths(gpu, entry)
         .into_iter()
         .flat_map(|g| entry.reductions.iter().map(move |&r| (g.clone(), r)));
     for (gpu, reduction) in cases {

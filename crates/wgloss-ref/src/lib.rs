@@ -7,12 +7,14 @@
 
 mod boxes;
 mod classification;
+mod lovasz;
 mod regression;
 mod segmentation;
 mod ssim;
 
 pub use boxes::*;
 pub use classification::*;
+pub use lovasz::*;
 pub use regression::*;
 pub use segmentation::*;
 pub use ssim::*;
