@@ -62,6 +62,9 @@ pub struct Entry {
     /// points, where f32 and f64 may legitimately take different branches.
     /// Evaluated per loss term: an element, or a box (its four predicted and target values).
     pub jump: Option<Kink>,
+    /// Moves every generated prediction onto a few values (losses that sort their inputs: ties
+    /// are then exact, and sort the same in f32 and f64, instead of near ties that may not).
+    pub snap: Option<fn(f32) -> f32>,
     /// Whether the loss has a four-elements-per-step path (`Gpu::vec4` changes its kernel);
     /// without one, the suite runs it at one width only.
     pub vec4: bool,
@@ -210,7 +213,10 @@ impl Entry {
         let len = pred_shape.iter().product();
         let mut rng = Rng::new(seed);
         let (lo, hi) = self.domain;
-        let pred = rng.uniform(len, lo, hi);
+        let mut pred = rng.uniform(len, lo, hi);
+        if let Some(snap) = self.snap {
+            pred.iter_mut().for_each(|x| *x = snap(*x));
+        }
         if let Layout::Classes {
             classes, ignores, ..
         } = self.layout
@@ -224,7 +230,10 @@ impl Entry {
                 .enumerate()
                 .map(|(i, &x)| {
                     let class = (i / inner) % classes;
-                    (x * 64.0).round() / 64.0 + class as f32 / (128 * classes) as f32
+                    match self.snap {
+                        Some(_) => x,
+                        None => (x * 64.0).round() / 64.0 + class as f32 / (128 * classes) as f32,
+                    }
                 })
                 .collect();
             let mut target_shape = pred_shape.clone();
@@ -288,7 +297,6 @@ impl Entry {
                 .map(|&x| if x < 0.5 { -1.0 } else { 1.0 })
                 .collect(),
         };
-        let mut pred = pred;
         if let Some(jump) = self.jump {
             for (p, t) in pred.iter_mut().zip(&target) {
                 if jump(std::slice::from_ref(p), std::slice::from_ref(t)) {
@@ -1761,6 +1769,7 @@ const F1: Entry = Entry {
     extreme_finite: true,
     extreme_tolerance: crate::check::ELEMENTWISE,
     vec4: true,
+    snap: None,
     layout: Layout::Elementwise { row: 1 },
     jump: None,
     bench_shapes: &[],

@@ -378,3 +378,135 @@ fn ssim_rejects_windows_larger_than_the_image_and_bad_ranks() {
         Err(wgloss::Error::InvalidShape { .. })
     ));
 }
+
+/// Lovász logits with no two errors of a group within 1e-3 of each other (a sort of values
+/// that close may order differently in f32 and f64, and the gradient follows the order): the
+/// logit of each (pixel, class) is its own multiple of a step, so errors are well apart.
+fn lovasz_logits(len: usize, seed: u64) -> Vec<f32> {
+    let mut idx: Vec<usize> = (0..len).collect();
+    let mut rng = Rng::new(seed);
+    for i in (1..len).rev() {
+        let j = (rng.unit() * (i + 1) as f64) as usize;
+        idx.swap(i, j);
+    }
+    idx.iter()
+        .map(|&k| -3.0 + 6.0 * k as f32 / len as f32)
+        .collect()
+}
+
+/// Lovász hinge and softmax against the reference, per image and per batch, with ignored
+/// pixels, on inputs without near ties.
+#[test]
+fn lovasz_matches_reference() {
+    let Some(gpu) = shared_gpu() else { return };
+    for per_image in [false, true] {
+        // Hinge: logits [3, 1, 5, 7] on distinct values, masks 0/1, a few ignored (-1).
+        let shape = [3, 1, 5, 7];
+        let len: usize = shape.iter().product();
+        let x = lovasz_logits(len, 5);
+        let mut rng = Rng::new(6);
+        let t: Vec<f32> = (0..len)
+            .map(|i| {
+                if i % 11 == 3 {
+                    -1.0
+                } else {
+                    (rng.unit() < 0.4) as u8 as f32
+                }
+            })
+            .collect();
+        let loss = wgloss::LovaszHinge {
+            per_image,
+            ignore_index: Some(-1),
+            grad_scale: 1.0,
+        };
+        let out = loss
+            .compute(
+                gpu,
+                &Tensor::from_slice(gpu, &x, &shape).unwrap(),
+                &Tensor::from_slice(gpu, &t, &shape).unwrap(),
+            )
+            .unwrap();
+        let want = wgloss_ref::lovasz_hinge(
+            to_f64(&x, &shape).view(),
+            to_f64(&t, &shape).view(),
+            per_image,
+            Some(-1),
+            1.0,
+        );
+        let what = format!("lovasz_hinge per_image={per_image}");
+        if std::env::var("DBG").is_ok() {
+            let g = out.grad.to_vec(gpu).unwrap();
+            for i in 0..len {
+                let w = want.grad.as_slice().unwrap()[i];
+                if (f64::from(g[i]) - w).abs() > 1e-6 {
+                    eprintln!("{i}: x={} t={} got={} want={}", x[i], t[i], g[i], w);
+                }
+            }
+        }
+        compare(
+            &format!("{what} loss"),
+            &out.loss.to_vec(gpu).unwrap(),
+            want.loss.view(),
+            REDUCED,
+        )
+        .unwrap();
+        compare(
+            &format!("{what} grad"),
+            &out.grad.to_vec(gpu).unwrap(),
+            want.grad.view(),
+            ELEMENTWISE,
+        )
+        .unwrap();
+
+        // Softmax: logits [2, 3, 4, 5], class 2 absent from image 1, a few ignored (255).
+        let shape = [2, 3, 4, 5];
+        let len: usize = shape.iter().product();
+        let x = lovasz_logits(len, 7);
+        let labels: Vec<i32> = (0..40)
+            .map(|r| {
+                if r % 9 == 4 {
+                    255
+                } else if r >= 20 {
+                    r % 2
+                } else {
+                    r % 3
+                }
+            })
+            .collect();
+        let loss = wgloss::LovaszSoftmax {
+            per_image,
+            ignore_index: Some(255),
+            grad_scale: 1.0,
+        };
+        let out = loss
+            .compute(
+                gpu,
+                &Tensor::from_slice(gpu, &x, &shape).unwrap(),
+                &Tensor::from_labels(gpu, &labels, &[2, 4, 5]).unwrap(),
+            )
+            .unwrap();
+        let l64: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+        let want = wgloss_ref::lovasz_softmax(
+            to_f64(&x, &shape).view(),
+            to_f64(&l64, &[2, 4, 5]).view(),
+            per_image,
+            Some(255),
+            1.0,
+        );
+        let what = format!("lovasz_softmax per_image={per_image}");
+        compare(
+            &format!("{what} loss"),
+            &out.loss.to_vec(gpu).unwrap(),
+            want.loss.view(),
+            REDUCED,
+        )
+        .unwrap();
+        compare(
+            &format!("{what} grad"),
+            &out.grad.to_vec(gpu).unwrap(),
+            want.grad.view(),
+            ELEMENTWISE,
+        )
+        .unwrap();
+    }
+}

@@ -91,6 +91,23 @@ pub fn lovasz_hinge(
     ignore_index: Option<i64>,
     grad_scale: f64,
 ) -> LossGrad {
+    let rank = logits.clone();
+    lovasz_hinge_ranked(logits, target, rank, per_image, ignore_index, grad_scale)
+}
+
+/// [`lovasz_hinge`] with the sort order taken from the errors of `rank_logits` rather than
+/// `logits`: the loss as its gradient sees it (the order held fixed), for finite differences
+/// at inputs with tied errors.
+pub fn lovasz_hinge_ranked(
+    logits: ArrayViewD<'_, f64>,
+    target: ArrayViewD<'_, f64>,
+    rank_logits: ArrayViewD<'_, f64>,
+    per_image: bool,
+    ignore_index: Option<i64>,
+    grad_scale: f64,
+) -> LossGrad {
+    assert_eq!(logits.shape(), rank_logits.shape(), "rank_logits shape");
+    let xr: Vec<f64> = rank_logits.iter().copied().collect();
     assert_eq!(
         logits.shape(),
         target.shape(),
@@ -114,8 +131,13 @@ pub fn lovasz_hinge(
             .zip(&signs)
             .map(|(&i, &s)| 1.0 - x[i] * s)
             .collect();
+        let rank: Vec<f64> = valid
+            .iter()
+            .zip(&signs)
+            .map(|(&i, &s)| 1.0 - xr[i] * s)
+            .collect();
         let gt: Vec<f64> = valid.iter().map(|&i| t[i]).collect();
-        let (l, de) = lovasz_flat(&errors, &gt, true);
+        let (l, de) = lovasz_flat(&errors, &rank, &gt, true);
         loss += l;
         for ((&i, &s), &d) in valid.iter().zip(&signs).zip(&de) {
             grad[i] = -s * d;
@@ -146,6 +168,21 @@ pub fn lovasz_softmax(
     ignore_index: Option<i64>,
     grad_scale: f64,
 ) -> LossGrad {
+    let rank = logits.clone();
+    lovasz_softmax_ranked(logits, labels, rank, per_image, ignore_index, grad_scale)
+}
+
+/// [`lovasz_softmax`] with the sort order taken from the errors of `rank_logits` (see
+/// [`lovasz_hinge_ranked`]).
+pub fn lovasz_softmax_ranked(
+    logits: ArrayViewD<'_, f64>,
+    labels: ArrayViewD<'_, f64>,
+    rank_logits: ArrayViewD<'_, f64>,
+    per_image: bool,
+    ignore_index: Option<i64>,
+    grad_scale: f64,
+) -> LossGrad {
+    assert_eq!(logits.shape(), rank_logits.shape(), "rank_logits shape");
     let shape = logits.shape().to_vec();
     assert!(shape.len() >= 2, "logits must be [N, C, d...]");
     let (n, c) = (shape[0], shape[1]);
@@ -162,6 +199,8 @@ pub fn lovasz_softmax(
     }
     let x: Vec<f64> = logits.iter().copied().collect();
     let p = softmax(&x, c, inner);
+    let xr: Vec<f64> = rank_logits.iter().copied().collect();
+    let pr = softmax(&xr, c, inner);
     // Flat index of class k at pixel r (r = image · inner + spatial offset).
     let at = |r: usize, k: usize| ((r / inner) * c + k) * inner + r % inner;
     let groups = if per_image { n } else { 1 };
@@ -189,7 +228,12 @@ pub fn lovasz_softmax(
                 .zip(&fg)
                 .map(|(&r, &f)| (f - p[at(r, k)]).abs())
                 .collect();
-            let (l, de) = lovasz_flat(&errors, &fg, false);
+            let rank: Vec<f64> = valid
+                .iter()
+                .zip(&fg)
+                .map(|(&r, &f)| (f - pr[at(r, k)]).abs())
+                .collect();
+            let (l, de) = lovasz_flat(&errors, &rank, &fg, false);
             loss += wk * l;
             for ((&r, &f), &d) in valid.iter().zip(&fg).zip(&de) {
                 let e = at(r, k);
@@ -259,12 +303,13 @@ fn descending(a: f64, b: f64) -> std::cmp::Ordering {
     }
 }
 
-/// One group's Lovász loss `Σ f(e_{π_i}) g_i` and `∂loss/∂e` in the input order;
+/// One group's Lovász loss `Σ f(e_{π_i}) g_i` and `∂loss/∂e` in the input order, π sorting
+/// `rank` (the errors themselves, or those of the point the order is held at);
 /// `f` = relu when `relu`, else the identity.
-fn lovasz_flat(errors: &[f64], gt: &[f64], relu: bool) -> (f64, Vec<f64>) {
+fn lovasz_flat(errors: &[f64], rank: &[f64], gt: &[f64], relu: bool) -> (f64, Vec<f64>) {
     let mut order: Vec<usize> = (0..errors.len()).collect();
     // Stable: equal errors keep their flat order.
-    order.sort_by(|&a, &b| descending(errors[a], errors[b]));
+    order.sort_by(|&a, &b| descending(rank[a], rank[b]));
     let gt_sorted: Vec<f64> = order.iter().map(|&i| gt[i]).collect();
     let g = lovasz_grad(&gt_sorted);
     let mut loss = 0.0;

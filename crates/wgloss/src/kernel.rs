@@ -93,6 +93,12 @@ pub(crate) const SORT: Kernel = Kernel {
     parts: &[PRELUDE, shader!("util/sort.wgsl")],
 };
 
+/// Lovász losses: errors into sort slots, running sums, the Lovász gradient.
+pub(crate) const LOVASZ: Kernel = Kernel {
+    name: "lovasz",
+    parts: &[PRELUDE, shader!("segmentation/lovasz.wgsl")],
+};
+
 macro_rules! elementwise_kernels {
     (
     others: [$($other:ident),*]
@@ -139,7 +145,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT]
+    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",
