@@ -138,6 +138,35 @@ pub(crate) fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// Samples per segment when `[N, C, S]` inputs (`logits_shape`) are split into runs of whole
+/// samples: each run fits one storage binding and starts at an offset aligned for views over
+/// samples (`C·S` elements each) and over their rows (`S` each). Fails when one sample exceeds
+/// a binding.
+pub(crate) fn samples_per_segment(
+    gpu: &Gpu,
+    logits_shape: &[usize],
+    classes: usize,
+    inner: usize,
+) -> Result<usize> {
+    let limits = gpu.limits();
+    let align = (limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+    let sample = classes * inner;
+    let unit = {
+        let a = align / gcd(align, sample.max(1));
+        let b = align / gcd(align, inner.max(1));
+        a / gcd(a, b) * b
+    };
+    let max_elems = (limits.max_storage_buffer_binding_size / 4) as usize;
+    if sample > max_elems {
+        return Err(Error::InvalidShape {
+            name: "logits",
+            got: logits_shape.to_vec(),
+            why: "one sample (C times the trailing dims) exceeds a storage binding",
+        });
+    }
+    Ok(((max_elems / sample.max(1)) / unit).max(1) * unit)
+}
+
 /// Largest element count per segment: fits the device's storage binding size, starts every
 /// segment at an offset aligned for binding, on a whole vec4 and on a row boundary of `coords`.
 fn segment_len(gpu: &Gpu, coords: usize) -> usize {

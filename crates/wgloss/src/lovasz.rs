@@ -5,7 +5,7 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::elementwise::{entry, gcd, storage, uniform};
+use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::LOVASZ;
@@ -160,22 +160,9 @@ impl Lovasz {
             });
         }
         let chunks = groups.div_ceil(chunk_groups).max(1);
-        // Logits segments of whole samples, aligned for every view.
-        let align = (limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        // Logits segments of whole samples.
         let sample = classes * inner;
-        let seg_unit = {
-            let a = align / gcd(align, sample.max(1));
-            let b = align / gcd(align, inner.max(1));
-            a / gcd(a, b) * b
-        };
-        if sample > max_elems {
-            return Err(Error::InvalidShape {
-                name: "logits",
-                got: shape.to_vec(),
-                why: "one sample exceeds a storage binding",
-            });
-        }
-        let seg_samples = ((max_elems / sample.max(1)) / seg_unit).max(1) * seg_unit;
+        let seg_samples = samples_per_segment(gpu, shape, classes, inner)?;
         let mut segs = Vec::new();
         let mut first = 0;
         while first < n {

@@ -4,7 +4,7 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::elementwise::{entry, gcd, storage, uniform};
+use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::OVERLAP;
@@ -206,24 +206,9 @@ impl Overlap<'_> {
                 why: "more than 2^31 - 1 elements",
             });
         }
-        // Segments of whole samples that fit one binding and start aligned for every view.
-        let limits = gpu.limits();
-        let align = (limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
         let sample = classes * inner;
-        let unit = {
-            let a = align / gcd(align, sample.max(1));
-            let b = align / gcd(align, inner.max(1));
-            a / gcd(a, b) * b
-        };
-        let max_elems = (limits.max_storage_buffer_binding_size / 4) as usize;
-        if sample > max_elems {
-            return Err(Error::InvalidShape {
-                name: "logits",
-                got: shape.to_vec(),
-                why: "one sample (C times the spatial dims) exceeds a storage binding",
-            });
-        }
-        let seg_samples = ((max_elems / sample.max(1)) / unit).max(1) * unit;
+        let seg_samples = samples_per_segment(gpu, shape, classes, inner)?;
+        let max_elems = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
         let groups = if self.per_image { n * classes } else { classes };
         if groups > 65_535 * 65_535 {
             return Err(Error::InvalidShape {

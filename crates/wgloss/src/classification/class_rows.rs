@@ -4,7 +4,7 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::elementwise::{entry, gcd, storage, uniform};
+use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::CLASS_ROWS;
@@ -277,24 +277,8 @@ impl ClassRows<'_> {
                 });
             }
         }
-        // Segments of whole samples that fit one binding and start aligned for all views.
-        let limits = gpu.limits();
-        let align = (limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
         let sample = d.classes * d.inner;
-        let unit = {
-            let a = align / gcd(align, sample.max(1));
-            let b = align / gcd(align, d.inner.max(1));
-            a / gcd(a, b) * b
-        };
-        let max_elems = (limits.max_storage_buffer_binding_size / 4) as usize;
-        if sample > max_elems {
-            return Err(Error::InvalidShape {
-                name: "logits",
-                got: logits_shape.to_vec(),
-                why: "one sample (C times the trailing dims) exceeds a storage binding",
-            });
-        }
-        let seg_samples = ((max_elems / sample.max(1)) / unit).max(1) * unit;
+        let seg_samples = samples_per_segment(gpu, logits_shape, d.classes, d.inner)?;
 
         gpu.scoped(|| {
             encoder.clear_buffer(out.status.buffer(), out.status.offset(), Some(4));
