@@ -434,15 +434,6 @@ fn lovasz_matches_reference() {
             1.0,
         );
         let what = format!("lovasz_hinge per_image={per_image}");
-        if std::env::var("DBG").is_ok() {
-            let g = out.grad.to_vec(gpu).unwrap();
-            for i in 0..len {
-                let w = want.grad.as_slice().unwrap()[i];
-                if (f64::from(g[i]) - w).abs() > 1e-6 {
-                    eprintln!("{i}: x={} t={} got={} want={}", x[i], t[i], g[i], w);
-                }
-            }
-        }
         compare(
             &format!("{what} loss"),
             &out.loss.to_vec(gpu).unwrap(),
