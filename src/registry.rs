@@ -68,6 +68,10 @@ pub struct Entry {
     /// Whether the loss has a four-elements-per-step path (`Gpu::vec4` changes its kernel);
     /// without one, the suite runs it at one width only.
     pub vec4: bool,
+    /// The variant run past the dispatch and binding limits: 0 (the default configuration)
+    /// unless that one is too slow there on a software adapter (Lovász-softmax over the whole
+    /// batch sorts 8M-pixel groups; per image, the same split paths run on short groups).
+    pub limits_variant: usize,
     /// Prediction shapes benchmarked besides the 1M and 16M element runs.
     pub bench_shapes: &'static [&'static [usize]],
     /// Whether an empty input is accepted (loss 0 under mean).
@@ -286,10 +290,11 @@ impl Entry {
             Targets::Boxes => unreachable!("boxes are drawn above"),
             Targets::Uniform => rng.uniform(len, lo, hi),
             Targets::Probability => rng.uniform(len, 0.0, 1.0),
+            // (u < 0.5 rather than floor(2u): a uniform draw in f32 may round up to its bound.)
             Targets::Binary => rng
-                .uniform(len, 0.0, 2.0)
+                .uniform(len, 0.0, 1.0)
                 .iter()
-                .map(|x| x.floor())
+                .map(|&u| if u < 0.5 { 0.0 } else { 1.0 })
                 .collect(),
             Targets::Sign => rng
                 .uniform(len, 0.0, 1.0)
@@ -1677,6 +1682,122 @@ pub static REGISTRY: &[Entry] = &[
         ..F4
     },
     Entry {
+        name: "lovasz_softmax",
+        anchor: "smp LovaszLoss(multiclass)",
+        variants: &["ignore_index=-100", "per_image", "grad_scale=0.5"],
+        // Three logit levels: a pixel's probabilities then take 43 values (86 errors with
+        // 1 − p) at least 5.8e-4 apart, so errors are either exactly tied (and tie the same way
+        // in f32, ranked by pixel) or far apart, and the sort order is the same as in f64.
+        snap: Some(|x| {
+            if x < -4.0 / 3.0 {
+                -2.0
+            } else if x < 4.0 / 3.0 {
+                0.0
+            } else {
+                1.5
+            }
+        }),
+        bench_shapes: &[&[4, 19, 512, 512]],
+        limits_variant: 1,
+        make: |_, v, _| {
+            let (per_image, grad_scale) = [(false, 1.0f32), (true, 1.0), (false, 0.5)][v];
+            let reference = move |p: ArrayViewD<'_, f64>, t: ArrayViewD<'_, f64>| {
+                wgloss_ref::lovasz_softmax(p, t, per_image, Some(IGNORE), grad_scale.into())
+            };
+            let mut instance = stateless(
+                wgloss::LovaszSoftmax {
+                    per_image,
+                    ignore_index: Some(IGNORE),
+                    grad_scale,
+                },
+                reference,
+                grad_scale,
+            )?;
+            // Tied errors: the order is held at p0 (the gradient is that of the piece of the
+            // Lovász extension the sort selects).
+            instance.freeze = Box::new(move |p0, t| {
+                let (p0, t) = (p0.clone(), t.clone());
+                Box::new(move |p| {
+                    wgloss_ref::lovasz_softmax_ranked(
+                        p,
+                        t.view(),
+                        p0.view(),
+                        per_image,
+                        Some(IGNORE),
+                        grad_scale.into(),
+                    )
+                })
+            });
+            Ok(instance)
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(wgloss::LovaszSoftmax {
+                    grad_scale: f32::NAN,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F4
+    },
+    Entry {
+        name: "lovasz_hinge",
+        anchor: "smp LovaszLoss(binary)",
+        variants: &["per_image", "batch", "grad_scale=0.5"],
+        targets: Targets::Binary,
+        layout: Layout::Images {
+            channels: 1,
+            height: 6,
+            width: 10,
+        },
+        // Logits on a grid of 1/64: the errors 1 ∓ x are exact in f32, ties are exact.
+        snap: Some(|x| (x * 64.0).round() / 64.0),
+        // The hinge's kink, error 0.
+        jump: Some(|x, t| (x[0] * (2.0 * t[0] - 1.0) - 1.0).abs() < 1e-4),
+        bench_shapes: &[&[4, 1, 512, 512]],
+        make: |_, v, _| {
+            let (per_image, ignore_index, grad_scale) =
+                [(true, None, 1.0f32), (false, None, 1.0), (true, None, 0.5)][v];
+            let reference = move |p: ArrayViewD<'_, f64>, t: ArrayViewD<'_, f64>| {
+                wgloss_ref::lovasz_hinge(p, t, per_image, ignore_index, grad_scale.into())
+            };
+            let mut instance = stateless(
+                wgloss::LovaszHinge {
+                    per_image,
+                    ignore_index,
+                    grad_scale,
+                },
+                reference,
+                grad_scale,
+            )?;
+            instance.freeze = Box::new(move |p0, t| {
+                let (p0, t) = (p0.clone(), t.clone());
+                Box::new(move |p| {
+                    wgloss_ref::lovasz_hinge_ranked(
+                        p,
+                        t.view(),
+                        p0.view(),
+                        per_image,
+                        ignore_index,
+                        grad_scale.into(),
+                    )
+                })
+            });
+            Ok(instance)
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(wgloss::LovaszHinge {
+                    grad_scale: f32::INFINITY,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F4
+    },
+    Entry {
         name: "ssim",
         vec4: false,
         anchor: "kornia ssim_loss",
@@ -1770,6 +1891,7 @@ const F1: Entry = Entry {
     extreme_tolerance: crate::check::ELEMENTWISE,
     vec4: true,
     snap: None,
+    limits_variant: 0,
     layout: Layout::Elementwise { row: 1 },
     jump: None,
     bench_shapes: &[],

@@ -191,7 +191,7 @@ fn matches_reference_beyond_limits(entry: &Entry) {
             &entry.reductions[..1]
         };
         for &reduction in reductions {
-            let mut inst = (entry.make)(gpu, 0, reduction).expect("default variant");
+            let mut inst = (entry.make)(gpu, entry.limits_variant, reduction).expect("variant");
             let inputs = inputs(entry, n, 7 + n as u64);
             let what = format!(
                 "{} {reduction:?} {:?} vec4={}",
@@ -600,6 +600,7 @@ conformance! {
         exponential,
         ghm_c,
         ssim,
+        lovasz_hinge,
     ]
     label_losses: [
         cross_entropy,
@@ -611,5 +612,6 @@ conformance! {
         tversky,
         combo,
         sensitivity_specificity,
+        lovasz_softmax,
     ]
 }

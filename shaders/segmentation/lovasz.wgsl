@@ -150,17 +150,8 @@ fn errors_pass(
             atomicMax(&status[0], 0xffffffffu - pixel);
             continue;
         }
-        // The softmax of the pixel.
         let base = n_local * params.classes * params.inner + s;
-        var m = -BIG;
-        var acc = 0.0;
-        for (var c = 0u; c < params.classes; c++) {
-            let x = logits[base + c * params.inner];
-            let m2 = max(m, x);
-            acc = acc * exp(m - m2) + exp(x - m2);
-            m = m2;
-        }
-        let lse = m + log(acc);
+        let sm = pixel_softmax(base);
         for (var c = 0u; c < params.classes; c++) {
             let g = group_of(n, c);
             if (g < params.group_base || g >= chunk_end) {
@@ -172,11 +163,39 @@ fn errors_pass(
                 continue;
             }
             let fg = u32(y) == c;
-            let p = exp(logits[base + c * params.inner] - lse);
+            let p = exp(logits[base + c * params.inner] - sm.x) / sm.y;
             keys[slot] = abs(select(0.0, 1.0, fg) - p);
             vals[slot] = slot_value(pixel, select(0u, GT_BIT, fg));
         }
     }
+}
+
+// The softmax of the pixel whose class-0 logit is at `base`: (m, Σ_c e^{x_c − m}) with m the
+// largest logit, so that p_c = e^{x_c − m} / sum. The sum is taken in 64-bit fixed point (units
+// of 2^-40, two u32 words): integer addition is associative, so the sum, and with it every
+// probability, has the same bits whatever the order of the classes. Mathematically equal errors
+// (a class of two pixels whose other logits are permuted) then stay equal in f32 and sort as
+// they do in exact arithmetic. Terms under 2^-40 are dropped (the sum is at least 1); the high
+// word holds C · 2^8, so C < 2^24 (the host checks). A NaN logit makes the sum NaN.
+fn pixel_softmax(base: u32) -> vec2<f32> {
+    var m = -BIG;
+    var nan_seen = false;
+    for (var c = 0u; c < params.classes; c++) {
+        let x = logits[base + c * params.inner];
+        nan_seen = nan_seen || is_nan(x);
+        m = max(m, x);
+    }
+    var hi = 0u;
+    var lo = 0u;
+    for (var c = 0u; c < params.classes; c++) {
+        let v = exp(logits[base + c * params.inner] - m) * 256.0;
+        let whole = floor(v);
+        let low = lo + u32((v - whole) * 4294967296.0);
+        hi += u32(whole) + select(0u, 1u, low < lo);
+        lo = low;
+    }
+    let sum = f32(hi) * (1.0 / 256.0) + f32(lo) * (1.0 / 1099511627776.0);
+    return vec2<f32>(m, select(sum, nan(), nan_seen));
 }
 
 fn gt_of(v: u32) -> f32 {
@@ -243,14 +262,16 @@ fn scan_blocks(
 }
 
 // Groups of P >= BLOCK: the exclusive offsets of their blocks and their totals (one workgroup
-// per group of the chunk).
+// per group of the chunk, on a 2-D grid).
 @compute @workgroup_size(256)
 fn scan_groups(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let g = params.group_base + wid.x;
-    if (g >= params.groups || params.group_len < BLOCK) {
+    let local_group = wid.x + wid.y * nwg.x;
+    let g = params.group_base + local_group;
+    if (local_group >= params.chunk_groups || g >= params.groups || params.group_len < BLOCK) {
         return;
     }
     let blocks = params.group_len / BLOCK;
@@ -347,12 +368,13 @@ fn lovasz_pass(
         let gts = work[g];
         // g = J_q - J_{q-1} without the cancellation of two nearly equal J: with I, U the
         // intersection and union after this slot, a foreground slot lowers I by one (g = 1/U),
-        // a background slot raises U by one (g = I / (U (U - 1))); the first slot has J_{-1} = 0.
+        // a background slot raises U by one (g = I / (U (U - 1))); the first slot has
+        // J_{-1} = 0 and g = J_0 = 1 / U whatever its gt (1 - (gts - 1) / gts, 1 - gts / (gts + 1)).
         let inter = gts - cum;
         let uni = gts + (f32(q) + 1.0 - cum);
-        var lg = 1.0 - inter / uni;
-        if (q > 0u) {
-            lg = select(inter / (uni * (uni - 1.0)), 1.0 / uni, gt > 0.5);
+        var lg = 1.0 / uni;
+        if (q > 0u && gt < 0.5) {
+            lg = inter / (uni * (uni - 1.0));
         }
         let w = work[off_weights() + g];
         var f = e;
@@ -414,23 +436,15 @@ fn chain_pass(
             }
             continue;
         }
-        var m = -BIG;
-        var acc = 0.0;
-        for (var c = 0u; c < params.classes; c++) {
-            let x = logits[base + c * params.inner];
-            let m2 = max(m, x);
-            acc = acc * exp(m - m2) + exp(x - m2);
-            m = m2;
-        }
-        let lse = m + log(acc);
+        let sm = pixel_softmax(base);
         var dot = 0.0;
         for (var c = 0u; c < params.classes; c++) {
             let i = base + c * params.inner;
-            dot += exp(logits[i] - lse) * grad[i];
+            dot += exp(logits[i] - sm.x) / sm.y * grad[i];
         }
         for (var c = 0u; c < params.classes; c++) {
             let i = base + c * params.inner;
-            let pc = exp(logits[i] - lse);
+            let pc = exp(logits[i] - sm.x) / sm.y;
             grad[i] = pc * (grad[i] - dot);
         }
     }

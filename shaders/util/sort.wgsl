@@ -4,9 +4,11 @@
 //
 // The network for a segment of length P: for k = 2, 4, ..., P and j = k/2, ..., 1, element i
 // compares with i ^ j and the pair is put in order, decreasing where i & k == 0 and increasing
-// elsewhere. `global_step` runs one (k, j) over every element; `local_steps` runs every j < BLOCK
-// of one k (and, with k = 0, the whole network up to k = BLOCK) inside workgroup memory, a block
-// of BLOCK elements per workgroup.
+// elsewhere. `global_steps` runs LEVELS consecutive steps j, j/2, ... of one k over every
+// element, each invocation holding the 2^LEVELS elements those steps connect in registers (one
+// pass over memory for up to four steps); `local_steps` runs every j < BLOCK of one k (and, with
+// k = 0, the whole network up to k = BLOCK) inside workgroup memory, a block of BLOCK elements
+// per workgroup.
 
 struct Params {
     total: u32,   // elements over all segments (a multiple of BLOCK)
@@ -48,29 +50,54 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
 }
 
+// Steps of one pass in `global_steps` (1 to 4).
+override LEVELS: u32 = 1u;
+const MAX_SPAN: u32 = 16u;
+
 @compute @workgroup_size(256)
-fn global_step(
+fn global_steps(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = flat(gid, nwg);
-    let l = i ^ params.j;
-    if (i >= params.total || l <= i || l >= params.total) {
+    let t = flat(gid, nwg);
+    let span = 1u << LEVELS;
+    if (t >= params.total >> LEVELS) {
         return;
     }
-    let ka = keys[i];
-    let kb = keys[l];
-    let va = vals[i];
-    let vb = vals[l];
-    if (before(kb, vb, ka, va) == decreasing(i, params.k)) {
-        keys[i] = kb;
-        keys[l] = ka;
-        vals[i] = vb;
-        vals[l] = va;
+    // The elements i0 + m low, m < span, with low the smallest stride of the pass: the bits of
+    // m are those the steps j ... low flip, and k > j leaves one direction for all of them.
+    let low = params.j >> (LEVELS - 1u);
+    let i0 = (t / low) * low * span + t % low;
+    var ks: array<f32, MAX_SPAN>;
+    var vs: array<u32, MAX_SPAN>;
+    for (var m = 0u; m < span; m++) {
+        ks[m] = keys[i0 + m * low];
+        vs[m] = vals[i0 + m * low];
+    }
+    let dec = decreasing(i0, params.k);
+    for (var h = span >> 1u; h > 0u; h >>= 1u) {
+        for (var m = 0u; m < span; m++) {
+            if ((m & h) != 0u) {
+                continue;
+            }
+            let ka = ks[m];
+            let kb = ks[m + h];
+            let va = vs[m];
+            let vb = vs[m + h];
+            if (before(kb, vb, ka, va) == dec) {
+                ks[m] = kb;
+                ks[m + h] = ka;
+                vs[m] = vb;
+                vs[m + h] = va;
+            }
+        }
+    }
+    for (var m = 0u; m < span; m++) {
+        keys[i0 + m * low] = ks[m];
+        vals[i0 + m * low] = vs[m];
     }
 }
 
-// One compare-exchange of workgroup elements a < b, decreasing if `decreasing`.
 fn exchange(a: u32, b: u32, decreasing: bool) {
     let ka = block_keys[a];
     let kb = block_keys[b];

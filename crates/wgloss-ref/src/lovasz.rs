@@ -278,13 +278,19 @@ fn sgn(v: f64) -> f64 {
 
 /// Softmax over the class dimension of `[N, C, inner]` logits, with the max shift. A NaN
 /// logit makes its pixel's probabilities NaN.
+///
+/// The denominator is summed in increasing order, so a probability depends on the set of the
+/// pixel's logits and not on their class order: mathematically equal errors are equal here too,
+/// and tie (in pixel order) as they do in exact arithmetic.
 fn softmax(x: &[f64], c: usize, inner: usize) -> Vec<f64> {
     let mut p = vec![0.0; x.len()];
     for r in 0..x.len() / c.max(1) {
         let at = |k: usize| ((r / inner) * c + k) * inner + r % inner;
         // f64::max skips NaN; the NaN then reaches the sum through its exp.
         let m = (0..c).map(|k| x[at(k)]).fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = (0..c).map(|k| (x[at(k)] - m).exp()).sum();
+        let mut terms: Vec<f64> = (0..c).map(|k| (x[at(k)] - m).exp()).collect();
+        terms.sort_by(f64::total_cmp);
+        let sum: f64 = terms.iter().sum();
         for k in 0..c {
             p[at(k)] = (x[at(k)] - m).exp() / sum;
         }

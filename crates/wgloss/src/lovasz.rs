@@ -137,6 +137,13 @@ impl Lovasz {
         } else {
             classes
         };
+        if classes >= 1 << 24 {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "Lovász-softmax takes fewer than 2^24 classes",
+            });
+        }
         if group_pixels > LOVASZ_MAX_GROUP || pixels >= 1 << 30 {
             return Err(Error::InvalidShape {
                 name: "logits",
@@ -354,8 +361,12 @@ impl Lovasz {
                 pass.set_bind_group(0, &chunk[0], &[]);
                 pass.set_pipeline(&pipeline("scan_blocks"));
                 pass.dispatch_workgroups(bx, by, 1);
-                pass.set_pipeline(&pipeline("scan_groups"));
-                pass.dispatch_workgroups(chunk_groups as u32, 1, 1);
+                if p >= SORT_BLOCK {
+                    // Groups of one block or less have their totals from scan_blocks.
+                    let (gx, gy) = grid(chunk_groups);
+                    pass.set_pipeline(&pipeline("scan_groups"));
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
             }
             pass.set_bind_group(0, &bound[0][0], &[]);
             pass.set_pipeline(&pipeline("finish"));

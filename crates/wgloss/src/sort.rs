@@ -1,6 +1,6 @@
 //! A segmented key-value sort on the GPU (`shaders/util/sort.wgsl`), the building block of the
 //! losses that rank errors (Lovász): a bitonic network whose steps within blocks of 512
-//! elements run in workgroup memory, the longer ones as one dispatch each.
+//! elements run in workgroup memory, the longer ones up to four per dispatch.
 
 use wgpu::util::DeviceExt;
 
@@ -24,6 +24,29 @@ struct Params {
 }
 
 const PARAMS_STRIDE: u64 = 256;
+
+/// Most network steps one `global_steps` pass runs (its invocations hold 2^4 elements).
+const MAX_LEVELS: u32 = 4;
+
+/// One dispatch of the network: `levels` steps j, j/2, ... of stage k (`global_steps`), or
+/// the steps of stage k below a block (`local_steps`; k = 0: every stage up to a block).
+struct Step {
+    entry: &'static str,
+    k: u32,
+    j: u32,
+    levels: u32,
+}
+
+impl Step {
+    fn local(k: u32) -> Self {
+        Step {
+            entry: "local_steps",
+            k,
+            j: 0,
+            levels: 0,
+        }
+    }
+}
 
 /// Records a sort of `keys` (f32) in decreasing order within each run of `segment_len`
 /// consecutive elements, carrying `vals` (u32) along; equal keys keep increasing values first,
@@ -69,16 +92,22 @@ pub fn encode_sort(
         }
     }
     // The dispatch sequence: the whole network up to a block, then for every longer stage k
-    // its steps j >= a block one by one and the rest in workgroup memory.
-    let mut steps: Vec<(&'static str, u32, u32)> = vec![("local_steps", 0, 0)];
+    // its steps j >= a block, up to four per pass, and the rest in workgroup memory.
+    let mut steps: Vec<Step> = vec![Step::local(0)];
     let mut k = 2 * SORT_BLOCK;
     while k <= segment_len {
         let mut j = k / 2;
         while j >= SORT_BLOCK {
-            steps.push(("global_step", k as u32, j as u32));
-            j /= 2;
+            let levels = (j / SORT_BLOCK).ilog2().min(MAX_LEVELS - 1) + 1;
+            steps.push(Step {
+                entry: "global_steps",
+                k: k as u32,
+                j: j as u32,
+                levels,
+            });
+            j >>= levels;
         }
-        steps.push(("local_steps", k as u32, 0));
+        steps.push(Step::local(k as u32));
         k *= 2;
     }
     gpu.scoped(|| {
@@ -87,11 +116,11 @@ pub fn encode_sort(
         }
         let device = gpu.device();
         let mut blocks = vec![0u8; PARAMS_STRIDE as usize * steps.len()];
-        for (i, &(_, k, j)) in steps.iter().enumerate() {
+        for (i, step) in steps.iter().enumerate() {
             let p = Params {
                 total: total as u32,
-                k,
-                j,
+                k: step.k,
+                j: step.j,
                 len: segment_len as u32,
             };
             let at = i * PARAMS_STRIDE as usize;
@@ -135,13 +164,17 @@ pub fn encode_sort(
                 ),
             ],
         });
-        let pipeline = |entry: &'static str| {
+        let pipeline = |step: &Step| {
+            let overrides = match step.entry {
+                "global_steps" => vec![("LEVELS", step.levels)],
+                _ => Vec::new(),
+            };
             gpu.pipeline(
                 &SORT,
                 PipelineKey {
                     kernel: SORT.name,
-                    entry,
-                    overrides: Vec::new(),
+                    entry: step.entry,
+                    overrides,
                 },
                 &layout,
             )
@@ -155,13 +188,13 @@ pub fn encode_sort(
             label: Some("sort"),
             timestamp_writes: None,
         });
-        for (i, &(entry, _, _)) in steps.iter().enumerate() {
-            pass.set_pipeline(&pipeline(entry));
+        for (i, step) in steps.iter().enumerate() {
+            pass.set_pipeline(&pipeline(step));
             pass.set_bind_group(0, &group, &[(i as u64 * PARAMS_STRIDE) as u32]);
-            let (x, y) = if entry == "local_steps" {
+            let (x, y) = if step.entry == "local_steps" {
                 grid(total / SORT_BLOCK)
             } else {
-                grid(total.div_ceil(256))
+                grid((total >> step.levels).div_ceil(256))
             };
             pass.dispatch_workgroups(x, y, 1);
         }
