@@ -379,9 +379,10 @@ fn ssim_rejects_windows_larger_than_the_image_and_bad_ranks() {
     ));
 }
 
-/// Lovász logits with no two errors of a group within 1e-3 of each other (a sort of values
-/// that close may order differently in f32 and f64, and the gradient follows the order): the
-/// logit of each (pixel, class) is its own multiple of a step, so errors are well apart.
+/// Lovász logits with no two errors of a group within rounding of each other unless exactly
+/// equal (a sort of values that close may order differently in f32 and f64, and the gradient
+/// follows the order): the logit of each (pixel, class) is its own multiple of a step, on a grid
+/// of 2^-10 so that hinge errors 1 ∓ x are exact in f32 and symmetric logits tie exactly.
 fn lovasz_logits(len: usize, seed: u64) -> Vec<f32> {
     let mut idx: Vec<usize> = (0..len).collect();
     let mut rng = Rng::new(seed);
@@ -390,114 +391,175 @@ fn lovasz_logits(len: usize, seed: u64) -> Vec<f32> {
         idx.swap(i, j);
     }
     idx.iter()
-        .map(|&k| -3.0 + 6.0 * k as f32 / len as f32)
+        .map(|&k| ((-3.0 + 6.0 * k as f32 / len as f32) * 1024.0).round() / 1024.0)
         .collect()
 }
 
+/// One Lovász case on the GPU against the reference: hinge (masks as f32 of the logits' shape)
+/// when `labels` is None, else softmax with these labels `[N, d...]`.
+fn lovasz_case(
+    gpu: &wgloss::Gpu,
+    shape: &[usize],
+    per_image: bool,
+    ignore: i64,
+    masks: Option<&[f32]>,
+    labels: Option<&[i32]>,
+    seed: u64,
+) {
+    let len: usize = shape.iter().product();
+    let x = lovasz_logits(len, seed);
+    let what = format!(
+        "lovasz_{} {shape:?} per_image={per_image}",
+        if labels.is_some() { "softmax" } else { "hinge" }
+    );
+    let xs = Tensor::from_slice(gpu, &x, shape).unwrap();
+    let (out, want) = match (masks, labels) {
+        (Some(t), None) => {
+            let loss = wgloss::LovaszHinge {
+                per_image,
+                ignore_index: Some(ignore),
+                grad_scale: 1.0,
+            };
+            let out = loss
+                .compute(gpu, &xs, &Tensor::from_slice(gpu, t, shape).unwrap())
+                .unwrap();
+            let want = wgloss_ref::lovasz_hinge(
+                to_f64(&x, shape).view(),
+                to_f64(t, shape).view(),
+                per_image,
+                Some(ignore),
+                1.0,
+            );
+            (out, want)
+        }
+        (None, Some(labels)) => {
+            let lshape: Vec<usize> = [shape[0]]
+                .into_iter()
+                .chain(shape[2..].iter().copied())
+                .collect();
+            let loss = wgloss::LovaszSoftmax {
+                per_image,
+                ignore_index: Some(ignore),
+                grad_scale: 1.0,
+            };
+            let out = loss
+                .compute(
+                    gpu,
+                    &xs,
+                    &Tensor::from_labels(gpu, labels, &lshape).unwrap(),
+                )
+                .unwrap();
+            let l64: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+            let want = wgloss_ref::lovasz_softmax(
+                to_f64(&x, shape).view(),
+                to_f64(&l64, &lshape).view(),
+                per_image,
+                Some(ignore),
+                1.0,
+            );
+            (out, want)
+        }
+        _ => unreachable!("masks or labels"),
+    };
+    compare(
+        &format!("{what} loss"),
+        &out.loss.to_vec(gpu).unwrap(),
+        want.loss.view(),
+        REDUCED,
+    )
+    .unwrap();
+    compare(
+        &format!("{what} grad"),
+        &out.grad.to_vec(gpu).unwrap(),
+        want.grad.view(),
+        ELEMENTWISE,
+    )
+    .unwrap();
+}
+
 /// Lovász hinge and softmax against the reference, per image and per batch, with ignored
-/// pixels, on inputs without near ties.
+/// pixels, on inputs without near ties: absent classes, one class, 1×1 images, sizes that are
+/// not multiples of a workgroup or of the sort block.
 #[test]
 fn lovasz_matches_reference() {
     let Some(gpu) = shared_gpu() else { return };
     for per_image in [false, true] {
-        // Hinge: logits [3, 1, 5, 7] on distinct values, masks 0/1, a few ignored (-1).
-        let shape = [3, 1, 5, 7];
-        let len: usize = shape.iter().product();
-        let x = lovasz_logits(len, 5);
-        let mut rng = Rng::new(6);
-        let t: Vec<f32> = (0..len)
-            .map(|i| {
-                if i % 11 == 3 {
-                    -1.0
-                } else {
-                    (rng.unit() < 0.4) as u8 as f32
-                }
-            })
-            .collect();
-        let loss = wgloss::LovaszHinge {
-            per_image,
-            ignore_index: Some(-1),
-            grad_scale: 1.0,
-        };
-        let out = loss
-            .compute(
-                gpu,
-                &Tensor::from_slice(gpu, &x, &shape).unwrap(),
-                &Tensor::from_slice(gpu, &t, &shape).unwrap(),
-            )
-            .unwrap();
-        let want = wgloss_ref::lovasz_hinge(
-            to_f64(&x, &shape).view(),
-            to_f64(&t, &shape).view(),
-            per_image,
-            Some(-1),
-            1.0,
-        );
-        let what = format!("lovasz_hinge per_image={per_image}");
-        compare(
-            &format!("{what} loss"),
-            &out.loss.to_vec(gpu).unwrap(),
-            want.loss.view(),
-            REDUCED,
-        )
-        .unwrap();
-        compare(
-            &format!("{what} grad"),
-            &out.grad.to_vec(gpu).unwrap(),
-            want.grad.view(),
-            ELEMENTWISE,
-        )
-        .unwrap();
-
-        // Softmax: logits [2, 3, 4, 5], class 2 absent from image 1, a few ignored (255).
-        let shape = [2, 3, 4, 5];
-        let len: usize = shape.iter().product();
-        let x = lovasz_logits(len, 7);
+        for (i, shape) in [[3, 1, 5, 7], [4, 1, 1, 1], [1, 1, 17, 19], [2, 1, 23, 29]]
+            .iter()
+            .enumerate()
+        {
+            let len: usize = shape.iter().product();
+            let mut rng = Rng::new(6 + i as u64);
+            // Masks 0/1 (about 40 % foreground), every eleventh pixel ignored (-1).
+            let t: Vec<f32> = (0..len)
+                .map(|k| {
+                    if k % 11 == 3 {
+                        -1.0
+                    } else {
+                        (rng.unit() < 0.4) as u8 as f32
+                    }
+                })
+                .collect();
+            lovasz_case(gpu, shape, per_image, -1, Some(&t), None, 5 + i as u64);
+        }
+        // Softmax: class 2 absent from image 1, a few ignored (255).
         let labels: Vec<i32> = (0..40)
-            .map(|r| {
-                if r % 9 == 4 {
-                    255
-                } else if r >= 20 {
-                    r % 2
-                } else {
-                    r % 3
-                }
+            .map(|r| match r {
+                r if r % 9 == 4 => 255,
+                r if r >= 20 => r % 2,
+                r => r % 3,
             })
             .collect();
-        let loss = wgloss::LovaszSoftmax {
+        lovasz_case(gpu, &[2, 3, 4, 5], per_image, 255, None, Some(&labels), 7);
+        // One class: every present class has error 1 - 1 = 0.
+        lovasz_case(gpu, &[3, 1, 2, 2], per_image, 255, None, Some(&[0; 12]), 8);
+        // 1×1 images.
+        lovasz_case(
+            gpu,
+            &[4, 3, 1, 1],
             per_image,
-            ignore_index: Some(255),
-            grad_scale: 1.0,
-        };
-        let out = loss
-            .compute(
-                gpu,
-                &Tensor::from_slice(gpu, &x, &shape).unwrap(),
-                &Tensor::from_labels(gpu, &labels, &[2, 4, 5]).unwrap(),
-            )
-            .unwrap();
-        let l64: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
-        let want = wgloss_ref::lovasz_softmax(
-            to_f64(&x, &shape).view(),
-            to_f64(&l64, &[2, 4, 5]).view(),
-            per_image,
-            Some(255),
-            1.0,
+            255,
+            None,
+            Some(&[2, 0, 255, 1]),
+            9,
         );
-        let what = format!("lovasz_softmax per_image={per_image}");
-        compare(
-            &format!("{what} loss"),
-            &out.loss.to_vec(gpu).unwrap(),
-            want.loss.view(),
-            REDUCED,
-        )
-        .unwrap();
-        compare(
-            &format!("{what} grad"),
-            &out.grad.to_vec(gpu).unwrap(),
-            want.grad.view(),
-            ELEMENTWISE,
-        )
-        .unwrap();
+        // 17 × 19 and 23 × 29 images: not multiples of 256 or 512.
+        for (shape, seed) in [([1, 4, 17, 19], 10u64), ([2, 3, 23, 29], 11)] {
+            let pixels = shape[0] * shape[2] * shape[3];
+            let mut rng = Rng::new(seed);
+            let labels: Vec<i32> = (0..pixels)
+                .map(|r| {
+                    if r % 13 == 5 {
+                        255
+                    } else {
+                        (rng.unit() * shape[1] as f64) as i32 % shape[1] as i32
+                    }
+                })
+                .collect();
+            lovasz_case(gpu, &shape, per_image, 255, None, Some(&labels), seed);
+        }
     }
+}
+
+/// Wrong ranks and channel counts are typed errors.
+#[test]
+fn lovasz_rejects_bad_shapes() {
+    let Some(gpu) = shared_gpu() else { return };
+    let flat = Tensor::from_slice(gpu, &[0.5; 6], &[6]).unwrap();
+    assert!(matches!(
+        wgloss::LovaszHinge::default().compute(gpu, &flat, &flat),
+        Err(wgloss::Error::InvalidShape { .. })
+    ));
+    // The hinge takes one channel.
+    let two = Tensor::from_slice(gpu, &[0.5; 8], &[1, 2, 2, 2]).unwrap();
+    assert!(matches!(
+        wgloss::LovaszHinge::default().compute(gpu, &two, &two),
+        Err(wgloss::Error::InvalidShape { .. })
+    ));
+    // Softmax labels must be [N, d...].
+    let labels = Tensor::from_labels(gpu, &[0; 8], &[1, 2, 2, 2]).unwrap();
+    assert!(matches!(
+        wgloss::LovaszSoftmax::default().compute(gpu, &two, &labels),
+        Err(wgloss::Error::ShapeMismatch { .. })
+    ));
 }
