@@ -54,6 +54,8 @@ pub struct Entry {
     /// Whether inputs of ±1e4 must give finite loss and gradients (false where the math itself
     /// overflows, as e^{1e4} does).
     pub extreme_finite: bool,
+    /// Tolerance of the gradient against the reference.
+    pub tolerance: crate::check::Tolerance,
     /// Tolerance of the gradient against the reference for inputs of ±1e4.
     pub extreme_tolerance: crate::check::Tolerance,
     /// How inputs are laid out.
@@ -117,7 +119,16 @@ pub enum Layout {
         height: usize,
         width: usize,
     },
+    /// Embeddings `[N, dim]` and labels `[N]` drawn from `classes` values. Losses over all
+    /// pairs of the batch: their cost grows as N², so the suite runs them on the (N, D) grid
+    /// [`EMBEDDING_SHAPES`] instead of the element counts of the other layouts.
+    Embeddings { dim: usize, classes: usize },
 }
+
+/// Batch shapes `[N, D]` the suite runs the in-batch losses at: N ∈ {2, 3, 257, 4096} and
+/// D ∈ {1, 3, 128, 256}, not all of the product (N = 4096 at D = 256 costs 4·10⁹ multiply-adds
+/// per pass on a software adapter).
+pub const EMBEDDING_SHAPES: &[[usize; 2]] = &[[2, 1], [3, 3], [257, 128], [257, 256], [4096, 3]];
 
 /// Seeded test inputs: predictions and targets with their shapes. Labels are held as f32
 /// values (exact) and uploaded as i32.
@@ -193,6 +204,7 @@ impl Entry {
             Layout::Classes { classes, inner, .. } => {
                 vec![n.div_ceil(classes * inner), classes, inner]
             }
+            Layout::Embeddings { dim, .. } => vec![n.div_ceil(dim), dim],
             Layout::Images {
                 channels,
                 height,
@@ -261,6 +273,22 @@ impl Entry {
                 pred_shape,
                 pred,
                 target_shape,
+                target,
+                labels: true,
+                group: 1,
+            };
+        }
+        if let Layout::Embeddings { classes, .. } = self.layout {
+            let rows = pred_shape[0];
+            let target = rng
+                .uniform(rows, 0.0, 1.0)
+                .iter()
+                .map(|&u| (u * classes as f32).floor().min(classes as f32 - 1.0))
+                .collect();
+            return Inputs {
+                target_shape: vec![rows],
+                pred_shape,
+                pred,
                 target,
                 labels: true,
                 group: 1,
@@ -1798,6 +1826,76 @@ pub static REGISTRY: &[Entry] = &[
         ..F4
     },
     Entry {
+        name: "supcon",
+        anchor: "pml SupConLoss",
+        variants: &["temperature=0.1", "temperature=0.5,grad_scale=0.5"],
+        make: |_, v, _| {
+            let (temperature, grad_scale) = [(0.1f32, 1.0f32), (0.5, 0.5)][v];
+            stateless(
+                wgloss::SupCon {
+                    temperature,
+                    grad_scale,
+                },
+                move |e, y| {
+                    first_grad(wgloss_ref::supcon(
+                        e,
+                        y,
+                        temperature.into(),
+                        grad_scale.into(),
+                    ))
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "temperature",
+            build: |_| {
+                Ok(Box::new(wgloss::SupCon {
+                    temperature: 0.0,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F5
+    },
+    Entry {
+        name: "nt_xent",
+        anchor: "pml NTXentLoss (labels); SimCLR (views, tests/metric.rs)",
+        variants: &[
+            "labels,temperature=0.07",
+            "labels,temperature=0.5,grad_scale=2",
+        ],
+        make: |_, v, _| {
+            let (temperature, grad_scale) = [(0.07f32, 1.0f32), (0.5, 2.0)][v];
+            stateless(
+                wgloss::NtXent {
+                    temperature,
+                    grad_scale,
+                    ..Default::default()
+                },
+                move |e, y| {
+                    first_grad(wgloss_ref::nt_xent_labels(
+                        e,
+                        y,
+                        temperature.into(),
+                        grad_scale.into(),
+                    ))
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "temperature",
+            build: |_| {
+                Ok(Box::new(wgloss::NtXent {
+                    temperature: -0.1,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F5
+    },
+    Entry {
         name: "ssim",
         vec4: false,
         anchor: "kornia ssim_loss",
@@ -1888,6 +1986,7 @@ const F1: Entry = Entry {
     domain: (-3.0, 3.0),
     targets: Targets::Uniform,
     extreme_finite: true,
+    tolerance: crate::check::ELEMENTWISE,
     extreme_tolerance: crate::check::ELEMENTWISE,
     vec4: true,
     snap: None,
@@ -1907,6 +2006,36 @@ const F3: Entry = Entry {
     targets: Targets::Sign,
     ..F1
 };
+
+/// Defaults of the metric-learning family's entries: embeddings `[N, 3]` in [−2, 2], labels
+/// from four classes (so that small batches have single-member classes and no positives).
+const F5: Entry = Entry {
+    family: "F5 metric learning",
+    vec4: false,
+    domain: (-2.0, 2.0),
+    reductions: &[Reduction::Mean],
+    layout: Layout::Embeddings { dim: 3, classes: 4 },
+    // A gradient row sums N terms c_ik x̂_k of both signs: in f32 its error is about
+    // √N · 6e-8 of the largest term, 4e-6 at N = 4096.
+    tolerance: crate::check::Tolerance {
+        rtol: 1e-4,
+        atol_frac: 2e-5,
+    },
+    // Rows of ±1e4 point in nearly the same directions: the normalisation's projection
+    // (I − x̂x̂ᵀ) cancels most of each gradient row.
+    extreme_tolerance: crate::check::Tolerance {
+        rtol: 2e-3,
+        atol_frac: 1e-4,
+    },
+    bench_shapes: &[&[8192, 256]],
+    ..F1
+};
+
+/// The reference's loss and its gradient w.r.t. the first input (the embeddings).
+fn first_grad(m: wgloss_ref::MultiGrad) -> LossGrad {
+    let grad = m.grads.into_iter().next().expect("one gradient per input");
+    LossGrad { loss: m.loss, grad }
+}
 
 /// An instance of a loss without state: the reference is a pure function.
 fn stateless(

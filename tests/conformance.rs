@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use ndarray::{ArrayD, IxDyn};
 use wgloss::{DType, Error, Gpu, LossOutput, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, ELEMENTWISE, REDUCED};
-use wgloss_suite::registry::{Inputs, Layout, Targets};
+use wgloss_suite::registry::{Inputs, Layout, Targets, EMBEDDING_SHAPES};
 use wgloss_suite::{shared_gpu, Entry, REGISTRY};
 
 /// Sizes straddling workgroup boundaries, then one past a single binding's worth of workgroups.
@@ -53,6 +53,7 @@ fn reference(
 
 /// Runs one call on the GPU and the reference; returns an error message on mismatch.
 fn run_and_compare(
+    entry: &Entry,
     gpu: &Gpu,
     instance: &mut wgloss_suite::Instance,
     reduction: Reduction,
@@ -78,7 +79,7 @@ fn run_and_compare(
         &format!("{what} grad"),
         &grad,
         want.grad.view(),
-        ELEMENTWISE,
+        entry.tolerance,
     )
 }
 
@@ -147,22 +148,29 @@ fn reference_grad_matches_finite_differences(entry: &Entry) {
 fn matches_reference(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let mut failures = Vec::new();
-    for (gpu, &n) in widths(gpu, entry)
+    let shapes: Vec<Vec<usize>> = match entry.layout {
+        Layout::Embeddings { .. } => EMBEDDING_SHAPES.iter().map(|s| s.to_vec()).collect(),
+        _ => SHAPES.iter().map(|&n| entry.shape(n)).collect(),
+    };
+    for (gpu, shape) in widths(gpu, entry)
         .iter()
-        .flat_map(|g| SHAPES.iter().map(move |n| (g, n)))
+        .flat_map(|g| shapes.iter().map(move |s| (g, s)))
     {
+        let n: usize = shape.iter().product();
         for (v, label) in entry.variants.iter().enumerate() {
             for &reduction in entry.reductions {
                 let mut inst = (entry.make)(gpu, v, reduction).expect("valid variant");
                 for step in 0..3u64 {
-                    let inputs = inputs(entry, n, 1000 * n as u64 + step);
+                    let inputs = entry.inputs_shaped(shape, 1000 * n as u64 + step);
                     let what = format!(
                         "{} {label} {reduction:?} {:?} step {step} vec4={}",
                         entry.name,
                         inputs.pred_shape,
                         gpu.vec4()
                     );
-                    if let Err(e) = run_and_compare(gpu, &mut inst, reduction, &inputs, &what) {
+                    if let Err(e) =
+                        run_and_compare(entry, gpu, &mut inst, reduction, &inputs, &what)
+                    {
                         failures.push(e);
                     }
                 }
@@ -176,6 +184,9 @@ fn matches_reference(entry: &Entry) {
 /// (128 MiB on lavapipe): split, not rejected, and still equal to the reference.
 fn matches_reference_beyond_limits(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
+    if let Layout::Embeddings { .. } = entry.layout {
+        return in_batch_limits_are_typed_errors(gpu, entry);
+    }
     let _one_at_a_time = LARGE.lock().unwrap_or_else(|e| e.into_inner());
     let max_binding = gpu.limits().max_storage_buffer_binding_size;
     let mut failures = Vec::new();
@@ -199,13 +210,41 @@ fn matches_reference_beyond_limits(entry: &Entry) {
                 inputs.pred_shape,
                 gpu.vec4()
             );
-            if let Err(e) = run_and_compare(gpu, &mut inst, reduction, &inputs, &what) {
+            if let Err(e) = run_and_compare(entry, gpu, &mut inst, reduction, &inputs, &what) {
                 failures.push(e);
             }
         }
     }
     if 4 * BEYOND_BINDING as u64 <= max_binding {
         eprintln!("note: this adapter binds {max_binding} bytes at once; the split path is exercised on lavapipe");
+    }
+    report(failures);
+}
+
+/// Losses over all pairs of a batch cost N² per call, so batches past the dispatch limit
+/// (N / 16 > 65,535 anchor blocks) or past one binding (the embeddings and their normalised copy)
+/// are rejected with a typed error, before anything is written.
+fn in_batch_limits_are_typed_errors(gpu: &Gpu, entry: &Entry) {
+    let _one_at_a_time = LARGE.lock().unwrap_or_else(|e| e.into_inner());
+    let max_floats = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
+    let mut failures = Vec::new();
+    for shape in [vec![65_535 * 16 + 1, 1], vec![2, max_floats / 2]] {
+        let inputs = entry.inputs_shaped(&shape, 3);
+        let (p, t) = inputs.upload(gpu).unwrap();
+        let out = sentinel_output(gpu, &shape, &[]);
+        let inst = (entry.make)(gpu, 0, entry.reductions[0]).expect("default variant");
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        let r = inst.loss.encode(gpu, &mut encoder, &p, &t, &out);
+        gpu.submit_and_wait(encoder).unwrap();
+        if !matches!(r, Err(Error::InvalidShape { .. })) {
+            failures.push(format!(
+                "{} {shape:?}: expected InvalidShape, got {r:?}",
+                entry.name
+            ));
+        }
+        if !untouched(gpu, &out) {
+            failures.push(format!("{} {shape:?}: a rejected call wrote", entry.name));
+        }
     }
     report(failures);
 }
@@ -272,7 +311,7 @@ fn encode_into_views_matches_reference(entry: &Entry) {
                 &format!("{what} grad"),
                 &out.grad.to_vec(gpu).unwrap(),
                 want.grad.view(),
-                ELEMENTWISE,
+                entry.tolerance,
             ),
         ];
         failures.extend(checks.into_iter().filter_map(Result::err));
@@ -601,6 +640,8 @@ conformance! {
         ghm_c,
         ssim,
         lovasz_hinge,
+        supcon,
+        nt_xent,
     ]
     label_losses: [
         cross_entropy,

@@ -7,14 +7,20 @@
 
 mod boxes;
 mod classification;
+mod in_batch;
 mod lovasz;
+mod margin_heads;
+mod pairs;
 mod regression;
 mod segmentation;
 mod ssim;
 
 pub use boxes::*;
 pub use classification::*;
+pub use in_batch::*;
 pub use lovasz::*;
+pub use margin_heads::*;
+pub use pairs::*;
 pub use regression::*;
 pub use segmentation::*;
 pub use ssim::*;
@@ -39,6 +45,17 @@ pub struct LossGrad {
     pub loss: ArrayD<f64>,
     /// Same shape as `pred`.
     pub grad: ArrayD<f64>,
+}
+
+/// Loss value and the gradients of the reduced loss w.r.t. each of several inputs (metric
+/// learning: embeddings, pairs, class weights), each multiplied by `grad_scale`.
+#[derive(Clone, Debug)]
+pub struct MultiGrad {
+    /// 0-d for `Mean`/`Sum`; per row (`[N]`) for `None`.
+    pub loss: ArrayD<f64>,
+    /// One gradient per input, in the order of the function's arguments, each of its input's
+    /// shape.
+    pub grads: Vec<ArrayD<f64>>,
 }
 
 /// A 0-d array holding `x`.

@@ -99,6 +99,12 @@ pub(crate) const LOVASZ: Kernel = Kernel {
     parts: &[PRELUDE, shader!("segmentation/lovasz.wgsl")],
 };
 
+/// In-batch contrastive losses (supcon, nt_xent): tiled similarities, never stored.
+pub(crate) const IN_BATCH: Kernel = Kernel {
+    name: "in_batch",
+    parts: &[PRELUDE, shader!("metric/in_batch.wgsl")],
+};
+
 macro_rules! elementwise_kernels {
     (
     others: [$($other:ident),*]
@@ -145,7 +151,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ]
+    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",
