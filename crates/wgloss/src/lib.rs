@@ -74,6 +74,45 @@ pub struct LossOutput {
 }
 
 impl LossOutput {
+    /// Checks outputs of a loss reduced to one value over an input of `shape`: f32 gradient of
+    /// that shape and a one-element f32 loss, a u32 status word, all bindable, loss and status
+    /// clearable (COPY_DST). For the drivers with their own passes.
+    pub(crate) fn check_scalar(&self, gpu: &Gpu, shape: &[usize]) -> Result<()> {
+        self.grad.check_dtype("grad", DType::F32)?;
+        self.loss.check_dtype("loss", DType::F32)?;
+        self.status.check_dtype("status", DType::U32)?;
+        if self.grad.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                name: "grad",
+                expected: shape.to_vec(),
+                got: self.grad.shape().to_vec(),
+            });
+        }
+        if self.loss.len() != 1 {
+            return Err(Error::ShapeMismatch {
+                name: "loss",
+                expected: Vec::new(),
+                got: self.loss.shape().to_vec(),
+            });
+        }
+        for (t, name) in [
+            (&self.grad, "grad"),
+            (&self.loss, "loss"),
+            (&self.status, "status"),
+        ] {
+            t.check_bindable(gpu, name)?;
+        }
+        for (t, name) in [(&self.loss, "loss"), (&self.status, "status")] {
+            if !t.buffer().usage().contains(wgpu::BufferUsages::COPY_DST) {
+                return Err(Error::MissingUsage {
+                    name,
+                    missing: wgpu::BufferUsages::COPY_DST,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Allocates outputs for an input of `shape` whose per-element losses have `shape` too.
     pub fn new(gpu: &Gpu, shape: &[usize], reduction: Reduction) -> Result<Self> {
         Self::with_loss_shape(gpu, shape, &Self::loss_shape(shape, reduction))

@@ -91,31 +91,9 @@ impl Lovasz {
         }
         logits.check_dtype("logits", DType::F32)?;
         target.check_dtype("target", if self.hinge { DType::F32 } else { DType::I32 })?;
-        out.grad.check_dtype("grad", DType::F32)?;
-        out.loss.check_dtype("loss", DType::F32)?;
-        if out.grad.shape() != shape {
-            return Err(Error::ShapeMismatch {
-                name: "grad",
-                expected: shape.to_vec(),
-                got: out.grad.shape().to_vec(),
-            });
-        }
-        if out.loss.len() != 1 {
-            return Err(Error::ShapeMismatch {
-                name: "loss",
-                expected: Vec::new(),
-                got: out.loss.shape().to_vec(),
-            });
-        }
-        for (t, name) in [
-            (logits, "logits"),
-            (target, "target"),
-            (&out.grad, "grad"),
-            (&out.loss, "loss"),
-            (&out.status, "status"),
-        ] {
-            t.check_bindable(gpu, name)?;
-        }
+        out.check_scalar(gpu, shape)?;
+        logits.check_bindable(gpu, "logits")?;
+        target.check_bindable(gpu, "target")?;
         let pixels = n * inner;
         if pixels == 0 {
             // Nothing to sort: loss 0, no gradient.

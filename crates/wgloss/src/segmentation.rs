@@ -165,40 +165,9 @@ impl Overlap<'_> {
         }
         logits.check_dtype("logits", DType::F32)?;
         target.check_dtype("target", if labels { DType::I32 } else { DType::F32 })?;
-        out.grad.check_dtype("grad", DType::F32)?;
-        out.loss.check_dtype("loss", DType::F32)?;
-        out.status.check_dtype("status", DType::U32)?;
-        if out.grad.shape() != shape {
-            return Err(Error::ShapeMismatch {
-                name: "grad",
-                expected: shape.to_vec(),
-                got: out.grad.shape().to_vec(),
-            });
-        }
-        if out.loss.len() != 1 {
-            return Err(Error::ShapeMismatch {
-                name: "loss",
-                expected: Vec::new(),
-                got: out.loss.shape().to_vec(),
-            });
-        }
-        for (t, name) in [
-            (logits, "logits"),
-            (target, "target"),
-            (&out.grad, "grad"),
-            (&out.loss, "loss"),
-            (&out.status, "status"),
-        ] {
-            t.check_bindable(gpu, name)?;
-        }
-        for (t, name) in [(&out.loss, "loss"), (&out.status, "status")] {
-            if !t.buffer().usage().contains(wgpu::BufferUsages::COPY_DST) {
-                return Err(Error::MissingUsage {
-                    name,
-                    missing: wgpu::BufferUsages::COPY_DST,
-                });
-            }
-        }
+        out.check_scalar(gpu, shape)?;
+        logits.check_bindable(gpu, "logits")?;
+        target.check_bindable(gpu, "target")?;
         if logits.len() > u32::MAX as usize / 2 {
             return Err(Error::InvalidShape {
                 name: "logits",

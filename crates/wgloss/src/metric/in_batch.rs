@@ -85,29 +85,8 @@ impl InBatch {
             }
             labels.check_dtype("target", DType::I32)?;
         }
-        out.grad.check_dtype("grad", DType::F32)?;
-        out.loss.check_dtype("loss", DType::F32)?;
-        if out.grad.shape() != shape {
-            return Err(Error::ShapeMismatch {
-                name: "grad",
-                expected: shape.to_vec(),
-                got: out.grad.shape().to_vec(),
-            });
-        }
-        if out.loss.len() != 1 {
-            return Err(Error::ShapeMismatch {
-                name: "loss",
-                expected: Vec::new(),
-                got: out.loss.shape().to_vec(),
-            });
-        }
-        for (t, name) in [
-            (emb, "embeddings"),
-            (&out.grad, "grad"),
-            (&out.loss, "loss"),
-        ] {
-            t.check_bindable(gpu, name)?;
-        }
+        out.check_scalar(gpu, shape)?;
+        emb.check_bindable(gpu, "embeddings")?;
         if !self.views {
             labels.check_bindable(gpu, "target")?;
         }
