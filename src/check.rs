@@ -70,6 +70,14 @@ pub fn compare(
             want.len()
         ));
     }
+    let owned;
+    let want: &[f64] = match want.as_slice() {
+        Some(s) => s,
+        None => {
+            owned = want.iter().copied().collect::<Vec<_>>();
+            &owned
+        }
+    };
     let scale = want
         .iter()
         .filter(|w| w.is_finite())

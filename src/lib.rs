@@ -4,6 +4,7 @@
 //! variant. Tests and benches iterate it; nothing is written per loss by hand.
 
 pub mod check;
+pub mod heads;
 pub mod registry;
 
 pub use registry::{Entry, Instance, REGISTRY};

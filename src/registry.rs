@@ -123,6 +123,11 @@ pub enum Layout {
     /// pairs of the batch: their cost grows as N², so the suite runs them on the (N, D) grid
     /// [`EMBEDDING_SHAPES`] instead of the element counts of the other layouts.
     Embeddings { dim: usize, classes: usize },
+    /// A margin head's embeddings `[N, dim]` stacked over its class weights `[classes, dim]`
+    /// (one prediction `[N + classes, dim]`, see [`heads::Stacked`]) and labels `[N]` in
+    /// `[0, classes)`. Shapes are given as `[N, dim, classes]`; the suite runs the (N, D) grid
+    /// [`EMBEDDING_SHAPES`].
+    Heads { dim: usize, classes: usize },
 }
 
 /// Batch shapes `[N, D]` the suite runs the in-batch losses at: N ∈ {2, 3, 257, 4096} and
@@ -205,6 +210,7 @@ impl Entry {
                 vec![n.div_ceil(classes * inner), classes, inner]
             }
             Layout::Embeddings { dim, .. } => vec![n.div_ceil(dim), dim],
+            Layout::Heads { dim, classes } => vec![n.div_ceil(dim), dim, classes],
             Layout::Images {
                 channels,
                 height,
@@ -273,6 +279,24 @@ impl Entry {
                 pred_shape,
                 pred,
                 target_shape,
+                target,
+                labels: true,
+                group: 1,
+            };
+        }
+        if let Layout::Heads { .. } = self.layout {
+            // [N, D, C]: embeddings over class weights, labels in [0, C).
+            let (n, d, classes) = (pred_shape[0], pred_shape[1], pred_shape[2]);
+            let pred = rng.uniform((n + classes) * d, lo, hi);
+            let target = rng
+                .uniform(n, 0.0, 1.0)
+                .iter()
+                .map(|&u| (u * classes as f32).floor().min(classes as f32 - 1.0))
+                .collect();
+            return Inputs {
+                pred_shape: vec![n + classes, d],
+                pred,
+                target_shape: vec![n],
                 target,
                 labels: true,
                 group: 1,
@@ -1896,6 +1920,164 @@ pub static REGISTRY: &[Entry] = &[
         ..F5
     },
     Entry {
+        name: "cosface",
+        anchor: "pml CosFaceLoss",
+        variants: &["scale=64,margin=0.35", "scale=30,margin=0.2,grad_scale=0.5"],
+        make: |_, v, _| {
+            let (scale, margin, grad_scale) = [(64.0f32, 0.35f32, 1.0f32), (30.0, 0.2, 0.5)][v];
+            let head = wgloss::CosFace {
+                scale,
+                margin,
+                grad_scale,
+            };
+            scale_margin_head(head, [scale, margin, grad_scale], wgloss_ref::cosface)
+        },
+        bad_params: &[BadParam {
+            param: "scale",
+            build: |_| {
+                Ok(Box::new(crate::heads::Stacked {
+                    head: wgloss::CosFace {
+                        scale: f32::NAN,
+                        ..Default::default()
+                    },
+                }))
+            },
+        }],
+        ..HEADS
+    },
+    Entry {
+        name: "arcface",
+        anchor: "insightface CombinedMarginLoss; pml ArcFaceLoss",
+        // Margin 1.2 puts a third of random targets past θ + m > π (the fallback logit).
+        variants: &["scale=64,margin=0.5", "scale=16,margin=1.2,grad_scale=2"],
+        make: |_, v, _| {
+            let (scale, margin, grad_scale) = [(64.0f32, 0.5f32, 1.0f32), (16.0, 1.2, 2.0)][v];
+            let head = wgloss::ArcFace {
+                scale,
+                margin,
+                grad_scale,
+            };
+            scale_margin_head(head, [scale, margin, grad_scale], wgloss_ref::arcface)
+        },
+        bad_params: &[BadParam {
+            param: "margin",
+            build: |_| {
+                Ok(Box::new(crate::heads::Stacked {
+                    head: wgloss::ArcFace {
+                        margin: f32::INFINITY,
+                        ..Default::default()
+                    },
+                }))
+            },
+        }],
+        ..HEADS
+    },
+    Entry {
+        name: "sphereface",
+        anchor: "pml SphereFaceLoss (Liu et al. 2017, no annealing)",
+        variants: &["margin=4", "margin=3,grad_scale=2"],
+        make: |_, v, _| {
+            let (margin, grad_scale) = [(4u32, 1.0f32), (3, 2.0)][v];
+            let head = wgloss::SphereFace { margin, grad_scale };
+            let g = grad_scale.into();
+            stateless(
+                crate::heads::Stacked { head },
+                move |p, y| {
+                    let (e, w) = crate::heads::split(&p, &y);
+                    crate::heads::stacked(wgloss_ref::sphereface(e, w, y, margin, g))
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "margin",
+            build: |_| {
+                Ok(Box::new(crate::heads::Stacked {
+                    head: wgloss::SphereFace {
+                        margin: 0,
+                        ..Default::default()
+                    },
+                }))
+            },
+        }],
+        ..HEADS
+    },
+    Entry {
+        name: "adaface",
+        anchor: "AdaFace head.py",
+        variants: &["default", "margin=0.5,h=0.5,t_alpha=1,grad_scale=0.5"],
+        make: |gpu, v, _| {
+            let config = [
+                wgloss::AdaFaceConfig::default(),
+                wgloss::AdaFaceConfig {
+                    margin: 0.5,
+                    h: 0.5,
+                    t_alpha: 1.0,
+                    grad_scale: 0.5,
+                    ..Default::default()
+                },
+            ][v];
+            let head = wgloss::AdaFace::new(gpu, config)?;
+            let f = |x: f32| f64::from(x);
+            let (m, h, sc, ta, g) = (
+                f(config.margin),
+                f(config.h),
+                f(config.scale),
+                f(config.t_alpha),
+                f(config.grad_scale),
+            );
+            let mut state = wgloss_ref::AdaFaceState::default();
+            let before = std::rc::Rc::new(std::cell::Cell::new(state));
+            let seen = before.clone();
+            Ok(Instance {
+                loss: Box::new(crate::heads::Stacked { head }),
+                reference: Box::new(move |p, y| {
+                    before.set(state);
+                    let (e, w) = crate::heads::split(&p, &y);
+                    crate::heads::stacked(wgloss_ref::adaface(e, w, y, &mut state, m, h, sc, ta, g))
+                }),
+                // The norms and the statistics as the most recent reference call took them
+                // at (pred0, labels): constants for the gradient, as in head.py.
+                freeze: Box::new(move |p0, y| {
+                    let p0 = p0.view();
+                    let (e0, w0) = crate::heads::split(&p0, &y.view());
+                    let norms = wgloss_ref::adaface_norms(&e0);
+                    let mut s = seen.get();
+                    wgloss_ref::adaface(e0, w0, y.view(), &mut s, m, h, sc, ta, g);
+                    let y = y.clone();
+                    Box::new(move |p| {
+                        let (e, w) = crate::heads::split(&p, &y.view());
+                        crate::heads::stacked(wgloss_ref::adaface_frozen(
+                            e,
+                            w,
+                            y.view(),
+                            &norms,
+                            s,
+                            m,
+                            h,
+                            sc,
+                            g,
+                        ))
+                    })
+                }),
+                grad_scale: g,
+            })
+        },
+        bad_params: &[BadParam {
+            param: "t_alpha",
+            build: |gpu| {
+                let config = wgloss::AdaFaceConfig {
+                    t_alpha: 1.5,
+                    ..Default::default()
+                };
+                Ok(Box::new(crate::heads::Stacked {
+                    head: wgloss::AdaFace::new(gpu, config)?,
+                }))
+            },
+        }],
+        ..HEADS
+    },
+    Entry {
         name: "ssim",
         vec4: false,
         anchor: "kornia ssim_loss",
@@ -2030,6 +2212,54 @@ const F5: Entry = Entry {
     bench_shapes: &[&[8192, 256]],
     ..F1
 };
+
+/// Defaults of the margin heads: embeddings `[N, 3]` and class weights `[300, 3]` in [−2, 2]
+/// (300 classes: two chunks of the class loop), labels uniform over the classes.
+const HEADS: Entry = Entry {
+    layout: Layout::Heads {
+        dim: 3,
+        classes: 300,
+    },
+    // Every input is the embeddings and the weights together; the gradients have the sums of
+    // F5 (over C classes or N rows).
+    bench_shapes: &[&[1024, 512, 100_000]],
+    allows_empty: false,
+    // Inputs of ±1e4 in the suite's pattern make every row nearly parallel or antiparallel to
+    // every other: cosines within 1e-4 of ±1, where ArcFace's ∂z/∂cos (∝ 1/sin θ) and the
+    // normalisation's projection amplify the cosine's f32 rounding.
+    extreme_tolerance: crate::check::Tolerance {
+        rtol: 2e-2,
+        atol_frac: 1e-3,
+    },
+    ..F5
+};
+
+/// The reference of a head of scale and margin (cosface, arcface).
+type ScaleMarginRef = fn(
+    ArrayViewD<'_, f64>,
+    ArrayViewD<'_, f64>,
+    ArrayViewD<'_, f64>,
+    f64,
+    f64,
+    f64,
+) -> wgloss_ref::MultiGrad;
+
+/// A stacked head of `[scale, margin, grad_scale]` and its reference.
+fn scale_margin_head(
+    head: impl wgloss::MarginHead + 'static,
+    [scale, margin, grad_scale]: [f32; 3],
+    reference: ScaleMarginRef,
+) -> wgloss::Result<Instance> {
+    let (s, m, g) = (scale.into(), margin.into(), grad_scale.into());
+    stateless(
+        crate::heads::Stacked { head },
+        move |p, y| {
+            let (e, w) = crate::heads::split(&p, &y);
+            crate::heads::stacked(reference(e, w, y, s, m, g))
+        },
+        grad_scale,
+    )
+}
 
 /// The reference's loss and its gradient w.r.t. the first input (the embeddings).
 fn first_grad(m: wgloss_ref::MultiGrad) -> LossGrad {

@@ -54,7 +54,6 @@ const RATE: u32 = 4u;
 const PAIR_LOSS: u32 = 5u;
 const WEIGHT: u32 = 6u;
 const NORM: u32 = 7u;
-const NORM_EPS: f32 = 1e-12;
 
 var<workgroup> a_tile: array<f32, 256>;
 var<workgroup> k_tile: array<f32, 256>;
@@ -138,19 +137,6 @@ fn similarity_tile(lid: u32, a0: u32, k0: u32) {
     }
     s_tile[lid] = acc * params.inv_tau;
     workgroupBarrier();
-}
-
-// Running log-sum-exp: (max, sum of e^(s - max)) with one more term.
-fn lse_add(ms: vec2<f32>, s: f32) -> vec2<f32> {
-    let m = max(ms.x, s);
-    return vec2<f32>(m, ms.y * exp(ms.x - m) + exp(s - m));
-}
-
-fn lse_value(ms: vec2<f32>) -> f32 {
-    if (ms.y == 0.0) {
-        return -BIG;
-    }
-    return ms.x + log(ms.y);
 }
 
 @compute @workgroup_size(256)
@@ -347,12 +333,6 @@ fn chain(
     }
     for (var c = 0u; c < params.d; c++) {
         let at = i * params.d + c;
-        var g = grad[at];
-        if (norm > NORM_EPS) {
-            g = (g - xhat(i, c) * dot) / norm;
-        } else {
-            g = g / NORM_EPS;
-        }
-        grad[at] = g * scale;
+        grad[at] = normalize_backward(grad[at], xhat(i, c), dot, norm) * scale;
     }
 }

@@ -63,6 +63,14 @@ pub(crate) fn scalar(x: f64) -> ArrayD<f64> {
     ArrayD::from_elem(IxDyn(&[]), x)
 }
 
+/// The elements of `a` in row-major order, borrowed when `a` is already laid out that way.
+pub(crate) fn flat<'a>(a: &'a ArrayViewD<'_, f64>) -> std::borrow::Cow<'a, [f64]> {
+    match a.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(a.iter().copied().collect()),
+    }
+}
+
 /// Separable loss: `f(p, t) = (loss, dloss/dp)` per element, then the reduction.
 ///
 /// `None`: per-element loss, grad = `grad_scale·d`; `Sum`: Σ loss, grad =
@@ -91,18 +99,19 @@ pub(crate) fn elementwise_indexed(
         "pred and target shapes differ"
     );
     let n = pred.len();
-    let (losses, derivs): (Vec<f64>, Vec<f64>) = pred
-        .iter()
-        .zip(target.iter())
-        .enumerate()
-        .map(|(i, (&p, &t))| f(i, p, t))
-        .unzip();
     let scale = match reduction {
         Reduction::Mean if n > 0 => grad_scale / n as f64,
         _ => grad_scale,
     };
-    let grad = ArrayD::from_shape_vec(pred.raw_dim(), derivs.iter().map(|d| scale * d).collect())
-        .expect("length matches shape");
+    let (pred_flat, target_flat) = (flat(&pred), flat(&target));
+    let mut losses = Vec::with_capacity(n);
+    let mut derivs = Vec::with_capacity(n);
+    for (i, (&p, &t)) in pred_flat.iter().zip(target_flat.iter()).enumerate() {
+        let (l, d) = f(i, p, t);
+        losses.push(l);
+        derivs.push(scale * d);
+    }
+    let grad = ArrayD::from_shape_vec(pred.raw_dim(), derivs).expect("length matches shape");
     let loss = match reduction {
         Reduction::None => {
             ArrayD::from_shape_vec(pred.raw_dim(), losses).expect("length matches shape")

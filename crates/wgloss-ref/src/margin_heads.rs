@@ -422,10 +422,7 @@ pub fn adaface(
     );
     assert!((0.0..=1.0).contains(&t_alpha), "t_alpha must be in [0, 1]");
     assert_eq!(emb.ndim(), 2, "emb must be [N, D]");
-    let norms: Vec<f64> = rows(&emb)
-        .iter()
-        .map(|r| l2(r).clamp(0.001, 100.0))
-        .collect();
+    let norms = adaface_norms(&emb);
     let n = norms.len();
     assert!(n > 0, "adaface needs a non-empty batch");
     let mean = norms.iter().sum::<f64>() / n as f64;
@@ -441,11 +438,19 @@ pub fn adaface(
     )
 }
 
+/// AdaFace's clipped embedding norms `clip(‖x_i‖, 0.001, 100)`.
+pub fn adaface_norms(emb: &ArrayViewD<'_, f64>) -> Vec<f64> {
+    rows(emb)
+        .iter()
+        .map(|r| l2(r).clamp(0.001, 100.0))
+        .collect()
+}
+
 /// [`adaface`] after the state update: given the clipped norms `n_i` and the (already
 /// updated) statistics, with no update. Also what finite differences check, since the
 /// gradient treats both as constants.
 #[allow(clippy::too_many_arguments)]
-fn adaface_frozen(
+pub fn adaface_frozen(
     emb: ArrayViewD<'_, f64>,
     weight: ArrayViewD<'_, f64>,
     labels: ArrayViewD<'_, f64>,

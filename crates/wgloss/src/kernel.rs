@@ -100,9 +100,16 @@ pub(crate) const LOVASZ: Kernel = Kernel {
 };
 
 /// In-batch contrastive losses (supcon, nt_xent): tiled similarities, never stored.
+pub(crate) const METRIC_COMMON: &str = shader!("metric/common.wgsl");
+
 pub(crate) const IN_BATCH: Kernel = Kernel {
     name: "in_batch",
-    parts: &[PRELUDE, shader!("metric/in_batch.wgsl")],
+    parts: &[PRELUDE, METRIC_COMMON, shader!("metric/in_batch.wgsl")],
+};
+
+pub(crate) const MARGIN_HEADS: Kernel = Kernel {
+    name: "margin_heads",
+    parts: &[PRELUDE, METRIC_COMMON, shader!("metric/margin_heads.wgsl")],
 };
 
 macro_rules! elementwise_kernels {
@@ -151,7 +158,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH]
+    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

@@ -490,6 +490,21 @@ impl ClassRows<'_> {
 
 /// Turns a bad label recorded by the kernel into [`Error::LabelOutOfRange`].
 pub(crate) fn check_labels(gpu: &Gpu, labels: &Tensor, out: &LossOutput) -> Result<()> {
+    check_labels_of(
+        gpu,
+        labels,
+        out,
+        out.grad.shape().get(1).copied().unwrap_or(0),
+    )
+}
+
+/// [`check_labels`] for labels in `[0, classes)`.
+pub(crate) fn check_labels_of(
+    gpu: &Gpu,
+    labels: &Tensor,
+    out: &LossOutput,
+    classes: usize,
+) -> Result<()> {
     let Some(position) = out.first_bad_label(gpu)? else {
         return Ok(());
     };
@@ -501,6 +516,6 @@ pub(crate) fn check_labels(gpu: &Gpu, labels: &Tensor, out: &LossOutput) -> Resu
     Err(Error::LabelOutOfRange {
         position,
         label: label.into(),
-        classes: out.grad.shape().get(1).copied().unwrap_or(0),
+        classes,
     })
 }

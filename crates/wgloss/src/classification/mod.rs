@@ -9,7 +9,7 @@ pub use bce_with_logits::*;
 pub use margin::*;
 pub use sigmoid_focal::*;
 mod class_rows;
-pub(crate) use class_rows::{check_labels, check_weight};
+pub(crate) use class_rows::{check_labels, check_labels_of, check_weight};
 mod cross_entropy;
 mod ghm_c;
 mod multiclass_hinge;

@@ -1,5 +1,7 @@
 //! Metric learning (F5): losses over a batch of embeddings.
 
 mod in_batch;
+mod margin_heads;
 
 pub use in_batch::*;
+pub use margin_heads::*;
