@@ -4,8 +4,8 @@
 //! variant. Tests and benches iterate it; nothing is written per loss by hand.
 
 pub mod check;
-pub mod heads;
 pub mod registry;
+pub mod stacked;
 
 pub use registry::{Entry, Instance, REGISTRY};
 

@@ -6,6 +6,7 @@ use wgloss::{DType, Gpu, Loss, Reduction, Tensor};
 use wgloss_ref::LossGrad;
 
 use crate::check::Rng;
+use crate::stacked;
 
 /// Whether a loss term (prediction, target) lies on a kink of the loss.
 pub type Kink = fn(&[f32], &[f32]) -> bool;
@@ -124,10 +125,19 @@ pub enum Layout {
     /// [`EMBEDDING_SHAPES`] instead of the element counts of the other layouts.
     Embeddings { dim: usize, classes: usize },
     /// A margin head's embeddings `[N, dim]` stacked over its class weights `[classes, dim]`
-    /// (one prediction `[N + classes, dim]`, see [`heads::Stacked`]) and labels `[N]` in
+    /// (one prediction `[N + classes, dim]`, see [`stacked::Stacked`]) and labels `[N]` in
     /// `[0, classes)`. Shapes are given as `[N, dim, classes]`; the suite runs the (N, D) grid
     /// [`EMBEDDING_SHAPES`].
     Heads { dim: usize, classes: usize },
+    /// `inputs` tensors `[N, dim]` whose row i forms one tuple (a pair, a triplet), stacked as
+    /// one prediction `[inputs·N, dim]` (see [`stacked::StackedTuple`]), and one label per row
+    /// (`[N]`, i32, drawn as `targets` says; not read where `target` is false). Sizes count the
+    /// elements of one input.
+    Tuples {
+        dim: usize,
+        inputs: usize,
+        target: bool,
+    },
 }
 
 /// Batch shapes `[N, D]` the suite runs the in-batch losses at: N ∈ {2, 3, 257, 4096} and
@@ -211,6 +221,7 @@ impl Entry {
             }
             Layout::Embeddings { dim, .. } => vec![n.div_ceil(dim), dim],
             Layout::Heads { dim, classes } => vec![n.div_ceil(dim), dim, classes],
+            Layout::Tuples { dim, .. } => vec![n.div_ceil(dim), dim],
             Layout::Images {
                 channels,
                 height,
@@ -295,6 +306,29 @@ impl Entry {
                 .collect();
             return Inputs {
                 pred_shape: vec![n + classes, d],
+                pred,
+                target_shape: vec![n],
+                target,
+                labels: true,
+                group: 1,
+            };
+        }
+        if let Layout::Tuples { inputs, .. } = self.layout {
+            // [N, D] per input: the inputs stacked, one label per row.
+            let (n, d) = (pred_shape[0], pred_shape[1]);
+            let pred = rng.uniform(inputs * n * d, lo, hi);
+            let target = rng
+                .uniform(n, 0.0, 1.0)
+                .iter()
+                .map(|&u| match (self.targets, u < 0.5) {
+                    (Targets::Sign, true) => -1.0,
+                    (Targets::Sign, false) => 1.0,
+                    (_, true) => 0.0,
+                    (_, false) => 1.0,
+                })
+                .collect();
+            return Inputs {
+                pred_shape: vec![inputs * n, d],
                 pred,
                 target_shape: vec![n],
                 target,
@@ -1920,6 +1954,117 @@ pub static REGISTRY: &[Entry] = &[
         ..F5
     },
     Entry {
+        name: "cosine_embedding",
+        anchor: "torch cosine_embedding_loss",
+        variants: &["margin=0", "margin=0.5,grad_scale=2"],
+        make: |_, v, reduction| {
+            let (margin, grad_scale) = [(0.0f32, 1.0f32), (0.5, 2.0)][v];
+            let loss = wgloss::CosineEmbedding {
+                margin,
+                reduction,
+                grad_scale,
+            };
+            pair_instance(
+                loss,
+                [margin, grad_scale],
+                reduction,
+                wgloss_ref::cosine_embedding,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "margin",
+            build: |_| {
+                Ok(Box::new(stacked::StackedTuple {
+                    loss: wgloss::CosineEmbedding {
+                        margin: f32::NAN,
+                        ..Default::default()
+                    },
+                }))
+            },
+        }],
+        targets: Targets::Sign,
+        ..TUPLES
+    },
+    Entry {
+        name: "contrastive",
+        anchor: "Hadsell et al. 2006 (pairs)",
+        variants: &["margin=1", "margin=2.5,grad_scale=0.5"],
+        make: |_, v, reduction| {
+            let (margin, grad_scale) = [(1.0f32, 1.0f32), (2.5, 0.5)][v];
+            let loss = wgloss::Contrastive {
+                margin,
+                reduction,
+                grad_scale,
+            };
+            pair_instance(
+                loss,
+                [margin, grad_scale],
+                reduction,
+                wgloss_ref::contrastive_pairs,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "margin",
+            build: |_| {
+                Ok(Box::new(stacked::StackedTuple {
+                    loss: wgloss::Contrastive {
+                        margin: f32::INFINITY,
+                        ..Default::default()
+                    },
+                }))
+            },
+        }],
+        targets: Targets::Binary,
+        ..TUPLES
+    },
+    Entry {
+        name: "triplet",
+        anchor: "torch triplet_margin_loss",
+        variants: &["margin=1,p=2", "margin=0.5,p=1,swap", "p=3,eps=0.1,swap"],
+        make: |_, v, reduction| {
+            let (margin, p, eps, swap) = [
+                (1.0f32, 2.0f32, 1e-6f32, false),
+                (0.5, 1.0, 1e-6, true),
+                (1.0, 3.0, 0.1, true),
+            ][v];
+            let loss = wgloss::Triplet {
+                margin,
+                p,
+                eps,
+                swap,
+                reduction,
+                grad_scale: 1.0,
+            };
+            let (m, pp, e, r) = (margin.into(), p.into(), eps.into(), reduction.into_ref());
+            stateless(
+                stacked::StackedTuple { loss },
+                move |pred, _| {
+                    let x = stacked::unstack(&pred, 3);
+                    let (a, po, ne) = (x[0].clone(), x[1].clone(), x[2].clone());
+                    stacked::stacked(wgloss_ref::triplet(a, po, ne, m, pp, e, swap, r, 1.0))
+                },
+                1.0,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "p",
+            build: |_| {
+                Ok(Box::new(stacked::StackedTuple {
+                    loss: wgloss::Triplet {
+                        p: 0.5,
+                        ..Default::default()
+                    },
+                }))
+            },
+        }],
+        layout: Layout::Tuples {
+            dim: 2,
+            inputs: 3,
+            target: false,
+        },
+        ..TUPLES
+    },
+    Entry {
         name: "cosface",
         anchor: "pml CosFaceLoss",
         variants: &["scale=64,margin=0.35", "scale=30,margin=0.2,grad_scale=0.5"],
@@ -1935,7 +2080,7 @@ pub static REGISTRY: &[Entry] = &[
         bad_params: &[BadParam {
             param: "scale",
             build: |_| {
-                Ok(Box::new(crate::heads::Stacked {
+                Ok(Box::new(crate::stacked::Stacked {
                     head: wgloss::CosFace {
                         scale: f32::NAN,
                         ..Default::default()
@@ -1962,7 +2107,7 @@ pub static REGISTRY: &[Entry] = &[
         bad_params: &[BadParam {
             param: "margin",
             build: |_| {
-                Ok(Box::new(crate::heads::Stacked {
+                Ok(Box::new(crate::stacked::Stacked {
                     head: wgloss::ArcFace {
                         margin: f32::INFINITY,
                         ..Default::default()
@@ -1981,10 +2126,10 @@ pub static REGISTRY: &[Entry] = &[
             let head = wgloss::SphereFace { margin, grad_scale };
             let g = grad_scale.into();
             stateless(
-                crate::heads::Stacked { head },
+                crate::stacked::Stacked { head },
                 move |p, y| {
-                    let (e, w) = crate::heads::split(&p, &y);
-                    crate::heads::stacked(wgloss_ref::sphereface(e, w, y, margin, g))
+                    let (e, w) = crate::stacked::split(&p, &y);
+                    crate::stacked::stacked(wgloss_ref::sphereface(e, w, y, margin, g))
                 },
                 grad_scale,
             )
@@ -1992,7 +2137,7 @@ pub static REGISTRY: &[Entry] = &[
         bad_params: &[BadParam {
             param: "margin",
             build: |_| {
-                Ok(Box::new(crate::heads::Stacked {
+                Ok(Box::new(crate::stacked::Stacked {
                     head: wgloss::SphereFace {
                         margin: 0,
                         ..Default::default()
@@ -2030,24 +2175,26 @@ pub static REGISTRY: &[Entry] = &[
             let before = std::rc::Rc::new(std::cell::Cell::new(state));
             let seen = before.clone();
             Ok(Instance {
-                loss: Box::new(crate::heads::Stacked { head }),
+                loss: Box::new(crate::stacked::Stacked { head }),
                 reference: Box::new(move |p, y| {
                     before.set(state);
-                    let (e, w) = crate::heads::split(&p, &y);
-                    crate::heads::stacked(wgloss_ref::adaface(e, w, y, &mut state, m, h, sc, ta, g))
+                    let (e, w) = crate::stacked::split(&p, &y);
+                    crate::stacked::stacked(wgloss_ref::adaface(
+                        e, w, y, &mut state, m, h, sc, ta, g,
+                    ))
                 }),
                 // The norms and the statistics as the most recent reference call took them
                 // at (pred0, labels): constants for the gradient, as in head.py.
                 freeze: Box::new(move |p0, y| {
                     let p0 = p0.view();
-                    let (e0, w0) = crate::heads::split(&p0, &y.view());
+                    let (e0, w0) = crate::stacked::split(&p0, &y.view());
                     let norms = wgloss_ref::adaface_norms(&e0);
                     let mut s = seen.get();
                     wgloss_ref::adaface(e0, w0, y.view(), &mut s, m, h, sc, ta, g);
                     let y = y.clone();
                     Box::new(move |p| {
-                        let (e, w) = crate::heads::split(&p, &y.view());
-                        crate::heads::stacked(wgloss_ref::adaface_frozen(
+                        let (e, w) = crate::stacked::split(&p, &y.view());
+                        crate::stacked::stacked(wgloss_ref::adaface_frozen(
                             e,
                             w,
                             y.view(),
@@ -2070,7 +2217,7 @@ pub static REGISTRY: &[Entry] = &[
                     t_alpha: 1.5,
                     ..Default::default()
                 };
-                Ok(Box::new(crate::heads::Stacked {
+                Ok(Box::new(crate::stacked::Stacked {
                     head: wgloss::AdaFace::new(gpu, config)?,
                 }))
             },
@@ -2213,6 +2360,56 @@ const F5: Entry = Entry {
     ..F1
 };
 
+/// The reference of a pair loss of margin: (x1, x2, y, margin, reduction, grad_scale).
+type PairRef = fn(
+    ArrayViewD<'_, f64>,
+    ArrayViewD<'_, f64>,
+    ArrayViewD<'_, f64>,
+    f64,
+    wgloss_ref::Reduction,
+    f64,
+) -> wgloss_ref::MultiGrad;
+
+/// A stacked pair loss of `[margin, grad_scale]` and its reference.
+fn pair_instance(
+    loss: impl wgloss::TupleLoss + 'static,
+    [margin, grad_scale]: [f32; 2],
+    reduction: Reduction,
+    reference: PairRef,
+) -> wgloss::Result<Instance> {
+    let (m, r, g) = (margin.into(), reduction.into_ref(), grad_scale.into());
+    stateless(
+        stacked::StackedTuple { loss },
+        move |p, y| {
+            let x = stacked::unstack(&p, 2);
+            stacked::stacked(reference(x[0].clone(), x[1].clone(), y, m, r, g))
+        },
+        grad_scale,
+    )
+}
+
+/// Defaults of the pair and triplet losses: pairs of rows `[N, 2]` (two dimensions: past the
+/// binding limit a segment then needs more than 65,535 workgroups), every reduction, element
+/// counts as the element-wise losses (their cost is O(N·D)).
+const TUPLES: Entry = Entry {
+    layout: Layout::Tuples {
+        dim: 2,
+        inputs: 2,
+        target: true,
+    },
+    reductions: &[Reduction::Mean, Reduction::Sum, Reduction::None],
+    tolerance: crate::check::Tolerance {
+        rtol: 1e-4,
+        atol_frac: 1e-6,
+    },
+    extreme_tolerance: crate::check::Tolerance {
+        rtol: 1e-3,
+        atol_frac: 1e-5,
+    },
+    bench_shapes: &[],
+    ..F5
+};
+
 /// Defaults of the margin heads: embeddings `[N, 3]` and class weights `[300, 3]` in [−2, 2]
 /// (300 classes: two chunks of the class loop), labels uniform over the classes.
 const HEADS: Entry = Entry {
@@ -2252,10 +2449,10 @@ fn scale_margin_head(
 ) -> wgloss::Result<Instance> {
     let (s, m, g) = (scale.into(), margin.into(), grad_scale.into());
     stateless(
-        crate::heads::Stacked { head },
+        crate::stacked::Stacked { head },
         move |p, y| {
-            let (e, w) = crate::heads::split(&p, &y);
-            crate::heads::stacked(reference(e, w, y, s, m, g))
+            let (e, w) = crate::stacked::split(&p, &y);
+            crate::stacked::stacked(reference(e, w, y, s, m, g))
         },
         grad_scale,
     )

@@ -492,8 +492,12 @@ fn bad_input_is_rejected_and_nothing_written(entry: &Entry) {
         r
     };
     // (A stacked margin head takes its N from the labels: the heads' own check of the label
-    // count is in tests/metric.rs.)
-    if !matches!(entry.layout, Layout::Heads { .. }) {
+    // count is in tests/heads.rs. A triplet has no target.)
+    let reads_target = !matches!(
+        entry.layout,
+        Layout::Heads { .. } | Layout::Tuples { target: false, .. }
+    );
+    if reads_target {
         cases.push((
             "target shape".into(),
             encode(&*inst.loss, &other, &out),
@@ -669,6 +673,9 @@ conformance! {
         lovasz_hinge,
         supcon,
         nt_xent,
+        cosine_embedding,
+        contrastive,
+        triplet,
     ]
     label_losses: [
         cross_entropy,

@@ -107,6 +107,11 @@ pub(crate) const IN_BATCH: Kernel = Kernel {
     parts: &[PRELUDE, METRIC_COMMON, shader!("metric/in_batch.wgsl")],
 };
 
+pub(crate) const ROW_TUPLES: Kernel = Kernel {
+    name: "row_tuples",
+    parts: &[PRELUDE, METRIC_COMMON, shader!("metric/row_tuples.wgsl")],
+};
+
 pub(crate) const MARGIN_HEADS: Kernel = Kernel {
     name: "margin_heads",
     parts: &[PRELUDE, METRIC_COMMON, shader!("metric/margin_heads.wgsl")],
@@ -158,7 +163,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS]
+    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

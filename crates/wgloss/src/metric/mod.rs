@@ -2,6 +2,8 @@
 
 mod in_batch;
 mod margin_heads;
+mod row_tuples;
 
 pub use in_batch::*;
 pub use margin_heads::*;
+pub use row_tuples::*;

@@ -1,9 +1,12 @@
-//! Margin heads in the registry's one-input form: the embeddings `[N, D]` stacked over the class
-//! weights `[C, D]` as one prediction `[N + C, D]`, and one gradient of that shape. The suite
-//! then runs the heads through every check it runs on the other losses.
+//! Losses of several inputs in the registry's one-input form: their inputs stacked along the
+//! rows as one prediction (a margin head's embeddings `[N, D]` over its class weights `[C, D]`;
+//! a pair's or triplet's `[N, D]` inputs one after the other), and one gradient of that shape.
+//! The suite then runs them through every check it runs on the other losses.
 
 use ndarray::{ArrayViewD, Axis};
-use wgloss::{Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Reduction, Tensor};
+use wgloss::{
+    Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Reduction, Tensor, TupleLoss, TupleOutput,
+};
 use wgloss_ref::{LossGrad, MultiGrad};
 
 /// A [`MarginHead`] as a [`Loss`] of the stacked prediction `[N + C, D]` and labels `[N]`,
@@ -100,6 +103,93 @@ impl<H: MarginHead> Loss for Stacked<H> {
     }
 }
 
+/// A [`TupleLoss`] of k inputs `[N, D]` as a [`Loss`] of their stack `[k·N, D]` and the target
+/// `[N]` (not read by a loss without one); the gradient is stacked alike.
+pub struct StackedTuple<L> {
+    pub loss: L,
+}
+
+impl<L: TupleLoss> Loss for StackedTuple<L> {
+    fn reduction(&self) -> Reduction {
+        self.loss.reduction()
+    }
+
+    fn output(
+        &self,
+        gpu: &Gpu,
+        input_shape: &[usize],
+        target_shape: &[usize],
+    ) -> wgloss::Result<LossOutput> {
+        let loss_shape = match self.reduction() {
+            Reduction::None => target_shape.to_vec(),
+            _ => Vec::new(),
+        };
+        LossOutput::with_loss_shape(gpu, input_shape, &loss_shape)
+    }
+
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        target: &Tensor,
+        out: &LossOutput,
+    ) -> wgloss::Result<()> {
+        let k = self.loss.inputs().len();
+        let (rows, d) = match input.shape() {
+            &[rows, d] if rows % k == 0 => (rows, d),
+            s => {
+                return Err(Error::InvalidShape {
+                    name: "pred",
+                    got: s.to_vec(),
+                    why: "expected [k·N, D], the k inputs stacked",
+                })
+            }
+        };
+        if out.grad.shape() != input.shape() {
+            return Err(Error::ShapeMismatch {
+                name: "grad",
+                expected: input.shape().to_vec(),
+                got: out.grad.shape().to_vec(),
+            });
+        }
+        let n = rows / k;
+        let part = 4 * (n * d) as u64;
+        let own = TupleOutput {
+            loss: out.loss.clone(),
+            grads: (0..k)
+                .map(|_| Tensor::zeros(gpu, &[n, d]))
+                .collect::<wgloss::Result<_>>()?,
+        };
+        let mut inputs = Vec::with_capacity(k);
+        for j in 0..k {
+            let t = Tensor::zeros(gpu, &[n, d])?;
+            if part > 0 {
+                let at = input.offset() + j as u64 * part;
+                encoder.copy_buffer_to_buffer(input.buffer(), at, t.buffer(), 0, part);
+            }
+            inputs.push(t);
+        }
+        let views: Vec<&Tensor> = inputs.iter().collect();
+        self.loss.encode(gpu, encoder, &views, Some(target), &own)?;
+        if part > 0 {
+            for (j, g) in own.grads.iter().enumerate() {
+                let at = out.grad.offset() + j as u64 * part;
+                encoder.copy_buffer_to_buffer(g.buffer(), 0, out.grad.buffer(), at, part);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The k inputs `[N, D]` of a stacked prediction `[k·N, D]`.
+pub fn unstack<'a>(pred: &'a ArrayViewD<'_, f64>, k: usize) -> Vec<ArrayViewD<'a, f64>> {
+    let n = pred.shape()[0] / k;
+    (0..k)
+        .map(|j| pred.slice_axis(Axis(0), (j * n..(j + 1) * n).into()))
+        .collect()
+}
+
 /// The embeddings and class weights of a stacked prediction, given the labels `[N]`.
 pub fn split<'a>(
     pred: &'a ArrayViewD<'_, f64>,
@@ -110,7 +200,7 @@ pub fn split<'a>(
     (emb, weight)
 }
 
-/// A reference head's loss with its two gradients stacked as the prediction is.
+/// A reference's loss with its gradients stacked as the prediction is.
 pub fn stacked(m: MultiGrad) -> LossGrad {
     let views: Vec<_> = m.grads.iter().map(|g| g.view()).collect();
     let grad = ndarray::concatenate(Axis(0), &views).expect("gradients of one width");
