@@ -137,6 +137,9 @@ pub enum Layout {
         dim: usize,
         inputs: usize,
         target: bool,
+        /// Losses over all pairs of the batch (info_nce): the (N, D) grid [`EMBEDDING_SHAPES`]
+        /// and typed errors past the limits, as [`Layout::Embeddings`].
+        all_pairs: bool,
     },
 }
 
@@ -1974,12 +1977,12 @@ pub static REGISTRY: &[Entry] = &[
         bad_params: &[BadParam {
             param: "margin",
             build: |_| {
-                Ok(Box::new(stacked::StackedTuple {
-                    loss: wgloss::CosineEmbedding {
+                Ok(Box::new(stacked::StackedTuple::new(
+                    wgloss::CosineEmbedding {
                         margin: f32::NAN,
                         ..Default::default()
                     },
-                }))
+                )))
             },
         }],
         targets: Targets::Sign,
@@ -2006,12 +2009,10 @@ pub static REGISTRY: &[Entry] = &[
         bad_params: &[BadParam {
             param: "margin",
             build: |_| {
-                Ok(Box::new(stacked::StackedTuple {
-                    loss: wgloss::Contrastive {
-                        margin: f32::INFINITY,
-                        ..Default::default()
-                    },
-                }))
+                Ok(Box::new(stacked::StackedTuple::new(wgloss::Contrastive {
+                    margin: f32::INFINITY,
+                    ..Default::default()
+                })))
             },
         }],
         targets: Targets::Binary,
@@ -2037,7 +2038,7 @@ pub static REGISTRY: &[Entry] = &[
             };
             let (m, pp, e, r) = (margin.into(), p.into(), eps.into(), reduction.into_ref());
             stateless(
-                stacked::StackedTuple { loss },
+                stacked::StackedTuple::new(loss),
                 move |pred, _| {
                     let x = stacked::unstack(&pred, 3);
                     let (a, po, ne) = (x[0].clone(), x[1].clone(), x[2].clone());
@@ -2049,19 +2050,86 @@ pub static REGISTRY: &[Entry] = &[
         bad_params: &[BadParam {
             param: "p",
             build: |_| {
-                Ok(Box::new(stacked::StackedTuple {
-                    loss: wgloss::Triplet {
-                        p: 0.5,
-                        ..Default::default()
-                    },
-                }))
+                Ok(Box::new(stacked::StackedTuple::new(wgloss::Triplet {
+                    p: 0.5,
+                    ..Default::default()
+                })))
             },
         }],
         layout: Layout::Tuples {
             dim: 2,
             inputs: 3,
             target: false,
+            all_pairs: false,
         },
+        ..TUPLES
+    },
+    Entry {
+        name: "info_nce",
+        anchor: "seeds (InfoNCE); CLIP (symmetric); MoCo (extra negatives)",
+        variants: &[
+            "temperature=0.07",
+            "temperature=0.2,symmetric,negatives,grad_scale=2",
+            "temperature=0.5,negatives,unnormalized",
+        ],
+        make: |_, v, _| {
+            let (temperature, symmetric, negatives, normalize, grad_scale) = [
+                (0.07f32, false, false, true, 1.0f32),
+                (0.2, true, true, true, 2.0),
+                (0.5, false, true, false, 1.0),
+            ][v];
+            let loss = wgloss::InfoNce {
+                temperature,
+                normalize,
+                symmetric,
+                negatives,
+                grad_scale,
+            };
+            let (t, g) = (temperature.into(), grad_scale.into());
+            stateless(
+                stacked::StackedTuple { loss, parts: 3 },
+                move |p, _| {
+                    let x = stacked::unstack(&p, 3);
+                    let neg = negatives.then(|| x[2].clone());
+                    let mut m = wgloss_ref::info_nce(
+                        x[0].clone(),
+                        x[1].clone(),
+                        neg,
+                        t,
+                        normalize,
+                        symmetric,
+                        g,
+                    );
+                    if !negatives {
+                        m.grads.push(ndarray::ArrayD::zeros(x[2].raw_dim()));
+                    }
+                    stacked::stacked(m)
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "temperature",
+            build: |_| {
+                Ok(Box::new(stacked::StackedTuple {
+                    loss: wgloss::InfoNce {
+                        temperature: 0.0,
+                        ..Default::default()
+                    },
+                    parts: 3,
+                }))
+            },
+        }],
+        layout: Layout::Tuples {
+            dim: 3,
+            inputs: 3,
+            target: false,
+            all_pairs: true,
+        },
+        reductions: &[Reduction::Mean],
+        tolerance: F5.tolerance,
+        extreme_tolerance: F5.extreme_tolerance,
+        bench_shapes: &[&[8192, 256]],
         ..TUPLES
     },
     Entry {
@@ -2379,7 +2447,7 @@ fn pair_instance(
 ) -> wgloss::Result<Instance> {
     let (m, r, g) = (margin.into(), reduction.into_ref(), grad_scale.into());
     stateless(
-        stacked::StackedTuple { loss },
+        stacked::StackedTuple::new(loss),
         move |p, y| {
             let x = stacked::unstack(&p, 2);
             stacked::stacked(reference(x[0].clone(), x[1].clone(), y, m, r, g))
@@ -2396,6 +2464,7 @@ const TUPLES: Entry = Entry {
         dim: 2,
         inputs: 2,
         target: true,
+        all_pairs: false,
     },
     reductions: &[Reduction::Mean, Reduction::Sum, Reduction::None],
     tolerance: crate::check::Tolerance {

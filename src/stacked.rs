@@ -103,10 +103,20 @@ impl<H: MarginHead> Loss for Stacked<H> {
     }
 }
 
-/// A [`TupleLoss`] of k inputs `[N, D]` as a [`Loss`] of their stack `[k·N, D]` and the target
-/// `[N]` (not read by a loss without one); the gradient is stacked alike.
+/// A [`TupleLoss`] of k inputs `[N, D]` as a [`Loss`] of their stack `[parts·N, D]` and the
+/// target `[N]` (not read by a loss without one); the gradient is stacked alike. Parts past the
+/// loss's inputs (an optional input left out) are not read and get a zero gradient.
 pub struct StackedTuple<L> {
     pub loss: L,
+    pub parts: usize,
+}
+
+impl<L: TupleLoss> StackedTuple<L> {
+    /// One part per input of `loss`.
+    pub fn new(loss: L) -> Self {
+        let parts = loss.inputs().len();
+        Self { loss, parts }
+    }
 }
 
 impl<L: TupleLoss> Loss for StackedTuple<L> {
@@ -135,9 +145,9 @@ impl<L: TupleLoss> Loss for StackedTuple<L> {
         target: &Tensor,
         out: &LossOutput,
     ) -> wgloss::Result<()> {
-        let k = self.loss.inputs().len();
+        let (k, parts) = (self.loss.inputs().len(), self.parts);
         let (rows, d) = match input.shape() {
-            &[rows, d] if rows % k == 0 => (rows, d),
+            &[rows, d] if rows % parts == 0 => (rows, d),
             s => {
                 return Err(Error::InvalidShape {
                     name: "pred",
@@ -153,7 +163,7 @@ impl<L: TupleLoss> Loss for StackedTuple<L> {
                 got: out.grad.shape().to_vec(),
             });
         }
-        let n = rows / k;
+        let n = rows / parts;
         let part = 4 * (n * d) as u64;
         let own = TupleOutput {
             loss: out.loss.clone(),
@@ -176,6 +186,11 @@ impl<L: TupleLoss> Loss for StackedTuple<L> {
             for (j, g) in own.grads.iter().enumerate() {
                 let at = out.grad.offset() + j as u64 * part;
                 encoder.copy_buffer_to_buffer(g.buffer(), 0, out.grad.buffer(), at, part);
+            }
+            let rest = (parts - k) as u64 * part;
+            if rest > 0 {
+                let at = out.grad.offset() + k as u64 * part;
+                encoder.clear_buffer(out.grad.buffer(), at, Some(rest));
             }
         }
         Ok(())

@@ -34,7 +34,7 @@ struct Params {
     r0: u32,           // first row of this row group (grad_classes)
     rs: u32,           // rows in this row group
     sphere_m: u32,
-    pad0: u32,
+    normalize: u32,    // 0: the rows as they are (info_nce without normalisation)
     pad1: u32,
     scale: f32,
     margin: f32,
@@ -198,11 +198,19 @@ fn classes_prepare(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 }
 
 fn xhat(i: u32, j: u32) -> f32 {
-    return normalized(emb[i * params.d + j], stat(i, NORM));
+    let x = emb[i * params.d + j];
+    if (params.normalize == 0u) {
+        return x;
+    }
+    return normalized(x, stat(i, NORM));
 }
 
 fn what(c: u32, j: u32) -> f32 {
-    return normalized(weight[c * params.d + j], class_norm[c]);
+    let w = weight[c * params.d + j];
+    if (params.normalize == 0u) {
+        return w;
+    }
+    return normalized(w, class_norm[c]);
 }
 
 // cos for rows i0 + lid / 16 and segment classes k0 + lid % 16 into s_tile (0 outside).
@@ -520,7 +528,7 @@ fn grad_classes(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgrou
 @compute @workgroup_size(256)
 fn chain_classes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let k = row_index(gid, nwg);
-    if (k >= params.cs || atomicLoad(&status[0]) != NO_ERROR) {
+    if (k >= params.cs || atomicLoad(&status[0]) != NO_ERROR || params.normalize == 0u) {
         return;
     }
     let norm = class_norm[k];
@@ -538,7 +546,7 @@ fn chain_classes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 @compute @workgroup_size(256)
 fn chain_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = row_index(gid, nwg);
-    if (i >= params.n || atomicLoad(&status[0]) != NO_ERROR) {
+    if (i >= params.n || atomicLoad(&status[0]) != NO_ERROR || params.normalize == 0u) {
         return;
     }
     let norm = stat(i, NORM);

@@ -150,7 +150,12 @@ fn bench(args: &[String]) -> Result<()> {
     for &n in sizes {
         let mut best_copy = f64::INFINITY;
         for entry in &selected {
-            if let Layout::Embeddings { .. } | Layout::Heads { .. } = entry.layout {
+            if let Layout::Embeddings { .. }
+            | Layout::Heads { .. }
+            | Layout::Tuples {
+                all_pairs: true, ..
+            } = entry.layout
+            {
                 // All pairs of the batch: benchmarked at its own shapes only.
                 continue;
             }

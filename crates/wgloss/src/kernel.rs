@@ -107,6 +107,11 @@ pub(crate) const IN_BATCH: Kernel = Kernel {
     parts: &[PRELUDE, METRIC_COMMON, shader!("metric/in_batch.wgsl")],
 };
 
+pub(crate) const COMBINE: Kernel = Kernel {
+    name: "combine",
+    parts: &[PRELUDE, shader!("metric/combine.wgsl")],
+};
+
 pub(crate) const ROW_TUPLES: Kernel = Kernel {
     name: "row_tuples",
     parts: &[PRELUDE, METRIC_COMMON, shader!("metric/row_tuples.wgsl")],
@@ -163,7 +168,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES]
+    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

@@ -44,7 +44,8 @@ struct Params {
     r0: u32,
     rs: u32,
     sphere_m: u32,
-    pad: [u32; 2],
+    normalize: u32,
+    pad: u32,
     scale: f32,
     margin: f32,
     cos_m: f32,
@@ -58,7 +59,7 @@ struct Params {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Cos = 0,
     Arc = 1,
     Sphere = 2,
@@ -131,14 +132,17 @@ pub trait MarginHead {
 }
 
 /// The head's logit parameters.
-struct Head {
-    kind: Kind,
-    scale: f32,
-    margin: f32,
-    sphere_m: u32,
-    h: f32,
-    t_alpha: f32,
-    grad_scale: f32,
+pub(crate) struct Head {
+    pub(crate) kind: Kind,
+    pub(crate) scale: f32,
+    pub(crate) margin: f32,
+    pub(crate) sphere_m: u32,
+    pub(crate) h: f32,
+    pub(crate) t_alpha: f32,
+    pub(crate) grad_scale: f32,
+    /// Whether embeddings and class weights are L2-normalised (every head but info_nce's
+    /// `normalize: false`).
+    pub(crate) normalize: bool,
 }
 
 /// One class segment: its classes and chunks.
@@ -185,12 +189,13 @@ impl Head {
             h: 0.0,
             t_alpha: 0.0,
             grad_scale,
+            normalize: true,
         };
         Ok((head, None))
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn encode(
+    pub(crate) fn encode(
         &self,
         gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,
@@ -330,7 +335,8 @@ impl Head {
                 r0: 0,
                 rs: n as u32,
                 sphere_m: self.sphere_m,
-                pad: [0; 2],
+                normalize: self.normalize.into(),
+                pad: 0,
                 scale: self.scale,
                 margin: self.margin,
                 cos_m: m.cos() as f32,
@@ -565,6 +571,7 @@ head_impl!(SphereFace, |c| {
             h: 0.0,
             t_alpha: 0.0,
             grad_scale: c.grad_scale,
+            normalize: true,
         };
         (head, None)
     })
@@ -662,6 +669,7 @@ head_impl!(AdaFace, |a| {
             h: c.h,
             t_alpha: c.t_alpha,
             grad_scale: c.grad_scale,
+            normalize: true,
         },
         Some(&a.state),
     ))

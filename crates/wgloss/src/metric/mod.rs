@@ -1,9 +1,11 @@
 //! Metric learning (F5): losses over a batch of embeddings.
 
 mod in_batch;
+mod info_nce;
 mod margin_heads;
 mod row_tuples;
 
 pub use in_batch::*;
+pub use info_nce::*;
 pub use margin_heads::*;
 pub use row_tuples::*;
