@@ -165,3 +165,182 @@ fn bad_shapes_are_typed_errors() {
         Err(wgloss::Error::ShapeMismatch { name: "target", .. })
     ));
 }
+
+/// Runs a tuple loss on `inputs` and compares loss and every gradient with the reference.
+fn check_tuple(
+    what: &str,
+    loss: &dyn wgloss::TupleLoss,
+    inputs: &[(&[f32], [usize; 2])],
+    labels: Option<&[i32]>,
+    want: wgloss_ref::MultiGrad,
+) {
+    let gpu = shared_gpu().expect("an adapter");
+    let tensors: Vec<Tensor> = inputs
+        .iter()
+        .map(|(x, s)| Tensor::from_slice(gpu, x, s).unwrap())
+        .collect();
+    let views: Vec<&Tensor> = tensors.iter().collect();
+    let y = labels.map(|l| Tensor::from_labels(gpu, l, &[l.len()]).unwrap());
+    let out = loss.compute(gpu, &views, y.as_ref()).unwrap();
+    let got = out.loss.to_vec(gpu).unwrap();
+    assert!(got.iter().all(|x| x.is_finite()), "{what}: non-finite loss");
+    compare(&format!("{what} loss"), &got, want.loss.view(), REDUCED).unwrap();
+    for (j, (g, w)) in out.grads.iter().zip(&want.grads).enumerate() {
+        let g = g.to_vec(gpu).unwrap();
+        assert!(
+            g.iter().all(|x| x.is_finite()),
+            "{what}: non-finite grad {j}"
+        );
+        compare(&format!("{what} grad {j}"), &g, w.view(), ELEMENTWISE).unwrap();
+    }
+}
+
+/// info_nce with a queue of a different length than the batch, one row, and τ = 0.01; pairs
+/// and triplets with zero rows and coinciding anchor and positive (swap's tie).
+#[test]
+fn tuple_losses_at_the_edges_match_reference() {
+    if shared_gpu().is_none() {
+        return;
+    }
+    let f = |x: &[f32], s: [usize; 2]| to_f64(x, &s);
+    for (n, m, d, t, symmetric) in [
+        (7, 5, 4, 0.07f32, true),
+        (1, 3, 3, 0.01, false),
+        (9, 0, 2, 0.01, true),
+    ] {
+        let (q, k, neg) = (
+            embeddings(n, d, 1),
+            embeddings(n, d, 2),
+            embeddings(m, d, 3),
+        );
+        let loss = wgloss::InfoNce {
+            temperature: t,
+            symmetric,
+            negatives: m > 0,
+            ..Default::default()
+        };
+        let neg64 = f(&neg, [m, d]);
+        let want = wgloss_ref::info_nce(
+            f(&q, [n, d]).view(),
+            f(&k, [n, d]).view(),
+            (m > 0).then(|| neg64.view()),
+            t.into(),
+            true,
+            symmetric,
+            1.0,
+        );
+        let mut inputs = vec![(&q[..], [n, d]), (&k[..], [n, d])];
+        if m > 0 {
+            inputs.push((&neg[..], [m, d]));
+        }
+        check_tuple(&format!("info_nce N={n} M={m}"), &loss, &inputs, None, want);
+    }
+    let (n, d) = (6, 5);
+    let mut x1 = embeddings(n, d, 4);
+    let x2 = embeddings(n, d, 5);
+    x1[..d].fill(0.0);
+    let y = [1, -1, 1, -1, 1, -1];
+    let y64: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+    let want = wgloss_ref::cosine_embedding(
+        f(&x1, [n, d]).view(),
+        f(&x2, [n, d]).view(),
+        to_f64(&y64, &[n]).view(),
+        0.0,
+        wgloss_ref::Reduction::Mean,
+        1.0,
+    );
+    let inputs = [(&x1[..], [n, d]), (&x2[..], [n, d])];
+    check_tuple(
+        "cosine_embedding zero row",
+        &wgloss::CosineEmbedding::default(),
+        &inputs,
+        Some(&y),
+        want,
+    );
+    let negative = embeddings(n, d, 6);
+    for swap in [false, true] {
+        let loss = wgloss::Triplet {
+            swap,
+            ..Default::default()
+        };
+        let want = wgloss_ref::triplet(
+            f(&x2, [n, d]).view(),
+            f(&x2, [n, d]).view(),
+            f(&negative, [n, d]).view(),
+            1.0,
+            2.0,
+            1e-6,
+            swap,
+            wgloss_ref::Reduction::Sum,
+            1.0,
+        );
+        let loss = wgloss::Triplet {
+            reduction: wgloss::Reduction::Sum,
+            ..loss
+        };
+        let inputs = [
+            (&x2[..], [n, d]),
+            (&x2[..], [n, d]),
+            (&negative[..], [n, d]),
+        ];
+        check_tuple(
+            &format!("triplet a = p swap={swap}"),
+            &loss,
+            &inputs,
+            None,
+            want,
+        );
+    }
+}
+
+/// Tuple losses reject a missing or mismatched input or target with a typed error.
+#[test]
+fn tuple_losses_reject_bad_inputs() {
+    let Some(gpu) = shared_gpu() else { return };
+    use wgloss::{Error, TupleLoss};
+    let t = |n: usize, d: usize| Tensor::from_slice(gpu, &embeddings(n, d, 1), &[n, d]).unwrap();
+    let (a, b, c) = (t(4, 3), t(4, 3), t(5, 3));
+    let y = Tensor::from_labels(gpu, &[1, -1, 1, 1], &[4]).unwrap();
+    let y5 = Tensor::from_labels(gpu, &[1; 5], &[5]).unwrap();
+    let cos = wgloss::CosineEmbedding::default();
+    assert!(matches!(
+        cos.compute(gpu, &[&a, &c], Some(&y)),
+        Err(Error::ShapeMismatch { name: "x2", .. })
+    ));
+    assert!(matches!(
+        cos.compute(gpu, &[&a, &b], Some(&y5)),
+        Err(Error::ShapeMismatch { name: "target", .. })
+    ));
+    assert!(matches!(
+        cos.compute(gpu, &[&a, &b], None),
+        Err(Error::Empty { name: "target" })
+    ));
+    assert!(matches!(
+        cos.compute(gpu, &[&a], Some(&y)),
+        Err(Error::InvalidShape { .. })
+    ));
+    let triplet = wgloss::Triplet::default();
+    assert!(matches!(
+        triplet.compute(gpu, &[&a, &b, &c], None),
+        Err(Error::ShapeMismatch {
+            name: "negative",
+            ..
+        })
+    ));
+    let nce = wgloss::InfoNce::default();
+    assert!(matches!(
+        nce.compute(gpu, &[&a, &c], None),
+        Err(Error::ShapeMismatch { name: "key", .. })
+    ));
+    let cold = wgloss::InfoNce {
+        temperature: -1.0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        cold.compute(gpu, &[&a, &b], None),
+        Err(Error::InvalidParameter {
+            name: "temperature",
+            ..
+        })
+    ));
+}

@@ -84,7 +84,12 @@ pub trait TupleLoss {
         target: Option<&Tensor>,
     ) -> Result<TupleOutput> {
         let shape = inputs.first().map(|t| t.shape()).unwrap_or(&[]);
-        let out = TupleOutput::new(gpu, self.inputs().len(), shape, self.reduction())?;
+        let mut out = TupleOutput::new(gpu, 0, shape, self.reduction())?;
+        // One gradient per input, of its shape (info_nce's negatives have their own length).
+        for j in 0..self.inputs().len() {
+            let shape = inputs.get(j).map_or(shape, |t| t.shape());
+            out.grads.push(Tensor::zeros(gpu, shape)?);
+        }
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         self.encode(gpu, &mut encoder, inputs, target, &out)?;
         gpu.submit_and_wait(encoder)?;
