@@ -1957,6 +1957,79 @@ pub static REGISTRY: &[Entry] = &[
         ..F5
     },
     Entry {
+        name: "contrastive_batch",
+        anchor: "pml ContrastiveLoss (all pairs of a labelled batch)",
+        variants: &[
+            "pos_margin=0,neg_margin=1",
+            "pos_margin=0.2,neg_margin=1.5,grad_scale=2",
+        ],
+        make: |_, v, _| {
+            let (pos_margin, neg_margin, grad_scale) =
+                [(0.0f32, 1.0f32, 1.0f32), (0.2, 1.5, 2.0)][v];
+            let (p, n, g) = (pos_margin.into(), neg_margin.into(), grad_scale.into());
+            stateless(
+                wgloss::ContrastiveBatch {
+                    pos_margin,
+                    neg_margin,
+                    grad_scale,
+                },
+                move |e, y| first_grad(wgloss_ref::contrastive_batch(e, y, p, n, g)),
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "neg_margin",
+            build: |_| {
+                Ok(Box::new(wgloss::ContrastiveBatch {
+                    neg_margin: f32::NAN,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F5
+    },
+    Entry {
+        name: "triplet_batch_hard",
+        anchor: "Hermans et al. 2017 (batch-hard mining)",
+        variants: &["margin=1", "margin=0.3,squared"],
+        make: |_, v, _| {
+            let (margin, squared) = [(1.0f32, false), (0.3, true)][v];
+            let m = margin.into();
+            let mining = wgloss_ref::TripletMining::BatchHard;
+            Ok(Instance {
+                loss: Box::new(wgloss::TripletBatchHard {
+                    margin,
+                    squared,
+                    grad_scale: 1.0,
+                }),
+                reference: Box::new(move |e, y| {
+                    first_grad(wgloss_ref::triplet_mined(e, y, m, mining, squared, 1.0))
+                }),
+                // The triplets mined at (pred0, labels), held fixed.
+                freeze: Box::new(move |p0, y| {
+                    let triplets = wgloss_ref::mined_triplets(p0.view(), y.view(), mining, squared);
+                    Box::new(move |p| {
+                        first_grad(wgloss_ref::triplet_fixed(p, &triplets, m, squared, 1.0))
+                    })
+                }),
+                grad_scale: 1.0,
+            })
+        },
+        bad_params: &[BadParam {
+            param: "margin",
+            build: |_| {
+                Ok(Box::new(wgloss::TripletBatchHard {
+                    margin: f32::INFINITY,
+                    ..Default::default()
+                }))
+            },
+        }],
+        // Rows on a grid of 1/64: squared distances are exact in f32, so equal distances tie
+        // alike on the GPU and in the reference (the lowest index wins).
+        snap: Some(|x| (x * 64.0).round() / 64.0),
+        ..F5
+    },
+    Entry {
         name: "cosine_embedding",
         anchor: "torch cosine_embedding_loss",
         variants: &["margin=0", "margin=0.5,grad_scale=2"],

@@ -701,6 +701,8 @@ conformance! {
         contrastive,
         triplet,
         info_nce,
+        contrastive_batch,
+        triplet_batch_hard,
     ]
     label_losses: [
         cross_entropy,

@@ -24,6 +24,8 @@ struct Row {
     bytes: f64,
     /// Bandwidth of the copy kernel measured alongside this row.
     copy_gbps: f64,
+    /// Device memory the call allocates for itself (scratch), when the backend reports it.
+    call_bytes: Option<u64>,
 }
 
 impl Row {
@@ -193,6 +195,7 @@ fn copy_row(n: usize, seconds: f64) -> Row {
         seconds,
         bytes: 8.0 * n as f64,
         copy_gbps: 8.0 * n as f64 / seconds / 1e9,
+        call_bytes: Some(0),
     }
 }
 
@@ -218,6 +221,18 @@ fn measure(
     let inst = (entry.make)(gpu, 0, Reduction::Mean)?;
     let (pred, target) = inputs.upload(gpu)?;
     let out = inst.loss.output(gpu, pred.shape(), target.shape())?;
+    // What one call allocates beyond its inputs and outputs: the allocator's total while the
+    // call's buffers are alive (recorded, not yet submitted) minus the total before it.
+    let allocated = || {
+        gpu.device()
+            .generate_allocator_report()
+            .map(|r| r.total_allocated_bytes)
+    };
+    let before = allocated();
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    inst.loss.encode(gpu, &mut encoder, &pred, &target, &out)?;
+    let call_bytes = before.zip(allocated()).map(|(b, a)| a.saturating_sub(b));
+    gpu.submit_and_wait(encoder)?;
     let mut loss =
         |enc: &mut wgpu::CommandEncoder| Ok(inst.loss.encode(gpu, enc, &pred, &target, &out)?);
     let t = time_paired(gpu, &mut [&mut copy, &mut copy4, &mut loss])?;
@@ -229,17 +244,26 @@ fn measure(
         seconds,
         bytes: inputs.bytes(),
         copy_gbps: 8.0 * n as f64 / copy_seconds / 1e9,
+        call_bytes,
     };
     println!(
-        "{:<40} {:>10} {:>10.1} us {:>8.2} GB/s {:>6.0} % of copy ({:.2} GB/s)",
+        "{:<40} {:>10} {:>10.1} us {:>8.2} GB/s {:>6.0} % of copy ({:.2} GB/s) {}",
         row.name,
         label(len),
         row.seconds * 1e6,
         row.gbps(),
         100.0 * row.gbps() / row.copy_gbps,
-        row.copy_gbps
+        row.copy_gbps,
+        mib(row.call_bytes)
     );
     Ok(row)
+}
+
+/// A byte count in MiB, or "n/a" where the backend reports no allocations.
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".into(), |b| {
+        format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+    })
 }
 
 fn label(n: usize) -> String {
@@ -257,13 +281,13 @@ fn write_reports(adapter: &str, copies: &[Row], rows: &[Row]) -> Result<()> {
     };
     std::fs::create_dir_all(&dir)?;
     let mut md = format!(
-        "Adapter: {adapter}\n\n| loss | elements | time (µs) | effective GB/s | paired copy GB/s | % of copy |\n|---|---:|---:|---:|---:|---:|\n"
+        "Adapter: {adapter}\n\n| loss | elements | time (µs) | effective GB/s | paired copy GB/s | % of copy | allocated by the call |\n|---|---:|---:|---:|---:|---:|---:|\n"
     );
     let mut json = format!("{{\n  \"adapter\": {adapter:?},\n  \"copy\": [");
     for (i, c) in copies.iter().enumerate() {
         writeln!(
             md,
-            "| copy | {} | {:.1} | {:.2} | {:.2} | 100 |",
+            "| copy | {} | {:.1} | {:.2} | {:.2} | 100 | 0 |",
             label(c.elements),
             c.seconds * 1e6,
             c.gbps(),
@@ -283,24 +307,26 @@ fn write_reports(adapter: &str, copies: &[Row], rows: &[Row]) -> Result<()> {
         let ratio = r.gbps() / r.copy_gbps;
         writeln!(
             md,
-            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.0} |",
+            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.0} | {} |",
             r.name,
             label(r.elements),
             r.seconds * 1e6,
             r.gbps(),
             r.copy_gbps,
-            100.0 * ratio
+            100.0 * ratio,
+            mib(r.call_bytes)
         )?;
         let sep = if i == 0 { "" } else { "," };
         write!(
             json,
-            "{sep}\n    {{\"loss\": {:?}, \"elements\": {}, \"seconds\": {:e}, \"gbps\": {:.3}, \"copy_gbps\": {:.3}, \"copy_ratio\": {:.4}}}",
+            "{sep}\n    {{\"loss\": {:?}, \"elements\": {}, \"seconds\": {:e}, \"gbps\": {:.3}, \"copy_gbps\": {:.3}, \"copy_ratio\": {:.4}, \"call_bytes\": {}}}",
             r.name,
             r.elements,
             r.seconds,
             r.gbps(),
             r.copy_gbps,
-            ratio
+            ratio,
+            r.call_bytes.map_or("null".into(), |b| b.to_string())
         )?;
     }
     json.push_str("\n  ]\n}\n");

@@ -502,10 +502,34 @@ pub fn triplet_mined(
     squared: bool,
     grad_scale: f64,
 ) -> MultiGrad {
+    let triplets = mined_triplets(emb.view(), labels, mining, squared);
+    triplet_fixed(emb, &triplets, margin, squared, grad_scale)
+}
+
+/// The `(anchor, positive, negative)` triplets [`triplet_mined`] picks in `emb` (`[N, D]`)
+/// with `labels` (`[N]`).
+pub fn mined_triplets(
+    emb: ArrayViewD<'_, f64>,
+    labels: ArrayViewD<'_, f64>,
+    mining: TripletMining,
+    squared: bool,
+) -> Vec<[usize; 3]> {
     let e = matrix(emb, "emb");
     let labels = column(labels, e.nrows(), "labels");
+    mine_triplets(&distance_matrix(&e, squared), &labels, mining)
+}
+
+/// [`triplet_mined`]'s loss and gradient with its triplets given (held fixed): what finite
+/// differences check, since the mining is constant for the gradient.
+pub fn triplet_fixed(
+    emb: ArrayViewD<'_, f64>,
+    triplets: &[[usize; 3]],
+    margin: f64,
+    squared: bool,
+    grad_scale: f64,
+) -> MultiGrad {
+    let e = matrix(emb, "emb");
     let d = distance_matrix(&e, squared);
-    let triplets = mine_triplets(&d, &labels, mining);
     let mut grad = Array2::<f64>::zeros(e.raw_dim());
     if triplets.is_empty() {
         return MultiGrad {
@@ -526,7 +550,7 @@ pub fn triplet_mined(
         }
     };
     let mut total = 0.0;
-    for &[a, p, ng] in &triplets {
+    for &[a, p, ng] in triplets {
         let h = d[[a, p]] - d[[a, ng]] + margin;
         if h >= 0.0 {
             total += h;

@@ -21,17 +21,26 @@ struct Params {
     n: u32,
     d: u32,
     views_half: u32,
-    pad0: u32,
+    squared: u32,
     inv_tau: f32,
     grad_scale: f32,
-    pad1: f32,
-    pad2: f32,
+    margin_a: f32,
+    margin_b: f32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     SupCon = 0,
     NtXent = 1,
+    Contrastive = 2,
+    TripletHard = 3,
+}
+
+impl Kind {
+    /// Over distances rather than similarities over τ.
+    fn distance(self) -> bool {
+        matches!(self, Kind::Contrastive | Kind::TripletHard)
+    }
 }
 
 /// One call of the in-batch kernel.
@@ -40,6 +49,35 @@ struct InBatch {
     temperature: f32,
     views: bool,
     grad_scale: f32,
+    /// Contrastive: (pos_margin, neg_margin); triplet: (margin, unused).
+    margins: (f32, f32),
+    squared: bool,
+}
+
+impl InBatch {
+    /// A loss over similarities over τ.
+    fn similarity(kind: Kind, temperature: f32, views: bool, grad_scale: f32) -> Self {
+        Self {
+            kind,
+            temperature,
+            views,
+            grad_scale,
+            margins: (0.0, 0.0),
+            squared: false,
+        }
+    }
+
+    /// A loss over distances.
+    fn distance(kind: Kind, margins: (f32, f32), squared: bool, grad_scale: f32) -> Self {
+        Self {
+            kind,
+            temperature: 1.0,
+            views: false,
+            grad_scale,
+            margins,
+            squared,
+        }
+    }
 }
 
 impl InBatch {
@@ -58,6 +96,14 @@ impl InBatch {
             self.temperature > 0.0,
         )?;
         crate::config::check_grad_scale(self.grad_scale)?;
+        let (margin_a, margin_b) = self.margins;
+        check_param("margin", margin_a.into(), "finite", margin_a.is_finite())?;
+        check_param(
+            "neg_margin",
+            margin_b.into(),
+            "finite",
+            margin_b.is_finite(),
+        )?;
         let shape = emb.shape();
         if shape.len() != 2 || shape[1] == 0 {
             return Err(Error::InvalidShape {
@@ -111,11 +157,15 @@ impl InBatch {
                 n: n as u32,
                 d: d as u32,
                 views_half: if self.views { (n / 2) as u32 } else { 0 },
-                pad0: 0,
-                inv_tau: 1.0 / self.temperature,
+                squared: self.squared.into(),
+                inv_tau: if self.kind.distance() {
+                    1.0
+                } else {
+                    1.0 / self.temperature
+                },
                 grad_scale: self.grad_scale,
-                pad1: 0.0,
-                pad2: 0.0,
+                margin_a,
+                margin_b,
             };
             let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("in-batch params"),
@@ -180,7 +230,11 @@ impl InBatch {
                 pass.dispatch_workgroups(workgroups, 1, 1);
             };
             run("normalize", rows);
-            run("stats", blocks);
+            if self.kind.distance() {
+                run("distance_stats", blocks);
+            } else {
+                run("stats", blocks);
+            }
             if self.kind == Kind::NtXent && !self.views {
                 run("pairs", blocks);
             }
@@ -272,12 +326,7 @@ impl Loss for SupCon {
         target: &Tensor,
         out: &LossOutput,
     ) -> Result<()> {
-        let call = InBatch {
-            kind: Kind::SupCon,
-            temperature: self.temperature,
-            views: false,
-            grad_scale: self.grad_scale,
-        };
+        let call = InBatch::similarity(Kind::SupCon, self.temperature, false, self.grad_scale);
         call.encode(gpu, encoder, input, target, out)
     }
 }
@@ -297,16 +346,111 @@ impl Loss for NtXent {
     ) -> Result<()> {
         // Views mode is supcon with labels i mod N: one positive per anchor, every other row in
         // the denominator.
-        let call = InBatch {
-            kind: if self.views {
-                Kind::SupCon
-            } else {
-                Kind::NtXent
-            },
-            temperature: self.temperature,
-            views: self.views,
-            grad_scale: self.grad_scale,
+        let kind = if self.views {
+            Kind::SupCon
+        } else {
+            Kind::NtXent
         };
+        let call = InBatch::similarity(kind, self.temperature, self.views, self.grad_scale);
+        call.encode(gpu, encoder, input, target, out)
+    }
+}
+
+/// Contrastive loss over every pair of a labelled batch, pml `ContrastiveLoss` with its
+/// defaults: with `D = ‖x̂_i − x̂_j‖₂` of the L2-normalised rows (F.normalize, eps 1e-12),
+/// positive pairs (same label, ordered, `i ≠ j`) cost `relu(D − pos_margin)` and negative ones
+/// `relu(neg_margin − D)`; the loss is the mean of the non-zero positive terms plus the mean of
+/// the non-zero negative ones (pml's `AvgNonZeroReducer`; 0 for an empty group). Distances are
+/// recomputed in tiles from the differences (exact for close rows): O(N·D) memory.
+/// # Shapes
+/// `embeddings`: `[N, D]` (f32); labels `[N]` (i32); the loss is a scalar. Defaults:
+/// pos_margin 0, neg_margin 1, grad_scale 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ContrastiveBatch {
+    /// Margin below which positive pairs cost nothing, finite.
+    pub pos_margin: f32,
+    /// Margin above which negative pairs cost nothing, finite.
+    pub neg_margin: f32,
+    /// Multiplier of the gradient.
+    pub grad_scale: f32,
+}
+
+impl Default for ContrastiveBatch {
+    fn default() -> Self {
+        Self {
+            pos_margin: 0.0,
+            neg_margin: 1.0,
+            grad_scale: 1.0,
+        }
+    }
+}
+
+impl Loss for ContrastiveBatch {
+    fn reduction(&self) -> Reduction {
+        Reduction::Mean
+    }
+
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        target: &Tensor,
+        out: &LossOutput,
+    ) -> Result<()> {
+        let (p, n) = (self.pos_margin, self.neg_margin);
+        check_param("pos_margin", p.into(), "finite", p.is_finite())?;
+        check_param("neg_margin", n.into(), "finite", n.is_finite())?;
+        let margins = (p, n);
+        let call = InBatch::distance(Kind::Contrastive, margins, false, self.grad_scale);
+        call.encode(gpu, encoder, input, target, out)
+    }
+}
+
+/// Triplet loss with batch-hard mining (Hermans, Beyer & Leibe 2017) on a labelled batch: with
+/// `d_ij = ‖x_i − x_j‖₂` of the raw rows (or its square), each anchor with a positive and a
+/// negative takes its farthest positive and its closest negative (the lowest index on a tie);
+/// the loss is the mean over those anchors of `max(0, d_ap − d_an + margin)`, the hinge passing
+/// its gradient at 0; the mining is constant for the gradient. Distances are recomputed in
+/// tiles: O(N·D) memory.
+/// # Shapes
+/// `embeddings`: `[N, D]` (f32); labels `[N]` (i32); the loss is a scalar. Defaults: margin 1,
+/// squared false, grad_scale 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TripletBatchHard {
+    /// Margin, finite.
+    pub margin: f32,
+    /// Squared distances.
+    pub squared: bool,
+    /// Multiplier of the gradient.
+    pub grad_scale: f32,
+}
+
+impl Default for TripletBatchHard {
+    fn default() -> Self {
+        Self {
+            margin: 1.0,
+            squared: false,
+            grad_scale: 1.0,
+        }
+    }
+}
+
+impl Loss for TripletBatchHard {
+    fn reduction(&self) -> Reduction {
+        Reduction::Mean
+    }
+
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        target: &Tensor,
+        out: &LossOutput,
+    ) -> Result<()> {
+        let margins = (self.margin, 0.0);
+        let call = InBatch::distance(Kind::TripletHard, margins, self.squared, self.grad_scale);
         call.encode(gpu, encoder, input, target, out)
     }
 }
