@@ -1,5 +1,6 @@
 //! Metric learning (F5) cases the registry's generated inputs do not reach: SimCLR's views
-//! mode, classes with a single member, all-same labels, zero vectors, a near-zero temperature.
+//! mode, classes with a single member, all-same labels, zero vectors, a near-zero temperature,
+//! and the tuple losses (pairs, triplets, InfoNCE) at their edges and on bad input.
 
 use wgloss::{Loss, NtXent, SupCon, Tensor};
 use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
@@ -106,6 +107,25 @@ fn single_member_classes_and_all_same_labels() {
             labels,
             |e, y| wgloss_ref::nt_xent_labels(e, y, 0.07, 1.0),
         );
+        check(
+            &format!("contrastive_batch {what}"),
+            &wgloss::ContrastiveBatch::default(),
+            &emb,
+            [9, 5],
+            labels,
+            |e, y| wgloss_ref::contrastive_batch(e, y, 0.0, 1.0, 1.0),
+        );
+        check(
+            &format!("triplet_batch_hard {what}"),
+            &wgloss::TripletBatchHard::default(),
+            &emb,
+            [9, 5],
+            labels,
+            |e, y| {
+                let mining = wgloss_ref::TripletMining::BatchHard;
+                wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0)
+            },
+        );
     }
 }
 
@@ -142,6 +162,30 @@ fn zero_vectors_and_small_temperatures_stay_finite() {
             |e, y| wgloss_ref::nt_xent_labels(e, y, temperature.into(), 1.0),
         );
     }
+    // (A zero row lies at distance exactly 1 from every other normalised row: a negative margin
+    // of 1 would put those pairs on the relu's kink, counted or not by rounding.)
+    check(
+        "contrastive_batch zero rows",
+        &wgloss::ContrastiveBatch {
+            neg_margin: 1.5,
+            ..Default::default()
+        },
+        &emb,
+        [8, 4],
+        &labels,
+        |e, y| wgloss_ref::contrastive_batch(e, y, 0.0, 1.5, 1.0),
+    );
+    check(
+        "triplet_batch_hard zero rows",
+        &wgloss::TripletBatchHard::default(),
+        &emb,
+        [8, 4],
+        &labels,
+        |e, y| {
+            let mining = wgloss_ref::TripletMining::BatchHard;
+            wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0)
+        },
+    );
 }
 
 #[test]
