@@ -246,7 +246,12 @@ impl Entry {
     /// Seeded test inputs for a prediction of `pred_shape` (of this entry's layout).
     pub fn inputs_shaped(&self, pred_shape: &[usize], seed: u64) -> Inputs {
         let pred_shape = pred_shape.to_vec();
-        let len = pred_shape.iter().product();
+        // Prediction elements: stacked inputs for the layouts of several inputs.
+        let len = match self.layout {
+            Layout::Heads { .. } => (pred_shape[0] + pred_shape[2]) * pred_shape[1],
+            Layout::Tuples { inputs, .. } => inputs * pred_shape[0] * pred_shape[1],
+            _ => pred_shape.iter().product(),
+        };
         let mut rng = Rng::new(seed);
         let (lo, hi) = self.domain;
         let mut pred = rng.uniform(len, lo, hi);
@@ -301,7 +306,6 @@ impl Entry {
         if let Layout::Heads { .. } = self.layout {
             // [N, D, C]: embeddings over class weights, labels in [0, C).
             let (n, d, classes) = (pred_shape[0], pred_shape[1], pred_shape[2]);
-            let pred = rng.uniform((n + classes) * d, lo, hi);
             let target = rng
                 .uniform(n, 0.0, 1.0)
                 .iter()
@@ -319,7 +323,6 @@ impl Entry {
         if let Layout::Tuples { inputs, .. } = self.layout {
             // [N, D] per input: the inputs stacked, one label per row.
             let (n, d) = (pred_shape[0], pred_shape[1]);
-            let pred = rng.uniform(inputs * n * d, lo, hi);
             let target = rng
                 .uniform(n, 0.0, 1.0)
                 .iter()

@@ -53,40 +53,28 @@ impl<H: MarginHead> Loss for Stacked<H> {
         let weight = Tensor::zeros(gpu, &[classes, d])?;
         let own = HeadOutput::new(gpu, n, d, classes)?;
         let split = 4 * (n * d) as u64;
-        let copy =
-            |encoder: &mut wgpu::CommandEncoder, from: &Tensor, at: u64, to: &Tensor, to_at| {
-                if to.byte_len() > 0 {
-                    encoder.copy_buffer_to_buffer(
-                        from.buffer(),
-                        from.offset() + at,
-                        to.buffer(),
-                        to.offset() + to_at,
-                        to.byte_len(),
-                    );
-                }
-            };
-        copy(encoder, input, 0, &emb, 0);
-        copy(encoder, input, split, &weight, 0);
+        copy(encoder, (input, 0), (&emb, 0), emb.byte_len());
+        copy(encoder, (input, split), (&weight, 0), weight.byte_len());
         // The head writes nothing after a bad label: its gradients then keep the caller's.
-        copy(encoder, &out.grad, 0, &own.out.grad, 0);
-        copy(encoder, &out.grad, split, &own.grad_weight, 0);
+        let (grad, grad_weight) = (&own.out.grad, &own.grad_weight);
+        copy(encoder, (&out.grad, 0), (grad, 0), grad.byte_len());
+        copy(
+            encoder,
+            (&out.grad, split),
+            (grad_weight, 0),
+            grad_weight.byte_len(),
+        );
         self.head
             .encode(gpu, encoder, &emb, &weight, target, &own)?;
-        let back = |encoder: &mut wgpu::CommandEncoder, from: &Tensor, to: &Tensor, at: u64| {
-            if from.byte_len() > 0 {
-                encoder.copy_buffer_to_buffer(
-                    from.buffer(),
-                    from.offset(),
-                    to.buffer(),
-                    to.offset() + at,
-                    from.byte_len(),
-                );
-            }
-        };
-        back(encoder, &own.out.grad, &out.grad, 0);
-        back(encoder, &own.grad_weight, &out.grad, split);
-        back(encoder, &own.out.loss, &out.loss, 0);
-        back(encoder, &own.out.status, &out.status, 0);
+        copy(encoder, (grad, 0), (&out.grad, 0), grad.byte_len());
+        copy(
+            encoder,
+            (grad_weight, 0),
+            (&out.grad, split),
+            grad_weight.byte_len(),
+        );
+        copy(encoder, (&own.out.loss, 0), (&out.loss, 0), 4);
+        copy(encoder, (&own.out.status, 0), (&out.status, 0), 4);
         Ok(())
     }
 
@@ -172,28 +160,36 @@ impl<L: TupleLoss> Loss for StackedTuple<L> {
                 .collect::<wgloss::Result<_>>()?,
         };
         let mut inputs = Vec::with_capacity(k);
-        for j in 0..k {
+        for j in 0..k as u64 {
             let t = Tensor::zeros(gpu, &[n, d])?;
-            if part > 0 {
-                let at = input.offset() + j as u64 * part;
-                encoder.copy_buffer_to_buffer(input.buffer(), at, t.buffer(), 0, part);
-            }
+            copy(encoder, (input, j * part), (&t, 0), part);
             inputs.push(t);
         }
         let views: Vec<&Tensor> = inputs.iter().collect();
         self.loss.encode(gpu, encoder, &views, Some(target), &own)?;
-        if part > 0 {
-            for (j, g) in own.grads.iter().enumerate() {
-                let at = out.grad.offset() + j as u64 * part;
-                encoder.copy_buffer_to_buffer(g.buffer(), 0, out.grad.buffer(), at, part);
-            }
-            let rest = (parts - k) as u64 * part;
-            if rest > 0 {
-                let at = out.grad.offset() + k as u64 * part;
-                encoder.clear_buffer(out.grad.buffer(), at, Some(rest));
-            }
+        for (j, g) in own.grads.iter().enumerate() {
+            copy(encoder, (g, 0), (&out.grad, j as u64 * part), part);
+        }
+        let rest = (parts - k) as u64 * part;
+        if rest > 0 {
+            let at = out.grad.offset() + k as u64 * part;
+            encoder.clear_buffer(out.grad.buffer(), at, Some(rest));
         }
         Ok(())
+    }
+}
+
+/// Records a copy of `bytes` from `from` (a view and a byte offset into it) to `to`; nothing for
+/// zero bytes.
+fn copy(
+    encoder: &mut wgpu::CommandEncoder,
+    (from, from_at): (&Tensor, u64),
+    (to, to_at): (&Tensor, u64),
+    bytes: u64,
+) {
+    if bytes > 0 {
+        let (src, dst) = (from.offset() + from_at, to.offset() + to_at);
+        encoder.copy_buffer_to_buffer(from.buffer(), src, to.buffer(), dst, bytes);
     }
 }
 
