@@ -102,15 +102,8 @@ impl LossOutput {
         ] {
             t.check_bindable(gpu, name)?;
         }
-        for (t, name) in [(&self.loss, "loss"), (&self.status, "status")] {
-            if !t.buffer().usage().contains(wgpu::BufferUsages::COPY_DST) {
-                return Err(Error::MissingUsage {
-                    name,
-                    missing: wgpu::BufferUsages::COPY_DST,
-                });
-            }
-        }
-        Ok(())
+        self.loss.check_clearable("loss")?;
+        self.status.check_clearable("status")
     }
 
     /// Allocates outputs for an input of `shape` whose per-element losses have `shape` too.

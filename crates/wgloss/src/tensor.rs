@@ -213,6 +213,17 @@ impl Tensor {
         })
     }
 
+    /// Checks that the kernel drivers can clear this view (`clear_buffer` needs COPY_DST).
+    pub(crate) fn check_clearable(&self, name: &'static str) -> Result<()> {
+        if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
+            return Err(Error::MissingUsage {
+                name,
+                missing: wgpu::BufferUsages::COPY_DST,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks that this view can be bound by kernels in segments: storage usage and an offset
     /// aligned to the device's storage offset alignment.
     pub(crate) fn check_bindable(&self, gpu: &Gpu, name: &'static str) -> Result<()> {

@@ -203,25 +203,8 @@ impl TupleLoss for InfoNce {
         for (t, &name) in inputs.iter().zip(names) {
             t.check_dtype(name, DType::F32)?;
         }
-        let grad_shapes = [vec![n, d], vec![n, d], vec![m, d]];
-        if out.grads.len() != names.len() {
-            return Err(Error::InvalidShape {
-                name: "grad",
-                got: vec![out.grads.len()],
-                why: "one gradient per input",
-            });
-        }
-        for (g, want) in out.grads.iter().zip(&grad_shapes) {
-            if g.shape() != want.as_slice() {
-                return Err(Error::ShapeMismatch {
-                    name: "grad",
-                    expected: want.clone(),
-                    got: g.shape().to_vec(),
-                });
-            }
-            g.check_dtype("grad", DType::F32)?;
-            g.check_bindable(gpu, "grad")?;
-        }
+        let grad_shapes: [&[usize]; 3] = [&[n, d], &[n, d], &[m, d]];
+        out.check_grads(gpu, &grad_shapes[..names.len()])?;
         if out.loss.len() != 1 {
             return Err(Error::ShapeMismatch {
                 name: "loss",
@@ -229,19 +212,7 @@ impl TupleLoss for InfoNce {
                 got: out.loss.shape().to_vec(),
             });
         }
-        out.loss.check_dtype("loss", DType::F32)?;
-        out.loss.check_bindable(gpu, "loss")?;
-        if !out
-            .loss
-            .buffer()
-            .usage()
-            .contains(wgpu::BufferUsages::COPY_DST)
-        {
-            return Err(Error::MissingUsage {
-                name: "loss",
-                missing: wgpu::BufferUsages::COPY_DST,
-            });
-        }
+        out.check_loss(gpu)?;
         if n == 0 {
             // No query: loss 0; the negatives get no gradient.
             encoder.clear_buffer(out.loss.buffer(), out.loss.offset(), Some(4));

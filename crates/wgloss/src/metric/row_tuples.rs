@@ -56,6 +56,38 @@ impl TupleOutput {
     }
 }
 
+impl TupleOutput {
+    /// Checks one f32, bindable gradient per input, each of its input's shape.
+    pub(crate) fn check_grads(&self, gpu: &Gpu, shapes: &[&[usize]]) -> Result<()> {
+        if self.grads.len() != shapes.len() {
+            return Err(Error::InvalidShape {
+                name: "grad",
+                got: vec![self.grads.len()],
+                why: "one gradient per input",
+            });
+        }
+        for (g, &want) in self.grads.iter().zip(shapes) {
+            if g.shape() != want {
+                return Err(Error::ShapeMismatch {
+                    name: "grad",
+                    expected: want.to_vec(),
+                    got: g.shape().to_vec(),
+                });
+            }
+            g.check_dtype("grad", DType::F32)?;
+            g.check_bindable(gpu, "grad")?;
+        }
+        Ok(())
+    }
+
+    /// Checks the loss tensor (of a shape its caller checked): f32, bindable, clearable.
+    pub(crate) fn check_loss(&self, gpu: &Gpu) -> Result<()> {
+        self.loss.check_dtype("loss", DType::F32)?;
+        self.loss.check_bindable(gpu, "loss")?;
+        self.loss.check_clearable("loss")
+    }
+}
+
 /// A loss of several inputs `[N, D]` whose row i forms one tuple (a pair, a triplet), and
 /// optionally one target per row; the two ways to run it.
 pub trait TupleLoss {
@@ -175,24 +207,7 @@ impl Tuples {
             (true, None) => return Err(Error::Empty { name: "target" }),
             (false, _) => None,
         };
-        if out.grads.len() != k {
-            return Err(Error::InvalidShape {
-                name: "grad",
-                got: vec![out.grads.len()],
-                why: "one gradient per input",
-            });
-        }
-        for g in &out.grads {
-            if g.shape() != shape {
-                return Err(Error::ShapeMismatch {
-                    name: "grad",
-                    expected: shape.to_vec(),
-                    got: g.shape().to_vec(),
-                });
-            }
-            g.check_dtype("grad", DType::F32)?;
-            g.check_bindable(gpu, "grad")?;
-        }
+        out.check_grads(gpu, &vec![shape; k])?;
         let loss_shape: &[usize] = match self.reduction {
             Reduction::None => &[n],
             _ => &[],
@@ -204,19 +219,7 @@ impl Tuples {
                 got: out.loss.shape().to_vec(),
             });
         }
-        out.loss.check_dtype("loss", DType::F32)?;
-        out.loss.check_bindable(gpu, "loss")?;
-        if !out
-            .loss
-            .buffer()
-            .usage()
-            .contains(wgpu::BufferUsages::COPY_DST)
-        {
-            return Err(Error::MissingUsage {
-                name: "loss",
-                missing: wgpu::BufferUsages::COPY_DST,
-            });
-        }
+        out.check_loss(gpu)?;
         let max_floats = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
         let per_segment = (max_floats / d / SEGMENT_ALIGN * SEGMENT_ALIGN).min(1 << 30);
         if per_segment == 0 {
