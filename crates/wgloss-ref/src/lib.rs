@@ -14,6 +14,8 @@ mod pairs;
 mod regression;
 mod segmentation;
 mod ssim;
+#[cfg(test)]
+mod testing;
 
 pub use boxes::*;
 pub use classification::*;
