@@ -2,22 +2,8 @@
 
 use ndarray::ArrayViewD;
 
+use crate::numerics::{sigmoid, softplus};
 use crate::{elementwise, elementwise_indexed, LossGrad, Reduction};
-
-/// log(1 + e^x) without overflow.
-fn softplus(x: f64) -> f64 {
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
-}
-
-/// σ(x) without overflow.
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
 
 /// torch `binary_cross_entropy_with_logits`:
 /// `w_c · [(1 − t)·x + (1 + (pw_c − 1)·t)·softplus(−x)]`, where `pos_weight` and `weight`

@@ -7,24 +7,31 @@
 
 mod boxes;
 mod classification;
+mod ctc;
+mod generative;
 mod in_batch;
 mod lovasz;
 mod margin_heads;
+mod numerics;
 mod pairs;
 mod regression;
 mod segmentation;
+mod sinkhorn;
 mod ssim;
 #[cfg(test)]
 mod testing;
 
 pub use boxes::*;
 pub use classification::*;
+pub use ctc::*;
+pub use generative::*;
 pub use in_batch::*;
 pub use lovasz::*;
 pub use margin_heads::*;
 pub use pairs::*;
 pub use regression::*;
 pub use segmentation::*;
+pub use sinkhorn::*;
 pub use ssim::*;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};

@@ -25,6 +25,7 @@
 
 use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayViewD, Ix2, IxDyn};
 
+use crate::numerics::sign;
 use crate::{scalar, MultiGrad, Reduction};
 
 /// torch's `EPSILON` in `aten/src/ATen/native/Loss.cpp` (`constexpr float EPSILON = 1e-12`,
@@ -46,17 +47,6 @@ fn matrix(x: ArrayViewD<'_, f64>, name: &str) -> Array2<f64> {
 fn column(y: ArrayViewD<'_, f64>, n: usize, name: &str) -> Vec<f64> {
     assert_eq!(y.shape(), &[n], "{name} must be [N] with N = {n}");
     y.iter().copied().collect()
-}
-
-/// sign(x) with sign(0) = 0 (torch's `sgn`; `f64::signum` would give ±1 at ±0).
-fn sign(x: f64) -> f64 {
-    if x > 0.0 {
-        1.0
-    } else if x < 0.0 {
-        -1.0
-    } else {
-        0.0
-    }
 }
 
 /// `‖u − v‖₂` and its gradient w.r.t. `u` (`(u − v)/‖u − v‖`, 0 where the distance is 0); the

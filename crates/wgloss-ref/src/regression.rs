@@ -2,20 +2,8 @@
 
 use ndarray::{ArrayD, ArrayViewD};
 
+use crate::numerics::sign;
 use crate::{elementwise, elementwise_indexed, scalar, LossGrad, Reduction};
-
-/// `sign(x)`: ±1, 0 at 0, NaN for NaN.
-fn sign(x: f64) -> f64 {
-    if x > 0.0 {
-        1.0
-    } else if x < 0.0 {
-        -1.0
-    } else if x == 0.0 {
-        0.0
-    } else {
-        f64::NAN
-    }
-}
 
 /// Smooth-L1 kernel shared by the smooth-L1 family: `(loss, dloss/dr)`.
 fn smooth_l1_elem(r: f64, beta: f64) -> (f64, f64) {

@@ -43,6 +43,7 @@
 
 use ndarray::{ArrayD, ArrayViewD};
 
+use crate::numerics::sigmoid;
 use crate::{cross_entropy, scalar, LossGrad, Reduction};
 
 /// How logits and targets are laid out (smp's `mode`).
@@ -260,16 +261,6 @@ fn masked_targets(
             }
             (t, keep)
         }
-    }
-}
-
-/// σ(x) without overflow.
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
     }
 }
 

@@ -49,7 +49,11 @@ pub(crate) fn all_finite(out: &MultiGrad) -> bool {
 
 /// Central finite differences of `f`'s loss w.r.t. every element of every input, against
 /// `grads / GS`: `h = 1e-6·max(|x|, 1)`, tolerance `1e-6·max|g| + 1e-5·|g|`.
-pub(crate) fn check_fd(label: &str, inputs: &[ArrayD<f64>], f: impl Fn(&[ArrayD<f64>]) -> MultiGrad) {
+pub(crate) fn check_fd(
+    label: &str,
+    inputs: &[ArrayD<f64>],
+    f: impl Fn(&[ArrayD<f64>]) -> MultiGrad,
+) {
     let out = f(inputs);
     assert!(all_finite(&out), "{label}: not finite");
     assert_eq!(out.grads.len(), inputs.len(), "{label}: one grad per input");
