@@ -3,7 +3,7 @@
 
 use ndarray::{ArrayD, ArrayViewD};
 use wgloss::{DType, Gpu, Loss, Reduction, Tensor};
-use wgloss_ref::LossGrad;
+use wgloss_ref::{LossGrad, TripletMining};
 
 use crate::check::Rng;
 use crate::stacked;
@@ -120,10 +120,15 @@ pub enum Layout {
         height: usize,
         width: usize,
     },
-    /// Embeddings `[N, dim]` and labels `[N]` drawn from `classes` values. Losses over all
-    /// pairs of the batch: their cost grows as N², so the suite runs them on the (N, D) grid
-    /// [`EMBEDDING_SHAPES`] instead of the element counts of the other layouts.
-    Embeddings { dim: usize, classes: usize },
+    /// Embeddings `[N, dim]` and labels `[N]` drawn from `max(classes, ⌈N / members⌉)` values
+    /// (`members` bounds the expected class size as the batch grows, as P×K sampling does).
+    /// Losses over all pairs of the batch: their cost grows as N², so the suite runs them on
+    /// the (N, D) grid [`EMBEDDING_SHAPES`] instead of the element counts of the other layouts.
+    Embeddings {
+        dim: usize,
+        classes: usize,
+        members: usize,
+    },
     /// A margin head's embeddings `[N, dim]` stacked over its class weights `[classes, dim]`
     /// (one prediction `[N + classes, dim]`, see [`stacked::Stacked`]) and labels `[N]` in
     /// `[0, classes)`. Shapes are given as `[N, dim, classes]`; the suite runs the (N, D) grid
@@ -342,8 +347,12 @@ impl Entry {
                 group: 1,
             };
         }
-        if let Layout::Embeddings { classes, .. } = self.layout {
+        if let Layout::Embeddings {
+            classes, members, ..
+        } = self.layout
+        {
             let rows = pred_shape[0];
+            let classes = classes.max(rows.div_ceil(members));
             let target = rng
                 .uniform(rows, 0.0, 1.0)
                 .iter()
@@ -1997,26 +2006,17 @@ pub static REGISTRY: &[Entry] = &[
         variants: &["margin=1", "margin=0.3,squared"],
         make: |_, v, _| {
             let (margin, squared) = [(1.0f32, false), (0.3, true)][v];
-            let m = margin.into();
-            let mining = wgloss_ref::TripletMining::BatchHard;
-            Ok(Instance {
-                loss: Box::new(wgloss::TripletBatchHard {
-                    margin,
-                    squared,
-                    grad_scale: 1.0,
-                }),
-                reference: Box::new(move |e, y| {
-                    first_grad(wgloss_ref::triplet_mined(e, y, m, mining, squared, 1.0))
-                }),
-                // The triplets mined at (pred0, labels), held fixed.
-                freeze: Box::new(move |p0, y| {
-                    let triplets = wgloss_ref::mined_triplets(p0.view(), y.view(), mining, squared);
-                    Box::new(move |p| {
-                        first_grad(wgloss_ref::triplet_fixed(p, &triplets, m, squared, 1.0))
-                    })
-                }),
+            let loss = wgloss::TripletBatchHard {
+                margin,
+                squared,
                 grad_scale: 1.0,
-            })
+            };
+            Ok(mined_triplet(
+                Box::new(loss),
+                TripletMining::BatchHard,
+                margin,
+                squared,
+            ))
         },
         bad_params: &[BadParam {
             param: "margin",
@@ -2030,6 +2030,45 @@ pub static REGISTRY: &[Entry] = &[
         // Rows on a grid of 1/64: squared distances are exact in f32, so equal distances tie
         // alike on the GPU and in the reference (the lowest index wins).
         snap: Some(|x| (x * 64.0).round() / 64.0),
+        ..F5
+    },
+    Entry {
+        name: "triplet_semi_hard",
+        anchor: "TF Addons triplet_semihard_loss (FaceNet semi-hard mining)",
+        variants: &["margin=1", "margin=0.3,squared"],
+        make: |_, v, _| {
+            let (margin, squared) = [(1.0f32, false), (0.3, true)][v];
+            let loss = wgloss::TripletSemiHard {
+                margin,
+                squared,
+                grad_scale: 1.0,
+            };
+            Ok(mined_triplet(
+                Box::new(loss),
+                TripletMining::SemiHard,
+                margin,
+                squared,
+            ))
+        },
+        bad_params: &[BadParam {
+            param: "margin",
+            build: |_| {
+                Ok(Box::new(wgloss::TripletSemiHard {
+                    margin: f32::INFINITY,
+                    ..Default::default()
+                }))
+            },
+        }],
+        // Rows on a grid of 1/64: squared distances are exact in f32, so equal distances tie
+        // alike on the GPU and in the reference (the lowest index wins).
+        snap: Some(|x| (x * 64.0).round() / 64.0),
+        // Classes of about 8 members (P×K batches): each positive pair mines its own negative,
+        // one pass over the batch per 16 positives of the largest class.
+        layout: Layout::Embeddings {
+            dim: 3,
+            classes: 4,
+            members: 8,
+        },
         ..F5
     },
     Entry {
@@ -2447,6 +2486,50 @@ pub static REGISTRY: &[Entry] = &[
         ],
         ..F1
     },
+    Entry {
+        name: "kl_div",
+        anchor: "torch kl_div",
+        variants: &[
+            "batchmean",
+            "log_target",
+            "batchmean,log_target,grad_scale=0.5",
+        ],
+        make: |_, v, reduction| {
+            let (batchmean, log_target, grad_scale) =
+                [(true, false, 1.0f32), (false, true, 1.0), (true, true, 0.5)][v];
+            use wgloss::KlReduction as K;
+            use wgloss_ref::KlReduction as R;
+            let (gpu_reduction, ref_reduction) = match (reduction, batchmean) {
+                (Reduction::Mean, true) => (K::BatchMean, R::BatchMean),
+                (Reduction::Mean, false) => (K::Mean, R::Mean),
+                (Reduction::Sum, _) => (K::Sum, R::Sum),
+                (Reduction::None, _) => (K::None, R::None),
+            };
+            let loss = wgloss::KlDiv {
+                reduction: gpu_reduction,
+                log_target,
+                grad_scale,
+            };
+            stateless(
+                loss,
+                move |p, t| {
+                    let gs = grad_scale.into();
+                    wgloss_ref::kl_div(p, t, ref_reduction, log_target, gs)
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(wgloss::KlDiv {
+                    grad_scale: f32::NAN,
+                    ..Default::default()
+                }))
+            },
+        }],
+        ..F6
+    },
 ];
 
 /// Defaults of the regression family's entries.
@@ -2472,6 +2555,15 @@ const F1: Entry = Entry {
     bad_params: &[],
 };
 
+/// Defaults of the generative family's element-wise entries: log-probabilities in [−6, 0],
+/// probabilities as targets.
+const F6: Entry = Entry {
+    family: "F6 generative",
+    domain: (-6.0, 0.0),
+    targets: Targets::Probability,
+    ..F1
+};
+
 /// Defaults of the classification family's entries: logits in [−6, 6].
 const F3: Entry = Entry {
     family: "F3 classification",
@@ -2480,6 +2572,28 @@ const F3: Entry = Entry {
     ..F1
 };
 
+/// A triplet loss mining in the batch (`mining`, margin, squared distances), its reference, and
+/// the reference with the triplets mined at (pred0, labels) held fixed for finite differences.
+fn mined_triplet(
+    loss: Box<dyn wgloss::Loss>,
+    mining: TripletMining,
+    margin: f32,
+    squared: bool,
+) -> Instance {
+    let m = margin.into();
+    Instance {
+        loss,
+        reference: Box::new(move |e, y| {
+            first_grad(wgloss_ref::triplet_mined(e, y, m, mining, squared, 1.0))
+        }),
+        freeze: Box::new(move |p0, y| {
+            let triplets = wgloss_ref::mined_triplets(p0.view(), y.view(), mining, squared);
+            Box::new(move |p| first_grad(wgloss_ref::triplet_fixed(p, &triplets, m, squared, 1.0)))
+        }),
+        grad_scale: 1.0,
+    }
+}
+
 /// Defaults of the metric-learning family's entries: embeddings `[N, 3]` in [−2, 2], labels
 /// from four classes (so that small batches have single-member classes and no positives).
 const F5: Entry = Entry {
@@ -2487,7 +2601,11 @@ const F5: Entry = Entry {
     vec4: false,
     domain: (-2.0, 2.0),
     reductions: &[Reduction::Mean],
-    layout: Layout::Embeddings { dim: 3, classes: 4 },
+    layout: Layout::Embeddings {
+        dim: 3,
+        classes: 4,
+        members: usize::MAX,
+    },
     // A gradient row sums N terms c_ik x̂_k of both signs: in f32 its error is about
     // √N · 6e-8 of the largest term, 4e-6 at N = 4096.
     tolerance: crate::check::Tolerance {

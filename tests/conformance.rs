@@ -703,6 +703,8 @@ conformance! {
         info_nce,
         contrastive_batch,
         triplet_batch_hard,
+        triplet_semi_hard,
+        kl_div,
     ]
     label_losses: [
         cross_entropy,

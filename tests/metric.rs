@@ -126,6 +126,17 @@ fn single_member_classes_and_all_same_labels() {
                 wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0)
             },
         );
+        check(
+            &format!("triplet_semi_hard {what}"),
+            &wgloss::TripletSemiHard::default(),
+            &emb,
+            [9, 5],
+            labels,
+            |e, y| {
+                let mining = wgloss_ref::TripletMining::SemiHard;
+                wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0)
+            },
+        );
     }
 }
 
@@ -183,6 +194,17 @@ fn zero_vectors_and_small_temperatures_stay_finite() {
         &labels,
         |e, y| {
             let mining = wgloss_ref::TripletMining::BatchHard;
+            wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0)
+        },
+    );
+    check(
+        "triplet_semi_hard zero rows",
+        &wgloss::TripletSemiHard::default(),
+        &emb,
+        [8, 4],
+        &labels,
+        |e, y| {
+            let mining = wgloss_ref::TripletMining::SemiHard;
             wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0)
         },
     );
@@ -387,4 +409,130 @@ fn tuple_losses_reject_bad_inputs() {
             ..
         })
     ));
+}
+
+/// Semi-hard triplet mining over classes larger than one chunk of 16 positives (two and three
+/// chunks; one class of 40 and one odd row), and over more than one range of 1024 anchors
+/// (N = 2100), against the reference.
+#[test]
+fn triplet_semi_hard_mines_every_chunk() {
+    if shared_gpu().is_none() {
+        return;
+    }
+    for (n, d, classes, squared) in [
+        (40, 3, 2, false),
+        (100, 5, 3, true),
+        (41, 2, 1, false),
+        (2100, 3, 260, false),
+    ] {
+        let emb: Vec<f32> = embeddings(n, d, 11 + n as u64)
+            .iter()
+            .map(|x| (x * 64.0).round() / 64.0)
+            .collect();
+        let mut labels: Vec<i32> = (0..n).map(|i| (i * 7 % classes) as i32).collect();
+        // One odd row out in the single-class case, so that negatives exist.
+        labels[n - 1] = classes as i32;
+        for margin in [1.0f32, 0.2] {
+            check(
+                &format!("triplet_semi_hard n={n} classes={classes} margin={margin}"),
+                &wgloss::TripletSemiHard {
+                    margin,
+                    squared,
+                    grad_scale: 1.0,
+                },
+                &emb,
+                [n, d],
+                &labels,
+                |e, y| {
+                    let mining = wgloss_ref::TripletMining::SemiHard;
+                    wgloss_ref::triplet_mined(e, y, margin.into(), mining, squared, 1.0)
+                },
+            );
+        }
+    }
+}
+
+/// The in-batch losses walk the keys in ranges of at most 8192 tile steps of 16 dimensions
+/// (one dispatch each, lavapipe miscomputes longer walks): at D = 8200 a range holds 240 keys,
+/// so N = 300 takes two ranges whose statistics and gradients are merged.
+#[test]
+fn in_batch_losses_merge_key_ranges() {
+    if shared_gpu().is_none() {
+        return;
+    }
+    let (n, d) = (300, 8200);
+    let emb = embeddings(n, d, 21);
+    let labels: Vec<i32> = (0..n).map(|i| (i * 13 % 20) as i32).collect();
+    let shape = [n, d];
+    check(
+        "supcon ranges",
+        &SupCon::default(),
+        &emb,
+        shape,
+        &labels,
+        |e, y| wgloss_ref::supcon(e, y, 0.1, 1.0),
+    );
+    check(
+        "nt_xent ranges",
+        &NtXent::default(),
+        &emb,
+        shape,
+        &labels,
+        |e, y| wgloss_ref::nt_xent_labels(e, y, 0.07, 1.0),
+    );
+    let contrastive = wgloss::ContrastiveBatch {
+        pos_margin: 1.2,
+        neg_margin: 1.45,
+        ..Default::default()
+    };
+    check(
+        "contrastive_batch ranges",
+        &contrastive,
+        &emb,
+        shape,
+        &labels,
+        |e, y| wgloss_ref::contrastive_batch(e, y, 1.2, 1.45, 1.0),
+    );
+    // Triplets on a grid of 1/8: squared distances stay exact in f32 at this width, so the
+    // mined triplets (the closest negative beyond d_ap) are those of the f64 reference.
+    let emb: Vec<f32> = emb.iter().map(|x| (x * 8.0).round() / 8.0).collect();
+    for mining in [
+        wgloss_ref::TripletMining::BatchHard,
+        wgloss_ref::TripletMining::SemiHard,
+    ] {
+        let loss: Box<dyn Loss> = match mining {
+            wgloss_ref::TripletMining::BatchHard => Box::new(wgloss::TripletBatchHard::default()),
+            wgloss_ref::TripletMining::SemiHard => Box::new(wgloss::TripletSemiHard::default()),
+        };
+        check(
+            &format!("{mining:?} ranges"),
+            &*loss,
+            &emb,
+            shape,
+            &labels,
+            |e, y| wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0),
+        );
+    }
+}
+
+/// N = 32,768 rows through the in-batch kernel (two key ranges per walk at D = 16; 4 MiB of
+/// scratch, nothing N × N), against the reference. Minutes on a CPU adapter, so not part of the
+/// default run: `cargo test --release --test metric -- --ignored`.
+#[test]
+#[ignore]
+fn in_batch_losses_run_at_n_32768() {
+    if shared_gpu().is_none() {
+        return;
+    }
+    let (n, d) = (32_768, 16);
+    let emb = embeddings(n, d, 32);
+    let labels: Vec<i32> = (0..n).map(|i| (i * 7 % 4096) as i32).collect();
+    check(
+        "supcon N=32768",
+        &SupCon::default(),
+        &emb,
+        [n, d],
+        &labels,
+        |e, y| wgloss_ref::supcon(e, y, 0.1, 1.0),
+    );
 }

@@ -19,6 +19,12 @@
 // LSE over negatives, positive count and sum), `pairs` (nt_xent: per anchor R_a = Σ_p σ(LN_a -
 // s_ap) and Σ_p loss_ap), `finish` (one workgroup: the loss and each anchor's weight), `grad`,
 // `chain`.
+//
+// Key ranges: every walk over the keys covers [params.k_begin, params.k_end) only, and the host
+// runs one dispatch per range (each with its own parameters, at a dynamic offset), so that no
+// workgroup walks more than a bounded number of tiles (lavapipe miscomputes workgroups that
+// walk much longer). A range after the first merges its statistics into those of the ranges
+// before it, in key order, so ties still go to the lowest index.
 
 struct Params {
     n: u32,
@@ -29,6 +35,10 @@ struct Params {
     grad_scale: f32,
     margin_a: f32,     // contrastive: pos_margin; triplet: margin
     margin_b: f32,     // contrastive: neg_margin
+    k_begin: u32,      // the keys this dispatch walks: [k_begin, k_end), k_begin % 16 == 0
+    k_end: u32,
+    chunk: u32,        // semi-hard: the chunk of 16 positives per anchor this dispatch mines
+    pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> emb: array<f32>;
@@ -45,6 +55,10 @@ const NT_XENT: u32 = 1u;
 // triplet with batch-hard mining (Hermans et al. 2017, on the raw rows).
 const CONTRASTIVE: u32 = 2u;
 const TRIPLET_HARD: u32 = 3u;
+// Triplet with semi-hard mining (FaceNet, as TF Addons' triplet_semihard_loss): for each ordered
+// positive pair (a, p), the closest negative farther than p, else the farthest negative; the
+// mean of max(0, d_ap - d_an + margin) over the positive pairs with a negative.
+const TRIPLET_SEMI: u32 = 4u;
 override KIND: u32 = SUPCON;
 
 const TILE: u32 = 16u;
@@ -70,9 +84,65 @@ const N_IDX: u32 = 3u;
 const NEG_WEIGHT: u32 = 4u;
 const ROWSUM: u32 = 5u;
 const NONE: u32 = 0xffffffffu;
+// Semi-hard: per anchor, its number of positives and, over the chunks mined so far, the sum of
+// its pairs' hinges and the number of its pairs with a negative.
+const POSITIVES: u32 = 0u;
+const HINGE_SUM: u32 = 1u;
+const PAIRS: u32 = 2u;
+// After the per-anchor statistics: the largest number of positives of any anchor, and the
+// weight 1 / (pairs with a negative).
+const MAX_POSITIVES: u32 = 0u;
+const PAIR_WEIGHT: u32 = 1u;
+const GLOBALS: u32 = 2u;
+// Semi-hard records: one per anchor and slot j < 16 of the current chunk, the chunk's j-th
+// positive (the (16·chunk + j)-th of the anchor in index order) and its negative.
+const SLOTS: u32 = 16u;
+const RECORD: u32 = 8u;
+const R_P: u32 = 0u;       // the positive's index, NONE for no (active) triplet
+const R_N: u32 = 1u;       // the closest negative farther than p so far, then the chosen one
+const R_D_AP: u32 = 2u;
+const R_D_N: u32 = 3u;     // its distance
+const R_FAR: u32 = 4u;     // the farthest negative so far
+const R_D_FAR: u32 = 5u;
+const R_CURSOR: u32 = 6u;  // the slot's positive of the previous chunk
+const R_NAN: u32 = 7u;     // 1 when a NaN distance was seen
 
 fn is_distance() -> bool {
-    return KIND == CONTRASTIVE || KIND == TRIPLET_HARD;
+    return KIND == CONTRASTIVE || KIND == TRIPLET_HARD || KIND == TRIPLET_SEMI;
+}
+
+// The mined triplets use the raw rows, the others the normalised ones.
+fn raw_rows() -> bool {
+    return KIND == TRIPLET_HARD || KIND == TRIPLET_SEMI;
+}
+
+fn global_at(j: u32) -> u32 {
+    return params.n * params.d + params.n * STATS + j;
+}
+
+fn record_at(r: u32, j: u32) -> u32 {
+    return global_at(GLOBALS) + r * RECORD + j;
+}
+
+fn record(r: u32, j: u32) -> f32 {
+    return scratch[record_at(r, j)];
+}
+
+fn record_index(r: u32, j: u32) -> u32 {
+    return bitcast<u32>(scratch[record_at(r, j)]);
+}
+
+fn set_record(r: u32, j: u32, v: f32) {
+    scratch[record_at(r, j)] = v;
+}
+
+fn set_record_index(r: u32, j: u32, v: u32) {
+    scratch[record_at(r, j)] = bitcast<f32>(v);
+}
+
+// Whether this dispatch's chunk lies past every anchor's positives (semi-hard).
+fn chunk_empty() -> bool {
+    return params.chunk * SLOTS >= bitcast<u32>(scratch[global_at(MAX_POSITIVES)]);
 }
 
 var<workgroup> a_tile: array<f32, 256>;
@@ -132,10 +202,19 @@ fn normalize(
     }
     for (var c = 0u; c < params.d; c++) {
         let x = emb[i * params.d + c];
-        // Mined triplets use the raw rows.
-        scratch[i * params.d + c] = select(normalized(x, norm), x, KIND == TRIPLET_HARD);
+        scratch[i * params.d + c] = select(normalized(x, norm), x, raw_rows());
     }
     set_stat(i, NORM, norm);
+    if (KIND == TRIPLET_SEMI) {
+        var positives = 0u;
+        let yi = label(i);
+        for (var k = 0u; k < params.n; k++) {
+            positives += select(0u, 1u, k != i && label(k) == yi);
+        }
+        set_stat(i, POSITIVES, bitcast<f32>(positives));
+        set_stat(i, HINGE_SUM, 0.0);
+        set_stat(i, PAIRS, 0.0);
+    }
 }
 
 // The tile s_ak / τ for anchors a0 + lid / 16 and keys k0 + lid % 16 into s_tile (0 outside
@@ -185,7 +264,7 @@ fn stats(
     var pos = 0.0;
     var pos_sum = 0.0;
     var nan_seen = false;
-    for (var k0 = 0u; k0 < params.n; k0 += TILE) {
+    for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
         similarity_tile(lid, a0, k0);
         if (lid < TILE && a < params.n) {
             let ya = label(a);
@@ -206,6 +285,14 @@ fn stats(
             }
         }
         workgroupBarrier();
+    }
+    if (lid < TILE && a < params.n && params.k_begin > 0u) {
+        // After the first key range: merge with the ranges before.
+        nan_seen = nan_seen || is_nan(stat(a, LSE_ALL)) || is_nan(stat(a, LSE_NEG));
+        all = lse_add(all, stat(a, LSE_ALL));
+        neg = lse_add(neg, stat(a, LSE_NEG));
+        pos += stat(a, POS);
+        pos_sum += stat(a, POS_SUM);
     }
     if (lid < TILE && a < params.n) {
         let poison = select(0.0, bitcast<f32>(0x7fc00000u), nan_seen);
@@ -236,7 +323,7 @@ fn distance_stats(
     var d_ap = 0.0;
     var d_an = 0.0;
     var nan_seen = false;
-    for (var k0 = 0u; k0 < params.n; k0 += TILE) {
+    for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
         similarity_tile(lid, a0, k0);
         if (lid < TILE && a < params.n) {
             let ya = label(a);
@@ -269,6 +356,27 @@ fn distance_stats(
             }
         }
         workgroupBarrier();
+    }
+    if (lid < TILE && a < params.n && params.k_begin > 0u) {
+        // After the first key range: merge with the ranges before (their keys come first).
+        if (KIND == CONTRASTIVE) {
+            neg += stat(a, NEG_COUNT);
+            neg_sum += stat(a, NEG_SUM);
+            pos += stat(a, POS);
+            pos_sum += stat(a, POS_SUM);
+        } else {
+            let before_p = bitcast<u32>(stat(a, P_IDX));
+            let before_n = bitcast<u32>(stat(a, N_IDX));
+            nan_seen = nan_seen || is_nan(stat(a, D_AP)) || is_nan(stat(a, D_AN));
+            if (before_p != NONE && !(p_idx != NONE && d_ap > stat(a, D_AP))) {
+                p_idx = before_p;
+                d_ap = stat(a, D_AP);
+            }
+            if (before_n != NONE && !(n_idx != NONE && d_an < stat(a, D_AN))) {
+                n_idx = before_n;
+                d_an = stat(a, D_AN);
+            }
+        }
     }
     if (lid < TILE && a < params.n) {
         let poison = select(0.0, bitcast<f32>(0x7fc00000u), nan_seen);
@@ -305,6 +413,9 @@ fn finish_distance(lid: u32) {
             a_count += stat(a, POS);
             b_sum += stat(a, NEG_SUM);
             b_count += stat(a, NEG_COUNT);
+        } else if (KIND == TRIPLET_SEMI) {
+            a_sum += stat(a, HINGE_SUM);
+            a_count += stat(a, PAIRS);
         } else if (has_triplet(a)) {
             let h = stat(a, D_AP) - stat(a, D_AN) + params.margin_a;
             a_sum += select(max(h, 0.0), h, is_nan(h));
@@ -319,6 +430,10 @@ fn finish_distance(lid: u32) {
     let w_neg = select(0.0, 1.0 / neg_terms, neg_terms > 0.0);
     if (lid == 0u) {
         loss[0] = pos_total * w_pos + neg_total * w_neg;
+        scratch[global_at(PAIR_WEIGHT)] = w_pos;
+    }
+    if (KIND == TRIPLET_SEMI) {
+        return;
     }
     for (var a = lid; a < params.n; a += WG) {
         var wa = w_pos;
@@ -347,7 +462,7 @@ fn pairs(
     if (lid < TILE && a < params.n) {
         ln = stat(a, LSE_NEG);
     }
-    for (var k0 = 0u; k0 < params.n; k0 += TILE) {
+    for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
         similarity_tile(lid, a0, k0);
         if (lid < TILE && a < params.n) {
             let ya = label(a);
@@ -364,6 +479,10 @@ fn pairs(
         workgroupBarrier();
     }
     if (lid < TILE && a < params.n) {
+        if (params.k_begin > 0u) {
+            rate += stat(a, RATE);
+            total += stat(a, PAIR_LOSS);
+        }
         set_stat(a, RATE, rate);
         set_stat(a, PAIR_LOSS, total);
     }
@@ -423,6 +542,20 @@ fn coef(a: u32, k: u32, s: f32) -> f32 {
         }
         return select(0.0, -stat(a, NEG_WEIGHT), params.margin_b - s > 0.0);
     }
+    if (KIND == TRIPLET_SEMI) {
+        // The chunk's active triplets of anchor a: +1 per one with positive k, -1 per one with
+        // negative k (the weight 1 / pairs is applied in `chain`).
+        var c = 0.0;
+        for (var j = 0u; j < SLOTS; j++) {
+            let r = a * SLOTS + j;
+            let p = record_index(r, R_P);
+            if (p == NONE) {
+                continue;
+            }
+            c += select(0.0, 1.0, p == k) - select(0.0, 1.0, record_index(r, R_N) == k);
+        }
+        return c;
+    }
     if (KIND == TRIPLET_HARD) {
         let w = stat(a, WEIGHT);
         if (w == 0.0) {
@@ -455,11 +588,21 @@ fn grad_pass(
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
     let lid = lid3.x;
+    if (KIND == TRIPLET_SEMI) {
+        if (lid == 0u) {
+            skip_chunk = select(0u, 1u, params.chunk > 0u && chunk_empty());
+        }
+        if (workgroupUniformLoad(&skip_chunk) != 0u) {
+            return;
+        }
+    }
     let a0 = wid.x * TILE;
     let r = lid / TILE;
     let c = lid % TILE;
+    // Semi-hard adds every chunk to the first one's gradient.
+    let first = params.chunk == 0u && params.k_begin == 0u;
     var rowsum = 0.0;
-    for (var k0 = 0u; k0 < params.n; k0 += TILE) {
+    for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
         similarity_tile(lid, a0, k0);
         let s = s_tile[lid];
         var ci = coef(a0 + r, k0 + c, s) + coef(k0 + c, a0 + r, s);
@@ -491,13 +634,16 @@ fn grad_pass(
             let a = a0 + r;
             if (a < params.n && dc < params.d) {
                 let at = a * params.d + dc;
-                grad[at] = select(grad[at], 0.0, k0 == 0u) + acc;
+                grad[at] = select(grad[at], 0.0, first && k0 == 0u) + acc;
             }
             workgroupBarrier();
         }
     }
     let a = a0 + lid;
     if (is_distance() && lid < TILE && a < params.n) {
+        if (!first) {
+            rowsum += stat(a, ROWSUM);
+        }
         set_stat(a, ROWSUM, rowsum);
     }
 }
@@ -512,7 +658,10 @@ fn chain(
     if (i >= params.n) {
         return;
     }
-    let scale = params.inv_tau * params.grad_scale;
+    var scale = params.inv_tau * params.grad_scale;
+    if (KIND == TRIPLET_SEMI) {
+        scale *= scratch[global_at(PAIR_WEIGHT)];
+    }
     let norm = stat(i, NORM);
     var rowsum = 0.0;
     if (is_distance()) {
@@ -525,10 +674,220 @@ fn chain(
     for (var c = 0u; c < params.d; c++) {
         let at = i * params.d + c;
         let g = grad[at] + rowsum * xhat(i, c);
-        if (KIND == TRIPLET_HARD) {
+        if (raw_rows()) {
             grad[at] = g * scale;
         } else {
             grad[at] = normalize_backward(g, xhat(i, c), dot, norm) * scale;
         }
     }
+}
+
+// ---- Semi-hard mining -------------------------------------------------------------------------
+// Each ordered positive pair needs its own negative, so the pairs are mined in chunks of 16 per
+// anchor (one dispatch sequence per chunk, the records reused): `pick` finds each slot's
+// positive and d_ap, `mine` walks the keys keeping the closest negative farther than the
+// positive and the farthest one, `settle` chooses and adds the hinges to the anchor's sums, and
+// `grad_pass` adds the chunk's active triplets to the gradient (coef counts, from the records,
+// how often k is the positive or the negative of a's triplets). The gradient is scaled by
+// 1 / (pairs with a negative) in `chain`. The host encodes a chunk
+// for every possible count of positives (N - 1); the chunks past every anchor's positives
+// return at once. Memory: 8 floats per anchor and slot.
+
+var<workgroup> most_positives: atomic<u32>;
+var<workgroup> skip_chunk: u32;
+
+// One workgroup: the largest number of positives of any anchor.
+@compute @workgroup_size(256)
+fn semi_max(@builtin(local_invocation_id) lid3: vec3<u32>) {
+    let lid = lid3.x;
+    // Workgroup memory starts undefined (the pipelines skip its zeroing).
+    if (lid == 0u) {
+        atomicStore(&most_positives, 0u);
+    }
+    workgroupBarrier();
+    var most = 0u;
+    for (var a = lid; a < params.n; a += WG) {
+        most = max(most, bitcast<u32>(stat(a, POSITIVES)));
+    }
+    atomicMax(&most_positives, most);
+    workgroupBarrier();
+    if (lid == 0u) {
+        scratch[global_at(MAX_POSITIVES)] = bitcast<f32>(atomicLoad(&most_positives));
+    }
+}
+
+fn distance_rows(a: u32, k: u32) -> f32 {
+    // Summed in the order the tiles sum it.
+    var acc = 0.0;
+    for (var c = 0u; c < params.d; c++) {
+        let t = xhat(a, c) - xhat(k, c);
+        acc += t * t;
+    }
+    return select(sqrt(acc), acc, params.squared != 0u);
+}
+
+// One invocation per record: the slot's positive (the next 16th after the previous chunk's),
+// its distance, and empty mining state.
+@compute @workgroup_size(256)
+fn pick(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let r = gid.x + gid.y * nwg.x * 256u;
+    if (r >= params.n * SLOTS) {
+        return;
+    }
+    if (chunk_empty()) {
+        // The first chunk always runs `grad_pass`, which reads the records.
+        if (params.chunk == 0u) {
+            set_record_index(r, R_P, NONE);
+        }
+        return;
+    }
+    let a = r / SLOTS;
+    set_record_index(r, R_P, NONE);
+    if (params.chunk * SLOTS + r % SLOTS >= bitcast<u32>(stat(a, POSITIVES))) {
+        return;
+    }
+    var k = 0u;
+    var left = r % SLOTS + 1u;
+    if (params.chunk > 0u) {
+        k = record_index(r, R_CURSOR) + 1u;
+        left = SLOTS;
+    }
+    let ya = label(a);
+    for (; k < params.n; k++) {
+        if (k != a && label(k) == ya) {
+            left -= 1u;
+            if (left == 0u) {
+                break;
+            }
+        }
+    }
+    if (k >= params.n) {
+        return;
+    }
+    set_record_index(r, R_CURSOR, k);
+    set_record_index(r, R_P, k);
+    set_record(r, R_D_AP, distance_rows(a, k));
+    set_record_index(r, R_N, NONE);
+    set_record(r, R_D_N, 0.0);
+    set_record_index(r, R_FAR, NONE);
+    set_record(r, R_D_FAR, 0.0);
+    set_record(r, R_NAN, 0.0);
+}
+
+// A workgroup per 16 anchors, an invocation per anchor and slot: over this dispatch's keys, the
+// closest negative farther than the slot's positive and the farthest negative (the lowest index
+// on a tie; the ranges come in key order).
+@compute @workgroup_size(256)
+fn mine(
+    @builtin(local_invocation_id) lid3: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let lid = lid3.x;
+    if (lid == 0u) {
+        skip_chunk = select(0u, 1u, chunk_empty());
+    }
+    if (workgroupUniformLoad(&skip_chunk) != 0u) {
+        return;
+    }
+    let a0 = wid.x * TILE;
+    let row = lid / SLOTS;
+    let a = a0 + row;
+    let r = a * SLOTS + lid % SLOTS;
+    var p = NONE;
+    if (a < params.n) {
+        p = record_index(r, R_P);
+    }
+    var d_ap = 0.0;
+    var best = NONE;
+    var d_best = 0.0;
+    var far = NONE;
+    var d_far = 0.0;
+    var nan_seen = false;
+    var ya = 0;
+    if (p != NONE) {
+        d_ap = record(r, R_D_AP);
+        best = record_index(r, R_N);
+        d_best = record(r, R_D_N);
+        far = record_index(r, R_FAR);
+        d_far = record(r, R_D_FAR);
+        nan_seen = record(r, R_NAN) != 0.0;
+        ya = label(a);
+    }
+    for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
+        similarity_tile(lid, a0, k0);
+        if (p != NONE) {
+            for (var c = 0u; c < TILE; c++) {
+                let k = k0 + c;
+                if (k >= params.n || label(k) == ya) {
+                    continue;
+                }
+                let s = s_tile[row * TILE + c];
+                nan_seen = nan_seen || is_nan(s);
+                if (s > d_ap && (best == NONE || s < d_best)) {
+                    best = k;
+                    d_best = s;
+                }
+                if (far == NONE || s > d_far) {
+                    far = k;
+                    d_far = s;
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (p != NONE) {
+        set_record_index(r, R_N, best);
+        set_record(r, R_D_N, d_best);
+        set_record_index(r, R_FAR, far);
+        set_record(r, R_D_FAR, d_far);
+        set_record(r, R_NAN, select(0.0, 1.0, nan_seen));
+    }
+}
+
+// One invocation per anchor: each slot's negative (the closest farther one, else the farthest),
+// its hinge into the anchor's sums; slots without a negative or with an inactive hinge cleared
+// for `grad_pass` (the hinge passes its gradient at 0, as TF's maximum).
+@compute @workgroup_size(256)
+fn settle(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let a = gid.x + gid.y * nwg.x * 256u;
+    if (a >= params.n || chunk_empty()) {
+        return;
+    }
+    var sum = 0.0;
+    var pairs = 0.0;
+    for (var j = 0u; j < SLOTS; j++) {
+        let r = a * SLOTS + j;
+        if (record_index(r, R_P) == NONE) {
+            continue;
+        }
+        var ng = record_index(r, R_N);
+        var d_an = record(r, R_D_N);
+        if (ng == NONE) {
+            ng = record_index(r, R_FAR);
+            d_an = record(r, R_D_FAR);
+        }
+        if (ng == NONE) {
+            set_record_index(r, R_P, NONE);
+            continue;
+        }
+        var h = record(r, R_D_AP) - d_an + params.margin_a;
+        if (record(r, R_NAN) != 0.0) {
+            h = bitcast<f32>(0x7fc00000u);
+        }
+        sum += select(max(h, 0.0), h, is_nan(h));
+        pairs += 1.0;
+        set_record_index(r, R_N, ng);
+        set_record(r, R_D_N, d_an);
+        if (!(h >= 0.0)) {
+            set_record_index(r, R_P, NONE);
+        }
+    }
+    set_stat(a, HINGE_SUM, stat(a, HINGE_SUM) + sum);
+    set_stat(a, PAIRS, stat(a, PAIRS) + pairs);
 }

@@ -54,6 +54,8 @@ pub struct ElementwiseSpec<'a> {
     pub(crate) group: usize,
     /// Pipeline constants of the kernel beyond the driver's own.
     pub(crate) overrides: Vec<(&'static str, u32)>,
+    /// What the mean divides by instead of the number of loss terms (kl_div's batchmean).
+    pub(crate) mean_divisor: Option<usize>,
     pub(crate) reduction: Reduction,
     pub(crate) grad_scale: f32,
 }
@@ -74,9 +76,16 @@ impl<'a> ElementwiseSpec<'a> {
             mask: None,
             group: 1,
             overrides: Vec::new(),
+            mean_divisor: None,
             reduction,
             grad_scale,
         }
+    }
+
+    /// The mean divides the sum by `divisor` rather than by the number of terms.
+    pub(crate) fn mean_over(mut self, divisor: usize) -> Self {
+        self.mean_divisor = Some(divisor);
+        self
     }
 
     pub(crate) fn params(mut self, p: [f32; 4]) -> Self {
@@ -405,7 +414,7 @@ pub(crate) fn encode(
     );
     let num_partials: usize = segs.iter().map(|s| s.workgroups).sum();
     let per_element = spec.reduction == Reduction::None;
-    let terms = (n / spec.group) as f64;
+    let terms = spec.mean_divisor.unwrap_or(n / spec.group) as f64;
     let (loss_scale, grad_scale) = match (spec.plan, spec.reduction) {
         (Plan::Root, _) => (1.0 / terms, f64::from(spec.grad_scale)),
         (Plan::Histogram, _) => (1.0, f64::from(spec.grad_scale)),

@@ -200,6 +200,12 @@ elementwise_kernels! {
             GHM_C => "ghm_c",
         }
     }
+    generative in "generative" {
+        stateless: {
+            KL_DIV, KL_DIV_VEC4 => "kl_div",
+        }
+        stateful: {}
+    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::elementwise::{entry, storage, uniform};
+use crate::elementwise::{entry, storage};
 use crate::error::{check_param, Error, Result};
-use crate::gpu::PipelineKey;
+use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::IN_BATCH;
 use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor};
 
@@ -13,6 +13,17 @@ use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor};
 const TILE: usize = 16;
 /// Per-anchor statistics in the scratch buffer.
 const STATS: usize = 8;
+/// Batch-wide values after the statistics (semi-hard: the most positives, the pair weight).
+const GLOBALS: usize = 2;
+/// Semi-hard: positive pairs mined per anchor and chunk, and floats per record.
+const SLOTS: usize = 16;
+const RECORD: usize = 8;
+
+/// Most keys one dispatch walks: 1024 tiles of 16, and at most 8192 tile steps of 16
+/// dimensions (lavapipe miscomputes workgroups that walk much longer); a multiple of 16.
+fn key_range(d: usize) -> usize {
+    (8192 / d.div_ceil(TILE)).clamp(1, 1024) * TILE
+}
 
 /// Uniform block of `in_batch.wgsl`.
 #[repr(C)]
@@ -26,6 +37,10 @@ struct Params {
     grad_scale: f32,
     margin_a: f32,
     margin_b: f32,
+    k_begin: u32,
+    k_end: u32,
+    chunk: u32,
+    pad: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,12 +49,16 @@ enum Kind {
     NtXent = 1,
     Contrastive = 2,
     TripletHard = 3,
+    TripletSemi = 4,
 }
 
 impl Kind {
     /// Over distances rather than similarities over τ.
     fn distance(self) -> bool {
-        matches!(self, Kind::Contrastive | Kind::TripletHard)
+        matches!(
+            self,
+            Kind::Contrastive | Kind::TripletHard | Kind::TripletSemi
+        )
     }
 }
 
@@ -136,8 +155,21 @@ impl InBatch {
         if !self.views {
             labels.check_bindable(gpu, "target")?;
         }
+        if self.kind == Kind::TripletSemi && n > MAX_ITERATIONS {
+            // Counting and finding each anchor's positives scans the labels in one loop.
+            return Err(Error::InvalidShape {
+                name: "embeddings",
+                got: shape.to_vec(),
+                why: "semi-hard mining scans the labels in one loop per row: N ≤ 16,384",
+            });
+        }
         let max_binding = gpu.limits().max_storage_buffer_binding_size;
-        let scratch_len = n * d + STATS * n;
+        let records = if self.kind == Kind::TripletSemi {
+            n * SLOTS * RECORD
+        } else {
+            0
+        };
+        let scratch_len = n * d + STATS * n + GLOBALS + records;
         if 4 * scratch_len as u64 > max_binding || n.div_ceil(TILE) > 65_535 {
             return Err(Error::InvalidShape {
                 name: "embeddings",
@@ -153,7 +185,7 @@ impl InBatch {
                 return Ok(());
             }
             let device = gpu.device();
-            let params = Params {
+            let base = Params {
                 n: n as u32,
                 d: d as u32,
                 views_half: if self.views { (n / 2) as u32 } else { 0 },
@@ -166,10 +198,41 @@ impl InBatch {
                 grad_scale: self.grad_scale,
                 margin_a,
                 margin_b,
+                k_begin: 0,
+                k_end: n as u32,
+                chunk: 0,
+                pad: 0,
             };
+            // One parameter block per (chunk, key range), at dynamic offsets: the walks over
+            // the keys run one dispatch per range. Semi-hard mines its positive pairs in chunks
+            // of 16 per anchor; an anchor may have up to N − 1 positives, and the chunks past
+            // the largest count (known only on the GPU) return at once.
+            let range = key_range(d);
+            let ranges = n.div_ceil(range);
+            let chunks = if self.kind == Kind::TripletSemi {
+                (n - 1).div_ceil(SLOTS).max(1)
+            } else {
+                1
+            };
+            let align = gpu.limits().min_uniform_buffer_offset_alignment as usize;
+            let stride = std::mem::size_of::<Params>().div_ceil(align) * align;
+            let mut blocks_bytes = vec![0u8; stride * chunks * ranges];
+            for chunk in 0..chunks {
+                for r in 0..ranges {
+                    let params = Params {
+                        k_begin: (r * range) as u32,
+                        k_end: ((r + 1) * range).min(n) as u32,
+                        chunk: chunk as u32,
+                        ..base
+                    };
+                    let at = (chunk * ranges + r) * stride;
+                    blocks_bytes[at..at + std::mem::size_of::<Params>()]
+                        .copy_from_slice(bytemuck::bytes_of(&params));
+                }
+            }
             let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("in-batch params"),
-                contents: bytemuck::bytes_of(&params),
+                contents: &blocks_bytes,
                 usage: wgpu::BufferUsages::UNIFORM,
             });
             let scratch = device.create_buffer(&wgpu::BufferDescriptor {
@@ -178,6 +241,23 @@ impl InBatch {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
+            let params_entry = wgpu::BindGroupLayoutEntry {
+                binding: 4,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: true,
+                    min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                },
+                count: None,
+            };
+            let params_binding = || {
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniforms,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                })
+            };
             let (bgl, layout) = gpu.layout(
                 "in_batch",
                 &[
@@ -185,7 +265,7 @@ impl InBatch {
                     storage(1, true),
                     storage(2, false),
                     storage(3, false),
-                    uniform(4),
+                    params_entry,
                     storage(5, false),
                 ],
             );
@@ -203,7 +283,7 @@ impl InBatch {
                     entry(1, labels_binding),
                     entry(2, out.grad.binding(0, n * d)),
                     entry(3, out.loss.binding(0, 1)),
-                    entry(4, uniforms.as_entire_binding()),
+                    entry(4, params_binding()),
                     entry(5, scratch.as_entire_binding()),
                 ],
             });
@@ -220,27 +300,52 @@ impl InBatch {
             };
             let rows = n.div_ceil(256) as u32;
             let blocks = n.div_ceil(TILE) as u32;
+            let offset = |(chunk, r): (usize, usize)| ((chunk * ranges + r) * stride) as u32;
+            let whole = (0, 0);
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("in_batch"),
                 timestamp_writes: None,
             });
-            pass.set_bind_group(0, &group, &[]);
-            let mut run = |name: &'static str, workgroups: u32| {
+            let mut run = |name: &'static str, workgroups: u32, at: (usize, usize)| {
                 pass.set_pipeline(&pipeline(name));
+                pass.set_bind_group(0, &group, &[offset(at)]);
                 pass.dispatch_workgroups(workgroups, 1, 1);
             };
-            run("normalize", rows);
-            if self.kind.distance() {
-                run("distance_stats", blocks);
-            } else {
-                run("stats", blocks);
+            run("normalize", rows, whole);
+            if self.kind == Kind::TripletSemi {
+                let records = (n * SLOTS).div_ceil(256) as u32;
+                run("semi_max", 1, whole);
+                for chunk in 0..chunks {
+                    run("pick", records, (chunk, 0));
+                    for r in 0..ranges {
+                        run("mine", blocks, (chunk, r));
+                    }
+                    run("settle", rows, (chunk, 0));
+                    for r in 0..ranges {
+                        run("grad_pass", blocks, (chunk, r));
+                    }
+                }
+                run("finish", 1, whole);
+                run("chain", rows, whole);
+                return Ok(());
+            }
+            for r in 0..ranges {
+                if self.kind.distance() {
+                    run("distance_stats", blocks, (0, r));
+                } else {
+                    run("stats", blocks, (0, r));
+                }
             }
             if self.kind == Kind::NtXent && !self.views {
-                run("pairs", blocks);
+                for r in 0..ranges {
+                    run("pairs", blocks, (0, r));
+                }
             }
-            run("finish", 1);
-            run("grad_pass", blocks);
-            run("chain", rows);
+            run("finish", 1, whole);
+            for r in 0..ranges {
+                run("grad_pass", blocks, (0, r));
+            }
+            run("chain", rows, whole);
             Ok(())
         })
     }
@@ -407,50 +512,81 @@ impl Loss for ContrastiveBatch {
     }
 }
 
-/// Triplet loss with batch-hard mining (Hermans, Beyer & Leibe 2017) on a labelled batch: with
-/// `d_ij = ‖x_i − x_j‖₂` of the raw rows (or its square), each anchor with a positive and a
-/// negative takes its farthest positive and its closest negative (the lowest index on a tie);
-/// the loss is the mean over those anchors of `max(0, d_ap − d_an + margin)`, the hinge passing
-/// its gradient at 0; the mining is constant for the gradient. Distances are recomputed in
-/// tiles: O(N·D) memory.
-/// # Shapes
-/// `embeddings`: `[N, D]` (f32); labels `[N]` (i32); the loss is a scalar. Defaults: margin 1,
-/// squared false, grad_scale 1.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TripletBatchHard {
-    /// Margin, finite.
-    pub margin: f32,
-    /// Squared distances.
-    pub squared: bool,
-    /// Multiplier of the gradient.
-    pub grad_scale: f32,
-}
-
-impl Default for TripletBatchHard {
-    fn default() -> Self {
-        Self {
-            margin: 1.0,
-            squared: false,
-            grad_scale: 1.0,
+/// Declares a triplet loss mining its triplets in the batch: its config (margin, squared
+/// distances, grad_scale; defaults 1, false, 1) and its [`Loss`] on the in-batch kernel.
+macro_rules! mined_triplet {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub struct $name {
+            /// Margin, finite.
+            pub margin: f32,
+            /// Squared distances.
+            pub squared: bool,
+            /// Multiplier of the gradient.
+            pub grad_scale: f32,
         }
-    }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    margin: 1.0,
+                    squared: false,
+                    grad_scale: 1.0,
+                }
+            }
+        }
+
+        impl Loss for $name {
+            fn reduction(&self) -> Reduction {
+                Reduction::Mean
+            }
+
+            fn encode(
+                &self,
+                gpu: &Gpu,
+                encoder: &mut wgpu::CommandEncoder,
+                input: &Tensor,
+                target: &Tensor,
+                out: &LossOutput,
+            ) -> Result<()> {
+                let margins = (self.margin, 0.0);
+                let call = InBatch::distance($kind, margins, self.squared, self.grad_scale);
+                call.encode(gpu, encoder, input, target, out)
+            }
+        }
+    };
 }
 
-impl Loss for TripletBatchHard {
-    fn reduction(&self) -> Reduction {
-        Reduction::Mean
-    }
+mined_triplet!(
+    /// Triplet loss with batch-hard mining (Hermans, Beyer & Leibe 2017) on a labelled batch: with
+    /// `d_ij = ‖x_i − x_j‖₂` of the raw rows (or its square), each anchor with a positive and a
+    /// negative takes its farthest positive and its closest negative (the lowest index on a tie);
+    /// the loss is the mean over those anchors of `max(0, d_ap − d_an + margin)`, the hinge passing
+    /// its gradient at 0; the mining is constant for the gradient. Distances are recomputed in
+    /// tiles: O(N·D) memory.
+    /// # Shapes
+    /// `embeddings`: `[N, D]` (f32); labels `[N]` (i32); the loss is a scalar. Defaults: margin 1,
+    /// squared false, grad_scale 1.
+    TripletBatchHard,
+    Kind::TripletHard
+);
 
-    fn encode(
-        &self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        input: &Tensor,
-        target: &Tensor,
-        out: &LossOutput,
-    ) -> Result<()> {
-        let margins = (self.margin, 0.0);
-        let call = InBatch::distance(Kind::TripletHard, margins, self.squared, self.grad_scale);
-        call.encode(gpu, encoder, input, target, out)
-    }
-}
+mined_triplet!(
+    /// Triplet loss with semi-hard mining (Schroff et al. 2015, FaceNet; TF Addons
+    /// `triplet_semihard_loss` with its L2 distance): with `d_ij = ‖x_i − x_j‖₂` of the raw rows (or
+    /// its square), each ordered positive pair `(a, p)` (same label, `a ≠ p`) takes the closest
+    /// negative farther than `p` (`d_an > d_ap`), or the farthest negative if there is none (the
+    /// lowest index on a tie); the loss is the mean over the positive pairs with a negative of
+    /// `max(0, d_ap − d_an + margin)`, the hinge passing its gradient at 0; the mining is constant
+    /// for the gradient. Unlike TF Addons, a batch of one label (positives without any negative)
+    /// gives 0 rather than `mean(d_ap + margin)`. Distances are recomputed in tiles and the pairs
+    /// mined in chunks of 16 per anchor: O(N·D) memory, a pass over the batch per chunk (one chunk
+    /// when no label has more than 17 members). N is at most 16,384 (each row scans the labels in
+    /// one loop).
+    /// # Shapes
+    /// `embeddings`: `[N, D]` (f32); labels `[N]` (i32); the loss is a scalar. Defaults: margin 1,
+    /// squared false, grad_scale 1.
+    TripletSemiHard,
+    Kind::TripletSemi
+);
