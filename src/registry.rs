@@ -2487,6 +2487,39 @@ pub static REGISTRY: &[Entry] = &[
         ..F1
     },
     Entry {
+        name: "diffusion_mse",
+        anchor: "DDPM simple loss (per-sample weights: tests/generative.rs)",
+        variants: &["default", "grad_scale=0.5"],
+        make: |_, v, reduction| {
+            let grad_scale = [1.0f32, 0.5][v];
+            let loss = wgloss::DiffusionMse {
+                weights: None,
+                reduction,
+                grad_scale,
+            };
+            stateless(
+                loss,
+                move |p, t| {
+                    let gs = grad_scale.into();
+                    wgloss_ref::diffusion_mse(p, t, None, reduction.into_ref(), gs)
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(wgloss::DiffusionMse {
+                    grad_scale: f32::INFINITY,
+                    ..Default::default()
+                }))
+            },
+        }],
+        domain: (-3.0, 3.0),
+        targets: Targets::Uniform,
+        ..F6
+    },
+    Entry {
         name: "kl_div",
         anchor: "torch kl_div",
         variants: &[

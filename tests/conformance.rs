@@ -704,6 +704,7 @@ conformance! {
         contrastive_batch,
         triplet_batch_hard,
         triplet_semi_hard,
+        diffusion_mse,
         kl_div,
     ]
     label_losses: [

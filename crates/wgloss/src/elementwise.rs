@@ -49,6 +49,9 @@ pub struct ElementwiseSpec<'a> {
     pub(crate) aux: Vec<f32>,
     /// Per-element validity mask (> 0: valid), the inputs' shape, bound at binding 7.
     pub(crate) mask: Option<&'a Tensor>,
+    /// Per-sample values `[N]`, bound whole at binding 7 (instead of a mask); `coords` holds the
+    /// elements per sample.
+    pub(crate) sample_weights: Option<&'a Tensor>,
     /// Consecutive elements that make one loss term (4 for a box): segments start on a group,
     /// reduction none writes one loss per group, and the mean divides by the number of groups.
     pub(crate) group: usize,
@@ -74,12 +77,20 @@ impl<'a> ElementwiseSpec<'a> {
             state: None,
             aux: Vec::new(),
             mask: None,
+            sample_weights: None,
             group: 1,
             overrides: Vec::new(),
             mean_divisor: None,
             reduction,
             grad_scale,
         }
+    }
+
+    /// Binds `weights` (`[N]`, one per sample of `per_sample` elements) at binding 7.
+    pub(crate) fn sample_weights(mut self, weights: &'a Tensor, per_sample: usize) -> Self {
+        self.sample_weights = Some(weights);
+        self.coords = per_sample.max(1) as u32;
+        self
     }
 
     /// The mean divides the sum by `divisor` rather than by the number of terms.
@@ -328,6 +339,7 @@ fn validate(
         (Some(&out.grad), "grad"),
         (Some(&out.loss), "loss"),
         (spec.mask, "mask"),
+        (spec.sample_weights, "weights"),
     ] {
         if let Some(t) = t {
             t.check_dtype(name, crate::DType::F32)?;
@@ -503,8 +515,11 @@ pub(crate) fn encode(
                     ),
                     entry(
                         7,
-                        spec.mask
-                            .map_or(no_mask.as_entire_binding(), |m| m.binding(s.start, s.len)),
+                        match (spec.sample_weights, spec.mask) {
+                            (Some(w), _) => w.binding(0, w.len()),
+                            (None, Some(m)) => m.binding(s.start, s.len),
+                            (None, None) => no_mask.as_entire_binding(),
+                        },
                     ),
                 ],
             })

@@ -202,6 +202,7 @@ elementwise_kernels! {
     }
     generative in "generative" {
         stateless: {
+            DIFFUSION_MSE, DIFFUSION_MSE_VEC4 => "diffusion_mse",
             KL_DIV, KL_DIV_VEC4 => "kl_div",
         }
         stateful: {}

@@ -1,0 +1,129 @@
+//! Generative (F6) cases the registry's generated inputs do not reach: diffusion_mse with
+//! per-sample weights (a third input) and its typed errors, kl_div at targets of exactly 0.
+
+use wgloss::{DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
+use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
+use wgloss_suite::registry::IntoRef;
+use wgloss_suite::shared_gpu;
+
+/// Compares a GPU loss and gradient with the reference's.
+fn compare_out(
+    what: &str,
+    gpu: &wgloss::Gpu,
+    out: &wgloss::LossOutput,
+    want: &wgloss_ref::LossGrad,
+) {
+    let tolerance = if want.loss.ndim() == 0 {
+        REDUCED
+    } else {
+        ELEMENTWISE
+    };
+    let loss = out.loss.to_vec(gpu).unwrap();
+    compare(&format!("{what} loss"), &loss, want.loss.view(), tolerance).unwrap();
+    let grad = out.grad.to_vec(gpu).unwrap();
+    compare(
+        &format!("{what} grad"),
+        &grad,
+        want.grad.view(),
+        ELEMENTWISE,
+    )
+    .unwrap();
+}
+
+#[test]
+fn diffusion_mse_weights_match_reference() {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut rng = Rng::new(6);
+    // Samples of 1, 5 and 3·4·4 elements; 9 samples of 20,000 (the vec4 path, several
+    // workgroups per sample).
+    for shape in [vec![7, 1], vec![3, 5], vec![4, 3, 4, 4], vec![9, 20_000]] {
+        let len: usize = shape.iter().product();
+        let pred = rng.uniform(len, -2.0, 2.0);
+        let noise = rng.uniform(len, -2.0, 2.0);
+        let weights = rng.uniform(shape[0], 0.0, 5.0);
+        let p = Tensor::from_slice(gpu, &pred, &shape).unwrap();
+        let t = Tensor::from_slice(gpu, &noise, &shape).unwrap();
+        let w = Tensor::from_slice(gpu, &weights, &[shape[0]]).unwrap();
+        for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+            let loss = DiffusionMse {
+                weights: Some(&w),
+                reduction,
+                grad_scale: 0.5,
+            };
+            let out = loss.compute(gpu, &p, &t).unwrap();
+            let w64 = to_f64(&weights, &[shape[0]]);
+            let want = wgloss_ref::diffusion_mse(
+                to_f64(&pred, &shape).view(),
+                to_f64(&noise, &shape).view(),
+                Some(w64.view()),
+                reduction.into_ref(),
+                0.5,
+            );
+            compare_out(
+                &format!("diffusion_mse {shape:?} {reduction:?}"),
+                gpu,
+                &out,
+                &want,
+            );
+        }
+    }
+}
+
+#[test]
+fn diffusion_mse_rejects_bad_weights() {
+    let Some(gpu) = shared_gpu() else { return };
+    let p = Tensor::from_slice(gpu, &[0.5f32; 12], &[3, 4]).unwrap();
+    let wrong_len = Tensor::from_slice(gpu, &[1.0f32; 4], &[4]).unwrap();
+    let wrong_type = Tensor::from_labels(gpu, &[1, 1, 1], &[3]).unwrap();
+    for (what, w) in [("length", &wrong_len), ("dtype", &wrong_type)] {
+        let loss = DiffusionMse {
+            weights: Some(w),
+            ..Default::default()
+        };
+        let err = loss.compute(gpu, &p, &p).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                wgloss::Error::ShapeMismatch { .. } | wgloss::Error::DTypeMismatch { .. }
+            ),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[test]
+fn kl_div_at_zero_targets_matches_reference() {
+    let Some(gpu) = shared_gpu() else { return };
+    let shape = [4, 6];
+    let input = Rng::new(8).uniform(24, -5.0, 0.0);
+    // Every other target exactly 0: torch's xlogy gives those terms 0.
+    let target: Vec<f32> = (0..24)
+        .map(|i| {
+            if i % 2 == 0 {
+                0.0
+            } else {
+                0.1 * (i % 7) as f32
+            }
+        })
+        .collect();
+    let x = Tensor::from_slice(gpu, &input, &shape).unwrap();
+    let y = Tensor::from_slice(gpu, &target, &shape).unwrap();
+    for (gpu_reduction, ref_reduction) in [
+        (KlReduction::BatchMean, wgloss_ref::KlReduction::BatchMean),
+        (KlReduction::None, wgloss_ref::KlReduction::None),
+    ] {
+        let loss = KlDiv {
+            reduction: gpu_reduction,
+            ..Default::default()
+        };
+        let out = loss.compute(gpu, &x, &y).unwrap();
+        let want = wgloss_ref::kl_div(
+            to_f64(&input, &shape).view(),
+            to_f64(&target, &shape).view(),
+            ref_reduction,
+            false,
+            1.0,
+        );
+        compare_out(&format!("kl_div zeros {gpu_reduction:?}"), gpu, &out, &want);
+    }
+}
