@@ -2520,6 +2520,83 @@ pub static REGISTRY: &[Entry] = &[
         ..F6
     },
     Entry {
+        name: "gaussian_kl",
+        anchor: "VAE (Kingma & Welling 2014)",
+        variants: &["beta=1", "beta=0.25,grad_scale=2"],
+        make: |_, v, reduction| {
+            let (beta, grad_scale) = [(1.0f32, 1.0f32), (0.25, 2.0)][v];
+            let loss = wgloss::GaussianKl {
+                beta,
+                reduction,
+                grad_scale,
+            };
+            let (b, r, g) = (beta.into(), reduction.into_ref(), grad_scale.into());
+            stateless(
+                stacked::StackedTuple::new(loss),
+                move |pred, _| {
+                    let x = stacked::unstack(&pred, 2);
+                    stacked::stacked(wgloss_ref::gaussian_kl(x[0].clone(), x[1].clone(), b, r, g))
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "beta",
+            build: |_| {
+                Ok(Box::new(stacked::StackedTuple::new(wgloss::GaussianKl {
+                    beta: f32::NAN,
+                    ..Default::default()
+                })))
+            },
+        }],
+        layout: Layout::Tuples {
+            dim: 4,
+            inputs: 2,
+            target: false,
+            all_pairs: false,
+        },
+        // e^{log σ²} overflows at log σ² = 1e4, in the math as in f32.
+        extreme_finite: false,
+        ..GENERATIVE_ROWS
+    },
+    Entry {
+        name: "gradient_penalty",
+        anchor: "WGAN-GP (Gulrajani et al. 2017)",
+        variants: &["lambda=10", "lambda=0.5,grad_scale=2"],
+        make: |_, v, reduction| {
+            let (lambda, grad_scale) = [(10.0f32, 1.0f32), (0.5, 2.0)][v];
+            let loss = wgloss::GradientPenalty {
+                lambda,
+                reduction,
+                grad_scale,
+            };
+            let (l, r, g) = (lambda.into(), reduction.into_ref(), grad_scale.into());
+            stateless(
+                stacked::StackedTuple::new(loss),
+                move |pred, _| wgloss_ref::gradient_penalty(pred, l, r, g),
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "lambda",
+            build: |_| {
+                Ok(Box::new(stacked::StackedTuple::new(
+                    wgloss::GradientPenalty {
+                        lambda: f32::INFINITY,
+                        ..Default::default()
+                    },
+                )))
+            },
+        }],
+        layout: Layout::Tuples {
+            dim: 4,
+            inputs: 1,
+            target: false,
+            all_pairs: false,
+        },
+        ..GENERATIVE_ROWS
+    },
+    Entry {
         name: "kl_div",
         anchor: "torch kl_div",
         variants: &[
@@ -2704,6 +2781,13 @@ const TUPLES: Entry = Entry {
     },
     bench_shapes: &[],
     ..F5
+};
+
+/// Defaults of the generative losses per row of one or more `[N, D]` inputs (the tuple kernel):
+/// every reduction, over samples.
+const GENERATIVE_ROWS: Entry = Entry {
+    family: "F6 generative",
+    ..TUPLES
 };
 
 /// Defaults of the margin heads: embeddings `[N, 3]` and class weights `[300, 3]` in [−2, 2]

@@ -705,6 +705,8 @@ conformance! {
         triplet_batch_hard,
         triplet_semi_hard,
         diffusion_mse,
+        gaussian_kl,
+        gradient_penalty,
         kl_div,
     ]
     label_losses: [

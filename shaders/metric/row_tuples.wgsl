@@ -35,6 +35,10 @@ struct Params {
 const COSINE_EMBEDDING: u32 = 0u;
 const CONTRASTIVE: u32 = 1u;
 const TRIPLET: u32 = 2u;
+// Generative (F6) losses per row: gaussian_kl (x1 = μ, x2 = log σ², params.margin = β) and
+// gradient_penalty (x1 = the critic's gradients, params.margin = λ).
+const GAUSSIAN_KL: u32 = 3u;
+const GRADIENT_PENALTY: u32 = 4u;
 override KIND: u32 = COSINE_EMBEDDING;
 
 // torch's EPSILON in cosine_embedding_loss.
@@ -210,6 +214,50 @@ fn triplet(i: u32) -> f32 {
     return l;
 }
 
+// e^x - 1 - x without the cancellation of expm1(x) - x for small |x| (Taylor below 0.1).
+fn expm1_minus_x(x: f32) -> f32 {
+    if (abs(x) < 0.1) {
+        return x * x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0 + x * (1.0 / 120.0 + x / 720.0))));
+    }
+    return expm1(x) - x;
+}
+
+// gaussian_kl: β ½ Σ_c (μ² + e^lv - 1 - lv), d/dμ = β μ, d/dlv = β ½ (e^lv - 1).
+fn gaussian_kl(i: u32) -> f32 {
+    let d = params.d;
+    let beta = params.margin;
+    let w = params.weight * beta;
+    var l = 0.0;
+    for (var c = 0u; c < d; c++) {
+        let mu = x1[i * d + c];
+        let lv = x2[i * d + c];
+        l += mu * mu + expm1_minus_x(lv);
+        g1[i * d + c] = w * mu;
+        g2[i * d + c] = w * 0.5 * expm1(lv);
+    }
+    return 0.5 * beta * l;
+}
+
+// gradient_penalty: λ (‖g‖ - 1)², d/dg = 2 λ (‖g‖ - 1) g / ‖g‖ (0 for a zero row, as torch's
+// norm backward). The norm without overflow or underflow.
+fn gradient_penalty(i: u32) -> f32 {
+    let d = params.d;
+    var acc = vec2<f32>(0.0, 1.0);
+    for (var c = 0u; c < d; c++) {
+        acc = nrm2_add(acc, x1[i * d + c]);
+    }
+    let norm = nrm2_value(acc);
+    let lambda = params.margin;
+    let r = norm - 1.0;
+    // (λ r) r: a small λ keeps the loss finite where r² alone would overflow.
+    let l = (lambda * r) * r;
+    let w = select(0.0, params.weight * 2.0 * lambda * r / norm, norm > 0.0);
+    for (var c = 0u; c < d; c++) {
+        g1[i * d + c] = w * x1[i * d + c];
+    }
+    return select(l, norm, is_nan(norm));
+}
+
 @compute @workgroup_size(256)
 fn tuples(
     @builtin(local_invocation_id) lid3: vec3<u32>,
@@ -225,8 +273,12 @@ fn tuples(
             l = cosine_embedding(i);
         } else if (KIND == CONTRASTIVE) {
             l = contrastive(i);
-        } else {
+        } else if (KIND == TRIPLET) {
             l = triplet(i);
+        } else if (KIND == GAUSSIAN_KL) {
+            l = gaussian_kl(i);
+        } else {
+            l = gradient_penalty(i);
         }
         if (params.reduce == 0u) {
             loss[i] = l;

@@ -1,7 +1,11 @@
 //! F6, generative models: divergences and objectives of generative training.
 
 mod diffusion_mse;
+mod gaussian_kl;
+mod gradient_penalty;
 mod kl_div;
 
 pub use diffusion_mse::*;
+pub use gaussian_kl::*;
+pub use gradient_penalty::*;
 pub use kl_div::*;

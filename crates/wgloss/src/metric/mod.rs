@@ -3,7 +3,7 @@
 mod in_batch;
 mod info_nce;
 mod margin_heads;
-mod row_tuples;
+pub(crate) mod row_tuples;
 
 pub use in_batch::*;
 pub use info_nce::*;

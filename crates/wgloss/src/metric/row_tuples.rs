@@ -130,27 +130,99 @@ pub trait TupleLoss {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     CosineEmbedding = 0,
     Contrastive = 1,
     Triplet = 2,
+    /// F6: the VAE's Gaussian KL per row of (μ, log σ²).
+    GaussianKl = 3,
+    /// F6: WGAN-GP's penalty per row of critic gradients.
+    GradientPenalty = 4,
 }
 
 /// One call of the tuple kernel.
-struct Tuples {
-    kind: Kind,
-    names: &'static [&'static str],
-    needs_target: bool,
-    margin: f32,
-    p: f32,
-    eps: f32,
-    swap: bool,
-    reduction: Reduction,
-    grad_scale: f32,
+pub(crate) struct Tuples {
+    pub(crate) kind: Kind,
+    pub(crate) names: &'static [&'static str],
+    pub(crate) needs_target: bool,
+    /// The margin, or the loss's own scalar (β of gaussian_kl, λ of gradient_penalty).
+    pub(crate) margin: f32,
+    pub(crate) p: f32,
+    pub(crate) eps: f32,
+    pub(crate) swap: bool,
+    pub(crate) reduction: Reduction,
+    pub(crate) grad_scale: f32,
+}
+
+/// Implements [`TupleLoss`] for a loss of the tuple kernel without a target (the generative
+/// row losses): its input names, kernel kind and scalar parameter (checked finite), with the
+/// config's `reduction` and `grad_scale`.
+macro_rules! row_loss {
+    ($name:ident, [$($input:literal),+], $kind:expr, $param:ident) => {
+        impl $crate::TupleLoss for $name {
+            fn inputs(&self) -> &'static [&'static str] {
+                &[$($input),+]
+            }
+
+            fn reduction(&self) -> $crate::Reduction {
+                self.reduction
+            }
+
+            fn encode(
+                &self,
+                gpu: &$crate::Gpu,
+                encoder: &mut wgpu::CommandEncoder,
+                inputs: &[&$crate::Tensor],
+                target: Option<&$crate::Tensor>,
+                out: &$crate::TupleOutput,
+            ) -> $crate::Result<()> {
+                let value = self.$param;
+                $crate::error::check_param(
+                    stringify!($param),
+                    value.into(),
+                    "finite",
+                    value.is_finite(),
+                )?;
+                let names = self.inputs();
+                let call = $crate::metric::row_tuples::Tuples::rows(
+                    $kind,
+                    names,
+                    value,
+                    self.reduction,
+                    self.grad_scale,
+                );
+                call.encode(gpu, encoder, inputs, target, out)
+            }
+        }
+    };
+}
+pub(crate) use row_loss;
+
+impl Tuples {
+    /// A call of `kind` over `names` without a target, with its scalar `value`.
+    pub(crate) fn rows(
+        kind: Kind,
+        names: &'static [&'static str],
+        value: f32,
+        reduction: Reduction,
+        grad_scale: f32,
+    ) -> Self {
+        Self {
+            kind,
+            names,
+            needs_target: false,
+            margin: value,
+            p: 2.0,
+            eps: 0.0,
+            swap: false,
+            reduction,
+            grad_scale,
+        }
+    }
 }
 
 impl Tuples {
-    fn encode(
+    pub(crate) fn encode(
         &self,
         gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,
