@@ -1,5 +1,6 @@
 //! Generative (F6) cases the registry's generated inputs do not reach: diffusion_mse with
-//! per-sample weights (a third input) and its typed errors, kl_div at targets of exactly 0.
+//! per-sample weights (a third input) and its typed errors, kl_div at targets of exactly 0, the
+//! WGAN-GP interpolation kernel.
 
 use wgloss::{DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
@@ -125,5 +126,46 @@ fn kl_div_at_zero_targets_matches_reference() {
             1.0,
         );
         compare_out(&format!("kl_div zeros {gpu_reduction:?}"), gpu, &out, &want);
+    }
+}
+
+/// WGAN-GP's interpolates against the reference, and its typed errors.
+#[test]
+fn gan_interpolate_matches_reference() {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut rng = Rng::new(9);
+    for shape in [vec![5, 3], vec![3, 2, 4, 4], vec![2, 70_001]] {
+        let len: usize = shape.iter().product();
+        let real = rng.uniform(len, -2.0, 2.0);
+        let fake = rng.uniform(len, -2.0, 2.0);
+        let eps = rng.uniform(shape[0], 0.0, 1.0);
+        let r = Tensor::from_slice(gpu, &real, &shape).unwrap();
+        let f = Tensor::from_slice(gpu, &fake, &shape).unwrap();
+        let e = Tensor::from_slice(gpu, &eps, &[shape[0]]).unwrap();
+        let out = Tensor::zeros(gpu, &shape).unwrap();
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        wgloss::gan_interpolate(gpu, &mut encoder, &r, &f, &e, &out).unwrap();
+        gpu.submit_and_wait(encoder).unwrap();
+        let want = wgloss_ref::gan_interpolate(
+            to_f64(&real, &shape).view(),
+            to_f64(&fake, &shape).view(),
+            to_f64(&eps, &[shape[0]]).view(),
+        );
+        let got = out.to_vec(gpu).unwrap();
+        compare(
+            &format!("interpolate {shape:?}"),
+            &got,
+            want.view(),
+            ELEMENTWISE,
+        )
+        .unwrap();
+    }
+    let r = Tensor::zeros(gpu, &[4, 3]).unwrap();
+    let wrong = Tensor::zeros(gpu, &[3, 3]).unwrap();
+    let eps = Tensor::zeros(gpu, &[4]).unwrap();
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    for (fake, eps) in [(&wrong, &eps), (&r, &wrong)] {
+        let err = wgloss::gan_interpolate(gpu, &mut encoder, &r, fake, eps, &r).unwrap_err();
+        assert!(matches!(err, wgloss::Error::ShapeMismatch { .. }), "{err}");
     }
 }

@@ -516,23 +516,100 @@ fn in_batch_losses_merge_key_ranges() {
 }
 
 /// N = 32,768 rows through the in-batch kernel (two key ranges per walk at D = 16; 4 MiB of
-/// scratch, nothing N × N), against the reference. Minutes on a CPU adapter, so not part of the
-/// default run: `cargo test --release --test metric -- --ignored`.
+/// scratch, nothing N × N), against an f64 reference streamed row by row (the reference crate's
+/// supcon holds N × N similarities): the loss, and the gradient rows of a few anchors. Minutes
+/// on a CPU adapter, so not part of the default run:
+/// `cargo test --release --test metric -- --ignored`.
 #[test]
 #[ignore]
-fn in_batch_losses_run_at_n_32768() {
-    if shared_gpu().is_none() {
-        return;
-    }
-    let (n, d) = (32_768, 16);
+fn supcon_runs_at_n_32768() {
+    let Some(gpu) = shared_gpu() else { return };
+    let (n, d, tau) = (32_768, 16, 0.1f64);
     let emb = embeddings(n, d, 32);
     let labels: Vec<i32> = (0..n).map(|i| (i * 7 % 4096) as i32).collect();
-    check(
-        "supcon N=32768",
-        &SupCon::default(),
-        &emb,
-        [n, d],
-        &labels,
-        |e, y| wgloss_ref::supcon(e, y, 0.1, 1.0),
+    let e = Tensor::from_slice(gpu, &emb, &[n, d]).unwrap();
+    let y = Tensor::from_labels(gpu, &labels, &[n]).unwrap();
+    let out = SupCon::default().compute(gpu, &e, &y).unwrap();
+    let (loss, grad) = (
+        out.loss.to_vec(gpu).unwrap()[0],
+        out.grad.to_vec(gpu).unwrap(),
     );
+
+    // x̂ and the per-anchor statistics, streamed: LSE over k ≠ a, the positives' count and sum.
+    let norms: Vec<f64> = (0..n)
+        .map(|i| {
+            (0..d)
+                .map(|c| f64::from(emb[i * d + c]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    let xhat: Vec<f64> = (0..n * d)
+        .map(|j| f64::from(emb[j]) / norms[j / d].max(1e-12))
+        .collect();
+    let s = |a: usize, k: usize| -> f64 {
+        (0..d)
+            .map(|c| xhat[a * d + c] * xhat[k * d + c])
+            .sum::<f64>()
+            / tau
+    };
+    let mut lse = vec![0.0; n];
+    let mut positives = vec![0usize; n];
+    let (mut total, mut anchors) = (0.0, 0usize);
+    for a in 0..n {
+        let row: Vec<f64> = (0..n)
+            .map(|k| if k == a { f64::NEG_INFINITY } else { s(a, k) })
+            .collect();
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        lse[a] = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        let pos: Vec<f64> = (0..n)
+            .filter(|&k| k != a && labels[k] == labels[a])
+            .map(|k| row[k])
+            .collect();
+        positives[a] = pos.len();
+        if !pos.is_empty() {
+            total += lse[a] - pos.iter().sum::<f64>() / pos.len() as f64;
+            anchors += 1;
+        }
+    }
+    let want = total / anchors as f64;
+    assert!(
+        (f64::from(loss) - want).abs() <= 1e-4 * want.abs(),
+        "loss {loss} vs {want}"
+    );
+    // d loss / d s_ak, then the gradient rows of a few anchors through the normalisation.
+    let w = 1.0 / anchors as f64;
+    let coef = |a: usize, k: usize| -> f64 {
+        if positives[a] == 0 || a == k {
+            return 0.0;
+        }
+        let p = if labels[k] == labels[a] {
+            1.0 / positives[a] as f64
+        } else {
+            0.0
+        };
+        w * ((s(a, k) - lse[a]).exp() - p)
+    };
+    for i in [0, 1, 4095, 16_384, 32_767] {
+        let mut g = vec![0.0; d];
+        for k in 0..n {
+            let c = coef(i, k) + coef(k, i);
+            for (j, gj) in g.iter_mut().enumerate() {
+                *gj += c * xhat[k * d + j] / tau;
+            }
+        }
+        let dot: f64 = (0..d).map(|j| g[j] * xhat[i * d + j]).sum();
+        let want: Vec<f64> = (0..d)
+            .map(|j| (g[j] - xhat[i * d + j] * dot) / norms[i])
+            .collect();
+        let largest = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for j in 0..d {
+            let got = f64::from(grad[i * d + j]);
+            assert!(
+                (got - want[j]).abs() <= 1e-3 * largest,
+                "row {i} dim {j}: {got} vs {}",
+                want[j]
+            );
+        }
+    }
 }

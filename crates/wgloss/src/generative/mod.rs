@@ -3,9 +3,11 @@
 mod diffusion_mse;
 mod gaussian_kl;
 mod gradient_penalty;
+mod interpolate;
 mod kl_div;
 
 pub use diffusion_mse::*;
 pub use gaussian_kl::*;
 pub use gradient_penalty::*;
+pub use interpolate::*;
 pub use kl_div::*;

@@ -54,32 +54,54 @@ impl Default for InfoNce {
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct CombineParams {
     n: u32,
-    pad: u32,
+    per_sample: u32,
     alpha: f32,
     beta: f32,
 }
 
-/// Records `out = alpha·a + beta·b` over `n` elements (each within one binding).
-#[allow(clippy::too_many_arguments)]
-fn combine(
+/// How [`combine`] weighs its two inputs.
+pub(crate) enum Mix<'a> {
+    /// `alpha·a + beta·b`.
+    Fixed(f32, f32),
+    /// `w·a + (1 − w)·b` with `w` = the weight of the element's sample (`per_sample` elements
+    /// each).
+    PerSample(wgpu::BindingResource<'a>, usize),
+}
+
+/// Records `out = alpha·a + beta·b` (or the per-sample mix) over `n` elements (each within one
+/// binding).
+pub(crate) fn combine(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     a: wgpu::BindingResource<'_>,
     b: wgpu::BindingResource<'_>,
     out: wgpu::BindingResource<'_>,
     n: usize,
-    alpha: f32,
-    beta: f32,
+    mix: Mix<'_>,
 ) {
     if n == 0 {
         return;
     }
     let device = gpu.device();
+    let (per_sample, alpha, beta) = match &mix {
+        Mix::Fixed(alpha, beta) => (0, *alpha, *beta),
+        Mix::PerSample(_, per_sample) => ((*per_sample).max(1) as u32, 0.0, 0.0),
+    };
     let params = CombineParams {
         n: n as u32,
-        pad: 0,
+        per_sample,
         alpha,
         beta,
+    };
+    let spare = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("combine no weights"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let weights = match mix {
+        Mix::PerSample(w, _) => w,
+        Mix::Fixed(..) => spare.as_entire_binding(),
     };
     let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some("combine params"),
@@ -93,6 +115,7 @@ fn combine(
             storage(1, true),
             storage(2, false),
             uniform(3),
+            storage(4, true),
         ],
     );
     let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -103,6 +126,7 @@ fn combine(
             entry(1, b),
             entry(2, out),
             entry(3, uniforms.as_entire_binding()),
+            entry(4, weights),
         ],
     });
     let pipeline = gpu.pipeline(
@@ -295,8 +319,7 @@ impl TupleLoss for InfoNce {
             backward.grad_weight.binding(0, nd),
             out.grads[0].binding(0, nd),
             nd,
-            1.0,
-            1.0,
+            Mix::Fixed(1.0, 1.0),
         );
         combine(
             gpu,
@@ -305,8 +328,7 @@ impl TupleLoss for InfoNce {
             backward.out.grad.binding(0, nd),
             out.grads[1].binding(0, nd),
             nd,
-            1.0,
-            1.0,
+            Mix::Fixed(1.0, 1.0),
         );
         if m > 0 {
             copy(encoder, &forward.grad_weight, nd, &out.grads[2], m * d);
@@ -318,8 +340,7 @@ impl TupleLoss for InfoNce {
             backward.out.loss.binding(0, 1),
             out.loss.binding(0, 1),
             1,
-            0.5,
-            0.5,
+            Mix::Fixed(0.5, 0.5),
         );
         Ok(())
     }

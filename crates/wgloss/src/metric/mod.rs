@@ -1,7 +1,7 @@
 //! Metric learning (F5): losses over a batch of embeddings.
 
 mod in_batch;
-mod info_nce;
+pub(crate) mod info_nce;
 mod margin_heads;
 pub(crate) mod row_tuples;
 
