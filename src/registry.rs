@@ -2597,6 +2597,51 @@ pub static REGISTRY: &[Entry] = &[
         ..GENERATIVE_ROWS
     },
     Entry {
+        name: "cycle_consistency",
+        anchor: "CycleGAN (Zhu et al. 2017)",
+        variants: &["lambda=1", "lambda=10,grad_scale=0.5"],
+        make: |_, v, _| {
+            let (lambda, grad_scale) = [(1.0f32, 1.0f32), (10.0, 0.5)][v];
+            let loss = wgloss::CycleConsistency { lambda, grad_scale };
+            let (l, g) = (lambda.into(), grad_scale.into());
+            stateless(
+                stacked::StackedTuple::new(loss),
+                move |pred, _| {
+                    let x = stacked::unstack(&pred, 4);
+                    let (rx, ox, ry, oy) = (x[0].clone(), x[1].clone(), x[2].clone(), x[3].clone());
+                    let m = wgloss_ref::cycle_consistency(rx, ox, ry, oy, l, g);
+                    // The originals' gradients: the negatives of their reconstructions'.
+                    let (gx, gy) = (&m.grads[0], &m.grads[1]);
+                    let grads = vec![gx.clone(), -gx, gy.clone(), -gy];
+                    stacked::stacked(wgloss_ref::MultiGrad {
+                        loss: m.loss,
+                        grads,
+                    })
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "lambda",
+            build: |_| {
+                Ok(Box::new(stacked::StackedTuple::new(
+                    wgloss::CycleConsistency {
+                        lambda: f32::NAN,
+                        ..Default::default()
+                    },
+                )))
+            },
+        }],
+        layout: Layout::Tuples {
+            dim: 4,
+            inputs: 4,
+            target: false,
+            all_pairs: false,
+        },
+        reductions: &[Reduction::Mean],
+        ..GENERATIVE_ROWS
+    },
+    Entry {
         name: "kl_div",
         anchor: "torch kl_div",
         variants: &[

@@ -704,6 +704,7 @@ conformance! {
         contrastive_batch,
         triplet_batch_hard,
         triplet_semi_hard,
+        cycle_consistency,
         diffusion_mse,
         gaussian_kl,
         gradient_penalty,

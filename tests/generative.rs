@@ -1,6 +1,6 @@
 //! Generative (F6) cases the registry's generated inputs do not reach: diffusion_mse with
 //! per-sample weights (a third input) and its typed errors, kl_div at targets of exactly 0, the
-//! WGAN-GP interpolation kernel.
+//! WGAN-GP interpolation kernel, cycle consistency over domains of different shapes.
 
 use wgloss::{DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
@@ -167,5 +167,58 @@ fn gan_interpolate_matches_reference() {
     for (fake, eps) in [(&wrong, &eps), (&r, &wrong)] {
         let err = wgloss::gan_interpolate(gpu, &mut encoder, &r, fake, eps, &r).unwrap_err();
         assert!(matches!(err, wgloss::Error::ShapeMismatch { .. }), "{err}");
+    }
+}
+
+/// Cycle consistency with domains of different shapes (the registry's stacked form has one
+/// shape for all four inputs), against the reference.
+#[test]
+fn cycle_consistency_domains_of_different_shapes() {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut rng = Rng::new(10);
+    let (sx, sy) = ([2, 3, 4, 4], [5, 7]);
+    let (nx, ny) = (96, 35);
+    let data: Vec<Vec<f32>> = [nx, nx, ny, ny]
+        .iter()
+        .map(|&n| rng.uniform(n, -2.0, 2.0))
+        .collect();
+    let shapes: [&[usize]; 4] = [&sx, &sx, &sy, &sy];
+    let tensors: Vec<Tensor> = data
+        .iter()
+        .zip(shapes)
+        .map(|(v, s)| Tensor::from_slice(gpu, v, s).unwrap())
+        .collect();
+    let views: Vec<&Tensor> = tensors.iter().collect();
+    let loss = wgloss::CycleConsistency {
+        lambda: 10.0,
+        grad_scale: 0.5,
+    };
+    let out = wgloss::TupleLoss::compute(&loss, gpu, &views, None).unwrap();
+    let arrays: Vec<_> = data.iter().zip(shapes).map(|(v, s)| to_f64(v, s)).collect();
+    let want = wgloss_ref::cycle_consistency(
+        arrays[0].view(),
+        arrays[1].view(),
+        arrays[2].view(),
+        arrays[3].view(),
+        10.0,
+        0.5,
+    );
+    let got = out.loss.to_vec(gpu).unwrap();
+    compare("cycle loss", &got, want.loss.view(), REDUCED).unwrap();
+    for (j, g) in out.grads.iter().enumerate() {
+        let reference = &want.grads[j / 2];
+        let reference = if j % 2 == 0 {
+            reference.clone()
+        } else {
+            -reference
+        };
+        let got = g.to_vec(gpu).unwrap();
+        compare(
+            &format!("cycle grad {j}"),
+            &got,
+            reference.view(),
+            ELEMENTWISE,
+        )
+        .unwrap();
     }
 }

@@ -1,11 +1,13 @@
 //! F6, generative models: divergences and objectives of generative training.
 
+mod cycle_consistency;
 mod diffusion_mse;
 mod gaussian_kl;
 mod gradient_penalty;
 mod interpolate;
 mod kl_div;
 
+pub use cycle_consistency::*;
 pub use diffusion_mse::*;
 pub use gaussian_kl::*;
 pub use gradient_penalty::*;
