@@ -2642,6 +2642,115 @@ pub static REGISTRY: &[Entry] = &[
         ..GENERATIVE_ROWS
     },
     Entry {
+        name: "gan_generator",
+        anchor: "GAN, LSGAN, WGAN, hinge GAN (seeds)",
+        variants: &[
+            "minimax",
+            "non_saturating",
+            "least_squares,c=0.5",
+            "wasserstein",
+            "hinge,grad_scale=2",
+        ],
+        make: |_, v, reduction| {
+            let (kind, kind_ref) = GAN_KINDS[v];
+            let (c, grad_scale) = [
+                (1.0f32, 1.0f32),
+                (1.0, 1.0),
+                (0.5, 1.0),
+                (1.0, 1.0),
+                (1.0, 2.0),
+            ][v];
+            let loss = wgloss::GanGenerator {
+                kind,
+                c,
+                reduction,
+                grad_scale,
+            };
+            let (cc, r, g) = (c.into(), reduction.into_ref(), grad_scale.into());
+            stateless(
+                stacked::StackedTuple::new(loss),
+                move |pred, _| wgloss_ref::gan_generator(pred, kind_ref, cc, r, g),
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "c",
+            build: |_| {
+                Ok(Box::new(stacked::StackedTuple::new(wgloss::GanGenerator {
+                    c: f32::NAN,
+                    ..Default::default()
+                })))
+            },
+        }],
+        layout: Layout::Tuples {
+            dim: 1,
+            inputs: 1,
+            target: false,
+            all_pairs: false,
+        },
+        ..GENERATIVE_ROWS
+    },
+    Entry {
+        name: "gan_discriminator",
+        anchor: "GAN, LSGAN, WGAN, hinge GAN (seeds); reduction none: tests/generative.rs",
+        variants: &[
+            "minimax",
+            "non_saturating",
+            "least_squares,a=-1,b=1",
+            "wasserstein",
+            "hinge,grad_scale=2",
+        ],
+        make: |_, v, reduction| {
+            let (kind, kind_ref) = GAN_KINDS[v];
+            let (a, b, grad_scale) = [
+                (0.0f32, 1.0f32, 1.0f32),
+                (0.0, 1.0, 1.0),
+                (-1.0, 1.0, 1.0),
+                (0.0, 1.0, 1.0),
+                (0.0, 1.0, 2.0),
+            ][v];
+            let loss = wgloss::GanDiscriminator {
+                kind,
+                a,
+                b,
+                reduction,
+                grad_scale,
+            };
+            let (aa, bb, r, g) = (a.into(), b.into(), reduction.into_ref(), grad_scale.into());
+            stateless(
+                stacked::StackedTuple::new(loss),
+                move |pred, _| {
+                    let x = stacked::unstack(&pred, 2);
+                    let (real, fake) = (x[0].clone(), x[1].clone());
+                    stacked::stacked(wgloss_ref::gan_discriminator(
+                        real, fake, kind_ref, aa, bb, r, g,
+                    ))
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "b",
+            build: |_| {
+                Ok(Box::new(stacked::StackedTuple::new(
+                    wgloss::GanDiscriminator {
+                        b: f32::INFINITY,
+                        ..Default::default()
+                    },
+                )))
+            },
+        }],
+        layout: Layout::Tuples {
+            dim: 1,
+            inputs: 2,
+            target: false,
+            all_pairs: false,
+        },
+        // Under none the loss lists both sets' terms (2N): not the stacked form's [N].
+        reductions: &[Reduction::Mean, Reduction::Sum],
+        ..GENERATIVE_ROWS
+    },
+    Entry {
         name: "kl_div",
         anchor: "torch kl_div",
         variants: &[
@@ -2827,6 +2936,24 @@ const TUPLES: Entry = Entry {
     bench_shapes: &[],
     ..F5
 };
+
+/// Each GAN objective in the library and in the reference.
+const GAN_KINDS: [(wgloss::GanKind, wgloss_ref::GanKind); 5] = [
+    (wgloss::GanKind::Minimax, wgloss_ref::GanKind::Minimax),
+    (
+        wgloss::GanKind::NonSaturating,
+        wgloss_ref::GanKind::NonSaturating,
+    ),
+    (
+        wgloss::GanKind::LeastSquares,
+        wgloss_ref::GanKind::LeastSquares,
+    ),
+    (
+        wgloss::GanKind::Wasserstein,
+        wgloss_ref::GanKind::Wasserstein,
+    ),
+    (wgloss::GanKind::Hinge, wgloss_ref::GanKind::Hinge),
+];
 
 /// Defaults of the generative losses per row of one or more `[N, D]` inputs (the tuple kernel):
 /// every reduction, over samples.

@@ -706,6 +706,8 @@ conformance! {
         triplet_semi_hard,
         cycle_consistency,
         diffusion_mse,
+        gan_generator,
+        gan_discriminator,
         gaussian_kl,
         gradient_penalty,
         kl_div,

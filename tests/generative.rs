@@ -1,6 +1,7 @@
 //! Generative (F6) cases the registry's generated inputs do not reach: diffusion_mse with
 //! per-sample weights (a third input) and its typed errors, kl_div at targets of exactly 0, the
-//! WGAN-GP interpolation kernel, cycle consistency over domains of different shapes.
+//! WGAN-GP interpolation kernel, cycle consistency over domains of different shapes, the GAN
+//! losses over sets of logits of different sizes.
 
 use wgloss::{DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
@@ -220,5 +221,96 @@ fn cycle_consistency_domains_of_different_shapes() {
             ELEMENTWISE,
         )
         .unwrap();
+    }
+}
+
+/// The GAN losses where the registry's stacked form cannot go: real and fake logits of
+/// different sizes, reduction none (the discriminator lists the real terms, then the fake
+/// ones), logits of any shape.
+#[test]
+fn gan_losses_on_sets_of_different_sizes() {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut rng = Rng::new(12);
+    let (real, fake) = (
+        rng.uniform(37, -3.0, 3.0),
+        rng.uniform(2 * 3 * 5, -3.0, 3.0),
+    );
+    let (rs, fs): (&[usize], &[usize]) = (&[37], &[2, 3, 5]);
+    let r = Tensor::from_slice(gpu, &real, rs).unwrap();
+    let f = Tensor::from_slice(gpu, &fake, fs).unwrap();
+    let kinds = [
+        (wgloss::GanKind::Minimax, wgloss_ref::GanKind::Minimax),
+        (
+            wgloss::GanKind::LeastSquares,
+            wgloss_ref::GanKind::LeastSquares,
+        ),
+        (wgloss::GanKind::Hinge, wgloss_ref::GanKind::Hinge),
+    ];
+    for (kind, kind_ref) in kinds {
+        for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+            let what = format!("{kind:?} {reduction:?}");
+            let loss = wgloss::GanDiscriminator {
+                kind,
+                reduction,
+                ..Default::default()
+            };
+            let out = wgloss::TupleLoss::compute(&loss, gpu, &[&r, &f], None).unwrap();
+            let want = wgloss_ref::gan_discriminator(
+                to_f64(&real, rs).view(),
+                to_f64(&fake, fs).view(),
+                kind_ref,
+                0.0,
+                1.0,
+                reduction.into_ref(),
+                1.0,
+            );
+            let tolerance = if reduction == Reduction::None {
+                ELEMENTWISE
+            } else {
+                REDUCED
+            };
+            let got = out.loss.to_vec(gpu).unwrap();
+            compare(
+                &format!("discriminator {what} loss"),
+                &got,
+                want.loss.view(),
+                tolerance,
+            )
+            .unwrap();
+            for (j, g) in out.grads.iter().enumerate() {
+                let got = g.to_vec(gpu).unwrap();
+                let name = format!("discriminator {what} grad {j}");
+                compare(&name, &got, want.grads[j].view(), ELEMENTWISE).unwrap();
+            }
+            let generator = wgloss::GanGenerator {
+                kind,
+                reduction,
+                ..Default::default()
+            };
+            let out = wgloss::TupleLoss::compute(&generator, gpu, &[&f], None).unwrap();
+            let want = wgloss_ref::gan_generator(
+                to_f64(&fake, fs).view(),
+                kind_ref,
+                1.0,
+                reduction.into_ref(),
+                1.0,
+            );
+            let got = out.loss.to_vec(gpu).unwrap();
+            compare(
+                &format!("generator {what} loss"),
+                &got,
+                want.loss.view(),
+                tolerance,
+            )
+            .unwrap();
+            let got = out.grads[0].to_vec(gpu).unwrap();
+            compare(
+                &format!("generator {what} grad"),
+                &got,
+                want.grad.view(),
+                ELEMENTWISE,
+            )
+            .unwrap();
+        }
     }
 }

@@ -203,6 +203,7 @@ elementwise_kernels! {
     generative in "generative" {
         stateless: {
             DIFFUSION_MSE, DIFFUSION_MSE_VEC4 => "diffusion_mse",
+            GAN, GAN_VEC4 => "gan",
             KL_DIV, KL_DIV_VEC4 => "kl_div",
         }
         stateful: {}

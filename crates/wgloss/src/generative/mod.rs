@@ -2,6 +2,7 @@
 
 mod cycle_consistency;
 mod diffusion_mse;
+mod gan;
 mod gaussian_kl;
 mod gradient_penalty;
 mod interpolate;
@@ -9,6 +10,7 @@ mod kl_div;
 
 pub use cycle_consistency::*;
 pub use diffusion_mse::*;
+pub use gan::*;
 pub use gaussian_kl::*;
 pub use gradient_penalty::*;
 pub use interpolate::*;
