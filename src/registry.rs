@@ -96,6 +96,8 @@ pub enum Targets {
     Binary,
     /// Labels −1 or +1.
     Sign,
+    /// Positive scales per row, uniform in [0.25, 2] (noise levels σ), as f32 values.
+    Scale,
     /// Boxes `[N, 4]`, `(x1, y1, x2, y2)` with positive coordinates (so that, read as
     /// `(cx, cy, w, h)`, they are valid boxes too); predictions overlap their targets in three
     /// pairs out of four.
@@ -162,6 +164,9 @@ pub struct Inputs {
     pub target_shape: Vec<usize>,
     pub target: Vec<f32>,
     pub labels: bool,
+    /// With `labels`: the per-row target holds f32 values (noise levels) rather than class
+    /// labels; the losses are per row all the same.
+    pub values: bool,
     /// Prediction elements per loss term (4 for boxes, else 1).
     pub group: usize,
 }
@@ -176,7 +181,7 @@ impl Inputs {
     /// Uploads prediction and target.
     pub fn upload(&self, gpu: &Gpu) -> wgloss::Result<(Tensor, Tensor)> {
         let pred = Tensor::from_slice(gpu, &self.pred, &self.pred_shape)?;
-        let target = if self.labels {
+        let target = if self.labels && !self.values {
             let labels: Vec<i32> = self.target.iter().map(|&x| x as i32).collect();
             Tensor::from_labels(gpu, &labels, &self.target_shape)?
         } else {
@@ -187,7 +192,7 @@ impl Inputs {
 
     /// The target's element type.
     pub fn target_dtype(&self) -> DType {
-        if self.labels {
+        if self.labels && !self.values {
             DType::I32
         } else {
             DType::F32
@@ -305,6 +310,7 @@ impl Entry {
                 target_shape,
                 target,
                 labels: true,
+                values: false,
                 group: 1,
             };
         }
@@ -322,6 +328,7 @@ impl Entry {
                 target_shape: vec![n],
                 target,
                 labels: true,
+                values: false,
                 group: 1,
             };
         }
@@ -332,6 +339,7 @@ impl Entry {
                 .uniform(n, 0.0, 1.0)
                 .iter()
                 .map(|&u| match (self.targets, u < 0.5) {
+                    (Targets::Scale, _) => 0.25 + 1.75 * u,
                     (Targets::Sign, true) => -1.0,
                     (Targets::Sign, false) => 1.0,
                     (_, true) => 0.0,
@@ -344,6 +352,7 @@ impl Entry {
                 target_shape: vec![n],
                 target,
                 labels: true,
+                values: self.targets == Targets::Scale,
                 group: 1,
             };
         }
@@ -364,6 +373,7 @@ impl Entry {
                 pred,
                 target,
                 labels: true,
+                values: false,
                 group: 1,
             };
         }
@@ -384,6 +394,7 @@ impl Entry {
                 pred,
                 target,
                 labels: false,
+                values: false,
                 group: 4,
             };
         }
@@ -391,6 +402,7 @@ impl Entry {
             Targets::Boxes => unreachable!("boxes are drawn above"),
             Targets::Uniform => rng.uniform(len, lo, hi),
             Targets::Probability => rng.uniform(len, 0.0, 1.0),
+            Targets::Scale => rng.uniform(len, 0.25, 2.0),
             // (u < 0.5 rather than floor(2u): a uniform draw in f32 may round up to its bound.)
             Targets::Binary => rng
                 .uniform(len, 0.0, 1.0)
@@ -416,6 +428,7 @@ impl Entry {
             pred,
             target,
             labels: false,
+            values: false,
             group: 1,
         }
     }
@@ -2748,6 +2761,57 @@ pub static REGISTRY: &[Entry] = &[
         },
         // Under none the loss lists both sets' terms (2N): not the stacked form's [N].
         reductions: &[Reduction::Mean, Reduction::Sum],
+        ..GENERATIVE_ROWS
+    },
+    Entry {
+        name: "score_matching",
+        anchor: "NCSN (Song & Ermon 2019)",
+        variants: &["default", "grad_scale=0.5"],
+        make: |_, v, reduction| {
+            let grad_scale = [1.0f32, 0.5][v];
+            let loss = wgloss::ScoreMatching {
+                reduction,
+                grad_scale,
+            };
+            let (r, g) = (reduction.into_ref(), grad_scale.into());
+            stateless(
+                stacked::StackedTuple::new(loss),
+                move |pred, sigma| {
+                    let x = stacked::unstack(&pred, 3);
+                    let (s, noisy, clean) = (x[0].clone(), x[1].clone(), x[2].clone());
+                    let out = wgloss_ref::score_matching(s, noisy, clean, sigma.view(), r, g);
+                    // d/dx̃ = u/σ = (d/ds)/σ², d/dx its negative (the reference gives d/ds).
+                    let mut noisy_grad = out.grad.clone();
+                    for (mut row, &sg) in noisy_grad.outer_iter_mut().zip(sigma.iter()) {
+                        row.mapv_inplace(|v| v / (sg * sg));
+                    }
+                    let clean_grad = -&noisy_grad;
+                    stacked::stacked(wgloss_ref::MultiGrad {
+                        loss: out.loss,
+                        grads: vec![out.grad, noisy_grad, clean_grad],
+                    })
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "grad_scale",
+            build: |_| {
+                Ok(Box::new(stacked::StackedTuple::new(
+                    wgloss::ScoreMatching {
+                        grad_scale: f32::NAN,
+                        ..Default::default()
+                    },
+                )))
+            },
+        }],
+        layout: Layout::Tuples {
+            dim: 4,
+            inputs: 3,
+            target: true,
+            all_pairs: false,
+        },
+        targets: Targets::Scale,
         ..GENERATIVE_ROWS
     },
     Entry {

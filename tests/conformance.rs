@@ -314,7 +314,7 @@ fn encode_into_views_matches_reference(entry: &Entry) {
         let mut host = vec![0.0f32; align + slot(np) + slot(nt)];
         host[align..align + np].copy_from_slice(&inputs.pred);
         for (i, &t) in inputs.target.iter().enumerate() {
-            host[align + slot(np) + i] = if inputs.labels {
+            host[align + slot(np) + i] = if inputs.labels && !inputs.values {
                 f32::from_bits(t as i32 as u32)
             } else {
                 t
@@ -420,7 +420,7 @@ fn nan_propagates(entry: &Entry) {
         let inst = (entry.make)(gpu, 0, reduction).expect("default variant");
         let mut inputs = inputs(entry, 64, 3);
         inputs.pred[5] = f32::NAN;
-        if inputs.labels {
+        if inputs.labels && !inputs.values {
             // The row of element 5 must not be ignored.
             let row = inputs.loss_index(5);
             inputs.target[row] = 0.0;
@@ -711,6 +711,7 @@ conformance! {
         gaussian_kl,
         gradient_penalty,
         kl_div,
+        score_matching,
     ]
     label_losses: [
         cross_entropy,

@@ -39,6 +39,8 @@ const TRIPLET: u32 = 2u;
 // gradient_penalty (x1 = the critic's gradients, params.margin = λ).
 const GAUSSIAN_KL: u32 = 3u;
 const GRADIENT_PENALTY: u32 = 4u;
+// score_matching: x1 = the score s, x2 = the noisy x~, x3 = the clean x, the target σ (f32).
+const SCORE_MATCHING: u32 = 5u;
 override KIND: u32 = COSINE_EMBEDDING;
 
 // torch's EPSILON in cosine_embedding_loss.
@@ -258,6 +260,23 @@ fn gradient_penalty(i: u32) -> f32 {
     return select(l, norm, is_nan(norm));
 }
 
+// score_matching (NCSN): ½ ‖u‖² with u = σ s + (x~ - x)/σ (= σ² ‖s + (x~ - x)/σ²‖² / 2 without
+// σ² over- or underflowing); d/ds = σ u, d/dx~ = u / σ, d/dx = -u / σ.
+fn score_matching(i: u32) -> f32 {
+    let d = params.d;
+    let sigma = bitcast<f32>(target_bits[i]);
+    var l = 0.0;
+    for (var c = 0u; c < d; c++) {
+        let at = i * d + c;
+        let u = sigma * x1[at] + (x2[at] - x3[at]) / sigma;
+        l += u * u;
+        g1[at] = params.weight * sigma * u;
+        g2[at] = params.weight * u / sigma;
+        g3[at] = -params.weight * u / sigma;
+    }
+    return 0.5 * l;
+}
+
 @compute @workgroup_size(256)
 fn tuples(
     @builtin(local_invocation_id) lid3: vec3<u32>,
@@ -277,6 +296,8 @@ fn tuples(
             l = triplet(i);
         } else if (KIND == GAUSSIAN_KL) {
             l = gaussian_kl(i);
+        } else if (KIND == SCORE_MATCHING) {
+            l = score_matching(i);
         } else {
             l = gradient_penalty(i);
         }

@@ -138,13 +138,16 @@ pub(crate) enum Kind {
     GaussianKl = 3,
     /// F6: WGAN-GP's penalty per row of critic gradients.
     GradientPenalty = 4,
+    /// F6: denoising score matching per row of (score, noisy, clean), σ per row.
+    ScoreMatching = 5,
 }
 
 /// One call of the tuple kernel.
 pub(crate) struct Tuples {
     pub(crate) kind: Kind,
     pub(crate) names: &'static [&'static str],
-    pub(crate) needs_target: bool,
+    /// The per-row target's type (labels i32, or per-row values f32), if the loss takes one.
+    pub(crate) needs_target: Option<DType>,
     /// The margin, or the loss's own scalar (β of gaussian_kl, λ of gradient_penalty).
     pub(crate) margin: f32,
     pub(crate) p: f32,
@@ -154,11 +157,33 @@ pub(crate) struct Tuples {
     pub(crate) grad_scale: f32,
 }
 
-/// Implements [`TupleLoss`] for a loss of the tuple kernel without a target (the generative
-/// row losses): its input names, kernel kind and scalar parameter (checked finite), with the
-/// config's `reduction` and `grad_scale`.
+/// Implements [`TupleLoss`] for a generative row loss of the tuple kernel: its input names,
+/// kernel kind and either its scalar parameter (checked finite; no target) or `values` (f32
+/// values per row as the target), with the config's `reduction` and `grad_scale`.
 macro_rules! row_loss {
+    // A loss with f32 values per row as its target and no scalar parameter.
+    ($name:ident, [$($input:literal),+], $kind:expr, values) => {
+        $crate::metric::row_tuples::row_loss!(
+            @impl $name,
+            [$($input),+],
+            $kind,
+            Some($crate::DType::F32),
+            |_s| 0.0
+        );
+    };
     ($name:ident, [$($input:literal),+], $kind:expr, $param:ident) => {
+        $crate::metric::row_tuples::row_loss!(@impl $name, [$($input),+], $kind, None, |s| {
+            let value = s.$param;
+            $crate::error::check_param(
+                stringify!($param),
+                value.into(),
+                "finite",
+                value.is_finite(),
+            )?;
+            value
+        });
+    };
+    (@impl $name:ident, [$($input:literal),+], $kind:expr, $target:expr, |$s:ident| $value:expr) => {
         impl $crate::TupleLoss for $name {
             fn inputs(&self) -> &'static [&'static str] {
                 &[$($input),+]
@@ -176,21 +201,16 @@ macro_rules! row_loss {
                 target: Option<&$crate::Tensor>,
                 out: &$crate::TupleOutput,
             ) -> $crate::Result<()> {
-                let value = self.$param;
-                $crate::error::check_param(
-                    stringify!($param),
-                    value.into(),
-                    "finite",
-                    value.is_finite(),
-                )?;
-                let names = self.inputs();
-                let call = $crate::metric::row_tuples::Tuples::rows(
+                let $s = self;
+                let value: f32 = $value;
+                let mut call = $crate::metric::row_tuples::Tuples::rows(
                     $kind,
-                    names,
+                    self.inputs(),
                     value,
                     self.reduction,
                     self.grad_scale,
                 );
+                call.needs_target = $target;
                 call.encode(gpu, encoder, inputs, target, out)
             }
         }
@@ -210,7 +230,7 @@ impl Tuples {
         Self {
             kind,
             names,
-            needs_target: false,
+            needs_target: None,
             margin: value,
             p: 2.0,
             eps: 0.0,
@@ -264,7 +284,7 @@ impl Tuples {
             t.check_bindable(gpu, name)?;
         }
         let target = match (self.needs_target, target) {
-            (true, Some(t)) => {
+            (Some(dtype), Some(t)) => {
                 if t.shape() != [n] {
                     return Err(Error::ShapeMismatch {
                         name: "target",
@@ -272,12 +292,12 @@ impl Tuples {
                         got: t.shape().to_vec(),
                     });
                 }
-                t.check_dtype("target", DType::I32)?;
+                t.check_dtype("target", dtype)?;
                 t.check_bindable(gpu, "target")?;
                 Some(t)
             }
-            (true, None) => return Err(Error::Empty { name: "target" }),
-            (false, _) => None,
+            (Some(_), None) => return Err(Error::Empty { name: "target" }),
+            (None, _) => None,
         };
         out.check_grads(gpu, &vec![shape; k])?;
         let loss_shape: &[usize] = match self.reduction {
@@ -499,7 +519,7 @@ macro_rules! pair_loss {
                 let call = Tuples {
                     kind: $kind,
                     names: self.inputs(),
-                    needs_target: true,
+                    needs_target: Some(DType::I32),
                     margin: self.margin,
                     p: 2.0,
                     eps: 0.0,
@@ -600,7 +620,7 @@ impl TupleLoss for Triplet {
         let call = Tuples {
             kind: Kind::Triplet,
             names: self.inputs(),
-            needs_target: false,
+            needs_target: None,
             margin: self.margin,
             p: self.p,
             eps: self.eps,
