@@ -2815,6 +2815,58 @@ pub static REGISTRY: &[Entry] = &[
         ..GENERATIVE_ROWS
     },
     Entry {
+        name: "perceptual",
+        anchor: "Johnson et al. 2016 (feature reconstruction); layers of other shapes: tests/generative.rs",
+        variants: &["mse,weights=1,0.5", "l1,weights=2,1,grad_scale=0.5"],
+        make: |_, v, _| {
+            let (distance, distance_ref, weights, grad_scale): (_, _, &'static [f32], f32) = [
+                (
+                    wgloss::PerceptualDistance::Mse,
+                    wgloss_ref::PerceptualDistance::Mse,
+                    &[1.0, 0.5][..],
+                    1.0,
+                ),
+                (
+                    wgloss::PerceptualDistance::L1,
+                    wgloss_ref::PerceptualDistance::L1,
+                    &[2.0, 1.0][..],
+                    0.5,
+                ),
+            ][v];
+            let loss = wgloss::Perceptual {
+                layer_weights: weights,
+                distance,
+                grad_scale,
+            };
+            let w: Vec<f64> = weights.iter().map(|&x| x.into()).collect();
+            let g = grad_scale.into();
+            stateless(
+                stacked::StackedLayers { loss, layers: 2 },
+                move |pred, target| {
+                    let p = stacked::unstack_layers(&pred, 2);
+                    let t = stacked::unstack_layers(&target, 2);
+                    stacked::stacked(wgloss_ref::perceptual(&p, &t, &w, distance_ref, g))
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "layer_weights",
+            build: |_| {
+                let loss = wgloss::Perceptual {
+                    layer_weights: &[1.0, f32::NAN],
+                    ..Default::default()
+                };
+                Ok(Box::new(stacked::StackedLayers { loss, layers: 2 }))
+            },
+        }],
+        layout: Layout::Elementwise { row: 4 },
+        reductions: &[Reduction::Mean],
+        domain: (-3.0, 3.0),
+        targets: Targets::Uniform,
+        ..F6
+    },
+    Entry {
         name: "kl_div",
         anchor: "torch kl_div",
         variants: &[

@@ -5,7 +5,8 @@
 
 use ndarray::{ArrayViewD, Axis};
 use wgloss::{
-    Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Reduction, Tensor, TupleLoss, TupleOutput,
+    Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Perceptual, Reduction, Tensor, TupleLoss,
+    TupleOutput,
 };
 use wgloss_ref::{LossGrad, MultiGrad};
 
@@ -177,6 +178,109 @@ impl<L: TupleLoss> Loss for StackedTuple<L> {
         }
         Ok(())
     }
+}
+
+/// [`Perceptual`] over `layers` feature maps as a [`Loss`]: the prediction's and the target's
+/// maps stacked along the rows (`[rows, D]` each, split by [`layer_rows`], so the last layer may
+/// be shorter or empty), the gradient stacked alike. The maps and the gradients go through
+/// buffers of the adapter's own.
+pub struct StackedLayers {
+    pub loss: Perceptual<'static>,
+    pub layers: usize,
+}
+
+impl Loss for StackedLayers {
+    fn reduction(&self) -> Reduction {
+        Reduction::Mean
+    }
+
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        target: &Tensor,
+        out: &LossOutput,
+    ) -> wgloss::Result<()> {
+        let layers = self.layers;
+        let (rows, d) = match input.shape() {
+            &[rows, d] => (rows, d),
+            s => {
+                return Err(Error::InvalidShape {
+                    name: "pred",
+                    got: s.to_vec(),
+                    why: "expected [rows, D], the layers stacked",
+                })
+            }
+        };
+        for (t, name) in [(target, "target"), (&out.grad, "grad")] {
+            if t.shape() != input.shape() {
+                return Err(Error::ShapeMismatch {
+                    name,
+                    expected: input.shape().to_vec(),
+                    got: t.shape().to_vec(),
+                });
+            }
+        }
+        let parts = layer_rows(rows, layers);
+        let row_bytes = 4 * d as u64;
+        let split = |from: &Tensor, encoder: &mut wgpu::CommandEncoder| {
+            parts
+                .iter()
+                .map(|&(r0, rs)| {
+                    let t = Tensor::zeros(gpu, &[rs, d])?;
+                    copy(
+                        encoder,
+                        (from, r0 as u64 * row_bytes),
+                        (&t, 0),
+                        t.byte_len(),
+                    );
+                    Ok(t)
+                })
+                .collect::<wgloss::Result<Vec<_>>>()
+        };
+        let pred = split(input, encoder)?;
+        let targets = split(target, encoder)?;
+        let own = TupleOutput {
+            loss: out.loss.clone(),
+            grads: parts
+                .iter()
+                .map(|&(_, rs)| Tensor::zeros(gpu, &[rs, d]))
+                .collect::<wgloss::Result<_>>()?,
+        };
+        let (p, t): (Vec<&Tensor>, Vec<&Tensor>) =
+            (pred.iter().collect(), targets.iter().collect());
+        self.loss.encode(gpu, encoder, &p, &t, &own)?;
+        for (g, &(r0, _)) in own.grads.iter().zip(&parts) {
+            copy(
+                encoder,
+                (g, 0),
+                (&out.grad, r0 as u64 * row_bytes),
+                g.byte_len(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The (first row, rows) of each of `layers` layers stacked in `rows` rows: ⌈rows / layers⌉
+/// each, the last ones what remains.
+pub fn layer_rows(rows: usize, layers: usize) -> Vec<(usize, usize)> {
+    let per = rows.div_ceil(layers.max(1));
+    (0..layers)
+        .map(|l| {
+            let r0 = (l * per).min(rows);
+            (r0, per.min(rows - r0))
+        })
+        .collect()
+}
+
+/// The layers of a stacked `[rows, D]` array, split by [`layer_rows`].
+pub fn unstack_layers<'a>(x: &'a ArrayViewD<'_, f64>, layers: usize) -> Vec<ArrayViewD<'a, f64>> {
+    layer_rows(x.shape()[0], layers)
+        .into_iter()
+        .map(|(r0, rs)| x.slice_axis(Axis(0), (r0..r0 + rs).into()))
+        .collect()
 }
 
 /// Records a copy of `bytes` from `from` (a view and a byte offset into it) to `to`; nothing for

@@ -711,6 +711,7 @@ conformance! {
         gaussian_kl,
         gradient_penalty,
         kl_div,
+        perceptual,
         score_matching,
     ]
     label_losses: [

@@ -1,7 +1,7 @@
 //! Generative (F6) cases the registry's generated inputs do not reach: diffusion_mse with
 //! per-sample weights (a third input) and its typed errors, kl_div at targets of exactly 0, the
 //! WGAN-GP interpolation kernel, cycle consistency over domains of different shapes, the GAN
-//! losses over sets of logits of different sizes.
+//! losses over sets of logits of different sizes, perceptual over layers of different shapes.
 
 use wgloss::{DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
@@ -311,6 +311,84 @@ fn gan_losses_on_sets_of_different_sizes() {
                 ELEMENTWISE,
             )
             .unwrap();
+        }
+    }
+}
+
+/// Perceptual loss over feature maps of three different shapes (the registry's stacked form
+/// has one width), both distances, default and given layer weights.
+#[test]
+fn perceptual_layers_of_different_shapes() {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut rng = Rng::new(13);
+    let shapes: [&[usize]; 3] = [&[2, 8, 4, 4], &[2, 16, 2, 2], &[3]];
+    let data: Vec<(Vec<f32>, Vec<f32>)> = shapes
+        .iter()
+        .map(|s| {
+            let n = s.iter().product();
+            (rng.uniform(n, -2.0, 2.0), rng.uniform(n, -2.0, 2.0))
+        })
+        .collect();
+    let upload = |v: &Vec<f32>, s: &[usize]| Tensor::from_slice(gpu, v, s).unwrap();
+    let pred: Vec<Tensor> = data
+        .iter()
+        .zip(shapes)
+        .map(|(d, s)| upload(&d.0, s))
+        .collect();
+    let target: Vec<Tensor> = data
+        .iter()
+        .zip(shapes)
+        .map(|(d, s)| upload(&d.1, s))
+        .collect();
+    let p64: Vec<_> = data
+        .iter()
+        .zip(shapes)
+        .map(|(d, s)| to_f64(&d.0, s))
+        .collect();
+    let t64: Vec<_> = data
+        .iter()
+        .zip(shapes)
+        .map(|(d, s)| to_f64(&d.1, s))
+        .collect();
+    let cases = [
+        (
+            wgloss::PerceptualDistance::Mse,
+            wgloss_ref::PerceptualDistance::Mse,
+            &[][..],
+        ),
+        (
+            wgloss::PerceptualDistance::L1,
+            wgloss_ref::PerceptualDistance::L1,
+            &[0.5, 2.0, 1.5][..],
+        ),
+    ];
+    for (distance, distance_ref, weights) in cases {
+        let loss = wgloss::Perceptual {
+            layer_weights: weights,
+            distance,
+            grad_scale: 1.0,
+        };
+        let p: Vec<&Tensor> = pred.iter().collect();
+        let t: Vec<&Tensor> = target.iter().collect();
+        let out = loss.compute(gpu, &p, &t).unwrap();
+        let w: Vec<f64> = (0..3)
+            .map(|l| weights.get(l).map_or(1.0, |&x| x.into()))
+            .collect();
+        let pv: Vec<_> = p64.iter().map(|a| a.view()).collect();
+        let tv: Vec<_> = t64.iter().map(|a| a.view()).collect();
+        let want = wgloss_ref::perceptual(&pv, &tv, &w, distance_ref, 1.0);
+        let got = out.loss.to_vec(gpu).unwrap();
+        compare(
+            &format!("perceptual {distance:?} loss"),
+            &got,
+            want.loss.view(),
+            REDUCED,
+        )
+        .unwrap();
+        for (l, g) in out.grads.iter().enumerate() {
+            let got = g.to_vec(gpu).unwrap();
+            let name = format!("perceptual {distance:?} grad {l}");
+            compare(&name, &got, want.grads[l].view(), ELEMENTWISE).unwrap();
         }
     }
 }

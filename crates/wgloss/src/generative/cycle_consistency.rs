@@ -73,16 +73,7 @@ impl TupleLoss for CycleConsistency {
             t.check_dtype(name, DType::F32)?;
             t.check_bindable(gpu, name)?;
         }
-        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
-        out.check_grads(gpu, &shapes)?;
-        if !out.loss.shape().is_empty() {
-            return Err(Error::ShapeMismatch {
-                name: "loss",
-                expected: Vec::new(),
-                got: out.loss.shape().to_vec(),
-            });
-        }
-        out.check_loss(gpu)?;
+        out.check_scalar(gpu, inputs)?;
         let l1 = Mae {
             reduction: Reduction::Mean,
             grad_scale: lambda * self.grad_scale,

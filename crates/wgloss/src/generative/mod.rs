@@ -7,6 +7,7 @@ mod gaussian_kl;
 mod gradient_penalty;
 mod interpolate;
 mod kl_div;
+mod perceptual;
 mod score_matching;
 
 pub use cycle_consistency::*;
@@ -16,4 +17,5 @@ pub use gaussian_kl::*;
 pub use gradient_penalty::*;
 pub use interpolate::*;
 pub use kl_div::*;
+pub use perceptual::*;
 pub use score_matching::*;

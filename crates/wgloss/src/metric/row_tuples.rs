@@ -86,6 +86,20 @@ impl TupleOutput {
         self.loss.check_bindable(gpu, "loss")?;
         self.loss.check_clearable("loss")
     }
+
+    /// Checks one gradient per input of `inputs`' shapes and a scalar loss.
+    pub(crate) fn check_scalar(&self, gpu: &Gpu, inputs: &[&Tensor]) -> Result<()> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        self.check_grads(gpu, &shapes)?;
+        if !self.loss.shape().is_empty() {
+            return Err(Error::ShapeMismatch {
+                name: "loss",
+                expected: Vec::new(),
+                got: self.loss.shape().to_vec(),
+            });
+        }
+        self.check_loss(gpu)
+    }
 }
 
 /// A loss of several inputs `[N, D]` whose row i forms one tuple (a pair, a triplet), and

@@ -1,0 +1,166 @@
+use crate::config::check_grad_scale;
+use crate::elementwise;
+use crate::error::{check_param, Error, Result};
+use crate::kernel::regression::{MAE, MAE_VEC4, MSE, MSE_VEC4};
+use crate::metric::info_nce::{combine, Mix};
+use crate::{DType, ElementwiseSpec, Gpu, LossOutput, Reduction, Tensor, TupleOutput};
+
+/// The distance [`Perceptual`] takes between feature maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PerceptualDistance {
+    /// Mean squared difference (Johnson et al. 2016's feature reconstruction loss).
+    Mse,
+    /// Mean absolute difference (0 derivative at 0, as torch's `l1_loss`).
+    L1,
+}
+
+/// Perceptual (feature reconstruction) loss over caller-supplied feature maps φ_l of the
+/// prediction and the target (a VGG's activations, say), one distance per layer, weighted:
+///
+/// ```text
+/// loss = Σ_l w_l · mean dist(φ_l(x̂) − φ_l(x))        dist = r² or |r|
+/// ```
+/// The gradients are w.r.t. the prediction's feature maps, one per layer (push them back
+/// through the feature network).
+/// # Shapes
+/// `pred[l]` and `target[l]` equal (f32; layers may differ in shape); the loss is a scalar.
+/// Defaults: distance mse, every layer weight 1 (`layer_weights` empty), grad_scale 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Perceptual<'a> {
+    /// One finite weight per layer; empty: 1 for every layer.
+    pub layer_weights: &'a [f32],
+    /// The distance between feature maps.
+    pub distance: PerceptualDistance,
+    /// Multiplier of the gradients.
+    pub grad_scale: f32,
+}
+
+impl Default for Perceptual<'_> {
+    fn default() -> Self {
+        Self {
+            layer_weights: &[],
+            distance: PerceptualDistance::Mse,
+            grad_scale: 1.0,
+        }
+    }
+}
+
+impl Perceptual<'_> {
+    /// Layer `l`'s weight.
+    fn weight(&self, l: usize) -> f32 {
+        self.layer_weights.get(l).copied().unwrap_or(1.0)
+    }
+
+    /// Records the loss and the gradient of every layer into `out` (a scalar loss and one
+    /// gradient per layer, of its shape). Arguments are validated before anything is recorded.
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        pred: &[&Tensor],
+        target: &[&Tensor],
+        out: &TupleOutput,
+    ) -> Result<()> {
+        check_grad_scale(self.grad_scale)?;
+        for &w in self.layer_weights {
+            check_param("layer_weights", w.into(), "finite", w.is_finite())?;
+        }
+        let layers = pred.len();
+        if layers == 0 || target.len() != layers {
+            return Err(Error::InvalidShape {
+                name: "target",
+                got: vec![layers, target.len()],
+                why: "one target feature map per predicted one, at least one layer",
+            });
+        }
+        if !self.layer_weights.is_empty() && self.layer_weights.len() != layers {
+            return Err(Error::InvalidShape {
+                name: "layer_weights",
+                got: vec![self.layer_weights.len()],
+                why: "one weight per layer (or none)",
+            });
+        }
+        for (p, t) in pred.iter().zip(target) {
+            if p.shape() != t.shape() {
+                return Err(Error::ShapeMismatch {
+                    name: "target",
+                    expected: p.shape().to_vec(),
+                    got: t.shape().to_vec(),
+                });
+            }
+            for (x, name) in [(p, "pred"), (t, "target")] {
+                x.check_dtype(name, DType::F32)?;
+                x.check_bindable(gpu, name)?;
+            }
+        }
+        out.check_scalar(gpu, pred)?;
+        let (kernel, kernel4) = match self.distance {
+            PerceptualDistance::Mse => (&MSE, &MSE_VEC4),
+            PerceptualDistance::L1 => (&MAE, &MAE_VEC4),
+        };
+        let means = (0..layers)
+            .map(|_| Tensor::zeros(gpu, &[]))
+            .collect::<Result<Vec<_>>>()?;
+        let status = Tensor::zeros_typed(gpu, &[1], DType::U32)?;
+        gpu.scoped(|| {
+            for l in 0..layers {
+                let gs = self.weight(l) * self.grad_scale;
+                let spec = ElementwiseSpec::new(kernel, Reduction::Mean, gs).vec4(kernel4);
+                let own = LossOutput {
+                    loss: means[l].clone(),
+                    grad: out.grads[l].clone(),
+                    status: status.clone(),
+                };
+                elementwise::encode(gpu, encoder, &spec, pred[l], target[l], &own)?;
+            }
+            // loss = Σ w_l mean_l, one layer added at a time in layer order.
+            let first = means[0].binding(0, 1);
+            let w0 = self.weight(0);
+            combine(
+                gpu,
+                encoder,
+                first,
+                means[0].binding(0, 1),
+                out.loss.binding(0, 1),
+                1,
+                Mix::Fixed(w0, 0.0),
+            );
+            for (l, mean) in means.iter().enumerate().skip(1) {
+                let (acc, term) = (out.loss.binding(0, 1), mean.binding(0, 1));
+                let sum = Tensor::zeros(gpu, &[])?;
+                combine(
+                    gpu,
+                    encoder,
+                    acc,
+                    term,
+                    sum.binding(0, 1),
+                    1,
+                    Mix::Fixed(1.0, self.weight(l)),
+                );
+                encoder.copy_buffer_to_buffer(
+                    sum.buffer(),
+                    sum.offset(),
+                    out.loss.buffer(),
+                    out.loss.offset(),
+                    4,
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// Computes the loss and the layers' gradients into new tensors and waits for the device.
+    pub fn compute(&self, gpu: &Gpu, pred: &[&Tensor], target: &[&Tensor]) -> Result<TupleOutput> {
+        let out = TupleOutput {
+            loss: Tensor::zeros(gpu, &[])?,
+            grads: pred
+                .iter()
+                .map(|t| Tensor::zeros(gpu, t.shape()))
+                .collect::<Result<_>>()?,
+        };
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        self.encode(gpu, &mut encoder, pred, target, &out)?;
+        gpu.submit_and_wait(encoder)?;
+        Ok(out)
+    }
+}
