@@ -2867,6 +2867,52 @@ pub static REGISTRY: &[Entry] = &[
         ..F6
     },
     Entry {
+        name: "style",
+        anchor: "Gatys et al. 2016; burn-vision GramMatrixLoss (layers of other shapes: tests/generative.rs)",
+        variants: &["weights=1,1", "weights=2,0.5,grad_scale=0.5"],
+        make: |_, v, _| {
+            let (weights, grad_scale): (&'static [f32], f32) =
+                [(&[1.0, 1.0][..], 1.0), (&[2.0, 0.5][..], 0.5)][v];
+            let loss = wgloss::Style {
+                layer_weights: weights,
+                grad_scale,
+            };
+            let w: Vec<f64> = weights.iter().map(|&x| x.into()).collect();
+            let g = grad_scale.into();
+            stateless(
+                stacked::StackedLayers { loss, layers: 2 },
+                move |pred, target| {
+                    let p = stacked::unstack_layers(&pred, 2);
+                    let t = stacked::unstack_layers(&target, 2);
+                    stacked::stacked(wgloss_ref::style(&p, &t, &w, g))
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[BadParam {
+            param: "layer_weights",
+            build: |_| {
+                let loss = wgloss::Style {
+                    layer_weights: &[f32::INFINITY, 1.0],
+                    ..Default::default()
+                };
+                Ok(Box::new(stacked::StackedLayers { loss, layers: 2 }))
+            },
+        }],
+        // Images [N, 3, 4, 5]: the two layers split the batch.
+        layout: Layout::Images {
+            channels: 3,
+            height: 4,
+            width: 5,
+        },
+        // The shape: two layers of 4 maps of 256 channels, 64 × 64.
+        bench_shapes: &[&[8, 256, 64, 64]],
+        reductions: &[Reduction::Mean],
+        domain: (-2.0, 2.0),
+        targets: Targets::Uniform,
+        ..F6
+    },
+    Entry {
         name: "kl_div",
         anchor: "torch kl_div",
         variants: &[

@@ -5,8 +5,8 @@
 
 use ndarray::{ArrayViewD, Axis};
 use wgloss::{
-    Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Perceptual, Reduction, Tensor, TupleLoss,
-    TupleOutput,
+    Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Perceptual, Reduction, Style, Tensor,
+    TupleLoss, TupleOutput,
 };
 use wgloss_ref::{LossGrad, MultiGrad};
 
@@ -180,16 +180,54 @@ impl<L: TupleLoss> Loss for StackedTuple<L> {
     }
 }
 
-/// [`Perceptual`] over `layers` feature maps as a [`Loss`]: the prediction's and the target's
-/// maps stacked along the rows (`[rows, D]` each, split by [`layer_rows`], so the last layer may
-/// be shorter or empty), the gradient stacked alike. The maps and the gradients go through
+/// A loss over several layers of feature maps ([`Perceptual`], [`Style`]).
+pub trait Layered {
+    fn encode_layers(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        pred: &[&Tensor],
+        target: &[&Tensor],
+        out: &TupleOutput,
+    ) -> wgloss::Result<()>;
+}
+
+impl Layered for Perceptual<'_> {
+    fn encode_layers(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        pred: &[&Tensor],
+        target: &[&Tensor],
+        out: &TupleOutput,
+    ) -> wgloss::Result<()> {
+        self.encode(gpu, encoder, pred, target, out)
+    }
+}
+
+impl Layered for Style<'_> {
+    fn encode_layers(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        pred: &[&Tensor],
+        target: &[&Tensor],
+        out: &TupleOutput,
+    ) -> wgloss::Result<()> {
+        self.encode(gpu, encoder, pred, target, out)
+    }
+}
+
+/// A [`Layered`] loss over `layers` feature maps as a [`Loss`]: the prediction's and the
+/// target's maps stacked along the first dimension (split by [`layer_rows`], so the last layer
+/// may be shorter or empty), the gradient stacked alike. The maps and the gradients go through
 /// buffers of the adapter's own.
-pub struct StackedLayers {
-    pub loss: Perceptual<'static>,
+pub struct StackedLayers<L> {
+    pub loss: L,
     pub layers: usize,
 }
 
-impl Loss for StackedLayers {
+impl<L: Layered> Loss for StackedLayers<L> {
     fn reduction(&self) -> Reduction {
         Reduction::Mean
     }
@@ -203,16 +241,14 @@ impl Loss for StackedLayers {
         out: &LossOutput,
     ) -> wgloss::Result<()> {
         let layers = self.layers;
-        let (rows, d) = match input.shape() {
-            &[rows, d] => (rows, d),
-            s => {
-                return Err(Error::InvalidShape {
-                    name: "pred",
-                    got: s.to_vec(),
-                    why: "expected [rows, D], the layers stacked",
-                })
-            }
+        let Some((&rows, inner)) = input.shape().split_first() else {
+            return Err(Error::InvalidShape {
+                name: "pred",
+                got: Vec::new(),
+                why: "expected the layers stacked along the first dimension",
+            });
         };
+        let d: usize = inner.iter().product();
         for (t, name) in [(target, "target"), (&out.grad, "grad")] {
             if t.shape() != input.shape() {
                 return Err(Error::ShapeMismatch {
@@ -228,7 +264,9 @@ impl Loss for StackedLayers {
             parts
                 .iter()
                 .map(|&(r0, rs)| {
-                    let t = Tensor::zeros(gpu, &[rs, d])?;
+                    let shape: Vec<usize> =
+                        std::iter::once(rs).chain(inner.iter().copied()).collect();
+                    let t = Tensor::zeros(gpu, &shape)?;
                     copy(
                         encoder,
                         (from, r0 as u64 * row_bytes),
@@ -243,14 +281,14 @@ impl Loss for StackedLayers {
         let targets = split(target, encoder)?;
         let own = TupleOutput {
             loss: out.loss.clone(),
-            grads: parts
+            grads: pred
                 .iter()
-                .map(|&(_, rs)| Tensor::zeros(gpu, &[rs, d]))
+                .map(|t| Tensor::zeros(gpu, t.shape()))
                 .collect::<wgloss::Result<_>>()?,
         };
         let (p, t): (Vec<&Tensor>, Vec<&Tensor>) =
             (pred.iter().collect(), targets.iter().collect());
-        self.loss.encode(gpu, encoder, &p, &t, &own)?;
+        self.loss.encode_layers(gpu, encoder, &p, &t, &own)?;
         for (g, &(r0, _)) in own.grads.iter().zip(&parts) {
             copy(
                 encoder,

@@ -713,6 +713,7 @@ conformance! {
         kl_div,
         perceptual,
         score_matching,
+        style,
     ]
     label_losses: [
         cross_entropy,

@@ -1,7 +1,8 @@
 //! Generative (F6) cases the registry's generated inputs do not reach: diffusion_mse with
 //! per-sample weights (a third input) and its typed errors, kl_div at targets of exactly 0, the
 //! WGAN-GP interpolation kernel, cycle consistency over domains of different shapes, the GAN
-//! losses over sets of logits of different sizes, perceptual over layers of different shapes.
+//! losses over sets of logits of different sizes, perceptual and style over layers of different
+//! shapes.
 
 use wgloss::{DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
@@ -315,13 +316,20 @@ fn gan_losses_on_sets_of_different_sizes() {
     }
 }
 
-/// Perceptual loss over feature maps of three different shapes (the registry's stacked form
-/// has one width), both distances, default and given layer weights.
-#[test]
-fn perceptual_layers_of_different_shapes() {
+/// Runs a layered loss (`run(pred, target, layer weights)`) over feature maps of `shapes` with
+/// default and given layer weights, against its reference (`want(pred, target, weights)`).
+fn check_layered(
+    what: &str,
+    shapes: &[&[usize]],
+    run: impl Fn(&[&Tensor], &[&Tensor], &[f32]) -> wgloss::TupleOutput,
+    want: impl Fn(
+        &[ndarray::ArrayViewD<'_, f64>],
+        &[ndarray::ArrayViewD<'_, f64>],
+        &[f64],
+    ) -> wgloss_ref::MultiGrad,
+) {
     let Some(gpu) = shared_gpu() else { return };
     let mut rng = Rng::new(13);
-    let shapes: [&[usize]; 3] = [&[2, 8, 4, 4], &[2, 16, 2, 2], &[3]];
     let data: Vec<(Vec<f32>, Vec<f32>)> = shapes
         .iter()
         .map(|s| {
@@ -350,45 +358,75 @@ fn perceptual_layers_of_different_shapes() {
         .zip(shapes)
         .map(|(d, s)| to_f64(&d.1, s))
         .collect();
-    let cases = [
-        (
-            wgloss::PerceptualDistance::Mse,
-            wgloss_ref::PerceptualDistance::Mse,
-            &[][..],
-        ),
-        (
-            wgloss::PerceptualDistance::L1,
-            wgloss_ref::PerceptualDistance::L1,
-            &[0.5, 2.0, 1.5][..],
-        ),
-    ];
-    for (distance, distance_ref, weights) in cases {
-        let loss = wgloss::Perceptual {
-            layer_weights: weights,
-            distance,
-            grad_scale: 1.0,
-        };
+    let given: Vec<f32> = (0..shapes.len()).map(|l| 0.5 + l as f32).collect();
+    for weights in [&[][..], &given[..]] {
         let p: Vec<&Tensor> = pred.iter().collect();
         let t: Vec<&Tensor> = target.iter().collect();
-        let out = loss.compute(gpu, &p, &t).unwrap();
-        let w: Vec<f64> = (0..3)
+        let out = run(&p, &t, weights);
+        let w: Vec<f64> = (0..shapes.len())
             .map(|l| weights.get(l).map_or(1.0, |&x| x.into()))
             .collect();
         let pv: Vec<_> = p64.iter().map(|a| a.view()).collect();
         let tv: Vec<_> = t64.iter().map(|a| a.view()).collect();
-        let want = wgloss_ref::perceptual(&pv, &tv, &w, distance_ref, 1.0);
+        let expected = want(&pv, &tv, &w);
         let got = out.loss.to_vec(gpu).unwrap();
-        compare(
-            &format!("perceptual {distance:?} loss"),
-            &got,
-            want.loss.view(),
-            REDUCED,
-        )
-        .unwrap();
+        let name = format!("{what} {weights:?} loss");
+        compare(&name, &got, expected.loss.view(), REDUCED).unwrap();
         for (l, g) in out.grads.iter().enumerate() {
             let got = g.to_vec(gpu).unwrap();
-            let name = format!("perceptual {distance:?} grad {l}");
-            compare(&name, &got, want.grads[l].view(), ELEMENTWISE).unwrap();
+            let name = format!("{what} {weights:?} grad {l}");
+            compare(&name, &got, expected.grads[l].view(), ELEMENTWISE).unwrap();
         }
     }
+}
+
+/// Perceptual loss over feature maps of three different shapes (the registry's stacked form
+/// splits one batch), both distances.
+#[test]
+fn perceptual_layers_of_different_shapes() {
+    let shapes: [&[usize]; 3] = [&[2, 8, 4, 4], &[2, 16, 2, 2], &[3]];
+    let distances = [
+        (
+            wgloss::PerceptualDistance::Mse,
+            wgloss_ref::PerceptualDistance::Mse,
+        ),
+        (
+            wgloss::PerceptualDistance::L1,
+            wgloss_ref::PerceptualDistance::L1,
+        ),
+    ];
+    for (distance, distance_ref) in distances {
+        check_layered(
+            &format!("perceptual {distance:?}"),
+            &shapes,
+            |p, t, layer_weights| {
+                let loss = wgloss::Perceptual {
+                    layer_weights,
+                    distance,
+                    grad_scale: 1.0,
+                };
+                loss.compute(shared_gpu().unwrap(), p, t).unwrap()
+            },
+            |p, t, w| wgloss_ref::perceptual(p, t, w, distance_ref, 1.0),
+        );
+    }
+}
+
+/// Style loss over feature maps of different shapes (C up to 40, three spatial sizes, a batch of
+/// 3).
+#[test]
+fn style_layers_of_different_shapes() {
+    let shapes: [&[usize]; 3] = [&[3, 8, 6, 5], &[3, 40, 3, 3], &[3, 5, 17]];
+    check_layered(
+        "style",
+        &shapes,
+        |p, t, layer_weights| {
+            let loss = wgloss::Style {
+                layer_weights,
+                grad_scale: 1.0,
+            };
+            loss.compute(shared_gpu().unwrap(), p, t).unwrap()
+        },
+        |p, t, w| wgloss_ref::style(p, t, w, 1.0),
+    );
 }

@@ -112,6 +112,11 @@ pub(crate) const COMBINE: Kernel = Kernel {
     parts: &[PRELUDE, shader!("metric/combine.wgsl")],
 };
 
+pub(crate) const STYLE: Kernel = Kernel {
+    name: "style",
+    parts: &[PRELUDE, shader!("generative/style.wgsl")],
+};
+
 pub(crate) const ROW_TUPLES: Kernel = Kernel {
     name: "row_tuples",
     parts: &[PRELUDE, METRIC_COMMON, shader!("metric/row_tuples.wgsl")],
@@ -168,7 +173,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE]
+    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

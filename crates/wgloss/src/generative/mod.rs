@@ -9,6 +9,7 @@ mod interpolate;
 mod kl_div;
 mod perceptual;
 mod score_matching;
+mod style;
 
 pub use cycle_consistency::*;
 pub use diffusion_mse::*;
@@ -19,3 +20,4 @@ pub use interpolate::*;
 pub use kl_div::*;
 pub use perceptual::*;
 pub use score_matching::*;
+pub use style::*;

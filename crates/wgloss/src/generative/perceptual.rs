@@ -61,38 +61,8 @@ impl Perceptual<'_> {
         target: &[&Tensor],
         out: &TupleOutput,
     ) -> Result<()> {
-        check_grad_scale(self.grad_scale)?;
-        for &w in self.layer_weights {
-            check_param("layer_weights", w.into(), "finite", w.is_finite())?;
-        }
+        check_layers(gpu, self.grad_scale, self.layer_weights, pred, target)?;
         let layers = pred.len();
-        if layers == 0 || target.len() != layers {
-            return Err(Error::InvalidShape {
-                name: "target",
-                got: vec![layers, target.len()],
-                why: "one target feature map per predicted one, at least one layer",
-            });
-        }
-        if !self.layer_weights.is_empty() && self.layer_weights.len() != layers {
-            return Err(Error::InvalidShape {
-                name: "layer_weights",
-                got: vec![self.layer_weights.len()],
-                why: "one weight per layer (or none)",
-            });
-        }
-        for (p, t) in pred.iter().zip(target) {
-            if p.shape() != t.shape() {
-                return Err(Error::ShapeMismatch {
-                    name: "target",
-                    expected: p.shape().to_vec(),
-                    got: t.shape().to_vec(),
-                });
-            }
-            for (x, name) in [(p, "pred"), (t, "target")] {
-                x.check_dtype(name, DType::F32)?;
-                x.check_bindable(gpu, name)?;
-            }
-        }
         out.check_scalar(gpu, pred)?;
         let (kernel, kernel4) = match self.distance {
             PerceptualDistance::Mse => (&MSE, &MSE_VEC4),
@@ -113,54 +83,118 @@ impl Perceptual<'_> {
                 };
                 elementwise::encode(gpu, encoder, &spec, pred[l], target[l], &own)?;
             }
-            // loss = Σ w_l mean_l, one layer added at a time in layer order.
-            let first = means[0].binding(0, 1);
-            let w0 = self.weight(0);
-            combine(
-                gpu,
-                encoder,
-                first,
-                means[0].binding(0, 1),
-                out.loss.binding(0, 1),
-                1,
-                Mix::Fixed(w0, 0.0),
-            );
-            for (l, mean) in means.iter().enumerate().skip(1) {
-                let (acc, term) = (out.loss.binding(0, 1), mean.binding(0, 1));
-                let sum = Tensor::zeros(gpu, &[])?;
-                combine(
-                    gpu,
-                    encoder,
-                    acc,
-                    term,
-                    sum.binding(0, 1),
-                    1,
-                    Mix::Fixed(1.0, self.weight(l)),
-                );
-                encoder.copy_buffer_to_buffer(
-                    sum.buffer(),
-                    sum.offset(),
-                    out.loss.buffer(),
-                    out.loss.offset(),
-                    4,
-                );
-            }
-            Ok(())
+            weighted_sum(gpu, encoder, &means, |l| self.weight(l), &out.loss)
         })
     }
 
     /// Computes the loss and the layers' gradients into new tensors and waits for the device.
     pub fn compute(&self, gpu: &Gpu, pred: &[&Tensor], target: &[&Tensor]) -> Result<TupleOutput> {
-        let out = TupleOutput {
-            loss: Tensor::zeros(gpu, &[])?,
-            grads: pred
-                .iter()
-                .map(|t| Tensor::zeros(gpu, t.shape()))
-                .collect::<Result<_>>()?,
-        };
-        let mut encoder = gpu.device().create_command_encoder(&Default::default());
-        self.encode(gpu, &mut encoder, pred, target, &out)?;
-        gpu.submit_and_wait(encoder)?;
-        Ok(out)
+        compute_layers(gpu, pred, |encoder, out| {
+            self.encode(gpu, encoder, pred, target, out)
+        })
     }
+}
+
+/// Records `out = Σ_l weight(l) · terms[l]` over scalar tensors, one term added at a time in
+/// order (the per-layer losses of [`Perceptual`] and [`Style`](crate::Style)).
+pub(crate) fn weighted_sum(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    terms: &[Tensor],
+    weight: impl Fn(usize) -> f32,
+    out: &Tensor,
+) -> Result<()> {
+    let Some(first) = terms.first() else {
+        return Ok(());
+    };
+    let (a, b) = (first.binding(0, 1), first.binding(0, 1));
+    combine(
+        gpu,
+        encoder,
+        a,
+        b,
+        out.binding(0, 1),
+        1,
+        Mix::Fixed(weight(0), 0.0),
+    );
+    for (l, term) in terms.iter().enumerate().skip(1) {
+        let sum = Tensor::zeros(gpu, &[])?;
+        let mix = Mix::Fixed(1.0, weight(l));
+        combine(
+            gpu,
+            encoder,
+            out.binding(0, 1),
+            term.binding(0, 1),
+            sum.binding(0, 1),
+            1,
+            mix,
+        );
+        encoder.copy_buffer_to_buffer(sum.buffer(), sum.offset(), out.buffer(), out.offset(), 4);
+    }
+    Ok(())
+}
+
+/// Checks what every layered loss takes: a finite grad_scale, finite layer weights (none or one
+/// per layer), at least one layer and one target map per predicted one, each of its shape, f32
+/// and bindable.
+pub(crate) fn check_layers(
+    gpu: &Gpu,
+    grad_scale: f32,
+    layer_weights: &[f32],
+    pred: &[&Tensor],
+    target: &[&Tensor],
+) -> Result<()> {
+    check_grad_scale(grad_scale)?;
+    for &w in layer_weights {
+        check_param("layer_weights", w.into(), "finite", w.is_finite())?;
+    }
+    let layers = pred.len();
+    if layers == 0 || target.len() != layers {
+        return Err(Error::InvalidShape {
+            name: "target",
+            got: vec![layers, target.len()],
+            why: "one target feature map per predicted one, at least one layer",
+        });
+    }
+    if !layer_weights.is_empty() && layer_weights.len() != layers {
+        return Err(Error::InvalidShape {
+            name: "layer_weights",
+            got: vec![layer_weights.len()],
+            why: "one weight per layer (or none)",
+        });
+    }
+    for (p, t) in pred.iter().zip(target) {
+        if p.shape() != t.shape() {
+            return Err(Error::ShapeMismatch {
+                name: "target",
+                expected: p.shape().to_vec(),
+                got: t.shape().to_vec(),
+            });
+        }
+        for (x, name) in [(p, "pred"), (t, "target")] {
+            x.check_dtype(name, DType::F32)?;
+            x.check_bindable(gpu, name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Outputs for `pred`'s layers (a scalar loss, one gradient per layer), `encode` recorded into
+/// them, submitted and waited for.
+pub(crate) fn compute_layers(
+    gpu: &Gpu,
+    pred: &[&Tensor],
+    encode: impl FnOnce(&mut wgpu::CommandEncoder, &TupleOutput) -> Result<()>,
+) -> Result<TupleOutput> {
+    let out = TupleOutput {
+        loss: Tensor::zeros(gpu, &[])?,
+        grads: pred
+            .iter()
+            .map(|t| Tensor::zeros(gpu, t.shape()))
+            .collect::<Result<_>>()?,
+    };
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    encode(&mut encoder, &out)?;
+    gpu.submit_and_wait(encoder)?;
+    Ok(out)
 }
