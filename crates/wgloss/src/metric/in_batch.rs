@@ -241,22 +241,17 @@ impl InBatch {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
+            // One parameter block bound at a time, at the dispatch's dynamic offset.
+            let params_size = wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64);
             let params_entry = wgpu::BindGroupLayoutEntry {
                 binding: 4,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
                     ty: wgpu::BufferBindingType::Uniform,
                     has_dynamic_offset: true,
-                    min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                    min_binding_size: params_size,
                 },
                 count: None,
-            };
-            let params_binding = || {
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &uniforms,
-                    offset: 0,
-                    size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
-                })
             };
             let (bgl, layout) = gpu.layout(
                 "in_batch",
@@ -283,7 +278,14 @@ impl InBatch {
                     entry(1, labels_binding),
                     entry(2, out.grad.binding(0, n * d)),
                     entry(3, out.loss.binding(0, 1)),
-                    entry(4, params_binding()),
+                    entry(
+                        4,
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &uniforms,
+                            offset: 0,
+                            size: params_size,
+                        }),
+                    ),
                     entry(5, scratch.as_entire_binding()),
                 ],
             });
