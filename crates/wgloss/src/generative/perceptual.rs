@@ -46,11 +46,6 @@ impl Default for Perceptual<'_> {
 }
 
 impl Perceptual<'_> {
-    /// Layer `l`'s weight.
-    fn weight(&self, l: usize) -> f32 {
-        self.layer_weights.get(l).copied().unwrap_or(1.0)
-    }
-
     /// Records the loss and the gradient of every layer into `out` (a scalar loss and one
     /// gradient per layer, of its shape). Arguments are validated before anything is recorded.
     pub fn encode(
@@ -74,7 +69,7 @@ impl Perceptual<'_> {
         let status = Tensor::zeros_typed(gpu, &[1], DType::U32)?;
         gpu.scoped(|| {
             for l in 0..layers {
-                let gs = self.weight(l) * self.grad_scale;
+                let gs = layer_weight(self.layer_weights, l) * self.grad_scale;
                 let spec = ElementwiseSpec::new(kernel, Reduction::Mean, gs).vec4(kernel4);
                 let own = LossOutput {
                     loss: means[l].clone(),
@@ -83,7 +78,13 @@ impl Perceptual<'_> {
                 };
                 elementwise::encode(gpu, encoder, &spec, pred[l], target[l], &own)?;
             }
-            weighted_sum(gpu, encoder, &means, |l| self.weight(l), &out.loss)
+            weighted_sum(
+                gpu,
+                encoder,
+                &means,
+                |l| layer_weight(self.layer_weights, l),
+                &out.loss,
+            )
         })
     }
 
@@ -197,4 +198,9 @@ pub(crate) fn compute_layers(
     encode(&mut encoder, &out)?;
     gpu.submit_and_wait(encoder)?;
     Ok(out)
+}
+
+/// Layer `l`'s weight: the given one, or 1 when no weights are given.
+pub(crate) fn layer_weight(weights: &[f32], l: usize) -> f32 {
+    weights.get(l).copied().unwrap_or(1.0)
 }

@@ -2,7 +2,7 @@ use wgpu::util::DeviceExt;
 
 use crate::elementwise::{self, entry, storage, uniform};
 use crate::error::{Error, Result};
-use crate::generative::perceptual::{check_layers, compute_layers, weighted_sum};
+use crate::generative::perceptual::{check_layers, compute_layers, layer_weight, weighted_sum};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::regression::{MSE, MSE_VEC4};
 use crate::kernel::STYLE;
@@ -53,10 +53,6 @@ impl Default for Style<'_> {
 }
 
 impl Style<'_> {
-    fn weight(&self, l: usize) -> f32 {
-        self.layer_weights.get(l).copied().unwrap_or(1.0)
-    }
-
     /// Records the loss and the gradient of every layer into `out` (a scalar loss and one
     /// gradient per layer, of its shape). Arguments are validated before anything is recorded.
     pub fn encode(
@@ -175,7 +171,7 @@ impl Style<'_> {
                 run(encoder, "gram", pred[l], &spare, &grams[0]);
                 run(encoder, "gram", target[l], &spare, &grams[1]);
                 // mean (G(F̂) − G(F))² and its gradient w.r.t. G(F̂), times w_l·grad_scale.
-                let gs = self.weight(l) * self.grad_scale;
+                let gs = layer_weight(self.layer_weights, l) * self.grad_scale;
                 let spec = ElementwiseSpec::new(&MSE, Reduction::Mean, gs).vec4(&MSE_VEC4);
                 let own = LossOutput {
                     loss: means[l].clone(),
@@ -185,7 +181,13 @@ impl Style<'_> {
                 elementwise::encode(gpu, encoder, &spec, &grams[0], &grams[1], &own)?;
                 run(encoder, "gram_backward", pred[l], &dgram, &out.grads[l]);
             }
-            weighted_sum(gpu, encoder, &means, |l| self.weight(l), &out.loss)
+            weighted_sum(
+                gpu,
+                encoder,
+                &means,
+                |l| layer_weight(self.layer_weights, l),
+                &out.loss,
+            )
         })
     }
 
