@@ -5,7 +5,7 @@
 //! shapes.
 
 use wgloss::{DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
-use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
+use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED, SINKHORN};
 use wgloss_suite::registry::IntoRef;
 use wgloss_suite::shared_gpu;
 
@@ -429,4 +429,106 @@ fn style_layers_of_different_shapes() {
         },
         |p, t, w| wgloss_ref::style(p, t, w, 1.0),
     );
+}
+
+/// Sinkhorn: GPU against the f64 reference over clouds of different sizes, dimensions and
+/// weights (zero weights included), every option; `compute` and `encode` (which records the
+/// longest schedule possible, its steps past the end copying the potentials).
+#[test]
+fn sinkhorn_matches_reference() {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut rng = Rng::new(21);
+    let configs = [
+        (wgloss::Sinkhorn::default(), 1.0),
+        (
+            wgloss::Sinkhorn {
+                p: 1,
+                blur: 0.1,
+                scaling: 0.7,
+                ..Default::default()
+            },
+            0.5,
+        ),
+        (
+            wgloss::Sinkhorn {
+                debias: false,
+                blur: 0.2,
+                ..Default::default()
+            },
+            2.0,
+        ),
+    ];
+    for (n, m, d, weighted) in [
+        (1, 1, 1, false),
+        (5, 7, 2, true),
+        (40, 33, 3, true),
+        (300, 200, 3, false),
+        (64, 50, 9, true),
+    ] {
+        let x = rng.uniform(n * d, -1.0, 1.0);
+        let y = rng.uniform(m * d, -0.5, 1.5);
+        let mut weights = |len: usize| {
+            let mut w = rng.uniform(len, 0.0, 1.0);
+            if len > 2 {
+                w[1] = 0.0;
+            }
+            let sum: f32 = w.iter().sum();
+            w.iter_mut().for_each(|v| *v /= sum);
+            w
+        };
+        let (a, b) = (weights(n), weights(m));
+        let xt = Tensor::from_slice(gpu, &x, &[n, d]).unwrap();
+        let yt = Tensor::from_slice(gpu, &y, &[m, d]).unwrap();
+        let at = Tensor::from_slice(gpu, &a, &[n]).unwrap();
+        let bt = Tensor::from_slice(gpu, &b, &[m]).unwrap();
+        for (config, grad_scale) in configs {
+            let loss = wgloss::Sinkhorn {
+                grad_scale,
+                ..config
+            };
+            let reference = wgloss_ref::SinkhornConfig {
+                p: config.p,
+                blur: config.blur.into(),
+                scaling: config.scaling.into(),
+                debias: config.debias,
+            };
+            let (a64, b64) = (to_f64(&a, &[n]), to_f64(&b, &[m]));
+            let want = wgloss_ref::sinkhorn(
+                to_f64(&x, &[n, d]).view(),
+                to_f64(&y, &[m, d]).view(),
+                weighted.then(|| a64.view()),
+                weighted.then(|| b64.view()),
+                &reference,
+                grad_scale.into(),
+            );
+            let w = weighted.then_some((&at, &bt));
+            let what = format!("sinkhorn {n}x{m}x{d} {config:?}");
+            let computed = loss.compute(gpu, &xt, &yt, w).unwrap();
+            let encoded = wgloss::TupleOutput {
+                loss: Tensor::zeros(gpu, &[]).unwrap(),
+                grads: vec![
+                    Tensor::zeros(gpu, &[n, d]).unwrap(),
+                    Tensor::zeros(gpu, &[m, d]).unwrap(),
+                ],
+            };
+            let mut encoder = gpu.device().create_command_encoder(&Default::default());
+            loss.encode(gpu, &mut encoder, &xt, &yt, w, &encoded)
+                .unwrap();
+            gpu.submit_and_wait(encoder).unwrap();
+            for (out, how) in [(&computed, "compute"), (&encoded, "encode")] {
+                let loss = out.loss.to_vec(gpu).unwrap();
+                compare(
+                    &format!("{what} {how} loss"),
+                    &loss,
+                    want.loss.view(),
+                    SINKHORN,
+                )
+                .unwrap();
+                for (g, want_g) in out.grads.iter().zip(&want.grads) {
+                    let g = g.to_vec(gpu).unwrap();
+                    compare(&format!("{what} {how} grad"), &g, want_g.view(), SINKHORN).unwrap();
+                }
+            }
+        }
+    }
 }

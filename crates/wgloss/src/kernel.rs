@@ -117,6 +117,11 @@ pub(crate) const STYLE: Kernel = Kernel {
     parts: &[PRELUDE, shader!("generative/style.wgsl")],
 };
 
+pub(crate) const SINKHORN: Kernel = Kernel {
+    name: "sinkhorn",
+    parts: &[PRELUDE, shader!("generative/sinkhorn.wgsl")],
+};
+
 pub(crate) const ROW_TUPLES: Kernel = Kernel {
     name: "row_tuples",
     parts: &[PRELUDE, METRIC_COMMON, shader!("metric/row_tuples.wgsl")],
@@ -173,7 +178,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE]
+    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

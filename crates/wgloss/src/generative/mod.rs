@@ -9,6 +9,7 @@ mod interpolate;
 mod kl_div;
 mod perceptual;
 mod score_matching;
+mod sinkhorn;
 mod style;
 
 pub use cycle_consistency::*;
@@ -20,4 +21,5 @@ pub use interpolate::*;
 pub use kl_div::*;
 pub use perceptual::*;
 pub use score_matching::*;
+pub use sinkhorn::*;
 pub use style::*;
