@@ -136,6 +136,12 @@ pub enum Layout {
     /// `[0, classes)`. Shapes are given as `[N, dim, classes]`; the suite runs the (N, D) grid
     /// [`EMBEDDING_SHAPES`].
     Heads { dim: usize, classes: usize },
+    /// Two weighted point clouds `[N, dim]` stacked as one prediction `[2N, dim]` (see
+    /// [`stacked::StackedClouds`]; coordinates drawn in the domain over √dim, so that the
+    /// diameter does not grow with the dimension) and their weights stacked alike, `[2N]` f32:
+    /// uniform draws, one point in five of weight 0, each cloud's weights summing to 1. Shapes are given as
+    /// `[N, dim]`; costs grow as N², so the suite runs the (N, D) grid [`EMBEDDING_SHAPES`].
+    Clouds { dim: usize },
     /// `inputs` tensors `[N, dim]` whose row i forms one tuple (a pair, a triplet), stacked as
     /// one prediction `[inputs·N, dim]` (see [`stacked::StackedTuple`]), and one label per row
     /// (`[N]`, i32, drawn as `targets` says; not read where `target` is false). Sizes count the
@@ -220,6 +226,24 @@ impl Inputs {
     }
 }
 
+impl Layout {
+    /// Whether the loss's cost grows as N² (all pairs of a batch, a batch against its classes,
+    /// two point clouds): the suite then runs the (N, D) grid [`EMBEDDING_SHAPES`] and the
+    /// benchmarks the entry's own shapes only.
+    pub fn on_grid(&self) -> bool {
+        matches!(
+            self,
+            Layout::Embeddings { .. }
+                | Layout::Heads { .. }
+                | Layout::Clouds { .. }
+                | Layout::Tuples {
+                    all_pairs: true,
+                    ..
+                }
+        )
+    }
+}
+
 impl Entry {
     /// The prediction shape of about `n` elements (whole rows or samples) this loss accepts.
     pub fn shape(&self, n: usize) -> Vec<usize> {
@@ -234,7 +258,7 @@ impl Entry {
             }
             Layout::Embeddings { dim, .. } => vec![n.div_ceil(dim), dim],
             Layout::Heads { dim, classes } => vec![n.div_ceil(dim), dim, classes],
-            Layout::Tuples { dim, .. } => vec![n.div_ceil(dim), dim],
+            Layout::Tuples { dim, .. } | Layout::Clouds { dim } => vec![n.div_ceil(dim), dim],
             Layout::Images {
                 channels,
                 height,
@@ -260,6 +284,7 @@ impl Entry {
         let len = match self.layout {
             Layout::Heads { .. } => (pred_shape[0] + pred_shape[2]) * pred_shape[1],
             Layout::Tuples { inputs, .. } => inputs * pred_shape[0] * pred_shape[1],
+            Layout::Clouds { .. } => 2 * pred_shape[0] * pred_shape[1],
             _ => pred_shape.iter().product(),
         };
         let mut rng = Rng::new(seed);
@@ -353,6 +378,27 @@ impl Entry {
                 target,
                 labels: true,
                 values: self.targets == Targets::Scale,
+                group: 1,
+            };
+        }
+        if let Layout::Clouds { .. } = self.layout {
+            let (n, d) = (pred_shape[0], pred_shape[1]);
+            let shrink = (d as f32).sqrt();
+            pred.iter_mut().for_each(|v| *v /= shrink);
+            let mut target = Vec::with_capacity(2 * n);
+            for _ in 0..2 {
+                let mut w = rng.uniform(n, 0.05, 1.0);
+                w.iter_mut().skip(1).step_by(5).for_each(|v| *v = 0.0);
+                let sum: f32 = w.iter().sum();
+                target.extend(w.iter().map(|v| v / sum));
+            }
+            return Inputs {
+                pred_shape: vec![2 * n, d],
+                pred,
+                target_shape: vec![2 * n],
+                target,
+                labels: true,
+                values: true,
                 group: 1,
             };
         }
@@ -2913,6 +2959,110 @@ pub static REGISTRY: &[Entry] = &[
         ..F6
     },
     Entry {
+        name: "sinkhorn",
+        anchor: "geomloss SamplesLoss(\"sinkhorn\") (given diameter: tests/generative.rs)",
+        variants: &[
+            "p=2,blur=0.05,scaling=0.5,debias,weights",
+            "p=1,blur=0.1,scaling=0.7,uniform,grad_scale=0.5",
+            "p=2,blur=0.2,no debias,weights,grad_scale=2",
+        ],
+        make: |_, v, _| {
+            let (p, blur, scaling, debias, weighted, grad_scale) = [
+                (2, 0.05f32, 0.5f32, true, true, 1.0f32),
+                (1, 0.1, 0.7, true, false, 0.5),
+                (2, 0.2, 0.5, false, true, 2.0),
+            ][v];
+            let loss = wgloss::Sinkhorn {
+                p,
+                blur,
+                scaling,
+                debias,
+                diameter: None,
+                grad_scale,
+            };
+            let config = wgloss_ref::SinkhornConfig {
+                p,
+                blur: blur.into(),
+                scaling: scaling.into(),
+                debias,
+            };
+            let g = f64::from(grad_scale);
+            Ok(Instance {
+                loss: Box::new(stacked::StackedClouds { loss, weighted }),
+                reference: Box::new(move |pred, weights| {
+                    sinkhorn_step(&config, weighted, g, pred.view(), weights, pred.view())
+                }),
+                freeze: Box::new(move |pred0, weights| {
+                    let (pred0, weights) = (pred0.clone(), weights.clone());
+                    Box::new(move |pred| {
+                        sinkhorn_step(&config, weighted, g, pred0.view(), weights.view(), pred)
+                    })
+                }),
+                grad_scale: g,
+            })
+        },
+        bad_params: &[
+            BadParam {
+                param: "p",
+                build: |_| {
+                    let loss = wgloss::Sinkhorn {
+                        p: 3,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(stacked::StackedClouds { loss, weighted: true }))
+                },
+            },
+            BadParam {
+                param: "blur",
+                build: |_| {
+                    let loss = wgloss::Sinkhorn {
+                        blur: 0.0,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(stacked::StackedClouds { loss, weighted: true }))
+                },
+            },
+            BadParam {
+                param: "scaling",
+                build: |_| {
+                    let loss = wgloss::Sinkhorn {
+                        scaling: 1.0,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(stacked::StackedClouds { loss, weighted: true }))
+                },
+            },
+            BadParam {
+                param: "diameter",
+                build: |_| {
+                    let loss = wgloss::Sinkhorn {
+                        diameter: Some(-1.0),
+                        ..Default::default()
+                    };
+                    Ok(Box::new(stacked::StackedClouds { loss, weighted: true }))
+                },
+            },
+        ],
+        layout: Layout::Clouds { dim: 3 },
+        reductions: &[Reduction::Mean],
+        domain: (-1.0, 1.0),
+        targets: Targets::Probability,
+        vec4: false,
+        allows_empty: false,
+        tolerance: crate::check::SINKHORN,
+        // At ±1e4 the costs over ε reach 1e11: rows whose mass the balanced plan splits between
+        // far-apart points get their split from potentials known to ~1e-7 of 1e8, so their
+        // gradient is only known in magnitude; the loss (first-order insensitive to the plan)
+        // is still checked at the reduced tolerance, and every value must be finite.
+        extreme_tolerance: crate::check::Tolerance {
+            rtol: 0.0,
+            atol_frac: 1.0,
+        },
+        // The shape: two clouds of 10,000 points in 3-d.
+        bench_shapes: &[&[10_000, 3]],
+        ..F6
+    },
+    Entry {
         name: "kl_div",
         anchor: "torch kl_div",
         variants: &[
@@ -3176,6 +3326,33 @@ fn scale_margin_head(
         },
         grad_scale,
     )
+}
+
+/// Sinkhorn's reference in the stacked form: the final step at live points `pred` with the
+/// loop's potentials and the costs' second arguments held at `pred0` (what the gradient
+/// differentiates; at `pred = pred0` it is the divergence and its gradient).
+fn sinkhorn_step(
+    config: &wgloss_ref::SinkhornConfig,
+    weighted: bool,
+    grad_scale: f64,
+    pred0: ArrayViewD<'_, f64>,
+    weights: ArrayViewD<'_, f64>,
+    pred: ArrayViewD<'_, f64>,
+) -> LossGrad {
+    let x0 = stacked::unstack(&pred0, 2);
+    let x = stacked::unstack(&pred, 2);
+    let w = stacked::unstack(&weights, 2);
+    let out = wgloss_ref::sinkhorn_final_step(
+        x0[0].view(),
+        x0[1].view(),
+        weighted.then(|| w[0].view()),
+        weighted.then(|| w[1].view()),
+        config,
+        x[0].view(),
+        x[1].view(),
+        grad_scale,
+    );
+    stacked::stacked(out)
 }
 
 /// The reference's loss and its gradient w.r.t. the first input (the embeddings).

@@ -5,8 +5,8 @@
 
 use ndarray::{ArrayViewD, Axis};
 use wgloss::{
-    Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Perceptual, Reduction, Style, Tensor,
-    TupleLoss, TupleOutput,
+    Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Perceptual, Reduction, Sinkhorn, Style,
+    Tensor, TupleLoss, TupleOutput,
 };
 use wgloss_ref::{LossGrad, MultiGrad};
 
@@ -177,6 +177,68 @@ impl<L: TupleLoss> Loss for StackedTuple<L> {
             encoder.clear_buffer(out.grad.buffer(), at, Some(rest));
         }
         Ok(())
+    }
+}
+
+/// [`Sinkhorn`] as a [`Loss`] of the two clouds stacked, `[x; y]` `[N + M, D]` with `N = M`,
+/// and their weights stacked alike, `[a; b]` `[N + M]` (read only when `weighted`; else
+/// uniform). The clouds, weights and gradients are views of the caller's tensors: the loss
+/// copies its inputs and writes its outputs by copies, at any 4-byte offset.
+pub struct StackedClouds {
+    pub loss: Sinkhorn,
+    pub weighted: bool,
+}
+
+impl Loss for StackedClouds {
+    fn reduction(&self) -> Reduction {
+        Reduction::Mean
+    }
+
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        target: &Tensor,
+        out: &LossOutput,
+    ) -> wgloss::Result<()> {
+        let (rows, d) = match input.shape() {
+            &[rows, d] if rows % 2 == 0 => (rows, d),
+            s => {
+                return Err(Error::InvalidShape {
+                    name: "pred",
+                    got: s.to_vec(),
+                    why: "expected [2N, D], the two clouds stacked",
+                })
+            }
+        };
+        if target.shape() != [rows] {
+            return Err(Error::ShapeMismatch {
+                name: "target",
+                expected: vec![rows],
+                got: target.shape().to_vec(),
+            });
+        }
+        if out.grad.shape() != input.shape() {
+            return Err(Error::ShapeMismatch {
+                name: "grad",
+                expected: input.shape().to_vec(),
+                got: out.grad.shape().to_vec(),
+            });
+        }
+        let n = rows / 2;
+        let view = |t: &Tensor, part: usize, shape: &[usize]| {
+            let at = t.offset() + 4 * (part * shape.iter().product::<usize>()) as u64;
+            Tensor::new_typed(t.buffer().clone(), at, shape, t.dtype())
+        };
+        let (x, y) = (view(input, 0, &[n, d])?, view(input, 1, &[n, d])?);
+        let (a, b) = (view(target, 0, &[n])?, view(target, 1, &[n])?);
+        let own = TupleOutput {
+            loss: out.loss.clone(),
+            grads: vec![view(&out.grad, 0, &[n, d])?, view(&out.grad, 1, &[n, d])?],
+        };
+        let weights = self.weighted.then_some((&a, &b));
+        self.loss.encode(gpu, encoder, &x, &y, weights, &own)
     }
 }
 

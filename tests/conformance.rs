@@ -161,29 +161,18 @@ fn reference_grad_matches_finite_differences(entry: &Entry) {
 /// Whether the suite runs `entry` on the (N, D) grid [`EMBEDDING_SHAPES`] (losses over the
 /// batch's pairs, or a batch against its classes) rather than on element counts.
 fn on_grid(entry: &Entry) -> bool {
-    matches!(
-        entry.layout,
-        Layout::Embeddings { .. }
-            | Layout::Heads { .. }
-            | Layout::Tuples {
-                all_pairs: true,
-                ..
-            }
-    )
+    entry.layout.on_grid()
 }
 
 fn matches_reference(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let mut failures = Vec::new();
     let shapes: Vec<Vec<usize>> = match entry.layout {
-        Layout::Embeddings { .. }
-        | Layout::Tuples {
-            all_pairs: true, ..
-        } => EMBEDDING_SHAPES.iter().map(|s| s.to_vec()).collect(),
         Layout::Heads { classes, .. } => EMBEDDING_SHAPES
             .iter()
             .map(|&[n, d]| vec![n, d, classes])
             .collect(),
+        _ if on_grid(entry) => EMBEDDING_SHAPES.iter().map(|s| s.to_vec()).collect(),
         _ => SHAPES.iter().map(|&n| entry.shape(n)).collect(),
     };
     for (gpu, shape) in widths(gpu, entry)
@@ -713,6 +702,7 @@ conformance! {
         kl_div,
         perceptual,
         score_matching,
+        sinkhorn,
         style,
     ]
     label_losses: [

@@ -431,9 +431,10 @@ fn style_layers_of_different_shapes() {
     );
 }
 
-/// Sinkhorn: GPU against the f64 reference over clouds of different sizes, dimensions and
-/// weights (zero weights included), every option; `compute` and `encode` (which records the
-/// longest schedule possible, its steps past the end copying the potentials).
+/// Sinkhorn: GPU against the f64 reference over clouds of different sizes, dimensions (past 64:
+/// the bounding box runs one workgroup per dimension) and weights (one in five 0), every option;
+/// `compute` and `encode` (which records the longest schedule possible, its steps past the end
+/// copying the potentials), and a given diameter equal to the bounding box's.
 #[test]
 fn sinkhorn_matches_reference() {
     let Some(gpu) = shared_gpu() else { return };
@@ -464,14 +465,13 @@ fn sinkhorn_matches_reference() {
         (40, 33, 3, true),
         (300, 200, 3, false),
         (64, 50, 9, true),
+        (40, 30, 70, true),
     ] {
         let x = rng.uniform(n * d, -1.0, 1.0);
-        let y = rng.uniform(m * d, -0.5, 1.5);
+        let y = rng.uniform(m * d, -1.0, 1.0);
         let mut weights = |len: usize| {
             let mut w = rng.uniform(len, 0.0, 1.0);
-            if len > 2 {
-                w[1] = 0.0;
-            }
+            w.iter_mut().skip(1).step_by(5).for_each(|v| *v = 0.0);
             let sum: f32 = w.iter().sum();
             w.iter_mut().for_each(|v| *v /= sum);
             w
@@ -504,6 +504,16 @@ fn sinkhorn_matches_reference() {
             let w = weighted.then_some((&at, &bt));
             let what = format!("sinkhorn {n}x{m}x{d} {config:?}");
             let computed = loss.compute(gpu, &xt, &yt, w).unwrap();
+            let diameter = wgloss_ref::sinkhorn_max_diameter(
+                to_f64(&x, &[n, d]).view(),
+                to_f64(&y, &[m, d]).view(),
+            );
+            let given = wgloss::Sinkhorn {
+                diameter: (diameter > 0.0).then_some(diameter as f32),
+                ..loss
+            }
+            .compute(gpu, &xt, &yt, w)
+            .unwrap();
             let encoded = wgloss::TupleOutput {
                 loss: Tensor::zeros(gpu, &[]).unwrap(),
                 grads: vec![
@@ -515,7 +525,11 @@ fn sinkhorn_matches_reference() {
             loss.encode(gpu, &mut encoder, &xt, &yt, w, &encoded)
                 .unwrap();
             gpu.submit_and_wait(encoder).unwrap();
-            for (out, how) in [(&computed, "compute"), (&encoded, "encode")] {
+            for (out, how) in [
+                (&computed, "compute"),
+                (&encoded, "encode"),
+                (&given, "given diameter"),
+            ] {
                 let loss = out.loss.to_vec(gpu).unwrap();
                 compare(
                     &format!("{what} {how} loss"),
@@ -530,5 +544,47 @@ fn sinkhorn_matches_reference() {
                 }
             }
         }
+    }
+}
+
+/// Sinkhorn's typed errors, before anything is written.
+#[test]
+fn sinkhorn_rejects_bad_inputs() {
+    let Some(gpu) = shared_gpu() else { return };
+    let x = Tensor::from_slice(gpu, &[0.5f32; 12], &[4, 3]).unwrap();
+    let y = Tensor::from_slice(gpu, &[0.25f32; 6], &[2, 3]).unwrap();
+    let y2 = Tensor::from_slice(gpu, &[0.25f32; 6], &[3, 2]).unwrap();
+    let empty = Tensor::from_slice(gpu, &[], &[0, 3]).unwrap();
+    let a = Tensor::from_slice(gpu, &[0.25f32; 4], &[4]).unwrap();
+    let b = Tensor::from_slice(gpu, &[0.5f32; 2], &[2]).unwrap();
+    let labels = Tensor::from_labels(gpu, &[1, 1], &[2]).unwrap();
+    let loss = wgloss::Sinkhorn::default();
+    let err = |r: wgloss::Result<wgloss::TupleOutput>| r.err().map(|e| e.to_string());
+    let cases = [
+        (err(loss.compute(gpu, &x, &y2, None)), "`y`"),
+        (err(loss.compute(gpu, &empty, &y, None)), "`x`"),
+        (err(loss.compute(gpu, &x, &empty, None)), "`y`"),
+        (err(loss.compute(gpu, &x, &y, Some((&b, &b)))), "`a`"),
+        (err(loss.compute(gpu, &x, &y, Some((&a, &labels)))), "`b`"),
+        (
+            err(wgloss::Sinkhorn {
+                scaling: 0.0,
+                ..loss
+            }
+            .compute(gpu, &x, &y, None)),
+            "`scaling`",
+        ),
+        (
+            err(wgloss::Sinkhorn {
+                grad_scale: f32::INFINITY,
+                ..loss
+            }
+            .compute(gpu, &x, &y, None)),
+            "`grad_scale`",
+        ),
+    ];
+    for (got, name) in cases {
+        let msg = got.unwrap_or_else(|| panic!("expected an error naming {name}"));
+        assert!(msg.contains(name), "{msg} does not name {name}");
     }
 }

@@ -7,7 +7,8 @@
 // weights and each potential. A potential slot holds T values: over the x rows the potential of
 // the problem whose queries are x, over the y rows the one whose queries are y. The cross slots
 // hold (f_ba, g_ab), the self slots (f_aa, g_bb). Point q's keys are the other cloud (cross) or
-// its own (self); the soft-min over them is
+// its own (self); the final step's soft-mins have their log-sum-exps two slots further. The
+// soft-min over the keys is
 //   S_q = −ε · log Σ_j exp(h_j − C(p_q, p_j)/ε),  h_j = log w_j + pot_j/ε  (log w_j alone at init)
 // accumulated as a running (max, sum) across the key ranges of successive dispatches.
 //
@@ -96,12 +97,20 @@ fn cost_factor(d2: f32) -> f32 {
     return select(0.0, inverseSqrt(d2), d2 >= P1_MIN_SQDIST);
 }
 
-// Up to four coordinates of row r, zero-padded: the path of D ≤ 4.
+// Up to four coordinates of row r, zero-padded: the path of D ≤ 4, without a loop (lavapipe
+// bounds the loop iterations of one invocation, nested ones included, to 65,535).
 fn point4(r: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    let base = r * params.d;
-    for (var k = 0u; k < params.d; k++) {
-        v[k] = pts[base + k];
+    let d = params.d;
+    let base = r * d;
+    var v = vec4<f32>(pts[base], 0.0, 0.0, 0.0);
+    if (d > 1u) {
+        v.y = pts[base + 1u];
+    }
+    if (d > 2u) {
+        v.z = pts[base + 2u];
+    }
+    if (d > 3u) {
+        v.w = pts[base + 3u];
     }
     return v;
 }
@@ -146,11 +155,18 @@ var<workgroup> lo_s: array<f32, 256>;
 var<workgroup> hi_s: array<f32, 256>;
 var<workgroup> nan_s: array<u32, 256>;
 
-// Dimension `wid.x`: min and max over both clouds into stat[2d], stat[2d + 1] (NaN if any
+// One dimension per workgroup: min and max over both clouds into stat[2d], stat[2d + 1] (NaN if any
 // coordinate is NaN).
 @compute @workgroup_size(256)
-fn bbox(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let dim = wid.x;
+fn bbox(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let dim = wid.x + wid.y * nwg.x;
+    if (dim >= params.d) {
+        return;
+    }
     var lo = BIG;
     var hi = -BIG;
     var bad = 0u;
@@ -287,8 +303,14 @@ fn softmin(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         stat[2u * q + 1u] = s;
         return;
     }
-    let soft = -eps * (mx + log(s));
-    if ((params.mode & (INIT | FINAL)) != 0u) {
+    let lse = mx + log(s);
+    let soft = -eps * lse;
+    if ((params.mode & FINAL) != 0u) {
+        // The gradient pass needs the log-sum-exp itself: −S/ε would round it by ~1e-7 of its
+        // magnitude, which C/ε can make large.
+        pot[out_at] = soft;
+        pot[out_at + 2u * t] = lse;
+    } else if ((params.mode & INIT) != 0u) {
         pot[out_at] = soft;
     } else {
         pot[out_at] = 0.5 * (pot[in_base + q] + soft);
@@ -311,8 +333,8 @@ fn grad_pass(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let eps = step_eps();
     let inv_eps = 1.0 / eps;
     let in_base = params.slot_in * t;
-    // log Σ_j exp(v_j) of the final step, from its soft-min S = −ε·lse.
-    let lse = -pot[params.slot_out * t + q] * inv_eps;
+    // log Σ_j exp(v_j) of the final step, two slots after its soft-min.
+    let lse = pot[(params.slot_out + 2u) * t + q];
     let coef = select(1.0, -1.0, self_keys) * wts[q] * params.grad_scale;
     let u = point4(q);
     let d = params.d;
@@ -331,8 +353,15 @@ fn grad_pass(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         }
     }
     if (d <= 4u) {
-        for (var c = 0u; c < d; c++) {
-            acc[q * d + c] += g[c];
+        acc[q * d] += g.x;
+        if (d > 1u) {
+            acc[q * d + 1u] += g.y;
+        }
+        if (d > 2u) {
+            acc[q * d + 2u] += g.z;
+        }
+        if (d > 3u) {
+            acc[q * d + 3u] += g.w;
         }
     }
 }

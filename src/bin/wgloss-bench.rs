@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use wgloss::{Gpu, Reduction, Tensor};
 use wgloss_suite::check::Rng;
-use wgloss_suite::registry::{Inputs, Layout};
+use wgloss_suite::registry::Inputs;
 use wgloss_suite::{Entry, REGISTRY};
 
 struct Row {
@@ -166,12 +166,7 @@ fn bench(args: &[String]) -> Result<()> {
     for &n in sizes {
         let mut best_copy = f64::INFINITY;
         for entry in &selected {
-            if let Layout::Embeddings { .. }
-            | Layout::Heads { .. }
-            | Layout::Tuples {
-                all_pairs: true, ..
-            } = entry.layout
-            {
+            if entry.layout.on_grid() {
                 // All pairs of the batch: benchmarked at its own shapes only.
                 continue;
             }

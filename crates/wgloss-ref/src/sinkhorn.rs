@@ -199,6 +199,34 @@ pub fn sinkhorn(
     }
 }
 
+/// The final extrapolation step of [`sinkhorn`] at `(x0, y0)` as a function of live points `x`,
+/// `y` (the first argument of every cost), with the loop's potentials and the costs' second
+/// arguments held at `(x0, y0)`: the function whose derivative [`sinkhorn`]'s gradient is. At
+/// `x = x0, y = y0` it returns exactly what [`sinkhorn`] returns. Arguments and panics as
+/// there; `x`, `y` of the shapes of `x0`, `y0`.
+#[allow(clippy::too_many_arguments)]
+pub fn sinkhorn_final_step(
+    x0: ArrayViewD<'_, f64>,
+    y0: ArrayViewD<'_, f64>,
+    a: Option<ArrayViewD<'_, f64>>,
+    b: Option<ArrayViewD<'_, f64>>,
+    config: &SinkhornConfig,
+    x: ArrayViewD<'_, f64>,
+    y: ArrayViewD<'_, f64>,
+    grad_scale: f64,
+) -> MultiGrad {
+    let pr = Problem::new(x0, y0, a, b, config);
+    let pots = pr.solve();
+    let (xq, yq) = (points(x, "x"), points(y, "y"));
+    assert_eq!(xq.shape(), pr.x.shape(), "x must have the shape of x0");
+    assert_eq!(yq.shape(), pr.y.shape(), "y must have the shape of y0");
+    let (loss, gx, gy) = pr.extrapolate(&xq, &yq, &pots);
+    MultiGrad {
+        loss: scalar(loss),
+        grads: vec![(gx * grad_scale).into_dyn(), (gy * grad_scale).into_dyn()],
+    }
+}
+
 fn check_params(p: u32, blur: f64, scaling: f64) {
     assert!(p == 1 || p == 2, "p must be 1 or 2, got {p}");
     assert!(

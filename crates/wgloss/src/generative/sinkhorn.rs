@@ -34,23 +34,29 @@ const INIT: u32 = 2;
 const FINAL: u32 = 4;
 const DEBIAS: u32 = 8;
 /// Potential slots of T = N + M values: the loop's cross and self potentials (two each, read
-/// one step and written the next), and the final step's soft-mins.
+/// one step and written the next), the final step's soft-mins and their log-sum-exps.
 const CROSS: [u32; 2] = [0, 1];
 const OWN: [u32; 2] = [2, 3];
 const CROSS_FINAL: u32 = 4;
 const OWN_FINAL: u32 = 5;
-const SLOTS: usize = 6;
+const SLOTS: usize = 8;
 /// Floats of the schedule buffer before the ε list: length, diameter, loss, padding.
 const HEAD: usize = 4;
-/// Most points per call: the bounding-box pass walks them in one loop per invocation.
-const MAX_POINTS: usize = 256 * MAX_ITERATIONS;
+/// Most points per call, N + M: the soft-mins cost N·M per pass; 65,535 workgroups of 16.
+const MAX_POINTS: usize = 65_535 * 16;
 /// The largest diameter an f32 bounding box yields (√ of the largest finite f32): bounds the
 /// schedule when it is computed on the device.
 const MAX_DIAMETER: f64 = 1.845e19;
 
-/// Most keys one dispatch walks per point (`range · D` pairs' coordinates, at most 8192 keys).
+/// Most keys one dispatch walks per point: lavapipe bounds the loop iterations of one
+/// invocation (nested ones included) to 65,535, and a key costs two loops over D beyond 4
+/// dimensions (none up to 4).
 fn key_range(d: usize) -> usize {
-    (65_536 / d).clamp(16, 8192)
+    if d <= 4 {
+        8192
+    } else {
+        16_384 / (2 * d + 2)
+    }
 }
 
 /// Debiased Sinkhorn divergence between weighted point clouds (geomloss's
@@ -77,7 +83,7 @@ fn key_range(d: usize) -> usize {
 /// The weights are not normalised; the balanced solver expects `Σa = Σb`.
 ///
 /// # Shapes
-/// `x [N, D]`, `y [M, D]` f32 with N, M ≥ 1 and N + M at most 4,194,304; weights `a [N]`,
+/// `x [N, D]`, `y [M, D]` f32 with N, M ≥ 1, N + M at most 1,048,560 and D at most 8,190; weights `a [N]`,
 /// `b [M]` (≥ 0) or `None` for uniform `1/N`, `1/M`; the loss is a scalar and the gradients
 /// have the shapes of `x` and `y`. Inputs are copied (they need `COPY_SRC`, as every
 /// [`Tensor`] made by this crate has; the outputs need `COPY_DST`).
@@ -225,17 +231,14 @@ impl Sinkhorn {
         check_copy_source(y, "y")?;
         let max_floats = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
         let t = n + m;
-        if t > MAX_POINTS || t * d > max_floats || SLOTS * t > max_floats || d > 65_535 {
+        if t > MAX_POINTS || t * d > max_floats || SLOTS * t > max_floats || d > 8190 {
             return Err(Error::InvalidShape {
                 name: "x",
                 got: vec![n, m, d],
-                why: "N + M at most 4,194,304, D at most 65,535, the points within one storage binding",
+                why: "N + M at most 1,048,560, D at most 8,190, the points within one storage binding",
             });
         }
-        out.check_scalar(gpu, &[x, y])?;
-        for g in &out.grads {
-            g.check_clearable("grad")?;
-        }
+        check_output(out, &[x.shape(), y.shape()])?;
         Ok(Dims { n, m, d, cap })
     }
 
@@ -542,7 +545,7 @@ impl Sinkhorn {
                 ),
             ],
         });
-        let max = gpu.max_workgroups();
+        let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("sinkhorn"),
             timestamp_writes: None,
@@ -563,6 +566,38 @@ impl Sinkhorn {
             pass.dispatch_workgroups(x as u32, workgroups.div_ceil(x).max(1) as u32, 1);
         }
     }
+}
+
+/// Checks the outputs: a scalar loss and one gradient per cloud of its shape, f32, written by
+/// copies (COPY_DST; their views need no storage alignment).
+fn check_output(out: &TupleOutput, shapes: &[&[usize]; 2]) -> Result<()> {
+    if out.grads.len() != 2 {
+        return Err(Error::InvalidShape {
+            name: "grad",
+            got: vec![out.grads.len()],
+            why: "one gradient per cloud",
+        });
+    }
+    for (g, &want) in out.grads.iter().zip(shapes) {
+        if g.shape() != want {
+            return Err(Error::ShapeMismatch {
+                name: "grad",
+                expected: want.to_vec(),
+                got: g.shape().to_vec(),
+            });
+        }
+        g.check_dtype("grad", DType::F32)?;
+        g.check_clearable("grad")?;
+    }
+    if !out.loss.shape().is_empty() {
+        return Err(Error::ShapeMismatch {
+            name: "loss",
+            expected: Vec::new(),
+            got: out.loss.shape().to_vec(),
+        });
+    }
+    out.loss.check_dtype("loss", DType::F32)?;
+    out.loss.check_clearable("loss")
 }
 
 /// Checks that `t` can be copied from (the inputs are copied into the call's buffers).
