@@ -142,6 +142,15 @@ pub enum Layout {
     /// uniform draws, one point in five of weight 0, each cloud's weights summing to 1. Shapes are given as
     /// `[N, dim]`; costs grow as N², so the suite runs the (N, D) grid [`EMBEDDING_SHAPES`].
     Clouds { dim: usize },
+    /// CTC: log-probabilities `[frames, N, classes]` and padded label sequences `[N, labels]`
+    /// (i32, labels in [1, classes − 1), so that blank 0 and blank `classes − 1` are both
+    /// valid; repeats are frequent), with the lengths [`stacked::ctc_lengths`] implies. A shape
+    /// `[T, N, C, S]` overrides frames and labels.
+    Sequences {
+        classes: usize,
+        frames: usize,
+        labels: usize,
+    },
     /// `inputs` tensors `[N, dim]` whose row i forms one tuple (a pair, a triplet), stacked as
     /// one prediction `[inputs·N, dim]` (see [`stacked::StackedTuple`]), and one label per row
     /// (`[N]`, i32, drawn as `targets` says; not read where `target` is false). Sizes count the
@@ -175,6 +184,9 @@ pub struct Inputs {
     pub values: bool,
     /// Prediction elements per loss term (4 for boxes, else 1).
     pub group: usize,
+    /// Log-probabilities `[T, N, C]` and padded label sequences `[N, S]` (CTC): one loss per
+    /// sequence under reduction none.
+    pub sequences: bool,
 }
 
 impl Inputs {
@@ -209,6 +221,7 @@ impl Inputs {
     pub fn loss_shape(&self, reduction: Reduction) -> Vec<usize> {
         match reduction {
             Reduction::Mean | Reduction::Sum => Vec::new(),
+            Reduction::None if self.sequences => self.target_shape[..1].to_vec(),
             Reduction::None if self.labels => self.target_shape.clone(),
             Reduction::None if self.group > 1 => self.pred_shape[..1].to_vec(),
             Reduction::None => self.pred_shape.clone(),
@@ -217,7 +230,9 @@ impl Inputs {
 
     /// Index, in the loss under reduction none, of the loss that prediction element `i` feeds.
     pub fn loss_index(&self, i: usize) -> usize {
-        if self.labels {
+        if self.sequences {
+            (i / self.pred_shape[2]) % self.pred_shape[1]
+        } else if self.labels {
             let inner: usize = self.pred_shape[2..].iter().product();
             (i / (self.pred_shape[1] * inner)) * inner + i % inner
         } else {
@@ -259,6 +274,9 @@ impl Entry {
             Layout::Embeddings { dim, .. } => vec![n.div_ceil(dim), dim],
             Layout::Heads { dim, classes } => vec![n.div_ceil(dim), dim, classes],
             Layout::Tuples { dim, .. } | Layout::Clouds { dim } => vec![n.div_ceil(dim), dim],
+            Layout::Sequences {
+                classes, frames, ..
+            } => vec![frames, n.div_ceil(frames * classes), classes],
             Layout::Images {
                 channels,
                 height,
@@ -279,7 +297,12 @@ impl Entry {
 
     /// Seeded test inputs for a prediction of `pred_shape` (of this entry's layout).
     pub fn inputs_shaped(&self, pred_shape: &[usize], seed: u64) -> Inputs {
-        let pred_shape = pred_shape.to_vec();
+        let mut pred_shape = pred_shape.to_vec();
+        let mut labels = 0;
+        if let Layout::Sequences { labels: s, .. } = self.layout {
+            labels = pred_shape.get(3).copied().unwrap_or(s);
+            pred_shape.truncate(3);
+        }
         // Prediction elements: stacked inputs for the layouts of several inputs.
         let len = match self.layout {
             Layout::Heads { .. } => (pred_shape[0] + pred_shape[2]) * pred_shape[1],
@@ -337,6 +360,7 @@ impl Entry {
                 labels: true,
                 values: false,
                 group: 1,
+                sequences: false,
             };
         }
         if let Layout::Heads { .. } = self.layout {
@@ -355,6 +379,7 @@ impl Entry {
                 labels: true,
                 values: false,
                 group: 1,
+                sequences: false,
             };
         }
         if let Layout::Tuples { inputs, .. } = self.layout {
@@ -379,6 +404,25 @@ impl Entry {
                 labels: true,
                 values: self.targets == Targets::Scale,
                 group: 1,
+                sequences: false,
+            };
+        }
+        if let Layout::Sequences { .. } = self.layout {
+            let (n, classes) = (pred_shape[1], pred_shape[2]);
+            let target = rng
+                .uniform(n * labels, 0.0, 1.0)
+                .iter()
+                .map(|&u| 1.0 + (u * (classes - 2) as f32).floor().min((classes - 3) as f32))
+                .collect();
+            return Inputs {
+                pred_shape,
+                pred,
+                target_shape: vec![n, labels],
+                target,
+                labels: true,
+                values: false,
+                group: 1,
+                sequences: true,
             };
         }
         if let Layout::Clouds { .. } = self.layout {
@@ -400,6 +444,7 @@ impl Entry {
                 labels: true,
                 values: true,
                 group: 1,
+                sequences: false,
             };
         }
         if let Layout::Embeddings {
@@ -421,6 +466,7 @@ impl Entry {
                 labels: true,
                 values: false,
                 group: 1,
+                sequences: false,
             };
         }
         if self.targets == Targets::Boxes {
@@ -442,6 +488,7 @@ impl Entry {
                 labels: false,
                 values: false,
                 group: 4,
+                sequences: false,
             };
         }
         let target = match self.targets {
@@ -476,6 +523,7 @@ impl Entry {
             labels: false,
             values: false,
             group: 1,
+            sequences: false,
         }
     }
 }
@@ -3060,6 +3108,78 @@ pub static REGISTRY: &[Entry] = &[
         },
         // The shape: two clouds of 10,000 points in 3-d.
         bench_shapes: &[&[10_000, 3]],
+        ..F6
+    },
+    Entry {
+        name: "ctc",
+        anchor: "torch ctc_loss (concatenated targets, bad labels and lengths: tests/ctc.rs)",
+        variants: &["blank=0", "blank=5,zero_infinity", "blank=0,grad_scale=0.5"],
+        make: |_, v, reduction| {
+            let (blank, zero_infinity, grad_scale) =
+                [(0u32, false, 1.0f32), (5, true, 1.0), (0, false, 0.5)][v];
+            let loss = wgloss::Ctc {
+                blank,
+                reduction,
+                zero_infinity,
+                grad_scale,
+            };
+            stateless(
+                stacked::StackedCtc { loss },
+                move |log_probs, target| {
+                    let (frames, n) = (log_probs.shape()[0], log_probs.shape()[1]);
+                    let labels = target.shape()[1];
+                    let (inputs, lengths) = stacked::ctc_lengths(frames, n, labels);
+                    let targets: Vec<Vec<usize>> = target
+                        .outer_iter()
+                        .zip(&lengths)
+                        .map(|(row, &len)| row.iter().take(len).map(|&l| l as usize).collect())
+                        .collect();
+                    wgloss_ref::ctc(
+                        log_probs,
+                        &targets,
+                        &inputs,
+                        blank as usize,
+                        reduction.into_ref(),
+                        zero_infinity,
+                        grad_scale.into(),
+                    )
+                },
+                grad_scale,
+            )
+        },
+        bad_params: &[
+            BadParam {
+                param: "blank",
+                build: |_| {
+                    let loss = wgloss::Ctc {
+                        blank: 6,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(stacked::StackedCtc { loss }))
+                },
+            },
+            BadParam {
+                param: "grad_scale",
+                build: |_| {
+                    let loss = wgloss::Ctc {
+                        grad_scale: f32::NAN,
+                        ..Default::default()
+                    };
+                    Ok(Box::new(stacked::StackedCtc { loss }))
+                },
+            },
+        ],
+        // Six classes, twelve frames, targets of up to four labels.
+        layout: Layout::Sequences {
+            classes: 6,
+            frames: 12,
+            labels: 4,
+        },
+        domain: (-6.0, 0.0),
+        targets: Targets::Uniform,
+        vec4: false,
+        // The shape: T = 500, N = 32, C = 64, targets of up to S = 100 labels.
+        bench_shapes: &[&[500, 32, 64, 100]],
         ..F6
     },
     Entry {

@@ -5,8 +5,8 @@
 
 use ndarray::{ArrayViewD, Axis};
 use wgloss::{
-    Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Perceptual, Reduction, Sinkhorn, Style,
-    Tensor, TupleLoss, TupleOutput,
+    Ctc, Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Perceptual, Reduction, Sinkhorn,
+    Style, Tensor, TupleLoss, TupleOutput,
 };
 use wgloss_ref::{LossGrad, MultiGrad};
 
@@ -239,6 +239,91 @@ impl Loss for StackedClouds {
         };
         let weights = self.weighted.then_some((&a, &b));
         self.loss.encode(gpu, encoder, &x, &y, weights, &own)
+    }
+}
+
+/// The lengths the stacked CTC form implies for `n` sequences of `frames` frames with targets
+/// padded to `labels`: input lengths cycle through T, T − 1, T − 2; three targets in four are
+/// full, every fourth cycles through 0, 1, …, S (empty targets included). Every target can be
+/// aligned when `frames ≥ 2·labels + 3`. Returns `(input_lengths, target_lengths)`.
+pub fn ctc_lengths(frames: usize, n: usize, labels: usize) -> (Vec<usize>, Vec<usize>) {
+    let inputs = (0..n).map(|i| frames.saturating_sub(i % 3)).collect();
+    let targets = (0..n)
+        .map(|i| {
+            if i % 4 == 3 {
+                (i / 4) % (labels + 1)
+            } else {
+                labels
+            }
+        })
+        .collect();
+    (inputs, targets)
+}
+
+/// [`Ctc`] as a [`Loss`] of `log_probs [T, N, C]` and padded targets `[N, S]`, with the
+/// lengths of [`ctc_lengths`].
+pub struct StackedCtc {
+    pub loss: Ctc,
+}
+
+impl Loss for StackedCtc {
+    fn reduction(&self) -> Reduction {
+        self.loss.reduction
+    }
+
+    fn output(
+        &self,
+        gpu: &Gpu,
+        input_shape: &[usize],
+        _target_shape: &[usize],
+    ) -> wgloss::Result<LossOutput> {
+        self.loss.output(gpu, input_shape)
+    }
+
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &Tensor,
+        target: &Tensor,
+        out: &LossOutput,
+    ) -> wgloss::Result<()> {
+        let (frames, n) = match input.shape() {
+            &[t, n, _] => (t, n),
+            s => {
+                return Err(Error::InvalidShape {
+                    name: "log_probs",
+                    got: s.to_vec(),
+                    why: "expected [T, N, C]",
+                })
+            }
+        };
+        let labels = match target.shape() {
+            &[rows, s] if rows == n => s,
+            s => {
+                return Err(Error::ShapeMismatch {
+                    name: "target",
+                    expected: vec![n, s.get(1).copied().unwrap_or(0)],
+                    got: s.to_vec(),
+                })
+            }
+        };
+        let (inputs, targets) = ctc_lengths(frames, n, labels);
+        self.loss
+            .encode(gpu, encoder, input, target, &inputs, &targets, out)
+    }
+
+    fn check(&self, gpu: &Gpu, target: &Tensor, out: &LossOutput) -> wgloss::Result<()> {
+        let classes = out.grad.shape().get(2).copied().unwrap_or(0);
+        let Some(position) = out.first_bad_label(gpu)? else {
+            return Ok(());
+        };
+        let label = target.to_labels(gpu)?[position];
+        Err(Error::LabelOutOfRange {
+            position,
+            label: label.into(),
+            classes,
+        })
     }
 }
 

@@ -122,6 +122,12 @@ pub(crate) const SINKHORN: Kernel = Kernel {
     parts: &[PRELUDE, shader!("generative/sinkhorn.wgsl")],
 };
 
+/// CTC: label checks, α and β recursions per sequence, the gradient and the reductions.
+pub(crate) const CTC: Kernel = Kernel {
+    name: "ctc",
+    parts: &[PRELUDE, shader!("generative/ctc.wgsl")],
+};
+
 pub(crate) const ROW_TUPLES: Kernel = Kernel {
     name: "row_tuples",
     parts: &[PRELUDE, METRIC_COMMON, shader!("metric/row_tuples.wgsl")],
@@ -178,7 +184,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN]
+    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
         stateless: {
             MAE, MAE_VEC4 => "mae",

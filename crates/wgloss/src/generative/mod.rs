@@ -1,5 +1,6 @@
 //! F6, generative models: divergences and objectives of generative training.
 
+mod ctc;
 mod cycle_consistency;
 mod diffusion_mse;
 mod gan;
@@ -12,6 +13,7 @@ mod score_matching;
 mod sinkhorn;
 mod style;
 
+pub use ctc::*;
 pub use cycle_consistency::*;
 pub use diffusion_mse::*;
 pub use gan::*;

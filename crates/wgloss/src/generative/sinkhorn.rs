@@ -80,7 +80,8 @@ fn key_range(d: usize) -> usize {
 /// cost's second argument detached, which at convergence is the envelope-theorem gradient of
 /// the divergence (π the soft-min weights of each row). Zero weights are allowed: the point
 /// drops out of every soft-min and gets a zero gradient (it still counts in the diameter).
-/// The weights are not normalised; the balanced solver expects `Σa = Σb`.
+/// The weights are not normalised; the balanced solver expects `Σa = Σb`. The weights and
+/// points stay on the device: a negative or NaN weight, or a NaN coordinate, makes the loss NaN.
 ///
 /// # Shapes
 /// `x [N, D]`, `y [M, D]` f32 with N, M ≥ 1, N + M at most 1,048,560 and D at most 8,190; weights `a [N]`,

@@ -1,0 +1,641 @@
+use wgpu::util::DeviceExt;
+
+use crate::config::check_grad_scale;
+use crate::elementwise::{entry, storage};
+use crate::error::{Error, Result};
+use crate::gpu::{PipelineKey, MAX_ITERATIONS};
+use crate::kernel::CTC;
+use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
+
+/// Longest target (`SMAX` in `ctc.wgsl`): its `2S + 1` states live in workgroup memory.
+const MAX_TARGET: usize = 512;
+/// Most frames.
+const MAX_FRAMES: usize = MAX_ITERATIONS;
+/// Most sequences: the reduction's single workgroup walks them 256 at a time.
+const MAX_BATCH: usize = 256 * MAX_ITERATIONS;
+/// Invocations per workgroup of every pass.
+const WG: usize = 256;
+/// Distance between the parameter blocks of the chunks (a valid dynamic uniform offset).
+const PARAMS_STRIDE: usize = 256;
+
+/// Uniform block of `ctc.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    t_max: u32,
+    n: u32,
+    c: u32,
+    blank: u32,
+    stride: u32,
+    lstride: u32,
+    t0: u32,
+    t1: u32,
+    zero_inf: u32,
+    per_sample: u32,
+    lp_len: u32,
+    emo_at: u32,
+    carry_at: u32,
+    links_at: u32,
+    rec_at: u32,
+    pad: u32,
+}
+
+/// One sequence as `ctc.wgsl` reads it.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Seq {
+    len: u32,
+    tlen: u32,
+    off: u32,
+    pad: u32,
+    gw: f32,
+    lw: f32,
+    pad1: [f32; 2],
+}
+
+/// Connectionist temporal classification (Graves et al. 2006), torch's `F.ctc_loss`: the
+/// negative log-likelihood of each target over all its alignments to the input frames, and its
+/// gradient w.r.t. `log_probs`.
+///
+/// ```text
+/// l' = (∅, l_1, ∅, l_2, …, l_S, ∅)                  (∅ the blank, W = 2S + 1 states)
+/// α_t(s) = lse(α_{t−1}(s), α_{t−1}(s−1), α_{t−1}(s−2) [l'_s ≠ l'_{s−2}]) + y_t(l'_s)
+/// nll_n  = −lse(α_{T_n−1}(W−1), α_{T_n−1}(W−2))      y_t(c) = log_probs[t, n, c]
+/// ∂nll_n/∂y_t(c) = −Σ_{s : l'_s = c} exp(α_t(s) + β_t(s) − log p)     (t < T_n)
+/// none: [nll_n]    sum: Σ_n nll_n    mean: (1/N) Σ_n nll_n / max(S_n, 1)
+/// ```
+/// with `β_t(s)` the log-mass of finishing from state `s` after frame `t` (emissions after `t`
+/// only). The gradient is the true partial derivative w.r.t. `log_probs` as independent
+/// values, times the reduction's weight (`1/(N·max(S_n, 1))` under mean, else 1) and
+/// `grad_scale`. torch's backward returns the gradient w.r.t. the logits of a `log_softmax`
+/// instead: this plus `exp(log_probs)` times the same factors, over the first `T_n` frames.
+/// Frames `t ≥ input_lengths[n]` get gradient 0.
+///
+/// A target that cannot be aligned (`T_n < S_n + ` its number of repeated neighbours) has an
+/// infinite loss and gradient 0; with `zero_infinity` its loss is 0. `T_n = 0` gives 0 for an
+/// empty target and `+∞` otherwise. A NaN or `+∞` anywhere in a sample's first `T_n` frames
+/// makes its loss and the gradient of those frames NaN. Entries of `−∞` are valid, and finite
+/// inputs of any magnitude give finite results: every row of the recursions is kept relative
+/// to its maximum in f32 (log-masses 1e4 apart are then resolved to about 1e-3).
+///
+/// Labels are checked on the GPU: a label outside [0, C) or equal to the blank makes
+/// [`Ctc::compute`] fail with [`Error::LabelOutOfRange`] naming its first position in
+/// `targets`, and the kernel then writes neither loss nor gradient (read the position with
+/// [`LossOutput::first_bad_label`] after [`Ctc::encode`]). Lengths are checked on the host
+/// before anything is recorded.
+/// # Shapes
+/// `log_probs`: `[T, N, C]` f32, time-major as torch. `targets`: i32, padded `[N, S_max]` (row
+/// `n` holds its `target_lengths[n]` labels first) or concatenated `[Σ_n target_lengths[n]]`.
+/// `input_lengths`, `target_lengths`: N entries each, `input_lengths[n] ≤ T` and
+/// `target_lengths[n] ≤ S_max` (padded). Gradient: `[T, N, C]`; loss: `[N]` under reduction
+/// none, `[]` otherwise. Limits: `T ≤ 16,384`, targets of at most 512 labels,
+/// `N ≤ 4,194,304`, and `log_probs` and the `N·T·(2·max_n S_n + 1)` floats of α scratch each
+/// within one storage binding.
+/// Defaults (torch's): blank 0, reduction mean, zero_infinity false, grad_scale 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ctc {
+    /// Class index of the blank, in [0, C).
+    pub blank: u32,
+    /// Reduction over the batch (see the formula block).
+    pub reduction: Reduction,
+    /// Report an infinite loss as 0 (its gradient is 0 either way).
+    pub zero_infinity: bool,
+    /// Multiplier of the gradient.
+    pub grad_scale: f32,
+}
+
+impl Default for Ctc {
+    fn default() -> Self {
+        Self {
+            blank: 0,
+            reduction: Reduction::Mean,
+            zero_infinity: false,
+            grad_scale: 1.0,
+        }
+    }
+}
+
+/// Everything the host derives from the arguments before recording.
+struct Plan {
+    t: usize,
+    n: usize,
+    c: usize,
+    /// Longest target.
+    s_max: usize,
+    seqs: Vec<Seq>,
+}
+
+/// Invocations per workgroup of the recursions: one SIMD vector (8) on a CPU adapter, where a
+/// barrier switches between the workgroup's vectors, 256 otherwise.
+fn recursion_workgroup_size(gpu: &Gpu) -> usize {
+    let cpu = gpu
+        .adapter_info()
+        .is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu);
+    if cpu {
+        8
+    } else {
+        256
+    }
+}
+
+/// Workgroups `(x, y)` covering `groups`, at most `max_workgroups` wide unless that needs more
+/// than 65,535 rows.
+fn grid(gpu: &Gpu, groups: usize) -> (u32, u32) {
+    let x = groups
+        .min(gpu.max_workgroups())
+        .max(groups.div_ceil(65_535))
+        .max(1);
+    (x as u32, groups.div_ceil(x) as u32)
+}
+
+/// Workgroups of a pass whose invocations stride over `len` elements in blocks, each invocation
+/// looping at most `MAX_ITERATIONS` times.
+fn flat_workgroups(gpu: &Gpu, len: usize) -> u32 {
+    len.div_ceil(WG)
+        .min(gpu.max_workgroups())
+        .max(len.div_ceil(WG * MAX_ITERATIONS))
+        .clamp(1, 65_535) as u32
+}
+
+fn invalid_lengths(name: &'static str, n: usize, got: usize) -> Error {
+    Error::ShapeMismatch {
+        name,
+        expected: vec![n],
+        got: vec![got],
+    }
+}
+
+impl Ctc {
+    /// Outputs for `log_probs` of `log_probs_shape` (`[T, N, C]`): a `[T, N, C]` gradient, a
+    /// loss of `[N]` (reduction none) or `[]` (mean, sum), and the status word.
+    pub fn output(&self, gpu: &Gpu, log_probs_shape: &[usize]) -> Result<LossOutput> {
+        let &[_, n, _] = log_probs_shape else {
+            return Err(Error::InvalidShape {
+                name: "log_probs",
+                got: log_probs_shape.to_vec(),
+                why: "expected [T, N, C]",
+            });
+        };
+        let loss_shape = match self.reduction {
+            Reduction::None => vec![n],
+            Reduction::Mean | Reduction::Sum => Vec::new(),
+        };
+        LossOutput::with_loss_shape(gpu, log_probs_shape, &loss_shape)
+    }
+
+    /// Checks every argument and derives the per-sequence table.
+    fn plan(
+        &self,
+        gpu: &Gpu,
+        log_probs: &Tensor,
+        targets: &Tensor,
+        input_lengths: &[usize],
+        target_lengths: &[usize],
+        out: &LossOutput,
+    ) -> Result<Plan> {
+        check_grad_scale(self.grad_scale)?;
+        log_probs.check_dtype("log_probs", DType::F32)?;
+        let &[t, n, c] = log_probs.shape() else {
+            return Err(Error::InvalidShape {
+                name: "log_probs",
+                got: log_probs.shape().to_vec(),
+                why: "expected [T, N, C]",
+            });
+        };
+        if self.blank as usize >= c {
+            return Err(Error::InvalidParameter {
+                name: "blank",
+                value: self.blank.into(),
+                domain: "in [0, C)",
+            });
+        }
+        if t > MAX_FRAMES || n > MAX_BATCH {
+            return Err(Error::InvalidShape {
+                name: "log_probs",
+                got: log_probs.shape().to_vec(),
+                why: "at most 16,384 frames and 4,194,304 sequences",
+            });
+        }
+        if input_lengths.len() != n {
+            return Err(invalid_lengths("input_lengths", n, input_lengths.len()));
+        }
+        if target_lengths.len() != n {
+            return Err(invalid_lengths("target_lengths", n, target_lengths.len()));
+        }
+        if let Some(&bad) = input_lengths.iter().find(|&&len| len > t) {
+            return Err(Error::InvalidParameter {
+                name: "input_lengths",
+                value: bad as f64,
+                domain: "at most T (the frames of log_probs)",
+            });
+        }
+        if let Some(&bad) = target_lengths.iter().find(|&&len| len > MAX_TARGET) {
+            return Err(Error::InvalidShape {
+                name: "target_lengths",
+                got: vec![bad],
+                why: "a target has at most 512 labels",
+            });
+        }
+        targets.check_dtype("targets", DType::I32)?;
+        // Position of each sequence's first label in `targets`.
+        let offsets: Vec<usize> = match *targets.shape() {
+            [rows, width] => {
+                if rows != n {
+                    return Err(Error::ShapeMismatch {
+                        name: "targets",
+                        expected: vec![n, width],
+                        got: targets.shape().to_vec(),
+                    });
+                }
+                if let Some(&bad) = target_lengths.iter().find(|&&len| len > width) {
+                    return Err(Error::InvalidParameter {
+                        name: "target_lengths",
+                        value: bad as f64,
+                        domain: "at most the width of the padded targets",
+                    });
+                }
+                (0..n).map(|i| i * width).collect()
+            }
+            [len] => {
+                // Each length is at most 512: the sum cannot overflow.
+                let total: usize = target_lengths.iter().sum();
+                if total != len {
+                    return Err(Error::ShapeMismatch {
+                        name: "targets",
+                        expected: vec![total],
+                        got: vec![len],
+                    });
+                }
+                target_lengths
+                    .iter()
+                    .scan(0, |at, &len| {
+                        let first = *at;
+                        *at += len;
+                        Some(first)
+                    })
+                    .collect()
+            }
+            _ => {
+                return Err(Error::InvalidShape {
+                    name: "targets",
+                    got: targets.shape().to_vec(),
+                    why: "padded [N, S_max] or concatenated [Σ target_lengths]",
+                })
+            }
+        };
+        let s_max = target_lengths.iter().copied().max().unwrap_or(0);
+        // Every index the kernel forms is a u32.
+        let max_words = (gpu.limits().max_storage_buffer_binding_size / 4).min(u64::from(u32::MAX));
+        let work = work_words(t, n, s_max);
+        if log_probs.len() as u64 > max_words
+            || targets.len() as u64 > max_words
+            || work > max_words.min(gpu.limits().max_buffer_size / 4)
+        {
+            return Err(Error::InvalidShape {
+                name: "log_probs",
+                got: log_probs.shape().to_vec(),
+                why: "log_probs, targets and the N·T·(2·S_max + 1) α scratch must each fit one \
+                      storage binding",
+            });
+        }
+
+        out.grad.check_dtype("grad", DType::F32)?;
+        out.loss.check_dtype("loss", DType::F32)?;
+        out.status.check_dtype("status", DType::U32)?;
+        if out.grad.shape() != log_probs.shape() {
+            return Err(Error::ShapeMismatch {
+                name: "grad",
+                expected: log_probs.shape().to_vec(),
+                got: out.grad.shape().to_vec(),
+            });
+        }
+        let loss_len = match self.reduction {
+            Reduction::None => n,
+            Reduction::Mean | Reduction::Sum => 1,
+        };
+        if out.loss.len() != loss_len {
+            let expected = match self.reduction {
+                Reduction::None => vec![n],
+                Reduction::Mean | Reduction::Sum => Vec::new(),
+            };
+            return Err(Error::ShapeMismatch {
+                name: "loss",
+                expected,
+                got: out.loss.shape().to_vec(),
+            });
+        }
+        if out.status.len() != 1 {
+            return Err(Error::ShapeMismatch {
+                name: "status",
+                expected: vec![1],
+                got: out.status.shape().to_vec(),
+            });
+        }
+        for (tensor, name) in [
+            (log_probs, "log_probs"),
+            (targets, "targets"),
+            (&out.grad, "grad"),
+            (&out.loss, "loss"),
+            (&out.status, "status"),
+        ] {
+            tensor.check_bindable(gpu, name)?;
+        }
+        out.status.check_clearable("status")?;
+
+        let seqs = (0..n)
+            .map(|i| {
+                let (gw, lw) = match self.reduction {
+                    Reduction::Mean => {
+                        let w = 1.0 / (n as f64 * target_lengths[i].max(1) as f64);
+                        (f64::from(self.grad_scale) * w, w)
+                    }
+                    Reduction::Sum | Reduction::None => (f64::from(self.grad_scale), 1.0),
+                };
+                Seq {
+                    len: input_lengths[i] as u32,
+                    tlen: target_lengths[i] as u32,
+                    off: offsets[i] as u32,
+                    pad: 0,
+                    gw: gw as f32,
+                    lw: lw as f32,
+                    pad1: [0.0; 2],
+                }
+            })
+            .collect();
+        Ok(Plan {
+            t,
+            n,
+            c,
+            s_max,
+            seqs,
+        })
+    }
+
+    /// Records the passes into `encoder`, writing `out` (allocate it with [`Ctc::output`]).
+    /// Every argument is checked before anything is recorded; a bad label found by the kernel
+    /// leaves everything but `out.status` untouched.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        log_probs: &Tensor,
+        targets: &Tensor,
+        input_lengths: &[usize],
+        target_lengths: &[usize],
+        out: &LossOutput,
+    ) -> Result<()> {
+        let plan = self.plan(gpu, log_probs, targets, input_lengths, target_lengths, out)?;
+        gpu.scoped(|| {
+            self.record(gpu, encoder, log_probs, targets, out, &plan);
+            Ok(())
+        })
+    }
+
+    /// Computes the loss and gradient into new tensors and waits for the device; a bad label
+    /// becomes [`Error::LabelOutOfRange`].
+    pub fn compute(
+        &self,
+        gpu: &Gpu,
+        log_probs: &Tensor,
+        targets: &Tensor,
+        input_lengths: &[usize],
+        target_lengths: &[usize],
+    ) -> Result<LossOutput> {
+        let out = self.output(gpu, log_probs.shape())?;
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        self.encode(
+            gpu,
+            &mut encoder,
+            log_probs,
+            targets,
+            input_lengths,
+            target_lengths,
+            &out,
+        )?;
+        gpu.submit_and_wait(encoder)?;
+        let classes = log_probs.shape().get(2).copied().unwrap_or(0);
+        crate::classification::check_labels_of(gpu, targets, &out, classes)?;
+        Ok(out)
+    }
+
+    fn record(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        log_probs: &Tensor,
+        targets: &Tensor,
+        out: &LossOutput,
+        plan: &Plan,
+    ) {
+        let &Plan { t, n, c, s_max, .. } = plan;
+        encoder.clear_buffer(out.status.buffer(), out.status.offset(), Some(4));
+        let reduced = self.reduction != Reduction::None;
+        if n == 0 && !reduced {
+            return;
+        }
+        let device = gpu.device();
+        let stride = 2 * s_max + 1;
+        let lstride = s_max.max(1);
+        let wgs = recursion_workgroup_size(gpu);
+        let per_invocation = stride.div_ceil(wgs);
+        // Loop iterations of one invocation (lavapipe stops a loop after 65,535): per chunk
+        // (loading and storing a row, the reductions' loops) and per frame (the states a few
+        // times over; the backward also walks the chains of equal labels, at most S_max links).
+        let overhead = 2 * per_invocation + 64;
+        let forward_frames = ((MAX_ITERATIONS - overhead) / (2 * per_invocation + 40)).max(1);
+        let backward_frames =
+            ((MAX_ITERATIONS - overhead) / (4 * per_invocation + s_max + 40)).max(1);
+        let chunks = |frames: usize| -> Vec<(usize, usize)> {
+            (0..t.div_ceil(frames))
+                .map(|i| (i * frames, ((i + 1) * frames).min(t)))
+                .collect()
+        };
+        let forward_chunks = chunks(forward_frames);
+        let backward_chunks = chunks(backward_frames);
+
+        let alpha_words = n * t * stride;
+        let emo_at = alpha_words;
+        let carry_at = emo_at + n * t;
+        let links_at = carry_at + n * stride;
+        let rec_at = links_at + n * lstride;
+        let base = Params {
+            t_max: t as u32,
+            n: n as u32,
+            c: c as u32,
+            blank: self.blank,
+            stride: stride as u32,
+            lstride: lstride as u32,
+            t0: 0,
+            t1: t as u32,
+            zero_inf: self.zero_infinity.into(),
+            per_sample: (!reduced).into(),
+            lp_len: log_probs.len() as u32,
+            emo_at: emo_at as u32,
+            carry_at: carry_at as u32,
+            links_at: links_at as u32,
+            rec_at: rec_at as u32,
+            pad: 0,
+        };
+        // Block 0: the whole range; then one block per forward and per backward chunk.
+        let blocks: Vec<Params> = std::iter::once((0, t))
+            .chain(forward_chunks.iter().copied())
+            .chain(backward_chunks.iter().copied())
+            .map(|(t0, t1)| Params {
+                t0: t0 as u32,
+                t1: t1 as u32,
+                ..base
+            })
+            .collect();
+        let mut bytes = vec![0u8; PARAMS_STRIDE * blocks.len()];
+        for (i, p) in blocks.iter().enumerate() {
+            let at = i * PARAMS_STRIDE;
+            bytes[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
+        }
+        let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("ctc params"),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let seqs = if plan.seqs.is_empty() {
+            vec![bytemuck::Zeroable::zeroed()]
+        } else {
+            plan.seqs.clone()
+        };
+        let seqs = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("ctc sequences"),
+            contents: bytemuck::cast_slice::<Seq, u8>(&seqs),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let scratch = |label, words: usize| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 4 * words.max(4) as u64,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let work = scratch("ctc scratch", work_words(t, n, s_max) as usize);
+        // Zero-initialised: no sample is flagged until `scan` finds a NaN.
+        let flags = scratch("ctc flags", n);
+        // wgpu rejects empty bindings: an empty tensor is bound as a placeholder buffer of its
+        // own (one buffer may not be bound both read-only and read-write).
+        let placeholders: Vec<wgpu::Buffer> =
+            (0..4).map(|_| scratch("ctc empty binding", 4)).collect();
+        fn bind<'a>(
+            tensor: &'a Tensor,
+            placeholder: &'a wgpu::Buffer,
+        ) -> wgpu::BindingResource<'a> {
+            if tensor.is_empty() {
+                placeholder.as_entire_binding()
+            } else {
+                tensor.binding(0, tensor.len())
+            }
+        }
+
+        let (bgl, layout) = gpu.layout(
+            "ctc",
+            &[
+                storage(0, true),
+                storage(1, true),
+                storage(2, false),
+                storage(3, false),
+                storage(4, false),
+                storage(5, true),
+                storage(6, false),
+                storage(7, false),
+                wgpu::BindGroupLayoutEntry {
+                    binding: 8,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(size_of::<Params>() as u64),
+                    },
+                    count: None,
+                },
+            ],
+        );
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("ctc"),
+            layout: &bgl,
+            entries: &[
+                entry(0, bind(log_probs, &placeholders[0])),
+                entry(1, bind(targets, &placeholders[1])),
+                entry(2, bind(&out.grad, &placeholders[2])),
+                entry(3, bind(&out.loss, &placeholders[3])),
+                entry(4, out.status.binding(0, 1)),
+                entry(5, seqs.as_entire_binding()),
+                entry(6, work.as_entire_binding()),
+                entry(7, flags.as_entire_binding()),
+                entry(
+                    8,
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &uniforms,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(size_of::<Params>() as u64),
+                    }),
+                ),
+            ],
+        });
+        let pipeline = |entry: &'static str| {
+            gpu.pipeline(
+                &CTC,
+                PipelineKey {
+                    kernel: CTC.name,
+                    entry,
+                    overrides: match entry {
+                        "forward" | "backward" => vec![("WGS", wgs as u32)],
+                        _ => Vec::new(),
+                    },
+                },
+                &layout,
+            )
+        };
+
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("ctc"),
+            timestamp_writes: None,
+        });
+        let mut dispatch = |entry: &'static str, block: usize, (x, y): (u32, u32)| {
+            pass.set_pipeline(&pipeline(entry));
+            pass.set_bind_group(0, &group, &[(block * PARAMS_STRIDE) as u32]);
+            pass.dispatch_workgroups(x, y, 1);
+        };
+        let lp_len = log_probs.len();
+        if n > 0 {
+            let per_sample = grid(gpu, n);
+            dispatch("setup", 0, per_sample);
+            if lp_len > 0 {
+                dispatch("scan", 0, (flat_workgroups(gpu, lp_len), 1));
+                dispatch("offsets", 0, grid(gpu, (t * n).div_ceil(WG)));
+                dispatch("fill", 0, (flat_workgroups(gpu, lp_len), 1));
+                for i in 0..forward_chunks.len() {
+                    if std::env::var("CTC_SKIP").as_deref() == Ok("fwd") {
+                        break;
+                    }
+                    dispatch("forward", 1 + i, per_sample);
+                }
+            }
+            dispatch("finish", 0, grid(gpu, n.div_ceil(WG)));
+            if lp_len > 0 {
+                for i in (0..backward_chunks.len()).rev() {
+                    if std::env::var("CTC_SKIP").as_deref() == Ok("bwd") {
+                        break;
+                    }
+                    dispatch("backward", 1 + forward_chunks.len() + i, per_sample);
+                }
+            }
+        }
+        if reduced {
+            dispatch("reduce", 0, (1, 1));
+        }
+    }
+}
+
+/// Words of the scratch: α rows `[N, T, 2·S_max + 1]`, emission offsets `[T, N]`, carried β
+/// rows `[N, 2·S_max + 1]`, label links `[N, max(S_max, 1)]`, sample records `[N, 4]`.
+fn work_words(t: usize, n: usize, s_max: usize) -> u64 {
+    let (t, n, stride) = (t as u64, n as u64, 2 * s_max as u64 + 1);
+    n * t * stride + n * t + n * stride + n * (s_max as u64).max(1) + 4 * n
+}
