@@ -270,6 +270,21 @@ pub(crate) fn uniform(binding: u32) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
+/// A uniform block bound at a dynamic offset: one buffer holds the parameter blocks of a
+/// call's dispatches, `size` bytes each.
+pub(crate) fn dynamic_uniform(binding: u32, size: usize) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: true,
+            min_binding_size: wgpu::BufferSize::new(size as u64),
+        },
+        count: None,
+    }
+}
+
 /// Layout of `elementwise.wgsl`: inputs read-only, outputs and scratch read-write, one uniform.
 fn elementwise_layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     gpu.layout(

@@ -4,7 +4,7 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::elementwise::{entry, storage};
+use crate::elementwise::{dynamic_uniform, entry, storage};
 use crate::error::{Error, Result};
 use crate::gpu::PipelineKey;
 use crate::kernel::SORT;
@@ -136,16 +136,7 @@ pub fn encode_sort(
             &[
                 storage(0, false),
                 storage(1, false),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 2,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: true,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
+                dynamic_uniform(2, size_of::<Params>()),
             ],
         );
         let group = device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -1,7 +1,7 @@
 use wgpu::util::DeviceExt;
 
 use crate::config::check_grad_scale;
-use crate::elementwise::{entry, storage};
+use crate::elementwise::{dynamic_uniform, entry, storage};
 use crate::error::{Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::CTC;
@@ -544,16 +544,7 @@ impl Ctc {
                 storage(5, true),
                 storage(6, false),
                 storage(7, false),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 8,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: true,
-                        min_binding_size: wgpu::BufferSize::new(size_of::<Params>() as u64),
-                    },
-                    count: None,
-                },
+                dynamic_uniform(8, size_of::<Params>()),
             ],
         );
         let group = device.create_bind_group(&wgpu::BindGroupDescriptor {

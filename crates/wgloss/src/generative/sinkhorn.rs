@@ -1,6 +1,6 @@
 use wgpu::util::DeviceExt;
 
-use crate::elementwise::{entry, storage};
+use crate::elementwise::{dynamic_uniform, entry, storage};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::SINKHORN;
@@ -325,17 +325,6 @@ impl Sinkhorn {
                 mapped_at_creation: false,
             })
         };
-        let params_size = wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64);
-        let params_entry = wgpu::BindGroupLayoutEntry {
-            binding: 6,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: true,
-                min_binding_size: params_size,
-            },
-            count: None,
-        };
         let (bgl, layout) = gpu.layout(
             "sinkhorn",
             &[
@@ -345,7 +334,7 @@ impl Sinkhorn {
                 storage(3, false),
                 storage(4, false),
                 storage(5, false),
-                params_entry,
+                dynamic_uniform(6, std::mem::size_of::<Params>()),
             ],
         );
         let scratch = Scratch {
@@ -470,6 +459,7 @@ impl Sinkhorn {
                 walk("softmin", p);
             }
         }
+        // The final step, then the gradient through it (each problem's own soft-mins).
         for &(kind, slots, last) in problems {
             let p = Params {
                 mode: kind | FINAL,
@@ -478,14 +468,6 @@ impl Sinkhorn {
                 ..base
             };
             walk("softmin", p);
-        }
-        for &(kind, slots, last) in problems {
-            let p = Params {
-                mode: kind | FINAL,
-                slot_in: slots[steps % 2],
-                slot_out: last,
-                ..base
-            };
             walk("grad_pass", p);
         }
         let debias = if self.debias { DEBIAS } else { 0 };

@@ -3,7 +3,7 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::elementwise::{entry, storage};
+use crate::elementwise::{dynamic_uniform, entry, storage};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::IN_BATCH;
@@ -241,18 +241,7 @@ impl InBatch {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            // One parameter block bound at a time, at the dispatch's dynamic offset.
             let params_size = wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64);
-            let params_entry = wgpu::BindGroupLayoutEntry {
-                binding: 4,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: true,
-                    min_binding_size: params_size,
-                },
-                count: None,
-            };
             let (bgl, layout) = gpu.layout(
                 "in_batch",
                 &[
@@ -260,7 +249,8 @@ impl InBatch {
                     storage(1, true),
                     storage(2, false),
                     storage(3, false),
-                    params_entry,
+                    // One parameter block bound at a time, at the dispatch's dynamic offset.
+                    dynamic_uniform(4, std::mem::size_of::<Params>()),
                     storage(5, false),
                 ],
             );
