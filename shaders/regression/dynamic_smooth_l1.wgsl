@@ -2,10 +2,17 @@
 // k-th smallest |r| into a history on the GPU; every `iters` calls beta becomes
 // min(initial_beta, median(history)) and the history restarts. No host round-trip.
 //
-// state: [0] beta, [1] calls recorded so far, [2 ..] history. params.p.x = initial_beta.
+// state: [0] beta, [1] calls recorded so far, [2 .. 2 + iters] history, then the filter bound τ
+// and the fallback flag. params.p.x = initial_beta.
 // `fused_kth` is the fused pass: loss, gradient, partial sums and each workgroup's k smallest
-// |r| (after the sums, in partials[num_partials + slot * k ..]); `reduce_kth` finishes the loss,
-// selects the global k-th smallest and updates the state.
+// |r| among those ≤ τ (after the sums, in partials[num_partials + slot * k ..]); `reduce_kth`
+// finishes the loss and selects the global k-th smallest. τ is four times the previous call's
+// k-th smallest (BIG at first): the k smallest of the call are all ≤ τ as soon as k values are,
+// and then they are among the candidates kept, so the selection is exact while the pass keeps
+// two values per invocation (a list of k in the loop halved its speed). When fewer than k
+// values are ≤ τ, or an invocation met more than two (every value, at the first call),
+// the flag goes up and `kth_fallback` / `reduce_fallback` select again over every value (their
+// workgroups return at once when the flag is down).
 
 fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     return smooth_l1(p - t, state[0]);
@@ -18,6 +25,8 @@ const HMAX: u32 = 1024u;
 var<workgroup> exchange: array<f32, 2048>;
 var<workgroup> history: array<f32, HMAX>;
 var<workgroup> flag: u32;
+// Whether the selection falls back to every value (reduce_kth, reduce_fallback).
+var<workgroup> gate: u32;
 
 // Inserts `a` into the ascending list `best`, dropping its largest entry: one pass of
 // compare-exchange at fixed positions, which compilers keep in registers. Callers skip values not
@@ -75,6 +84,9 @@ fn empty_list() -> array<f32, KMAX> {
     return best;
 }
 
+// Residuals ≤ τ an invocation keeps in its fused pass; past that many it asks for the fallback.
+const KEPT: u32 = 2u;
+
 @compute @workgroup_size(256)
 fn fused_kth(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -83,9 +95,13 @@ fn fused_kth(
 ) {
     let k = params.k;
     let beta = state[0];
+    let tau = state[tau_at()];
     let b = block_range(params.n, wid.x, nwg.x, WG);
-    var best = empty_list();
     var acc = 0.0;
+    // The two smallest residuals ≤ τ this invocation met, and how many there were.
+    var m1 = BIG;
+    var m2 = BIG;
+    var count = 0u;
     for (var i = b.x + lid.x; i < b.y; i += WG) {
         let r = pred[i] - targ[i];
         let v = smooth_l1(r, beta);
@@ -95,15 +111,24 @@ fn fused_kth(
         } else {
             acc += v.x;
         }
+        // Rarely true once τ is set (NaN is never ≤ τ); without a branch, which lavapipe runs
+        // faster.
         let a = abs(r);
-        if (a < best[KMAX - 1u]) {
-            insert_smallest(&best, a);
-        }
+        let keep = a <= tau;
+        count += u32(keep);
+        m2 = select(m2, min(m2, max(m1, a)), keep);
+        m1 = select(m1, min(m1, a), keep);
     }
     let s = workgroup_sum(lid.x, acc);
-    let slot = params.wg_base + wid.x;
-    let merged = merge_smallest(lid.x, best, k);
+    var mine = empty_list();
+    mine[0] = m1;
+    mine[1] = m2;
+    let merged = merge_smallest(lid.x, mine, k);
+    if (count > KEPT) {
+        state[tau_at() + 1u] = 1.0;
+    }
     if (lid.x == 0u) {
+        let slot = params.wg_base + wid.x;
         partials[slot] = s;
         for (var j = 0u; j < k; j++) {
             partials[params.num_partials + slot * k + j] = merged[j];
@@ -111,13 +136,15 @@ fn fused_kth(
     }
 }
 
-@compute @workgroup_size(256)
-fn reduce_kth(@builtin(local_invocation_id) lid: vec3<u32>) {
-    let k = params.k;
-    var acc = 0.0;
+// Position of τ in the state; the fallback flag follows it.
+fn tau_at() -> u32 {
+    return 2u + params.iters;
+}
+
+// The k smallest of the lists the workgroups of every segment left in the partial slots.
+fn merge_partials(lid: u32, k: u32) -> array<f32, KMAX> {
     var best = empty_list();
-    for (var slot = lid.x; slot < params.num_partials; slot += WG) {
-        acc += partials[slot];
+    for (var slot = lid; slot < params.num_partials; slot += WG) {
         for (var j = 0u; j < k; j++) {
             let a = partials[params.num_partials + slot * k + j];
             if (a < best[KMAX - 1u]) {
@@ -125,28 +152,28 @@ fn reduce_kth(@builtin(local_invocation_id) lid: vec3<u32>) {
             }
         }
     }
-    let total = workgroup_sum(lid.x, acc);
-    let merged = merge_smallest(lid.x, best, k);
-    if (lid.x == 0u) {
-        if (!PER_ELEMENT) {
-            loss[0] = total * params.loss_scale;
-        }
-        // k' = min(k, n), 1-based.
-        let kth = merged[min(k, params.total) - 1u];
+    return merge_smallest(lid, best, k);
+}
+
+// Records the call's k-th smallest (valid in invocation 0), sets τ for the next call and, every
+// `iters` records, beta. Call in uniform control flow.
+fn record_kth(lid: u32, kth: f32) {
+    if (lid == 0u) {
         let count = u32(state[1]);
         state[2u + count] = kth;
+        state[tau_at()] = select(BIG, 4.0 * kth, 4.0 * kth < BIG);
         flag = count + 1u;
     }
     let recorded = workgroupUniformLoad(&flag);
     if (recorded < params.iters) {
-        if (lid.x == 0u) {
+        if (lid == 0u) {
             state[1] = f32(recorded);
         }
         return;
     }
     // Median of the history: each value's rank (ties by position) places it in sorted order.
     let m = params.iters;
-    for (var j = lid.x; j < m; j += WG) {
+    for (var j = lid; j < m; j += WG) {
         let v = state[2u + j];
         var rank = 0u;
         for (var i = 0u; i < m; i++) {
@@ -158,10 +185,78 @@ fn reduce_kth(@builtin(local_invocation_id) lid: vec3<u32>) {
         history[rank] = v;
     }
     workgroupBarrier();
-    if (lid.x == 0u) {
+    if (lid == 0u) {
         let median = 0.5 * (history[(m - 1u) / 2u] + history[m / 2u]);
         // min(initial_beta, median); a NaN median leaves initial_beta, as Python's min does.
         state[0] = select(params.p.x, median, median < params.p.x);
         state[1] = 0.0;
     }
+}
+
+@compute @workgroup_size(256)
+fn reduce_kth(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = params.k;
+    var acc = 0.0;
+    for (var slot = lid.x; slot < params.num_partials; slot += WG) {
+        acc += partials[slot];
+    }
+    let total = workgroup_sum(lid.x, acc);
+    let merged = merge_partials(lid.x, k);
+    if (lid.x == 0u) {
+        if (!PER_ELEMENT) {
+            loss[0] = total * params.loss_scale;
+        }
+        // k' = min(k, n), 1-based; BIG when fewer than k' values were ≤ τ (or all are NaN).
+        // An invocation with more candidates than it keeps raised the flag already.
+        let kth = merged[min(k, params.total) - 1u];
+        let short = state[tau_at() + 1u] != 0.0 || (kth == BIG && state[tau_at()] < BIG);
+        state[tau_at() + 1u] = select(0.0, 1.0, short);
+        gate = u32(short);
+    }
+    if (workgroupUniformLoad(&gate) == 0u) {
+        record_kth(lid.x, merged[min(k, params.total) - 1u]);
+    }
+}
+
+// Each workgroup's k smallest |r| over all its values, when the flag is up.
+@compute @workgroup_size(256)
+fn kth_fallback(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (state[tau_at() + 1u] == 0.0) {
+        return;
+    }
+    let k = params.k;
+    let b = block_range(params.n, wid.x, nwg.x, WG);
+    var best = empty_list();
+    for (var i = b.x + lid.x; i < b.y; i += WG) {
+        let a = abs(pred[i] - targ[i]);
+        if (a < best[KMAX - 1u]) {
+            insert_smallest(&best, a);
+        }
+    }
+    let merged = merge_smallest(lid.x, best, k);
+    if (lid.x == 0u) {
+        let slot = params.wg_base + wid.x;
+        for (var j = 0u; j < k; j++) {
+            partials[params.num_partials + slot * k + j] = merged[j];
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn reduce_fallback(@builtin(local_invocation_id) lid: vec3<u32>) {
+    if (lid.x == 0u) {
+        gate = u32(state[tau_at() + 1u]);
+    }
+    if (workgroupUniformLoad(&gate) == 0u) {
+        return;
+    }
+    let merged = merge_partials(lid.x, params.k);
+    if (lid.x == 0u) {
+        state[tau_at() + 1u] = 0.0;
+    }
+    record_kth(lid.x, merged[min(params.k, params.total) - 1u]);
 }

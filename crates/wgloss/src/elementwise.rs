@@ -24,7 +24,8 @@ pub(crate) enum Plan {
     Root,
     /// `coord_stats`, `coord_update`, then as `OnePass` (per-coordinate state).
     CoordStats,
-    /// `fused_kth` and `reduce_kth` (k-th smallest residual recorded into the state).
+    /// `fused_kth` and `reduce_kth` (k-th smallest residual recorded into the state), then
+    /// `kth_fallback` and `reduce_fallback`, which run only when the filter bound kept too few.
     Kth,
     /// `hist_pass`, `hist_update` (a histogram of `k` bins turned into per-bin weights in the
     /// state), then as `OnePass` with sum scales: the kernel normalises the loss itself.
@@ -604,6 +605,9 @@ pub(crate) fn encode(
         Plan::Kth => {
             over_segments(&mut pass, "fused_kth", true, false);
             once(&mut pass, "reduce_kth", true, false);
+            // Return at once unless fewer than k values were under the filter bound.
+            over_segments(&mut pass, "kth_fallback", true, false);
+            once(&mut pass, "reduce_fallback", true, false);
         }
     }
     Ok(())
