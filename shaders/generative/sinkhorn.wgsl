@@ -50,6 +50,8 @@ const DEBIAS: u32 = 8u;   // finish: subtract the self term
 // sums of it never reach −∞ (where −∞ − (−∞) would be NaN).
 const LOG_ZERO: f32 = -1e30;
 const P1_MIN_SQDIST: f32 = 1e-8;
+// Keys per block of the soft-min's running log-sum-exp.
+const BLOCK: u32 = 8u;
 // Header of the schedule buffer before the ε list.
 const HEAD: u32 = 4u;
 
@@ -284,19 +286,32 @@ fn softmin(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         s = stat[2u * q + 1u];
     }
     let u = point4(q);
-    for (var k = params.k_begin; k < end; k++) {
-        let j = keys.x + k;
-        var h = wts[t + j];
-        if (!init) {
-            h += pot[in_base + j] * inv_eps;
+    // Blocks of BLOCK keys: their exponents first, then one rescaling of the running sum per
+    // block (about one exponential per key instead of two). A NaN exponent reaches the sum
+    // whatever max() makes of it.
+    for (var k0 = params.k_begin; k0 < end; k0 += BLOCK) {
+        var v: array<f32, BLOCK>;
+        var top = -BIG;
+        for (var b = 0u; b < BLOCK; b++) {
+            let k = k0 + b;
+            v[b] = -BIG;
+            if (k < end) {
+                let j = keys.x + k;
+                var h = wts[t + j];
+                if (!init) {
+                    h += pot[in_base + j] * inv_eps;
+                }
+                v[b] = h - cost(sqdist(q, u, j)) * inv_eps;
+                top = max(top, v[b]);
+            }
         }
-        let v = h - cost(sqdist(q, u, j)) * inv_eps;
-        if (v > mx) {
-            s = s * exp(mx - v) + 1.0;
-            mx = v;
-        } else {
-            s += exp(v - mx);
+        let m = max(mx, top);
+        var sum = s * exp(mx - m);
+        for (var b = 0u; b < BLOCK; b++) {
+            sum += exp(v[b] - m);
         }
+        s = sum;
+        mx = m;
     }
     if (end < keys.y) {
         stat[2u * q] = mx;
