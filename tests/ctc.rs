@@ -1,8 +1,9 @@
 //! CTC (torch `F.ctc_loss`) on the GPU against the f64 reference `wgloss_ref::ctc`: padded and
 //! concatenated targets, every reduction, zero_infinity, blanks other than 0, empty targets,
 //! repeated labels, impossible alignments, short inputs, sequences long enough to be split into
-//! chunks, extreme and non-finite log-probabilities, and the typed errors (labels checked on the
-//! GPU, lengths on the host) with nothing written.
+//! chunks, extreme and non-finite log-probabilities, batches past one storage binding (run in
+//! chunks of sequences, on a device requested with 1 MiB bindings), and the typed errors (labels
+//! checked on the GPU, lengths on the host) with nothing written.
 
 use std::time::Instant;
 
@@ -841,4 +842,310 @@ fn empty_batch_and_empty_inputs() {
     .compute(gpu, &no_frames, &targets, &[0, 0], &[0, 1])
     .unwrap();
     assert_eq!(out.loss.to_vec(gpu).unwrap(), vec![0.0]);
+}
+
+/// Polls a future that wgpu's native backends complete at once.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// A device whose storage bindings hold 1 MiB, so that small batches run in chunks.
+fn small_binding_gpu() -> Option<&'static wgloss::Gpu> {
+    static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
+    shared_gpu()?;
+    GPU.get_or_init(|| {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            force_fallback_adapter: false,
+            ..Default::default()
+        }))
+        .or_else(|_| {
+            block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+                force_fallback_adapter: true,
+                ..Default::default()
+            }))
+        })
+        .expect("an adapter");
+        let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("ctc small bindings"),
+            required_limits: wgpu::Limits {
+                max_storage_buffer_binding_size: 1 << 20,
+                ..adapter.limits()
+            },
+            ..Default::default()
+        }))
+        .expect("a device");
+        Some(wgloss::Gpu::from_wgpu(device, queue))
+    })
+    .as_ref()
+}
+
+/// Targets of lengths 0..=10 (with repeats) and input lengths over [0, T], some too short.
+fn chunked_batch(
+    rng: &mut Rng,
+    [frames, n, classes]: [usize; 3],
+    blank: usize,
+) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let targets: Vec<Vec<usize>> = (0..n)
+        .map(|i| target(rng, (i * 7) % 11, classes, blank, i % 3 == 0))
+        .collect();
+    let input_lengths = (0..n)
+        .map(|i| match i % 9 {
+            0 => frames,
+            1 => 0,
+            2 => 3,
+            _ => ((rng.unit() * (frames + 1) as f64) as usize).min(frames),
+        })
+        .collect();
+    (targets, input_lengths)
+}
+
+#[test]
+fn batch_past_one_binding_runs_in_chunks() {
+    let Some(gpu) = small_binding_gpu() else {
+        return;
+    };
+    let max_words = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
+    let mut rng = Rng::new(11);
+    let shape = [50, 300, 40];
+    assert!(
+        shape.iter().product::<usize>() > 2 * max_words,
+        "three chunks or more"
+    );
+    let lp = log_probs(&mut rng, shape, -3.0, 1.0, true);
+    let (targets, input_lengths) = chunked_batch(&mut rng, shape, 0);
+    for padded in [true, false] {
+        for reduction in REDUCTIONS {
+            for zero_infinity in [false, true] {
+                Case {
+                    what: format!("chunks padded {padded} {reduction:?} zi {zero_infinity}"),
+                    shape,
+                    lp: &lp,
+                    targets: &targets,
+                    input_lengths: &input_lengths,
+                    padded,
+                    loss: Ctc {
+                        reduction,
+                        zero_infinity,
+                        grad_scale: 0.5,
+                        ..Default::default()
+                    },
+                }
+                .check(gpu);
+            }
+        }
+    }
+}
+
+#[test]
+fn chunks_of_odd_shapes_and_non_finite_inputs() {
+    let Some(gpu) = small_binding_gpu() else {
+        return;
+    };
+    let mut rng = Rng::new(12);
+    // A frame of the whole batch ([N, C]) past one binding: one window of the gradient per
+    // frame.
+    for shape in [[3, 7000, 41], [20, 333, 77]] {
+        let [frames, n, c] = shape;
+        let mut lp = log_probs(&mut rng, shape, -3.0, 1.0, true);
+        lp[(n + 17) * c] = f32::NEG_INFINITY;
+        let (targets, input_lengths) = chunked_batch(&mut rng, shape, 3);
+        for reduction in REDUCTIONS {
+            Case {
+                what: format!("{shape:?} {reduction:?}"),
+                shape,
+                lp: &lp,
+                targets: &targets,
+                input_lengths: &input_lengths,
+                padded: false,
+                loss: Ctc {
+                    reduction,
+                    blank: 3,
+                    zero_infinity: true,
+                    ..Default::default()
+                },
+            }
+            .check(gpu);
+        }
+        // NaN and +inf in samples of the first and last chunks: those samples (and the reduced
+        // loss) are NaN over their first T_n frames, every other value is unchanged.
+        let case = |lp: &[f32], reduction| {
+            Case {
+                what: format!("{shape:?} non-finite"),
+                shape,
+                lp,
+                targets: &targets,
+                input_lengths: &input_lengths,
+                padded: true,
+                loss: Ctc {
+                    reduction,
+                    blank: 3,
+                    ..Default::default()
+                },
+            }
+            .run(gpu)
+        };
+        let clean = case(&lp, Reduction::None);
+        let (clean_loss, clean_grad) = (
+            clean.loss.to_vec(gpu).unwrap(),
+            clean.grad.to_vec(gpu).unwrap(),
+        );
+        let poisoned = [
+            (0, 9, 5, f32::NAN),
+            (frames - 1, (n - 1) / 9 * 9, 1, f32::INFINITY),
+        ];
+        let mut dirty = lp.clone();
+        for &(t, i, k, v) in &poisoned {
+            assert!(t < input_lengths[i], "poison inside the input");
+            dirty[(t * n + i) * c + k] = v;
+        }
+        let out = case(&dirty, Reduction::None);
+        let (loss, grad) = (out.loss.to_vec(gpu).unwrap(), out.grad.to_vec(gpu).unwrap());
+        let bad = |i: usize| poisoned.iter().any(|p| p.1 == i);
+        for i in 0..n {
+            if bad(i) {
+                assert!(loss[i].is_nan(), "sample {i}: {}", loss[i]);
+            } else {
+                assert_eq!(loss[i].to_bits(), clean_loss[i].to_bits(), "sample {i}");
+            }
+        }
+        for (at, (&g, &want)) in grad.iter().zip(&clean_grad).enumerate() {
+            let (t, i) = (at / c / n, at / c % n);
+            if bad(i) && t < input_lengths[i] {
+                assert!(g.is_nan(), "t {t} n {i}: {g}");
+            } else {
+                assert_eq!(g.to_bits(), want.to_bits(), "t {t} n {i}");
+            }
+        }
+        for reduction in [Reduction::Mean, Reduction::Sum] {
+            let out = case(&dirty, reduction);
+            assert!(out.loss.to_vec(gpu).unwrap()[0].is_nan(), "{reduction:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_label_in_the_last_chunk_is_reported_and_nothing_written() {
+    let Some(gpu) = small_binding_gpu() else {
+        return;
+    };
+    let mut rng = Rng::new(13);
+    let shape = [50, 300, 40];
+    let lp = log_probs(&mut rng, shape, -3.0, 1.0, true);
+    let x = Tensor::from_slice(gpu, &lp, &shape).unwrap();
+    let (targets, input_lengths) = chunked_batch(&mut rng, shape, 0);
+    let target_lengths = lengths(&targets);
+    let width = target_lengths.iter().copied().max().unwrap();
+    let starts: Vec<usize> = target_lengths
+        .iter()
+        .scan(0, |at, &len| {
+            let first = *at;
+            *at += len;
+            Some(first)
+        })
+        .collect();
+    // (sequence, label index, label): the first position reported is the smallest.
+    let cases: [&[(usize, usize, i32)]; 3] = [
+        &[(298, 3, 40)],
+        &[(299, 0, 0), (298, 5, -1)],
+        &[(296, 2, 0), (2, 1, 99)],
+    ];
+    for padded in [true, false] {
+        for bad in cases {
+            let mut data: Vec<i32> = if padded {
+                let mut data = vec![-7; shape[1] * width];
+                for (row, t) in data.chunks_mut(width).zip(&targets) {
+                    for (d, &l) in row.iter_mut().zip(t) {
+                        *d = l as i32;
+                    }
+                }
+                data
+            } else {
+                targets.iter().flatten().map(|&l| l as i32).collect()
+            };
+            let position = |n: usize, j: usize| {
+                assert!(j < target_lengths[n]);
+                if padded {
+                    n * width + j
+                } else {
+                    starts[n] + j
+                }
+            };
+            for &(n, j, label) in bad {
+                data[position(n, j)] = label;
+            }
+            let (want, label) = bad
+                .iter()
+                .map(|&(n, j, label)| (position(n, j), label))
+                .min()
+                .unwrap();
+            let t_shape = if padded {
+                vec![shape[1], width]
+            } else {
+                vec![data.len()]
+            };
+            let t = Tensor::from_labels(gpu, &data, &t_shape).unwrap();
+            for reduction in REDUCTIONS {
+                let loss = Ctc {
+                    reduction,
+                    ..Default::default()
+                };
+                let what = format!("padded {padded} {bad:?} {reduction:?}");
+                let loss_shape = if reduction == Reduction::None {
+                    vec![shape[1]]
+                } else {
+                    vec![]
+                };
+                let out = sentinel_output(gpu, &shape, &loss_shape);
+                let mut encoder = gpu.device().create_command_encoder(&Default::default());
+                loss.encode(
+                    gpu,
+                    &mut encoder,
+                    &x,
+                    &t,
+                    &input_lengths,
+                    &target_lengths,
+                    &out,
+                )
+                .unwrap();
+                gpu.submit_and_wait(encoder).unwrap();
+                assert_eq!(out.first_bad_label(gpu).unwrap(), Some(want), "{what}");
+                untouched(gpu, &out, &what);
+                match loss.compute(gpu, &x, &t, &input_lengths, &target_lengths) {
+                    Err(Error::LabelOutOfRange {
+                        position: p,
+                        label: l,
+                        classes: 40,
+                    }) if p == want && l == i64::from(label) => {}
+                    other => panic!("{what}: {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sequence_past_one_binding_is_a_typed_error() {
+    let Some(gpu) = small_binding_gpu() else {
+        return;
+    };
+    let max_words = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
+    // One sequence's frames alone exceed a binding.
+    let shape = [max_words / 64 + 1, 2, 64];
+    let x = Tensor::zeros(gpu, &shape).unwrap();
+    let t = Tensor::from_labels(gpu, &[1, 2], &[2, 1]).unwrap();
+    let out = sentinel_output(gpu, &shape, &[]);
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    let r = Ctc::default().encode(gpu, &mut encoder, &x, &t, &[shape[0]; 2], &[1, 1], &out);
+    gpu.submit_and_wait(encoder).unwrap();
+    assert!(matches!(r, Err(Error::InvalidShape { .. })), "{r:?}");
+    untouched(gpu, &out, "one sequence past a binding");
 }

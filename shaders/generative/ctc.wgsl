@@ -36,6 +36,13 @@
 //             next occurrences, in a fixed order); the other classes keep the 0 of `fill`. The β
 //             row is carried to the next chunk in the scratch.
 //   reduce    one workgroup: the mean or sum over samples, in a fixed order.
+// A batch too large for one binding runs in chunks of sequences, each copied into scratch
+// buffers and run as a batch of its own (`n` its sequences, the records gathered into one
+// buffer on the host side); `setup` of every chunk runs before anything else, then per chunk:
+//   scatter   the chunk's frames [t0, t1) of the gradient into a window of the caller's
+//             gradient [T, n_all, C] (`lp` is the chunk's gradient here).
+// and at the end `reduce`, or under reduction none
+//   emit      one invocation per sample: its loss from the gathered records.
 // Chunks keep every invocation under the host's loop budget; a sample whose frames end before
 // a chunk returns at once. The gradient is deterministic: no float atomics, fixed orders.
 
@@ -55,6 +62,9 @@ struct Params {
     carry_at: u32,   //   β rows carried between chunks [N, stride]
     links_at: u32,   //   label links [N, lstride]
     rec_at: u32,     //   sample records [N, 4]: A, nll, kind, unused
+    label_base: u32, // position in the caller's targets of this chunk's first label
+    n_all: u32,      // sequences of the whole batch (scatter)
+    dst_at: u32,     // scatter: first word of frame t0 in the bound window of the gradient
     pad: u32,
 }
 
@@ -236,7 +246,7 @@ fn setup(
     for (var j = lid.x; j < q.tlen; j += WG) {
         let y = targets[q.off + j];
         if (y < 0 || u32(y) >= params.c || u32(y) == params.blank) {
-            atomicMax(&status[0], 0xffffffffu - (q.off + j));
+            atomicMax(&status[0], 0xffffffffu - (params.label_base + q.off + j));
         }
         var next = NONE;
         var head = HEAD;
@@ -606,4 +616,34 @@ fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
         }
         loss[0] = v;
     }
+}
+
+@compute @workgroup_size(256)
+fn scatter(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (atomicLoad(&status[0]) != 0u) {
+        return;
+    }
+    let row = params.n * params.c;
+    let b = block_range((params.t1 - params.t0) * row, wid.x, nwg.x, WG);
+    for (var i = b.x + lid.x; i < b.y; i += WG) {
+        let f = i / row;
+        grad[params.dst_at + f * params.n_all * params.c + (i - f * row)] = lp[params.t0 * row + i];
+    }
+}
+
+@compute @workgroup_size(256)
+fn emit(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let n = gid.x + gid.y * nwg.x * WG;
+    if (n >= params.n || atomicLoad(&status[0]) != 0u) {
+        return;
+    }
+    let rec = record(n);
+    loss[n] = sample_loss(work[rec + 2u], ld(rec + 1u));
 }
