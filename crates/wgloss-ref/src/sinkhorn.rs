@@ -994,6 +994,31 @@ mod tests {
         assert_eq!(raw.f_ba, pots.f_ba);
     }
 
+    /// The public final step at the loop's own points is `sinkhorn` itself, and moving the
+    /// live points changes it (the loop stays frozen).
+    #[test]
+    fn final_step_at_its_points_is_sinkhorn() {
+        let mut rng = Rng(12);
+        let (x, y) = (rng.matrix(4, 2), rng.matrix(3, 2));
+        let c = cfg(1, 0.3, 0.5, true);
+        let full = run(&x, &y, None, None, &c);
+        let step = sinkhorn_final_step(x.view(), y.view(), None, None, &c, x.view(), y.view(), GS);
+        assert_eq!(loss_of(&full), loss_of(&step));
+        assert_eq!(full.grads, step.grads);
+        let moved = &x + 0.1;
+        let other = sinkhorn_final_step(
+            x.view(),
+            y.view(),
+            None,
+            None,
+            &c,
+            moved.view(),
+            y.view(),
+            GS,
+        );
+        assert_ne!(loss_of(&full), loss_of(&other));
+    }
+
     #[test]
     #[should_panic(expected = "p must be 1 or 2")]
     fn rejects_p3() {
