@@ -215,10 +215,19 @@ impl Tensor {
 
     /// Checks that the kernel drivers can clear this view (`clear_buffer` needs COPY_DST).
     pub(crate) fn check_clearable(&self, name: &'static str) -> Result<()> {
-        if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
+        self.check_usage(name, wgpu::BufferUsages::COPY_DST)
+    }
+
+    /// Checks that the drivers can copy from this view (into their own buffers).
+    pub(crate) fn check_copy_source(&self, name: &'static str) -> Result<()> {
+        self.check_usage(name, wgpu::BufferUsages::COPY_SRC)
+    }
+
+    fn check_usage(&self, name: &'static str, usage: wgpu::BufferUsages) -> Result<()> {
+        if !self.buffer.usage().contains(usage) {
             return Err(Error::MissingUsage {
                 name,
-                missing: wgpu::BufferUsages::COPY_DST,
+                missing: usage,
             });
         }
         Ok(())

@@ -204,17 +204,6 @@ fn flat_workgroups(gpu: &Gpu, len: usize) -> u32 {
         .clamp(1, 65_535) as u32
 }
 
-/// Checks that `t` can be copied from (a call past one binding copies its chunks).
-fn check_copy_source(t: &Tensor, name: &'static str) -> Result<()> {
-    if !t.buffer().usage().contains(wgpu::BufferUsages::COPY_SRC) {
-        return Err(Error::MissingUsage {
-            name,
-            missing: wgpu::BufferUsages::COPY_SRC,
-        });
-    }
-    Ok(())
-}
-
 fn invalid_lengths(name: &'static str, n: usize, got: usize) -> Error {
     Error::ShapeMismatch {
         name,
@@ -361,8 +350,8 @@ impl Ctc {
         let chunks = if fits {
             vec![(0, n)]
         } else {
-            check_copy_source(log_probs, "log_probs")?;
-            check_copy_source(targets, "targets")?;
+            log_probs.check_copy_source("log_probs")?;
+            targets.check_copy_source("targets")?;
             let align_words = u64::from(limits.min_storage_buffer_offset_alignment).div_ceil(4);
             let labels_of = |i: usize| match *targets.shape() {
                 [_, width] => width,

@@ -225,11 +225,11 @@ impl Sinkhorn {
                     });
                 }
                 w.check_dtype(name, DType::F32)?;
-                check_copy_source(w, name)?;
+                w.check_copy_source(name)?;
             }
         }
-        check_copy_source(x, "x")?;
-        check_copy_source(y, "y")?;
+        x.check_copy_source("x")?;
+        y.check_copy_source("y")?;
         let max_floats = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
         let t = n + m;
         if t > MAX_POINTS || t * d > max_floats || SLOTS * t > max_floats || d > 8190 {
@@ -554,22 +554,8 @@ impl Sinkhorn {
 /// Checks the outputs: a scalar loss and one gradient per cloud of its shape, f32, written by
 /// copies (COPY_DST; their views need no storage alignment).
 fn check_output(out: &TupleOutput, shapes: &[&[usize]; 2]) -> Result<()> {
-    if out.grads.len() != 2 {
-        return Err(Error::InvalidShape {
-            name: "grad",
-            got: vec![out.grads.len()],
-            why: "one gradient per cloud",
-        });
-    }
-    for (g, &want) in out.grads.iter().zip(shapes) {
-        if g.shape() != want {
-            return Err(Error::ShapeMismatch {
-                name: "grad",
-                expected: want.to_vec(),
-                got: g.shape().to_vec(),
-            });
-        }
-        g.check_dtype("grad", DType::F32)?;
+    out.check_grad_shapes(shapes)?;
+    for g in &out.grads {
         g.check_clearable("grad")?;
     }
     if !out.loss.shape().is_empty() {
@@ -581,15 +567,4 @@ fn check_output(out: &TupleOutput, shapes: &[&[usize]; 2]) -> Result<()> {
     }
     out.loss.check_dtype("loss", DType::F32)?;
     out.loss.check_clearable("loss")
-}
-
-/// Checks that `t` can be copied from (the inputs are copied into the call's buffers).
-fn check_copy_source(t: &Tensor, name: &'static str) -> Result<()> {
-    if !t.buffer().usage().contains(wgpu::BufferUsages::COPY_SRC) {
-        return Err(Error::MissingUsage {
-            name,
-            missing: wgpu::BufferUsages::COPY_SRC,
-        });
-    }
-    Ok(())
 }

@@ -59,6 +59,15 @@ impl TupleOutput {
 impl TupleOutput {
     /// Checks one f32, bindable gradient per input, each of its input's shape.
     pub(crate) fn check_grads(&self, gpu: &Gpu, shapes: &[&[usize]]) -> Result<()> {
+        self.check_grad_shapes(shapes)?;
+        for g in &self.grads {
+            g.check_bindable(gpu, "grad")?;
+        }
+        Ok(())
+    }
+
+    /// Checks one f32 gradient per input, each of its input's shape.
+    pub(crate) fn check_grad_shapes(&self, shapes: &[&[usize]]) -> Result<()> {
         if self.grads.len() != shapes.len() {
             return Err(Error::InvalidShape {
                 name: "grad",
@@ -75,7 +84,6 @@ impl TupleOutput {
                 });
             }
             g.check_dtype("grad", DType::F32)?;
-            g.check_bindable(gpu, "grad")?;
         }
         Ok(())
     }
