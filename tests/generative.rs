@@ -640,3 +640,28 @@ fn sinkhorn_translate_2000() {
 fn sinkhorn_translate_20000() {
     sinkhorn_translate(20_000);
 }
+
+/// Sinkhorn of a cloud with itself is 0 with a zero gradient (debiased), also when every point
+/// sits at one place (a zero diameter: the schedule is blur^p alone).
+#[test]
+fn sinkhorn_of_a_cloud_with_itself() {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut rng = Rng::new(31);
+    for (n, d, spread) in [(50, 3, true), (7, 2, false)] {
+        let x = if spread {
+            rng.uniform(n * d, -1.0, 1.0)
+        } else {
+            vec![0.5; n * d]
+        };
+        let xt = Tensor::from_slice(gpu, &x, &[n, d]).unwrap();
+        let out = wgloss::Sinkhorn::default()
+            .compute(gpu, &xt, &xt, None)
+            .unwrap();
+        let loss = out.loss.to_vec(gpu).unwrap()[0];
+        assert!(loss.abs() < 1e-5, "{n}x{d}: loss {loss}");
+        for g in &out.grads {
+            let g = g.to_vec(gpu).unwrap();
+            assert!(g.iter().all(|v| v.abs() < 1e-5), "{n}x{d}: gradient {g:?}");
+        }
+    }
+}
