@@ -75,9 +75,28 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-// First row and count of point q's keys.
-fn keys_of(q: u32, self_keys: bool) -> vec2<u32> {
-    let own_x = q < params.n;
+// The point of a soft-min or gradient invocation, and whether it is one of x. The workgroups of
+// x come first and those of y after them, so that a workgroup's points share their keys: the
+// key index is then uniform across it and each key is loaded once for the whole workgroup.
+struct Query {
+    q: u32,
+    own_x: bool,
+    valid: bool,
+}
+
+fn query(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Query {
+    let w = wid.x + wid.y * nwg.x;
+    let wx = (params.n + WG - 1u) / WG;
+    if (w < wx) {
+        let q = w * WG + lid;
+        return Query(q, true, q < params.n);
+    }
+    let r = (w - wx) * WG + lid;
+    return Query(params.n + r, false, r < params.m);
+}
+
+// First row and count of the keys of a point of x (`own_x`) or of y.
+fn keys_of(own_x: bool, self_keys: bool) -> vec2<u32> {
     if (own_x == self_keys) {
         return vec2<u32>(0u, params.n);
     }
@@ -256,10 +275,15 @@ fn step_eps() -> f32 {
 }
 
 @compute @workgroup_size(256)
-fn softmin(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let q = index(gid, nwg);
+fn softmin(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let me = query(wid, nwg, lid);
+    let q = me.q;
     let t = rows();
-    if (q >= t) {
+    if (!me.valid) {
         return;
     }
     let out_at = params.slot_out * t + q;
@@ -272,7 +296,7 @@ fn softmin(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         }
         return;
     }
-    let keys = keys_of(q, (params.mode & SELF) != 0u);
+    let keys = keys_of(me.own_x, (params.mode & SELF) != 0u);
     if (params.k_begin >= keys.y) {
         return;
     }
@@ -333,14 +357,19 @@ fn softmin(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 }
 
 @compute @workgroup_size(256)
-fn grad_pass(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let q = index(gid, nwg);
+fn grad_pass(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let me = query(wid, nwg, lid);
+    let q = me.q;
     let t = rows();
-    if (q >= t) {
+    if (!me.valid) {
         return;
     }
     let self_keys = (params.mode & SELF) != 0u;
-    let keys = keys_of(q, self_keys);
+    let keys = keys_of(me.own_x, self_keys);
     if (params.k_begin >= keys.y) {
         return;
     }

@@ -412,11 +412,11 @@ impl Sinkhorn {
         out: &TupleOutput,
     ) -> Result<()> {
         let Dims { n, m, d, .. } = dims;
-        let t = n + m;
         let base = self.base(dims);
         let range = key_range(d);
         let ranges = n.max(m).div_ceil(range);
-        let rows = t.div_ceil(256);
+        // The points of x, then those of y, in workgroups of their own.
+        let rows = n.div_ceil(256) + m.div_ceil(256);
         let mut list: Vec<(&'static str, usize, Params)> = Vec::new();
         // One soft-min (or gradient pass) over every key range.
         let mut walk = |entry: &'static str, p: Params| {
