@@ -42,15 +42,16 @@ const OWN_FINAL: u32 = 5;
 const SLOTS: usize = 8;
 /// Floats of the schedule buffer before the ε list: length, diameter, loss, padding.
 const HEAD: usize = 4;
-/// Most points per call, N + M: the soft-mins cost N·M per pass; 65,535 workgroups of 16.
+/// Most points per call, N + M (the soft-mins cost N·M per pass): the in-batch losses' largest
+/// batch, 65,535 · 16.
 const MAX_POINTS: usize = 65_535 * 16;
 /// The largest diameter an f32 bounding box yields (√ of the largest finite f32): bounds the
 /// schedule when it is computed on the device.
 const MAX_DIAMETER: f64 = 1.845e19;
 
 /// Most keys one dispatch walks per point: lavapipe bounds the loop iterations of one
-/// invocation (nested ones included) to 65,535, and a key costs two loops over D beyond 4
-/// dimensions (none up to 4).
+/// invocation (nested ones included) to 65,535; beyond 4 dimensions a key costs up to 2D + 1
+/// of them (the gradient pass's two loops over D), up to 4 at most 2.
 fn key_range(d: usize) -> usize {
     if d <= 4 {
         8192
@@ -84,9 +85,9 @@ fn key_range(d: usize) -> usize {
 /// points stay on the device: a negative or NaN weight, or a NaN coordinate, makes the loss NaN.
 ///
 /// # Shapes
-/// `x [N, D]`, `y [M, D]` f32 with N, M ≥ 1, N + M at most 1,048,560 and D at most 8,190; weights `a [N]`,
-/// `b [M]` (≥ 0) or `None` for uniform `1/N`, `1/M`; the loss is a scalar and the gradients
-/// have the shapes of `x` and `y`. Inputs are copied (they need `COPY_SRC`, as every
+/// `x [N, D]`, `y [M, D]` f32 with N, M ≥ 1, N + M at most 1,048,560 and D at most 8,190;
+/// weights `a [N]`, `b [M]` (≥ 0) or `None` for uniform `1/N`, `1/M`; the loss is a scalar and
+/// the gradients have the shapes of `x` and `y`. Inputs are copied (they need `COPY_SRC`, as every
 /// [`Tensor`] made by this crate has; the outputs need `COPY_DST`).
 ///
 /// Defaults (geomloss's): p 2, blur 0.05, scaling 0.5, debias, diameter from the data,
