@@ -20,7 +20,7 @@ use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor};
 /// Extras: `z_loss` adds `z · LSE²` to each non-ignored row (reduced like the rest);
 /// `logit_softcap` reads every logit as `cap · tanh(x / cap)` and chains its derivative.
 /// A label outside [0, C) that is not `ignore_index` makes the call fail with
-/// [`Error::LabelOutOfRange`] naming the first such position; the kernel then writes no output.
+/// [`Error::LabelOutOfRange`](crate::Error::LabelOutOfRange) naming the first such position; the kernel then writes no output.
 /// With `encode`, read it with [`LossOutput::first_bad_label`] once the work is done.
 /// # Shapes
 /// `logits`: `[N, C]` or `[N, C, d1, ...]` (f32); target: labels `[N]` or `[N, d1, ...]` (i32),
