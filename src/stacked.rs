@@ -80,16 +80,27 @@ impl<H: MarginHead> Loss for Stacked<H> {
     }
 
     fn check(&self, gpu: &Gpu, target: &Tensor, out: &LossOutput) -> wgloss::Result<()> {
-        let Some(position) = out.first_bad_label(gpu)? else {
-            return Ok(());
-        };
-        let label = target.to_labels(gpu)?[position];
-        Err(Error::LabelOutOfRange {
-            position,
-            label: label.into(),
-            classes: out.grad.shape()[0] - target.len(),
-        })
+        check_labels(gpu, target, out, out.grad.shape()[0] - target.len())
     }
+}
+
+/// The bad label the kernel reported in `out`'s status word, as [`Error::LabelOutOfRange`] over
+/// `classes` classes.
+fn check_labels(
+    gpu: &Gpu,
+    target: &Tensor,
+    out: &LossOutput,
+    classes: usize,
+) -> wgloss::Result<()> {
+    let Some(position) = out.first_bad_label(gpu)? else {
+        return Ok(());
+    };
+    let label = target.to_labels(gpu)?[position];
+    Err(Error::LabelOutOfRange {
+        position,
+        label: label.into(),
+        classes,
+    })
 }
 
 /// A [`TupleLoss`] of k inputs `[N, D]` as a [`Loss`] of their stack `[parts·N, D]` and the
@@ -314,16 +325,12 @@ impl Loss for StackedCtc {
     }
 
     fn check(&self, gpu: &Gpu, target: &Tensor, out: &LossOutput) -> wgloss::Result<()> {
-        let classes = out.grad.shape().get(2).copied().unwrap_or(0);
-        let Some(position) = out.first_bad_label(gpu)? else {
-            return Ok(());
-        };
-        let label = target.to_labels(gpu)?[position];
-        Err(Error::LabelOutOfRange {
-            position,
-            label: label.into(),
-            classes,
-        })
+        check_labels(
+            gpu,
+            target,
+            out,
+            out.grad.shape().get(2).copied().unwrap_or(0),
+        )
     }
 }
 
