@@ -31,25 +31,9 @@ impl<H: MarginHead> Loss for Stacked<H> {
         target: &Tensor,
         out: &LossOutput,
     ) -> wgloss::Result<()> {
-        let (rows, d) = match input.shape() {
-            &[rows, d] => (rows, d),
-            s => {
-                return Err(Error::InvalidShape {
-                    name: "pred",
-                    got: s.to_vec(),
-                    why: "expected [N + C, D]",
-                })
-            }
-        };
+        let (rows, d) = stacked_shape(input, &out.grad, 1, "expected [N + C, D]")?;
         let n = target.shape().iter().product::<usize>().min(rows);
         let classes = rows - n;
-        if out.grad.shape() != input.shape() {
-            return Err(Error::ShapeMismatch {
-                name: "grad",
-                expected: input.shape().to_vec(),
-                got: out.grad.shape().to_vec(),
-            });
-        }
         let emb = Tensor::zeros(gpu, &[n, d])?;
         let weight = Tensor::zeros(gpu, &[classes, d])?;
         let own = HeadOutput::new(gpu, n, d, classes)?;
@@ -82,6 +66,34 @@ impl<H: MarginHead> Loss for Stacked<H> {
     fn check(&self, gpu: &Gpu, target: &Tensor, out: &LossOutput) -> wgloss::Result<()> {
         check_labels(gpu, target, out, out.grad.shape()[0] - target.len())
     }
+}
+
+/// The rows and width of a stacked prediction `[rows, D]` whose rows split into `parts` equal
+/// parts, with a gradient of its shape; `why` describes the expected stack.
+fn stacked_shape(
+    input: &Tensor,
+    grad: &Tensor,
+    parts: usize,
+    why: &'static str,
+) -> wgloss::Result<(usize, usize)> {
+    let (rows, d) = match input.shape() {
+        &[rows, d] if rows % parts == 0 => (rows, d),
+        s => {
+            return Err(Error::InvalidShape {
+                name: "pred",
+                got: s.to_vec(),
+                why,
+            })
+        }
+    };
+    if grad.shape() != input.shape() {
+        return Err(Error::ShapeMismatch {
+            name: "grad",
+            expected: input.shape().to_vec(),
+            got: grad.shape().to_vec(),
+        });
+    }
+    Ok((rows, d))
 }
 
 /// The bad label the kernel reported in `out`'s status word, as [`Error::LabelOutOfRange`] over
@@ -146,23 +158,12 @@ impl<L: TupleLoss> Loss for StackedTuple<L> {
         out: &LossOutput,
     ) -> wgloss::Result<()> {
         let (k, parts) = (self.loss.inputs().len(), self.parts);
-        let (rows, d) = match input.shape() {
-            &[rows, d] if rows % parts == 0 => (rows, d),
-            s => {
-                return Err(Error::InvalidShape {
-                    name: "pred",
-                    got: s.to_vec(),
-                    why: "expected [k·N, D], the k inputs stacked",
-                })
-            }
-        };
-        if out.grad.shape() != input.shape() {
-            return Err(Error::ShapeMismatch {
-                name: "grad",
-                expected: input.shape().to_vec(),
-                got: out.grad.shape().to_vec(),
-            });
-        }
+        let (rows, d) = stacked_shape(
+            input,
+            &out.grad,
+            parts,
+            "expected [k·N, D], the k inputs stacked",
+        )?;
         let n = rows / parts;
         let part = 4 * (n * d) as u64;
         let own = TupleOutput {
@@ -213,28 +214,17 @@ impl Loss for StackedClouds {
         target: &Tensor,
         out: &LossOutput,
     ) -> wgloss::Result<()> {
-        let (rows, d) = match input.shape() {
-            &[rows, d] if rows % 2 == 0 => (rows, d),
-            s => {
-                return Err(Error::InvalidShape {
-                    name: "pred",
-                    got: s.to_vec(),
-                    why: "expected [2N, D], the two clouds stacked",
-                })
-            }
-        };
+        let (rows, d) = stacked_shape(
+            input,
+            &out.grad,
+            2,
+            "expected [2N, D], the two clouds stacked",
+        )?;
         if target.shape() != [rows] {
             return Err(Error::ShapeMismatch {
                 name: "target",
                 expected: vec![rows],
                 got: target.shape().to_vec(),
-            });
-        }
-        if out.grad.shape() != input.shape() {
-            return Err(Error::ShapeMismatch {
-                name: "grad",
-                expected: input.shape().to_vec(),
-                got: out.grad.shape().to_vec(),
             });
         }
         let n = rows / 2;
