@@ -10,8 +10,8 @@ fn copy(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let b = block_range(arrayLength(&dst), wid.x, nwg.x, 256u);
-    for (var i = b.x + lid.x; i < b.y; i += 256u) {
+    let b = lane_walk(block_range(arrayLength(&dst), wid.x, nwg.x, 256u), lid.x);
+    for (var i = b.x; i < b.y; i += LANES) {
         dst[i] = src[i];
     }
 }

@@ -43,6 +43,17 @@ override WRITE_GRAD: bool = true;
 // Finish as sqrt(mean) and leave the gradient coefficient in state[0] (rmse, rmsle).
 override ROOT: bool = false;
 
+// Records this workgroup's sum of `acc` in its partial slot (reductions other than none). Call in
+// uniform control flow.
+fn write_partial(lid: u32, wid: u32, acc: f32) {
+    if (!PER_ELEMENT) {
+        let s = workgroup_sum(lid, acc);
+        if (lid == 0u) {
+            partials[params.wg_base + wid] = s;
+        }
+    }
+}
+
 @compute @workgroup_size(256)
 fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
     var acc = 0.0;

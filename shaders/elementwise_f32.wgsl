@@ -1,19 +1,21 @@
-// Element-wise driver, one element per step: bindings 0-2 as f32 arrays, the fused pass and the
-// gradient pass of ROOT losses. Composed after `elementwise.wgsl`.
+// Element-wise driver, one element per step: bindings 0-2 as f32 arrays, the walk of the fused
+// pass, the gradient pass of ROOT losses and `elem_inputs`. Composed after `elementwise.wgsl`.
 
 @group(0) @binding(0) var<storage, read> pred: array<f32>;
 @group(0) @binding(1) var<storage, read> targ: array<f32>;
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 
-@compute @workgroup_size(256)
-fn fused(
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let b = block_range(params.n, wid.x, nwg.x, WG);
+// Prediction and target of element j of the segment.
+fn elem_inputs(j: u32) -> vec2<f32> {
+    return vec2<f32>(pred[j], targ[j]);
+}
+
+// Walks this invocation's elements of its workgroup's block through `loss_elem`: writes each
+// gradient (WRITE_GRAD) and each loss (PER_ELEMENT), and returns the sum of the losses otherwise.
+fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
+    let b = lane_walk(block_range(params.n, wid, nwg, WG), lid);
     var acc = 0.0;
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
+    for (var i = b.x; i < b.y; i += LANES) {
         let v = loss_elem(pred[i], targ[i], params.elem_base + i);
         if (WRITE_GRAD) {
             grad[i] = v.y * params.grad_scale;
@@ -24,12 +26,16 @@ fn fused(
             acc += v.x;
         }
     }
-    if (!PER_ELEMENT) {
-        let s = workgroup_sum(lid.x, acc);
-        if (lid.x == 0u) {
-            partials[params.wg_base + wid.x] = s;
-        }
-    }
+    return acc;
+}
+
+@compute @workgroup_size(256)
+fn fused(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    write_partial(lid.x, wid.x, walk(lid.x, wid.x, nwg.x));
 }
 
 // Second pass of ROOT losses: the gradient, once the total is known.
@@ -39,9 +45,9 @@ fn apply(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let b = block_range(params.n, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(params.n, wid.x, nwg.x, WG), lid.x);
     let coef = state[0];
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
+    for (var i = b.x; i < b.y; i += LANES) {
         grad[i] = loss_elem(pred[i], targ[i], params.elem_base + i).y * coef;
     }
 }

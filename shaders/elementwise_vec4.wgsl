@@ -1,5 +1,5 @@
 // Element-wise driver, four elements per step: bindings 0-2 as vec4 arrays (16-byte loads and
-// stores), the fused pass and the gradient pass of ROOT losses. The host gives these passes the
+// stores), the walk of the fused pass, the gradient pass of ROOT losses and `elem_inputs`. The host gives these passes the
 // multiple-of-four prefix of the input and runs the remaining 1-3 elements through
 // `elementwise_f32.wgsl`. params.n counts elements (a multiple of 4 here).
 
@@ -19,15 +19,17 @@ fn loss_quad(q: u32) -> mat2x4<f32> {
     return mat2x4<f32>(vec4<f32>(v0.x, v1.x, v2.x, v3.x), vec4<f32>(v0.y, v1.y, v2.y, v3.y));
 }
 
-@compute @workgroup_size(256)
-fn fused(
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let b = block_range(params.n / 4u, wid.x, nwg.x, WG);
+// Prediction and target of element j of the segment.
+fn elem_inputs(j: u32) -> vec2<f32> {
+    return vec2<f32>(pred[j / 4u][j % 4u], targ[j / 4u][j % 4u]);
+}
+
+// Walks this invocation's quads of its workgroup's block through `loss_elem`: writes each
+// gradient (WRITE_GRAD) and each loss (PER_ELEMENT), and returns the sum of the losses otherwise.
+fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
+    let b = lane_walk(block_range(params.n / 4u, wid, nwg, WG), lid);
     var acc = vec4<f32>(0.0);
-    for (var q = b.x + lid.x; q < b.y; q += WG) {
+    for (var q = b.x; q < b.y; q += LANES) {
         let v = loss_quad(q);
         if (WRITE_GRAD) {
             grad[q] = v[1] * params.grad_scale;
@@ -41,12 +43,16 @@ fn fused(
             acc += v[0];
         }
     }
-    if (!PER_ELEMENT) {
-        let s = workgroup_sum(lid.x, (acc.x + acc.y) + (acc.z + acc.w));
-        if (lid.x == 0u) {
-            partials[params.wg_base + wid.x] = s;
-        }
-    }
+    return (acc.x + acc.y) + (acc.z + acc.w);
+}
+
+@compute @workgroup_size(256)
+fn fused(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    write_partial(lid.x, wid.x, walk(lid.x, wid.x, nwg.x));
 }
 
 // Second pass of ROOT losses: the gradient, once the total is known.
@@ -56,9 +62,9 @@ fn apply(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let b = block_range(params.n / 4u, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(params.n / 4u, wid.x, nwg.x, WG), lid.x);
     let coef = state[0];
-    for (var q = b.x + lid.x; q < b.y; q += WG) {
+    for (var q = b.x; q < b.y; q += LANES) {
         grad[q] = loss_quad(q)[1] * coef;
     }
 }

@@ -14,10 +14,7 @@ fn is_nan(x: f32) -> bool {
 // log(1 + x), accurate for small |x| (the u - 1 correction cancels the rounding of 1 + x).
 fn log1p(x: f32) -> f32 {
     let u = 1.0 + x;
-    if (u == 1.0) {
-        return x;
-    }
-    return log(u) * (x / (u - 1.0));
+    return select(log(u) * (x / (u - 1.0)), x, u == 1.0);
 }
 
 // e^x - 1, accurate for small |x|: a degree-6 Taylor polynomial below 0.1 in magnitude
@@ -50,13 +47,29 @@ fn smooth_l1(r: f32, beta: f32) -> vec2<f32> {
     return vec2<f32>(a - 0.5 * beta, sign(r));
 }
 
-// The contiguous block of elements [start, end) of `n` that workgroup `w` of `count` walks, its
-// invocations striding by the workgroup size `wg`. Blocks are multiples of `wg` long, so each
-// workgroup streams one region of memory: coalesced on a GPU, prefetch-friendly on a CPU adapter.
+// The contiguous block of elements [start, end) of `n` that workgroup `w` of `count` walks (its
+// invocations through `lane_walk`). Blocks are multiples of `wg` long, so each workgroup streams
+// one region of memory: coalesced on a GPU, prefetch-friendly on a CPU adapter.
 fn block_range(n: u32, w: u32, count: u32, wg: u32) -> vec2<u32> {
     let per = ((n + count - 1u) / count + wg - 1u) / wg * wg;
     let start = min(w * per, n);
     return vec2<u32>(start, min(start + per, n));
+}
+
+// How many neighbouring invocations walk one contiguous run of a workgroup's block together, set
+// by the host: the whole workgroup on a GPU (each step one coalesced access), a few on a CPU
+// adapter (which runs each group of SIMD-width invocations through its whole loop before the next
+// group starts, so each group had better stream runs of memory of its own). A power of two up to
+// WG; every value visits every element once (sums may round differently).
+override LANES: u32 = WG;
+
+// Where invocation `lid` starts in the block `b` = [start, end) and where it stops, stepping by
+// LANES: the block is cut into WG / LANES runs, multiples of LANES long, one per group of LANES
+// neighbouring invocations. Each invocation visits as many elements as with a whole-workgroup
+// stride, give or take one run's rounding.
+fn lane_walk(b: vec2<u32>, lid: u32) -> vec2<u32> {
+    let run = block_range(b.y - b.x, lid / LANES, WG / LANES, LANES);
+    return vec2<u32>(b.x + run.x + lid % LANES, b.x + run.y);
 }
 
 // x^y for x >= 0 with the limits pow(0, y > 0) = 0 and pow(0, 0) = 1 spelled out (WGSL leaves

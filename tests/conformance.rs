@@ -106,6 +106,16 @@ fn widths(gpu: &Gpu, entry: &Entry) -> Vec<Gpu> {
     }
 }
 
+/// Every way a workgroup's invocations can walk its block, beyond the adapter's own
+/// ([`Gpu::lanes`]: 2 on CPU adapters, 256 on GPUs): one invocation per run, a CPU's SIMD width and
+/// the whole workgroup.
+fn other_walks(gpu: &Gpu) -> impl Iterator<Item = Gpu> + '_ {
+    [1, 2, 8, 256]
+        .into_iter()
+        .filter(move |&lanes| lanes != gpu.lanes())
+        .map(move |lanes| gpu.with_lanes(lanes))
+}
+
 fn report(failures: Vec<String>) {
     assert!(
         failures.is_empty(),
@@ -204,6 +214,41 @@ fn matches_reference(entry: &Entry) {
                         failures.push(e);
                     }
                 }
+            }
+        }
+    }
+    report(failures);
+}
+
+/// The other walks of a workgroup's block (see [`other_walks`]) give the same values, at both
+/// step widths: one shape spanning many workgroups, the first variant, every reduction.
+fn every_walk_matches_reference(entry: &Entry) {
+    let Some(gpu) = shared_gpu() else { return };
+    let shape = match entry.layout {
+        Layout::Heads { classes, .. } => {
+            let [n, d] = EMBEDDING_SHAPES[2];
+            vec![n, d, classes]
+        }
+        _ if on_grid(entry) => EMBEDDING_SHAPES[2].to_vec(),
+        _ => entry.shape(100_003),
+    };
+    let inputs = entry.inputs_shaped(&shape, 11);
+    let mut failures = Vec::new();
+    for &reduction in entry.reductions {
+        // One reference serves every walk (stateful losses start afresh in each instance).
+        let mut want = None;
+        for gpu in other_walks(gpu).flat_map(|g| widths(&g, entry)) {
+            let mut inst = (entry.make)(&gpu, 0, reduction).expect("valid variant");
+            let want = want.get_or_insert_with(|| reference(&mut inst, &inputs, &inputs.pred));
+            let what = format!(
+                "{} {reduction:?} {:?} lanes={} vec4={}",
+                entry.name,
+                inputs.pred_shape,
+                gpu.lanes(),
+                gpu.vec4()
+            );
+            if let Err(e) = run_against(entry, &gpu, &inst, reduction, &inputs, want, &what) {
+                failures.push(e);
             }
         }
     }
@@ -630,6 +675,10 @@ macro_rules! conformance {
             #[test]
             fn matches_reference() {
                 super::matches_reference(entry());
+            }
+            #[test]
+            fn every_walk_matches_reference() {
+                super::every_walk_matches_reference(entry());
             }
             #[test]
             fn matches_reference_beyond_limits() {

@@ -297,9 +297,9 @@ fn fused(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let b = block_range(params.n / 4u, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(params.n / 4u, wid.x, nwg.x, WG), lid.x);
     var acc = 0.0;
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
+    for (var i = b.x; i < b.y; i += LANES) {
         let v = box_loss(pred[i], targ[i]);
         grad[i] = v.g * params.grad_scale;
         if (PER_ELEMENT) {
@@ -308,10 +308,5 @@ fn fused(
             acc += v.v;
         }
     }
-    if (!PER_ELEMENT) {
-        let s = workgroup_sum(lid.x, acc);
-        if (lid.x == 0u) {
-            partials[params.wg_base + wid.x] = s;
-        }
-    }
+    write_partial(lid.x, wid.x, acc);
 }

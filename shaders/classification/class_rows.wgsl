@@ -350,9 +350,9 @@ fn labels_pass(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let b = block_range(params.rows, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(params.rows, wid.x, nwg.x, WG), lid.x);
     var acc = 0.0;
-    for (var r = b.x + lid.x; r < b.y; r += WG) {
+    for (var r = b.x; r < b.y; r += LANES) {
         let y = labels[r];
         if (ignored(y)) {
             continue;
@@ -465,9 +465,9 @@ fn fused_rows(
         return;
     }
     let scale = gradient_scale();
-    let b = block_range(params.rows, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(params.rows, wid.x, nwg.x, WG), lid.x);
     var total = 0.0;
-    for (var r = b.x + lid.x; r < b.y; r += WG) {
+    for (var r = b.x; r < b.y; r += LANES) {
         let row = row_at(r);
         var acc = acc_new();
         for (var c = 0u; c < params.classes; c++) {

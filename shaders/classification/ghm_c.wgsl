@@ -63,9 +63,9 @@ fn hist_pass(
     let bins = params.k;
     atomicStore(&counts[lid.x], 0u);
     workgroupBarrier();
-    let b = block_range(params.n, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(params.n, wid.x, nwg.x, WG), lid.x);
     var valid = 0u;
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
+    for (var i = b.x; i < b.y; i += LANES) {
         if (!is_valid(i)) {
             continue;
         }

@@ -269,9 +269,9 @@ fn scan(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let b = block_range(params.lp_len, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(params.lp_len, wid.x, nwg.x, WG), lid.x);
     let frame = params.n * params.c;
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
+    for (var i = b.x; i < b.y; i += LANES) {
         let bits = bitcast<u32>(lp[i]);
         // NaN or +inf (-inf is a valid log-probability).
         if ((bits & 0x7fffffffu) >= 0x7f800000u && bits != 0xff800000u) {
@@ -318,9 +318,9 @@ fn fill(
     if (atomicLoad(&status[0]) != 0u) {
         return;
     }
-    let b = block_range(params.lp_len, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(params.lp_len, wid.x, nwg.x, WG), lid.x);
     let frame = params.n * params.c;
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
+    for (var i = b.x; i < b.y; i += LANES) {
         let n = (i / params.c) % params.n;
         var v = 0.0;
         if (i / frame < seqs[n].len && atomicLoad(&flags[n]) != 0u) {
@@ -628,8 +628,8 @@ fn scatter(
         return;
     }
     let row = params.n * params.c;
-    let b = block_range((params.t1 - params.t0) * row, wid.x, nwg.x, WG);
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
+    let b = lane_walk(block_range((params.t1 - params.t0) * row, wid.x, nwg.x, WG), lid.x);
+    for (var i = b.x; i < b.y; i += LANES) {
         let f = i / row;
         grad[params.dst_at + f * params.n_all * params.c + (i - f * row)] = lp[params.t0 * row + i];
     }

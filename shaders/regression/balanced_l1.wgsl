@@ -10,13 +10,14 @@ fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     let beta = params.p.y;
     let b = params.p.z;
     let d = abs(r);
-    if (d < beta) {
-        let bd = b * d;
-        let lg = log1p(params.p.w * d);
-        let value = params.p2.x * (bd + 1.0) * lg - alpha * d;
-        let slope = alpha * lg + alpha * (1.0 - beta) / (bd + beta);
-        return vec2<f32>(value, slope * sign(r));
-    }
+    // Both pieces, without a branch (lavapipe runs both sides of one anyway); the logarithm's
+    // argument is clamped below beta so that the unused piece stays finite.
+    let ds = min(d, beta);
+    let bd = b * ds;
+    let lg = log1p(params.p.w * ds);
+    let near = vec2<f32>(params.p2.x * (bd + 1.0) * lg - alpha * ds, alpha * lg + alpha * (1.0 - beta) / (bd + beta));
     let gamma = params.p2.y;
-    return vec2<f32>(gamma * d + params.p2.z, gamma * sign(r));
+    let far = vec2<f32>(gamma * d + params.p2.z, gamma);
+    let v = select(far, near, d < beta);
+    return vec2<f32>(v.x, v.y * sign(r));
 }

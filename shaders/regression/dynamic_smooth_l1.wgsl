@@ -12,10 +12,27 @@
 // two values per invocation (a list of k in the loop halved its speed). When fewer than k
 // values are ≤ τ, or an invocation met more than two (every value, at the first call),
 // the flag goes up and `kth_fallback` / `reduce_fallback` select again over every value (their
-// workgroups return at once when the flag is down).
+// workgroups return at once when the flag is down). Both widths of the driver run these passes:
+// `fused_kth` walks through the driver's `walk`, whose `loss_elem` also keeps the candidates.
+
+// This call's beta and τ, and the two smallest residuals ≤ τ this invocation met and how many
+// there were, for `loss_elem` (set by `fused_kth`).
+var<private> beta: f32;
+var<private> tau: f32;
+var<private> m1: f32;
+var<private> m2: f32;
+var<private> count: u32;
 
 fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
-    return smooth_l1(p - t, state[0]);
+    let r = p - t;
+    // Rarely true once τ is set (NaN is never ≤ τ); without a branch, which lavapipe runs faster.
+    let a = abs(r);
+    let keep = a <= tau;
+    count += u32(keep);
+    let kept = select(BIG, a, keep);
+    m2 = min(m2, max(m1, kept));
+    m1 = min(m1, kept);
+    return smooth_l1(r, beta);
 }
 
 const KMAX: u32 = 16u;
@@ -94,32 +111,12 @@ fn fused_kth(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let k = params.k;
-    let beta = state[0];
-    let tau = state[tau_at()];
-    let b = block_range(params.n, wid.x, nwg.x, WG);
-    var acc = 0.0;
-    // The two smallest residuals ≤ τ this invocation met, and how many there were.
-    var m1 = BIG;
-    var m2 = BIG;
-    var count = 0u;
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
-        let r = pred[i] - targ[i];
-        let v = smooth_l1(r, beta);
-        grad[i] = v.y * params.grad_scale;
-        if (PER_ELEMENT) {
-            loss[i] = v.x;
-        } else {
-            acc += v.x;
-        }
-        // Rarely true once τ is set (NaN is never ≤ τ); without a branch, which lavapipe runs
-        // faster.
-        let a = abs(r);
-        let keep = a <= tau;
-        count += u32(keep);
-        m2 = select(m2, min(m2, max(m1, a)), keep);
-        m1 = select(m1, min(m1, a), keep);
-    }
-    let s = workgroup_sum(lid.x, acc);
+    beta = state[0];
+    tau = state[tau_at()];
+    m1 = BIG;
+    m2 = BIG;
+    count = 0u;
+    let s = workgroup_sum(lid.x, walk(lid.x, wid.x, nwg.x));
     var mine = empty_list();
     mine[0] = m1;
     mine[1] = m2;
@@ -229,10 +226,11 @@ fn kth_fallback(
         return;
     }
     let k = params.k;
-    let b = block_range(params.n, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(params.n, wid.x, nwg.x, WG), lid.x);
     var best = empty_list();
-    for (var i = b.x + lid.x; i < b.y; i += WG) {
-        let a = abs(pred[i] - targ[i]);
+    for (var i = b.x; i < b.y; i += LANES) {
+        let pt = elem_inputs(i);
+        let a = abs(pt.x - pt.y);
         if (a < best[KMAX - 1u]) {
             insert_smallest(&best, a);
         }

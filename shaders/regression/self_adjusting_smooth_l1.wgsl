@@ -5,9 +5,10 @@
 //
 // state: [0, D) running mean, [D, 2D) running variance, [2D, 3D) beta.
 // Passes: `coord_stats` (per-workgroup sums of |r| - mu and its square per coordinate, shifted by
-// the running mean for accuracy), `coord_update` (one workgroup), then the driver's `fused` and
-// `reduce` with the new beta. The update is skipped when any variance is NaN (one row, or NaN
-// input), as the anchor does. params.p = (beta_max, momentum, -, -).
+// the running mean for accuracy), `coord_update` (one workgroup), then `coord_fused` (the driver's
+// `fused` with one beta per invocation) and the driver's `reduce`. The update is skipped when any
+// variance is NaN (one row, or NaN input), as the anchor does. params.p = (beta_max, momentum, -,
+// -).
 
 fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     let d = params.coords;
@@ -17,10 +18,27 @@ fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
 var<workgroup> sum_b: array<f32, 256>;
 var<workgroup> skip: atomic<u32>;
 
-// Invocations that take part in per-coordinate work: the largest multiple of D in a workgroup,
-// so that invocation l always meets coordinate l % D.
-fn lanes() -> u32 {
-    return WG / params.coords * params.coords;
+// Per-coordinate passes walk their blocks in groups of a multiple of D neighbouring invocations
+// (at least LANES where D allows), each group a run of its own with its invocations striding by
+// the group size, so that invocation l always meets coordinate l % D.
+fn coord_group() -> u32 {
+    let d = params.coords;
+    return max(d, LANES / d * d);
+}
+
+// Invocations that take part: the whole groups of a workgroup (a multiple of D).
+fn coord_lanes() -> u32 {
+    return WG / coord_group() * coord_group();
+}
+
+// Where invocation `lid` starts in its workgroup's block, where it stops, and its stride.
+// Blocks are multiples of `coord_lanes()` long and segments start on a row, so every run starts
+// on a row.
+fn coord_walk(wid: u32, nwg: u32, lid: u32) -> vec3<u32> {
+    let g = coord_group();
+    let b = block_range(params.n, wid, nwg, coord_lanes());
+    let run = block_range(b.y - b.x, lid / g, WG / g, g);
+    return vec3<u32>(b.x + run.x + lid % g, b.x + run.y, g);
 }
 
 @compute @workgroup_size(256)
@@ -30,18 +48,14 @@ fn coord_stats(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let d = params.coords;
-    let u = lanes();
-    // Blocks are multiples of u long and segments start on a row, so every block starts on a row.
-    let b = block_range(params.n, wid.x, nwg.x, u);
+    let w = coord_walk(wid.x, nwg.x, lid.x);
+    let shift = state[lid.x % d];
     var a = 0.0;
     var q = 0.0;
-    if (lid.x < u) {
-        let shift = state[lid.x % d];
-        for (var i = b.x + lid.x; i < b.y; i += u) {
-            let x = abs(pred[i] - targ[i]) - shift;
-            a += x;
-            q += x * x;
-        }
+    for (var i = w.x; i < w.y; i += w.z) {
+        let x = abs(pred[i] - targ[i]) - shift;
+        a += x;
+        q += x * x;
     }
     red[lid.x] = a;
     sum_b[lid.x] = q;
@@ -49,7 +63,7 @@ fn coord_stats(
     if (lid.x < d) {
         var sa = 0.0;
         var sq = 0.0;
-        for (var m = lid.x; m < u; m += d) {
+        for (var m = lid.x; m < coord_lanes(); m += d) {
             sa += red[m];
             sq += sum_b[m];
         }
@@ -59,10 +73,33 @@ fn coord_stats(
     }
 }
 
+// The fused pass with this invocation's coordinate fixed: its beta is read once.
+@compute @workgroup_size(256)
+fn coord_fused(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let d = params.coords;
+    let w = coord_walk(wid.x, nwg.x, lid.x);
+    let beta = state[2u * d + lid.x % d];
+    var acc = 0.0;
+    for (var i = w.x; i < w.y; i += w.z) {
+        let v = smooth_l1(pred[i] - targ[i], beta);
+        grad[i] = v.y * params.grad_scale;
+        if (PER_ELEMENT) {
+            loss[i] = v.x;
+        } else {
+            acc += v.x;
+        }
+    }
+    write_partial(lid.x, wid.x, acc);
+}
+
 @compute @workgroup_size(256)
 fn coord_update(@builtin(local_invocation_id) lid: vec3<u32>) {
     let d = params.coords;
-    let u = lanes();
+    let u = coord_lanes();
     let rows = f32(params.total / d);
     let momentum = params.p.y;
     if (lid.x == 0u) {

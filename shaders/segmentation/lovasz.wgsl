@@ -120,9 +120,9 @@ fn errors_pass(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let rows = params.samples * params.inner;
-    let b = block_range(rows, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
     let chunk_end = params.group_base + params.chunk_groups;
-    for (var r = b.x + lid.x; r < b.y; r += WG) {
+    for (var r = b.x; r < b.y; r += LANES) {
         let n_local = r / params.inner;
         let s = r % params.inner;
         let n = params.sample_base + n_local;
@@ -424,8 +424,8 @@ fn chain_pass(
         return;
     }
     let rows = params.samples * params.inner;
-    let b = block_range(rows, wid.x, nwg.x, WG);
-    for (var r = b.x + lid.x; r < b.y; r += WG) {
+    let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
+    for (var r = b.x; r < b.y; r += LANES) {
         let n_local = r / params.inner;
         let s = r % params.inner;
         let base = n_local * params.classes * params.inner + s;

@@ -145,10 +145,10 @@ fn pixel_pass(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let rows = params.samples * params.inner;
-    let b = block_range(rows, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
     var ce = 0.0;
     var wsum = 0.0;
-    for (var r = b.x + lid.x; r < b.y; r += WG) {
+    for (var r = b.x; r < b.y; r += LANES) {
         let n = r / params.inner;
         let s = r % params.inner;
         var m = -BIG;
@@ -220,9 +220,9 @@ fn stats_pass(
         first_n = wid.y / params.classes;
         len = params.inner;
     }
-    let b = block_range(len, wid.x, params.wx, WG);
+    let b = lane_walk(block_range(len, wid.x, params.wx, WG), lid.x);
     var v = array<f32, 6>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    for (var k = b.x + lid.x; k < b.y; k += WG) {
+    for (var k = b.x; k < b.y; k += LANES) {
         let n = first_n + k / params.inner;
         let pt = prob_target(n, c, k % params.inner);
         let p = pt.x;
@@ -412,8 +412,8 @@ fn grad_pass(
     if (MODE != MULTICLASS) {
         // One element per step.
         let len = params.samples * params.classes * params.inner;
-        let b = block_range(len, wid.x, nwg.x, WG);
-        for (var i = b.x + lid.x; i < b.y; i += WG) {
+        let b = lane_walk(block_range(len, wid.x, nwg.x, WG), lid.x);
+        for (var i = b.x; i < b.y; i += LANES) {
             let n = i / (params.classes * params.inner);
             let c = (i / params.inner) % params.classes;
             let pt = prob_target(n, c, i % params.inner);
@@ -428,9 +428,9 @@ fn grad_pass(
     }
     // One pixel per step: the softmax's chain over its classes.
     let rows = params.samples * params.inner;
-    let b = block_range(rows, wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
     let ce_scale = work[params.off_extra];
-    for (var r = b.x + lid.x; r < b.y; r += WG) {
+    for (var r = b.x; r < b.y; r += LANES) {
         let n = r / params.inner;
         let s = r % params.inner;
         let y = label(r);

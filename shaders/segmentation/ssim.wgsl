@@ -85,8 +85,8 @@ fn blur_h(
 ) {
     let w = params.width;
     let r = i32(params.radius);
-    let b = block_range(pixels(), wid.x, nwg.x, WG);
-    for (var e = b.x + lid.x; e < b.y; e += WG) {
+    let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
+    for (var e = b.x; e < b.y; e += LANES) {
         let row = e - e % w;
         let x = i32(e % w);
         var s = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
@@ -116,9 +116,9 @@ fn blur_v(
     let h = params.height;
     let w = params.width;
     let r = i32(params.radius);
-    let b = block_range(pixels(), wid.x, nwg.x, WG);
+    let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
     var acc = 0.0;
-    for (var e = b.x + lid.x; e < b.y; e += WG) {
+    for (var e = b.x; e < b.y; e += LANES) {
         let plane = e / (h * w);
         let y = (e / w) % h;
         let x = e % w;
@@ -218,8 +218,8 @@ fn adjoint_v(
 ) {
     let h = params.height;
     let w = params.width;
-    let b = block_range(pixels(), wid.x, nwg.x, WG);
-    for (var e = b.x + lid.x; e < b.y; e += WG) {
+    let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
+    for (var e = b.x; e < b.y; e += LANES) {
         let plane = e / (h * w);
         let y = (e / w) % h;
         let x = e % w;
@@ -237,8 +237,8 @@ fn adjoint_h(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let w = params.width;
-    let b = block_range(pixels(), wid.x, nwg.x, WG);
-    for (var e = b.x + lid.x; e < b.y; e += WG) {
+    let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
+    for (var e = b.x; e < b.y; e += LANES) {
         let row = e - e % w;
         let x = e % w;
         let ga = adjoint(0u, x, w, row, 1u);

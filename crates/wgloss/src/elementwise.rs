@@ -5,12 +5,11 @@
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::gpu::{PipelineKey, MAX_ITERATIONS};
+use crate::gpu::{PipelineKey, MAX_ITERATIONS, WG};
 use crate::kernel::Kernel;
 use crate::{Gpu, LossOutput, Reduction, Tensor};
 
 /// Invocations per workgroup of every element-wise kernel.
-const WG: usize = 256;
 /// Stride of per-segment parameter blocks in the uniform buffer (the largest uniform offset
 /// alignment WebGPU allows).
 const PARAMS_STRIDE: u64 = 256;
@@ -22,7 +21,7 @@ pub(crate) enum Plan {
     OnePass,
     /// `fused` without gradient, `reduce` as sqrt(mean) with the gradient coefficient, `apply`.
     Root,
-    /// `coord_stats`, `coord_update`, then as `OnePass` (per-coordinate state).
+    /// `coord_stats`, `coord_update`, `coord_fused` and `reduce` (per-coordinate state).
     CoordStats,
     /// `fused_kth` and `reduce_kth` (k-th smallest residual recorded into the state), then
     /// `kth_fallback` and `reduce_fallback`, which run only when the filter bound kept too few.
@@ -36,7 +35,7 @@ pub(crate) enum Plan {
 #[derive(Debug)]
 pub struct ElementwiseSpec<'a> {
     pub(crate) kernel: &'static Kernel,
-    /// The same loss four elements per step, for the OnePass and Root plans.
+    /// The same loss four elements per step, for the OnePass, Root and Kth plans.
     pub(crate) kernel4: Option<&'static Kernel>,
     pub(crate) plan: Plan,
     pub(crate) p: [f32; 4],
@@ -228,9 +227,11 @@ fn segments(
             (n - start, false)
         };
         let steps = len.div_ceil(WG * per_step);
+        // Bounded in elements, not steps: a pass may walk a four-element segment one element
+        // at a time (`elem_inputs`).
         let workgroups = steps
             .min(max_workgroups)
-            .max(steps.div_ceil(MAX_ITERATIONS))
+            .max(len.div_ceil(WG * MAX_ITERATIONS))
             .min(65_535);
         out.push(Segment {
             start,
@@ -424,7 +425,7 @@ pub(crate) fn encode(
     };
     let kernel4 = spec
         .kernel4
-        .filter(|_| gpu.vec4() && matches!(spec.plan, Plan::OnePass | Plan::Root));
+        .filter(|_| gpu.vec4() && matches!(spec.plan, Plan::OnePass | Plan::Root | Plan::Kth));
     // Per-coordinate statistics need segments to start on a row; grouped losses on a group
     // whose per-group loss view starts aligned too.
     let row = if spec.plan == Plan::CoordStats {
@@ -592,7 +593,12 @@ pub(crate) fn encode(
                 over_segments(&mut pass, "hist_pass", true, false);
                 once(&mut pass, "hist_update", true, false);
             }
-            over_segments(&mut pass, "fused", true, false);
+            let fused = if spec.plan == Plan::CoordStats {
+                "coord_fused"
+            } else {
+                "fused"
+            };
+            over_segments(&mut pass, fused, true, false);
             if !per_element {
                 once(&mut pass, "reduce", true, false);
             }

@@ -16,6 +16,9 @@ pub const INSTALL_HINT: &str =
 /// workgroups to stay well below.
 pub(crate) const MAX_ITERATIONS: usize = 16_384;
 
+/// Invocations per workgroup of every kernel (the shaders' `WG`).
+pub(crate) const WG: usize = 256;
+
 /// Key of a cached compute pipeline: kernel, entry point and override constants (booleans as
 /// 0 and 1).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -33,6 +36,7 @@ pub(crate) struct PipelineKey {
 pub struct Gpu {
     inner: Arc<Inner>,
     vec4: bool,
+    lanes: u32,
 }
 
 struct Inner {
@@ -136,12 +140,19 @@ impl Gpu {
             .and_then(|v| v.parse().ok())
             .filter(|&n: &usize| (1..=65_535).contains(&n))
             .unwrap_or(if cpu { 64 } else { 4096 });
-        // 16-byte accesses suit GPUs; lavapipe streams scalar accesses faster.
-        let vec4 = match std::env::var("WGLOSS_VEC4").as_deref() {
-            Ok("0") => false,
-            Ok("1") => true,
-            _ => !cpu,
-        };
+        // 16-byte accesses, on every adapter.
+        let vec4 = std::env::var("WGLOSS_VEC4").as_deref() != Ok("0");
+        // A CPU adapter runs each group of SIMD-width invocations through its whole loop before
+        // the next group starts: with a whole-workgroup stride each group would touch a few
+        // bytes of every kilobyte of the block, so there neighbouring pairs of invocations walk
+        // runs of their own (the fastest of 1-256 on lavapipe, for one- and four-element steps
+        // alike). On a GPU the whole workgroup steps through its block together, each step one
+        // coalesced access.
+        let lanes = std::env::var("WGLOSS_LANES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &u32| n.is_power_of_two() && n as usize <= WG)
+            .unwrap_or(if cpu { 2 } else { WG as u32 });
         Self {
             inner: Arc::new(Inner {
                 device,
@@ -153,6 +164,7 @@ impl Gpu {
                 layouts: Mutex::default(),
             }),
             vec4,
+            lanes,
         }
     }
 
@@ -177,9 +189,8 @@ impl Gpu {
         self.inner.max_workgroups
     }
 
-    /// Whether element-wise kernels move four elements per step with 16-byte accesses: on GPU
-    /// adapters, not on CPU adapters (lavapipe streams scalar accesses faster); `WGLOSS_VEC4=0|1`
-    /// overrides it.
+    /// Whether element-wise kernels move four elements per step with 16-byte accesses (the
+    /// default on every adapter; `WGLOSS_VEC4=0` turns it off).
     pub fn vec4(&self) -> bool {
         self.vec4
     }
@@ -188,8 +199,26 @@ impl Gpu {
     /// compute the same values; the conformance suite checks each).
     pub fn with_vec4(&self, vec4: bool) -> Self {
         Self {
-            inner: self.inner.clone(),
             vec4,
+            ..self.clone()
+        }
+    }
+
+    /// How many neighbouring invocations of a workgroup walk one contiguous run of its block
+    /// together: the whole workgroup (256) on GPU adapters, 2 on CPU adapters;
+    /// `WGLOSS_LANES` (a power of two up to 256) overrides it. Every value visits every element
+    /// once; only the order of the sums' terms changes.
+    pub fn lanes(&self) -> u32 {
+        self.lanes
+    }
+
+    /// The same device and caches with [`Gpu::lanes`] set explicitly (rounded down to a power of
+    /// two in 1..=256).
+    pub fn with_lanes(&self, lanes: u32) -> Self {
+        let lanes = lanes.clamp(1, WG as u32);
+        Self {
+            lanes: 1 << lanes.ilog2(),
+            ..self.clone()
         }
     }
 
@@ -333,6 +362,8 @@ impl Gpu {
         key: PipelineKey,
         layout: &wgpu::PipelineLayout,
     ) -> wgpu::ComputePipeline {
+        let mut key = key;
+        key.overrides.push(("LANES", self.lanes));
         if let Some(p) = lock(&self.inner.pipelines).get(&key) {
             return p.clone();
         }

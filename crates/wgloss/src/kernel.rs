@@ -143,13 +143,14 @@ macro_rules! elementwise_kernels {
     others: [$($other:ident),*]
     $(
         $family:ident in $dir:literal {
-            stateless: { $($name:ident, $vec4:ident => $file:literal),* $(,)? }
-            stateful: { $($sname:ident => $sfile:literal),* $(,)? }
+            two_widths: { $($name:ident, $vec4:ident => $file:literal),* $(,)? }
+            one_width: { $($sname:ident => $sfile:literal),* $(,)? }
         }
     )*) => {
         $(
             /// Composed kernels of one element-wise family: one element per step and, for losses
-            /// without state, four elements per step.
+            /// whose passes over the input all run through the driver's walk (or `elem_inputs`),
+            /// four elements per step.
             pub(crate) mod $family {
                 use super::*;
                 $(
@@ -186,7 +187,7 @@ macro_rules! elementwise_kernels {
 elementwise_kernels! {
     others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
-        stateless: {
+        two_widths: {
             MAE, MAE_VEC4 => "mae",
             MSE, MSE_VEC4 => "mse",
             RMSE, RMSE_VEC4 => "rmse",
@@ -196,14 +197,14 @@ elementwise_kernels! {
             SMOOTH_L1, SMOOTH_L1_VEC4 => "smooth_l1",
             QUANTILE, QUANTILE_VEC4 => "quantile",
             BALANCED_L1, BALANCED_L1_VEC4 => "balanced_l1",
+            DYNAMIC_SMOOTH_L1, DYNAMIC_SMOOTH_L1_VEC4 => "dynamic_smooth_l1",
         }
-        stateful: {
-            DYNAMIC_SMOOTH_L1 => "dynamic_smooth_l1",
+        one_width: {
             SELF_ADJUSTING_SMOOTH_L1 => "self_adjusting_smooth_l1",
         }
     }
     classification in "classification" {
-        stateless: {
+        two_widths: {
             BCE_WITH_LOGITS, BCE_WITH_LOGITS_VEC4 => "bce_with_logits",
             SIGMOID_FOCAL, SIGMOID_FOCAL_VEC4 => "sigmoid_focal",
             HINGE, HINGE_VEC4 => "hinge",
@@ -212,17 +213,17 @@ elementwise_kernels! {
             RAMP, RAMP_VEC4 => "ramp",
             EXPONENTIAL, EXPONENTIAL_VEC4 => "exponential",
         }
-        stateful: {
+        one_width: {
             GHM_C => "ghm_c",
         }
     }
     generative in "generative" {
-        stateless: {
+        two_widths: {
             DIFFUSION_MSE, DIFFUSION_MSE_VEC4 => "diffusion_mse",
             GAN, GAN_VEC4 => "gan",
             KL_DIV, KL_DIV_VEC4 => "kl_div",
         }
-        stateful: {}
+        one_width: {}
     }
 }
 

@@ -3,7 +3,7 @@ use wgpu::util::DeviceExt;
 use crate::config::check_grad_scale;
 use crate::elementwise::{dynamic_uniform, entry, storage};
 use crate::error::{Error, Result};
-use crate::gpu::{PipelineKey, MAX_ITERATIONS};
+use crate::gpu::{PipelineKey, MAX_ITERATIONS, WG};
 use crate::kernel::CTC;
 use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 
@@ -14,7 +14,6 @@ const MAX_FRAMES: usize = MAX_ITERATIONS;
 /// Most sequences: the reduction's single workgroup walks them 256 at a time.
 const MAX_BATCH: usize = 256 * MAX_ITERATIONS;
 /// Invocations per workgroup of every pass.
-const WG: usize = 256;
 /// Distance between the parameter blocks of the chunks (a valid dynamic uniform offset).
 const PARAMS_STRIDE: usize = 256;
 
