@@ -43,6 +43,32 @@ override WRITE_GRAD: bool = true;
 // Finish as sqrt(mean) and leave the gradient coefficient in state[0] (rmse, rmsle).
 override ROOT: bool = false;
 
+// Row and column, over rows of params.coords elements, of the element `loss_elem` is called for
+// (its global index i: i / coords and i % coords). The walks keep them up to date with an addition
+// per element; a CPU adapter would divide lane by lane.
+var<private> elem_row: u32;
+var<private> elem_col: u32;
+
+// (i / coords, i % coords).
+fn row_col(i: u32) -> vec2<u32> {
+    let d = max(params.coords, 1u);
+    return vec2<u32>(i / d, i % d);
+}
+
+// (row, col) `step` = row_col(s) elements further on.
+fn advance(rc: vec2<u32>, step: vec2<u32>) -> vec2<u32> {
+    let d = max(params.coords, 1u);
+    let col = rc.y + step.y;
+    let wrap = u32(col >= d);
+    return vec2<u32>(rc.x + step.x + wrap, col - d * wrap);
+}
+
+// Sets the (row, col) of the next element `loss_elem` is called for.
+fn at_elem(rc: vec2<u32>) {
+    elem_row = rc.x;
+    elem_col = rc.y;
+}
+
 // Records this workgroup's sum of `acc` in its partial slot (reductions other than none). Call in
 // uniform control flow.
 fn write_partial(lid: u32, wid: u32, acc: f32) {

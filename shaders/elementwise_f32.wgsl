@@ -14,9 +14,13 @@ fn elem_inputs(j: u32) -> vec2<f32> {
 // gradient (WRITE_GRAD) and each loss (PER_ELEMENT), and returns the sum of the losses otherwise.
 fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
     let b = lane_walk(block_range(params.n, wid, nwg, WG), lid);
+    var rc = row_col(params.elem_base + b.x);
+    let step = row_col(LANES);
     var acc = 0.0;
     for (var i = b.x; i < b.y; i += LANES) {
+        at_elem(rc);
         let v = loss_elem(pred[i], targ[i], params.elem_base + i);
+        rc = advance(rc, step);
         if (WRITE_GRAD) {
             grad[i] = v.y * params.grad_scale;
         }
@@ -46,8 +50,12 @@ fn apply(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let b = lane_walk(block_range(params.n, wid.x, nwg.x, WG), lid.x);
+    var rc = row_col(params.elem_base + b.x);
+    let step = row_col(LANES);
     let coef = state[0];
     for (var i = b.x; i < b.y; i += LANES) {
+        at_elem(rc);
         grad[i] = loss_elem(pred[i], targ[i], params.elem_base + i).y * coef;
+        rc = advance(rc, step);
     }
 }

@@ -7,14 +7,22 @@
 @group(0) @binding(1) var<storage, read> targ: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> grad: array<vec4<f32>>;
 
-// Loss and derivative of the four elements of quad q.
-fn loss_quad(q: u32) -> mat2x4<f32> {
+// Loss and derivative of the four elements of quad q, the first at (row, col) `rc`; `one` is
+// row_col(1).
+fn loss_quad(q: u32, rc: vec2<u32>, one: vec2<u32>) -> mat2x4<f32> {
     let p = pred[q];
     let t = targ[q];
     let i = params.elem_base + 4u * q;
+    let rc1 = advance(rc, one);
+    let rc2 = advance(rc1, one);
+    let rc3 = advance(rc2, one);
+    at_elem(rc);
     let v0 = loss_elem(p.x, t.x, i);
+    at_elem(rc1);
     let v1 = loss_elem(p.y, t.y, i + 1u);
+    at_elem(rc2);
     let v2 = loss_elem(p.z, t.z, i + 2u);
+    at_elem(rc3);
     let v3 = loss_elem(p.w, t.w, i + 3u);
     return mat2x4<f32>(vec4<f32>(v0.x, v1.x, v2.x, v3.x), vec4<f32>(v0.y, v1.y, v2.y, v3.y));
 }
@@ -28,9 +36,13 @@ fn elem_inputs(j: u32) -> vec2<f32> {
 // gradient (WRITE_GRAD) and each loss (PER_ELEMENT), and returns the sum of the losses otherwise.
 fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
     let b = lane_walk(block_range(params.n / 4u, wid, nwg, WG), lid);
+    var rc = row_col(params.elem_base + 4u * b.x);
+    let one = row_col(1u);
+    let step = row_col(4u * LANES);
     var acc = vec4<f32>(0.0);
     for (var q = b.x; q < b.y; q += LANES) {
-        let v = loss_quad(q);
+        let v = loss_quad(q, rc, one);
+        rc = advance(rc, step);
         if (WRITE_GRAD) {
             grad[q] = v[1] * params.grad_scale;
         }
@@ -63,8 +75,12 @@ fn apply(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let b = lane_walk(block_range(params.n / 4u, wid.x, nwg.x, WG), lid.x);
+    var rc = row_col(params.elem_base + 4u * b.x);
+    let one = row_col(1u);
+    let step = row_col(4u * LANES);
     let coef = state[0];
     for (var q = b.x; q < b.y; q += LANES) {
-        grad[q] = loss_quad(q)[1] * coef;
+        grad[q] = loss_quad(q, rc, one)[1] * coef;
+        rc = advance(rc, step);
     }
 }

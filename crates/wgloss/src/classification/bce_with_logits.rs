@@ -65,6 +65,9 @@ impl ElementwiseLoss for BceWithLogits {
             .vec4(&BCE_WITH_LOGITS_VEC4);
         spec.coords = classes as u32;
         spec.aux = aux;
+        // Without weights the kernel reads none (a lookup per element costs on a CPU adapter).
+        let weighted = self.pos_weight.is_some() || self.weight.is_some();
+        spec.overrides = vec![("WEIGHTED", weighted.into())];
         Ok(spec)
     }
 
