@@ -49,7 +49,7 @@ struct Params {
     weight_sum: f32,    // W
     mean: u32,          // 1 under reduction mean
     per_row: u32,       // 1 under reduction none
-    has_weight: u32,    // 0: all class weights are 1 (the weight binding is not read)
+    unused: u32,        // (free)
     poly: f32,          // poly1's epsilon (0 otherwise)
     z_loss: f32,        // z (0: no z-loss)
     softcap: f32,       // cap (0: no soft cap)
@@ -90,6 +90,9 @@ override SOFTCAP: bool = false;
 override PROBS: bool = false;
 // Whether the logits are read from the gradient binding, which the gradient overwrites.
 override IN_PLACE: bool = false;
+// Class weights given; without them every weight is 1 and the weight binding is not read (a
+// lookup per element costs on a CPU adapter even behind a uniform branch).
+override WEIGHTED: bool = false;
 
 var<workgroup> red_m: array<f32, 256>;
 var<workgroup> red_a: array<f32, 256>;
@@ -101,7 +104,7 @@ fn ignored(y: i32) -> bool {
 }
 
 fn class_weight(c: u32) -> f32 {
-    if (params.has_weight != 0u) {
+    if (WEIGHTED) {
         return weight[c];
     }
     return 1.0;
@@ -217,9 +220,11 @@ fn acc_new() -> Acc {
 fn accumulate(acc: Acc, c: u32, x: f32, i: u32, row: Row) -> Acc {
     var o = acc;
     if (KIND != MARGIN) {
-        let m2 = max(o.m, x);
-        o.s = o.s * exp(o.m - m2) + exp(x - m2);
-        o.m = m2;
+        // One exponential: s + e^(x - m) below the running max, s e^(m - x) + 1 above it.
+        let d = x - o.m;
+        let e = exp(-abs(d));
+        o.s = select(o.s + e, o.s * e + 1.0, d > 0.0);
+        o.m = max(o.m, x);
     }
     if (KIND == CROSS_ENTROPY) {
         if (PROBS) {
@@ -396,7 +401,8 @@ fn fused(
         let row = row_at(r);
         // Sweep 1: the row's statistics, then a tree over the workgroup.
         var acc = acc_new();
-        for (var c = lid.x; c < params.classes; c += WG) {
+        let cw = lane_walk(vec2<u32>(0u, params.classes), lid.x);
+        for (var c = cw.x; c < cw.y; c += LANES) {
             let i = row.base + c * params.inner;
             acc = accumulate(acc, c, logit(i), i, row);
         }
@@ -426,7 +432,7 @@ fn fused(
         if (!row.skip) {
             co = coefficients(row, st, scale);
         }
-        for (var c = lid.x; c < params.classes; c += WG) {
+        for (var c = cw.x; c < cw.y; c += LANES) {
             let i = row.base + c * params.inner;
             var g = 0.0;
             if (!row.skip) {
