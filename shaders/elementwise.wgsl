@@ -5,8 +5,9 @@
 //
 // Bindings (group 0): 0 pred, 1 targ (the target; `target` is reserved in WGSL) (read); 2 grad,
 // 3 loss (one value, or one per element under reduction none), 4 partials (one slot per
-// workgroup of every segment), 5 state, 6 params. Bindings 0-2 and the passes that read them
-// come from `elementwise_f32.wgsl` (one element per step) or `elementwise_vec4.wgsl` (four).
+// workgroup of every segment), 5 state, 6 params. Bindings 0-2, `walk` and the other passes that
+// read them come from `elementwise_f32.wgsl` (one element per step) or `elementwise_vec4.wgsl`
+// (four), or from a loss file of its own (boxes).
 // A segment is a slice of the inputs that fits one storage binding; the host dispatches each
 // segment with its own bind group, and at most `Gpu::max_workgroups` workgroups, each walking one
 // contiguous block of it, so neither the binding-size limit nor the 65,535-workgroup limit is
@@ -78,6 +79,17 @@ fn write_partial(lid: u32, wid: u32, acc: f32) {
             partials[params.wg_base + wid] = s;
         }
     }
+}
+
+// The fused pass: each invocation walks its elements (`walk`, from the step-width file or the
+// loss file composed after this one) and the workgroup's loss sum goes to its partial slot.
+@compute @workgroup_size(256)
+fn fused(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    write_partial(lid.x, wid.x, walk(lid.x, wid.x, nwg.x));
 }
 
 @compute @workgroup_size(256)

@@ -33,15 +33,6 @@ fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
     return acc;
 }
 
-@compute @workgroup_size(256)
-fn fused(
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    write_partial(lid.x, wid.x, walk(lid.x, wid.x, nwg.x));
-}
-
 // Second pass of ROOT losses: the gradient, once the total is known.
 @compute @workgroup_size(256)
 fn apply(

@@ -1,7 +1,8 @@
 // Box losses (F2): iou, giou, diou, ciou, eiou, siou of predicted boxes against target boxes,
 // one invocation per pair, fused forward+backward. Composed after `elementwise.wgsl`, whose
 // Params (n = 4 x boxes in the segment, elem_base, scales; p.x = eps), loss/partials bindings
-// and `reduce` it shares. Bindings 0-2 hold one box per vec4.
+// `fused` and `reduce` it shares (this file gives `fused` its `walk`). Bindings 0-2 hold one box
+// per vec4.
 //
 // Per pair, in (x1, y1, x2, y2) (cxcywh inputs are converted, and their gradient chained back):
 //   iw = min(x2, X2) - max(x1, X1), ih likewise; inter = iw ih if both > 0, else 0
@@ -291,13 +292,9 @@ fn box_loss(pb: vec4<f32>, tb: vec4<f32>) -> V {
     return V(out.v, grad_from_xyxy(out.g));
 }
 
-@compute @workgroup_size(256)
-fn fused(
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let b = lane_walk(block_range(params.n / 4u, wid.x, nwg.x, WG), lid.x);
+// The driver's walk for boxes: one box (four elements) per step.
+fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
+    let b = lane_walk(block_range(params.n / 4u, wid, nwg, WG), lid);
     var acc = 0.0;
     for (var i = b.x; i < b.y; i += LANES) {
         let v = box_loss(pred[i], targ[i]);
@@ -308,5 +305,5 @@ fn fused(
             acc += v.v;
         }
     }
-    write_partial(lid.x, wid.x, acc);
+    return acc;
 }
