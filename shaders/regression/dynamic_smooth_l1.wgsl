@@ -40,6 +40,8 @@ const HMAX: u32 = 1024u;
 
 // Lists sent in a merge stage: at most WG / 2 senders of KMAX values (8 KiB).
 var<workgroup> exchange: array<f32, 2048>;
+// Candidates appended to `exchange` by `fused_kth` (at most KEPT per invocation).
+var<workgroup> candidates: atomic<u32>;
 var<workgroup> history: array<f32, HMAX>;
 var<workgroup> flag: u32;
 // Whether the selection falls back to every value (reduce_kth, reduce_fallback).
@@ -116,19 +118,36 @@ fn fused_kth(
     m1 = BIG;
     m2 = BIG;
     count = 0u;
+    if (lid.x == 0u) {
+        atomicStore(&candidates, 0u);
+    }
     let s = workgroup_sum(lid.x, walk(lid.x, wid.x, nwg.x));
-    var mine = empty_list();
-    mine[0] = m1;
-    mine[1] = m2;
-    let merged = merge_smallest(lid.x, mine, k);
+    // Candidates are few once τ is set: each invocation appends its own (in any order), and
+    // invocation 0 keeps the k smallest, a set whatever the order (one barrier; a merge tree
+    // takes two per stage).
+    if (m1 < BIG) {
+        exchange[atomicAdd(&candidates, 1u)] = m1;
+    }
+    if (m2 < BIG) {
+        exchange[atomicAdd(&candidates, 1u)] = m2;
+    }
     if (count > KEPT) {
         state[tau_at() + 1u] = 1.0;
     }
+    workgroupBarrier();
     if (lid.x == 0u) {
+        var best = empty_list();
+        let n = atomicLoad(&candidates);
+        for (var j = 0u; j < n; j++) {
+            let a = exchange[j];
+            if (a < best[KMAX - 1u]) {
+                insert_smallest(&best, a);
+            }
+        }
         let slot = params.wg_base + wid.x;
         partials[slot] = s;
         for (var j = 0u; j < k; j++) {
-            partials[params.num_partials + slot * k + j] = merged[j];
+            partials[params.num_partials + slot * k + j] = best[j];
         }
     }
 }
