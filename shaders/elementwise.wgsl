@@ -39,9 +39,8 @@ struct Params {
 
 // Reduction none: write each element's loss instead of reducing.
 override PER_ELEMENT: bool = false;
-// false: accumulate the loss only (first pass of a loss whose gradient needs the total).
-override WRITE_GRAD: bool = true;
-// Finish as sqrt(mean) and leave the gradient coefficient in state[0] (rmse, rmsle).
+// Finish as sqrt(mean) and leave the gradient's coefficient in state[0] for `apply` (rmse,
+// rmsle).
 override ROOT: bool = false;
 
 // Row and column, over rows of params.coords elements, of the element `loss_elem` is called for
@@ -92,6 +91,22 @@ fn fused(
     write_partial(lid.x, wid.x, walk(lid.x, wid.x, nwg.x));
 }
 
+// Second pass of ROOT losses: scales the gradient `fused` wrote (d (r^2) / dp times grad_scale)
+// by the coefficient `reduce` left in state[0], once the total is known. `steps` (elements or
+// quads of the segment) comes from the step-width file.
+@compute @workgroup_size(256)
+fn apply(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let b = lane_walk(block_range(steps(), wid.x, nwg.x, WG), lid.x);
+    let coef = state[0];
+    for (var i = b.x; i < b.y; i += LANES) {
+        grad[i] = grad[i] * coef;
+    }
+}
+
 @compute @workgroup_size(256)
 fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
     var acc = 0.0;
@@ -104,9 +119,10 @@ fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
         if (ROOT) {
             let root = sqrt(mean);
             loss[0] = root;
-            // d sqrt(m) / dm = 1 / (2 sqrt(m)); the gradient is 0 where the loss is 0, and a NaN
-            // total stays NaN.
-            state[0] = select(0.5 * params.grad_scale * params.loss_scale / root, 0.0, root == 0.0);
+            // d sqrt(m) / dm = 1 / (2 sqrt(m)), times 1/n; the gradient is 0 where the loss is 0
+            // (every residual, hence every derivative `fused` wrote, is 0 there), and a NaN total
+            // stays NaN.
+            state[0] = select(0.5 * params.loss_scale / root, 0.0, root == 0.0);
         } else {
             loss[0] = mean;
         }

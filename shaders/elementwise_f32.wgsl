@@ -1,9 +1,14 @@
-// Element-wise driver, one element per step: bindings 0-2 as f32 arrays, the walk of the fused
-// pass, the gradient pass of ROOT losses and `elem_inputs`. Composed after `elementwise.wgsl`.
+// Element-wise driver, one element per step: bindings 0-2 as f32 arrays, `steps`, the walk of the
+// fused pass and `elem_inputs`. Composed after `elementwise.wgsl`.
 
 @group(0) @binding(0) var<storage, read> pred: array<f32>;
 @group(0) @binding(1) var<storage, read> targ: array<f32>;
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
+
+// Steps of a walk over the segment: its elements.
+fn steps() -> u32 {
+    return params.n;
+}
 
 // Prediction and target of element j of the segment.
 fn elem_inputs(j: u32) -> vec2<f32> {
@@ -11,9 +16,9 @@ fn elem_inputs(j: u32) -> vec2<f32> {
 }
 
 // Walks this invocation's elements of its workgroup's block through `loss_elem`: writes each
-// gradient (WRITE_GRAD) and each loss (PER_ELEMENT), and returns the sum of the losses otherwise.
+// gradient and each loss (PER_ELEMENT), and returns the sum of the losses otherwise.
 fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
-    let b = lane_walk(block_range(params.n, wid, nwg, WG), lid);
+    let b = lane_walk(block_range(steps(), wid, nwg, WG), lid);
     var rc = row_col(params.elem_base + b.x);
     let step = row_col(LANES);
     var acc = 0.0;
@@ -21,9 +26,7 @@ fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
         at_elem(rc);
         let v = loss_elem(pred[i], targ[i], params.elem_base + i);
         rc = advance(rc, step);
-        if (WRITE_GRAD) {
-            grad[i] = v.y * params.grad_scale;
-        }
+        grad[i] = v.y * params.grad_scale;
         if (PER_ELEMENT) {
             loss[i] = v.x;
         } else {
@@ -31,22 +34,4 @@ fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
         }
     }
     return acc;
-}
-
-// Second pass of ROOT losses: the gradient, once the total is known.
-@compute @workgroup_size(256)
-fn apply(
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let b = lane_walk(block_range(params.n, wid.x, nwg.x, WG), lid.x);
-    var rc = row_col(params.elem_base + b.x);
-    let step = row_col(LANES);
-    let coef = state[0];
-    for (var i = b.x; i < b.y; i += LANES) {
-        at_elem(rc);
-        grad[i] = loss_elem(pred[i], targ[i], params.elem_base + i).y * coef;
-        rc = advance(rc, step);
-    }
 }

@@ -1,6 +1,6 @@
 // Element-wise driver, four elements per step: bindings 0-2 as vec4 arrays (16-byte loads and
-// stores), the walk of the fused pass, the gradient pass of ROOT losses and `elem_inputs`. The host gives these passes the
-// multiple-of-four prefix of the input and runs the remaining 1-3 elements through
+// stores), `steps`, the walk of the fused pass and `elem_inputs`. The host gives
+// these passes the multiple-of-four prefix of the input and runs the remaining 1-3 elements through
 // `elementwise_f32.wgsl`. params.n counts elements (a multiple of 4 here).
 
 @group(0) @binding(0) var<storage, read> pred: array<vec4<f32>>;
@@ -27,15 +27,20 @@ fn loss_quad(q: u32, rc: vec2<u32>, one: vec2<u32>) -> mat2x4<f32> {
     return mat2x4<f32>(vec4<f32>(v0.x, v1.x, v2.x, v3.x), vec4<f32>(v0.y, v1.y, v2.y, v3.y));
 }
 
+// Steps of a walk over the segment: its quads.
+fn steps() -> u32 {
+    return params.n / 4u;
+}
+
 // Prediction and target of element j of the segment.
 fn elem_inputs(j: u32) -> vec2<f32> {
     return vec2<f32>(pred[j / 4u][j % 4u], targ[j / 4u][j % 4u]);
 }
 
 // Walks this invocation's quads of its workgroup's block through `loss_elem`: writes each
-// gradient (WRITE_GRAD) and each loss (PER_ELEMENT), and returns the sum of the losses otherwise.
+// gradient and each loss (PER_ELEMENT), and returns the sum of the losses otherwise.
 fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
-    let b = lane_walk(block_range(params.n / 4u, wid, nwg, WG), lid);
+    let b = lane_walk(block_range(steps(), wid, nwg, WG), lid);
     var rc = row_col(params.elem_base + 4u * b.x);
     let one = row_col(1u);
     let step = row_col(4u * LANES);
@@ -43,9 +48,7 @@ fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
     for (var q = b.x; q < b.y; q += LANES) {
         let v = loss_quad(q, rc, one);
         rc = advance(rc, step);
-        if (WRITE_GRAD) {
-            grad[q] = v[1] * params.grad_scale;
-        }
+        grad[q] = v[1] * params.grad_scale;
         if (PER_ELEMENT) {
             loss[4u * q] = v[0].x;
             loss[4u * q + 1u] = v[0].y;
@@ -56,22 +59,4 @@ fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
         }
     }
     return (acc.x + acc.y) + (acc.z + acc.w);
-}
-
-// Second pass of ROOT losses: the gradient, once the total is known.
-@compute @workgroup_size(256)
-fn apply(
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let b = lane_walk(block_range(params.n / 4u, wid.x, nwg.x, WG), lid.x);
-    var rc = row_col(params.elem_base + 4u * b.x);
-    let one = row_col(1u);
-    let step = row_col(4u * LANES);
-    let coef = state[0];
-    for (var q = b.x; q < b.y; q += LANES) {
-        grad[q] = loss_quad(q, rc, one)[1] * coef;
-        rc = advance(rc, step);
-    }
 }

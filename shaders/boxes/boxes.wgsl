@@ -292,9 +292,14 @@ fn box_loss(pb: vec4<f32>, tb: vec4<f32>) -> V {
     return V(out.v, grad_from_xyxy(out.g));
 }
 
+// Steps of a walk over the segment: its boxes.
+fn steps() -> u32 {
+    return params.n / 4u;
+}
+
 // The driver's walk for boxes: one box (four elements) per step.
 fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
-    let b = lane_walk(block_range(params.n / 4u, wid, nwg, WG), lid);
+    let b = lane_walk(block_range(steps(), wid, nwg, WG), lid);
     var acc = 0.0;
     for (var i = b.x; i < b.y; i += LANES) {
         let v = box_loss(pred[i], targ[i]);

@@ -19,7 +19,8 @@ const PARAMS_STRIDE: u64 = 256;
 pub(crate) enum Plan {
     /// `fused` writes gradient and partials, `reduce` finishes the loss.
     OnePass,
-    /// `fused` without gradient, `reduce` as sqrt(mean) with the gradient coefficient, `apply`.
+    /// `fused` (the gradient of the mean square), `reduce` as sqrt(mean) leaving the chain rule's
+    /// coefficient, `apply` (the gradient scaled by it in place).
     Root,
     /// `coord_stats`, `coord_update`, `coord_fused` and `reduce` (per-coordinate state).
     CoordStats,
@@ -543,20 +544,16 @@ pub(crate) fn encode(
         })
         .collect();
 
-    let pipeline = |kernel: &'static Kernel, entry: &'static str, write_grad: bool, root: bool| {
+    let pipeline = |kernel: &'static Kernel, entry: &'static str, root: bool| {
         gpu.pipeline(
             kernel,
             PipelineKey {
                 kernel: kernel.name,
                 entry,
-                overrides: [
-                    ("PER_ELEMENT", per_element.into()),
-                    ("WRITE_GRAD", write_grad.into()),
-                    ("ROOT", root.into()),
-                ]
-                .into_iter()
-                .chain(spec.overrides.iter().copied())
-                .collect(),
+                overrides: [("PER_ELEMENT", per_element.into()), ("ROOT", root.into())]
+                    .into_iter()
+                    .chain(spec.overrides.iter().copied())
+                    .collect(),
             },
             &layout,
         )
@@ -566,54 +563,54 @@ pub(crate) fn encode(
         timestamp_writes: None,
     });
     // Every segment, each with the kernel of its step width.
-    let over_segments = |pass: &mut wgpu::ComputePass<'_>, entry, write_grad, root| {
+    let over_segments = |pass: &mut wgpu::ComputePass<'_>, entry, root| {
         for (s, g) in segs.iter().zip(&groups) {
             let kernel = match kernel4 {
                 Some(k4) if s.vec4 => k4,
                 _ => spec.kernel,
             };
-            pass.set_pipeline(&pipeline(kernel, entry, write_grad, root));
+            pass.set_pipeline(&pipeline(kernel, entry, root));
             pass.set_bind_group(0, g, &[]);
             pass.dispatch_workgroups(s.workgroups as u32, 1, 1);
         }
     };
     // One workgroup over the whole input (reductions and state updates).
-    let once = |pass: &mut wgpu::ComputePass<'_>, entry, write_grad, root| {
-        pass.set_pipeline(&pipeline(spec.kernel, entry, write_grad, root));
+    let once = |pass: &mut wgpu::ComputePass<'_>, entry, root| {
+        pass.set_pipeline(&pipeline(spec.kernel, entry, root));
         pass.set_bind_group(0, &groups[0], &[]);
         pass.dispatch_workgroups(1, 1, 1);
     };
     match spec.plan {
         Plan::OnePass | Plan::CoordStats | Plan::Histogram => {
             if spec.plan == Plan::CoordStats {
-                over_segments(&mut pass, "coord_stats", true, false);
-                once(&mut pass, "coord_update", true, false);
+                over_segments(&mut pass, "coord_stats", false);
+                once(&mut pass, "coord_update", false);
             }
             if spec.plan == Plan::Histogram {
-                over_segments(&mut pass, "hist_pass", true, false);
-                once(&mut pass, "hist_update", true, false);
+                over_segments(&mut pass, "hist_pass", false);
+                once(&mut pass, "hist_update", false);
             }
             let fused = if spec.plan == Plan::CoordStats {
                 "coord_fused"
             } else {
                 "fused"
             };
-            over_segments(&mut pass, fused, true, false);
+            over_segments(&mut pass, fused, false);
             if !per_element {
-                once(&mut pass, "reduce", true, false);
+                once(&mut pass, "reduce", false);
             }
         }
         Plan::Root => {
-            over_segments(&mut pass, "fused", false, true);
-            once(&mut pass, "reduce", false, true);
-            over_segments(&mut pass, "apply", false, true);
+            over_segments(&mut pass, "fused", true);
+            once(&mut pass, "reduce", true);
+            over_segments(&mut pass, "apply", true);
         }
         Plan::Kth => {
-            over_segments(&mut pass, "fused_kth", true, false);
-            once(&mut pass, "reduce_kth", true, false);
+            over_segments(&mut pass, "fused_kth", false);
+            once(&mut pass, "reduce_kth", false);
             // Return at once unless fewer than k values were under the filter bound.
-            over_segments(&mut pass, "kth_fallback", true, false);
-            once(&mut pass, "reduce_fallback", true, false);
+            over_segments(&mut pass, "kth_fallback", false);
+            once(&mut pass, "reduce_fallback", false);
         }
     }
     Ok(())
