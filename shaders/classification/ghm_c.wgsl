@@ -8,23 +8,26 @@
 // avg_factor plus f32 epsilon), folded into w here, so the driver runs with sum scales.
 // Elements whose mask is not > 0, and NaN g, get weight 0 (a NaN x still makes its loss NaN).
 //
-// params.k = bins (<= 255), params.p = (momentum, mean ? 1 : 0, has mask, -);
+// params.k = bins (<= 255), params.p = (momentum, mean ? 1 : 0, -, -); MASKED: a mask is bound
+// (without one nothing is read: a lookup per element costs on a CPU adapter even behind a uniform
+// branch).
 // state: [0, bins) acc (kept across calls), [bins, 2 bins) the weights of this call.
 // Passes: `hist_pass` (per-workgroup counts of each bin and of valid elements, into partials),
 // `hist_update` (one workgroup: totals, EMA, weights), then the driver's `fused` and `reduce`.
 
 @group(0) @binding(7) var<storage, read> mask: array<f32>;
 
+override MASKED: bool = false;
+
 var<workgroup> counts: array<atomic<u32>, 256>;
 
 // Whether element j of this segment takes part.
 fn is_valid(j: u32) -> bool {
-    return params.p.z == 0.0 || mask[j] > 0.0;
+    return !MASKED || mask[j] > 0.0;
 }
 
-// The bin of g, or `bins` when g is in none (NaN, or beyond the last edge).
-fn bin_of(x: f32, t: f32) -> u32 {
-    let g = abs(sigmoid(x) - t);
+// The bin of g = |sigmoid(x) - t|, or `bins` when g is in none (NaN, or beyond the last edge).
+fn bin_of(g: f32) -> u32 {
     let bins = params.k;
     let fb = f32(bins);
     if (!(g < 1.000001)) {
@@ -43,15 +46,18 @@ fn bin_of(x: f32, t: f32) -> u32 {
 
 fn loss_elem(x: f32, t: f32, i: u32) -> vec2<f32> {
     let bins = params.k;
+    // One exponential for sigmoid(x) and softplus(-x) = max(-x, 0) + log(1 + e^-|x|).
+    let e = exp(-abs(x));
+    let d = select(e, 1.0, x >= 0.0) / (1.0 + e) - t;
     var w = 0.0;
     if (is_valid(i - params.elem_base)) {
-        let b = bin_of(x, t);
+        let b = bin_of(abs(d));
         if (b < bins) {
             w = state[bins + b];
         }
     }
-    let bce = (1.0 - t) * x + softplus(-x);
-    return w * vec2<f32>(bce, sigmoid(x) - t);
+    let bce = (1.0 - t) * x + max(-x, 0.0) + log1p(e);
+    return w * vec2<f32>(bce, d);
 }
 
 @compute @workgroup_size(256)
@@ -70,7 +76,7 @@ fn hist_pass(
             continue;
         }
         valid += 1u;
-        let k = bin_of(pred[i], targ[i]);
+        let k = bin_of(abs(sigmoid(pred[i]) - targ[i]));
         if (k < bins) {
             atomicAdd(&counts[k], 1u);
         }

@@ -109,7 +109,7 @@ impl GhmC {
     ) -> Result<()> {
         let mut spec = self.spec(pred.shape())?;
         spec.mask = Some(mask);
-        spec.p[2] = 1.0;
+        spec.overrides = vec![("MASKED", 1)];
         gpu.scoped(|| crate::elementwise::encode(gpu, encoder, &spec, pred, target, out))
     }
 
