@@ -5,9 +5,22 @@
 @group(0) @binding(1) var<storage, read> targ: array<f32>;
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 
+// Elements per step.
+const STEP: u32 = 1u;
+
 // Steps of a walk over the segment: its elements.
 fn steps() -> u32 {
     return params.n;
+}
+
+// Predictions and targets of step s (component x; the others 0).
+fn step_inputs(s: u32) -> mat2x4<f32> {
+    return mat2x4<f32>(vec4<f32>(pred[s], 0.0, 0.0, 0.0), vec4<f32>(targ[s], 0.0, 0.0, 0.0));
+}
+
+// Stores the gradient of step s (component x).
+fn store_grads(s: u32, g: vec4<f32>) {
+    grad[s] = g.x;
 }
 
 // Prediction and target of element j of the segment.

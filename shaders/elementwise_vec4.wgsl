@@ -27,9 +27,22 @@ fn loss_quad(q: u32, rc: vec2<u32>, one: vec2<u32>) -> mat2x4<f32> {
     return mat2x4<f32>(vec4<f32>(v0.x, v1.x, v2.x, v3.x), vec4<f32>(v0.y, v1.y, v2.y, v3.y));
 }
 
+// Elements per step.
+const STEP: u32 = 4u;
+
 // Steps of a walk over the segment: its quads.
 fn steps() -> u32 {
     return params.n / 4u;
+}
+
+// Predictions and targets of step s.
+fn step_inputs(s: u32) -> mat2x4<f32> {
+    return mat2x4<f32>(pred[s], targ[s]);
+}
+
+// Stores the gradient of step s.
+fn store_grads(s: u32, g: vec4<f32>) {
+    grad[s] = g;
 }
 
 // Prediction and target of element j of the segment.

@@ -1059,7 +1059,6 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "self_adjusting_smooth_l1",
-        vec4: false,
         variants: &["default", "beta_max=0.5,momentum=0.5"],
         anchor: "RetinaMask",
         domain: (-0.1, 0.1),

@@ -1,11 +1,87 @@
 //! Regression (F1) cases the registry's generated inputs do not reach: dynamic smooth L1's
 //! record of the k-th smallest residual when a call's residuals are all far above the previous
 //! call's (its selection keeps only residuals up to four times the previous k-th smallest, and
-//! must then fall back to all of them).
+//! must then fall back to all of them); self-adjusting smooth L1 with feature counts other than
+//! the registry's 4.
 
-use wgloss::{DynamicSmoothL1, DynamicSmoothL1Config, Loss, Tensor};
-use wgloss_suite::check::Rng;
+use wgloss::{
+    DynamicSmoothL1, DynamicSmoothL1Config, Loss, Reduction, SelfAdjustingSmoothL1,
+    SelfAdjustingSmoothL1Config, Tensor,
+};
+use wgloss_ref::SelfAdjustingState;
+use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
+use wgloss_suite::registry::IntoRef;
 use wgloss_suite::shared_gpu;
+
+/// Self-adjusting smooth L1 for D that do not divide four (the per-coordinate walks' groups,
+/// the four-element prefix ending on a row) and that four does not divide, over rows that end
+/// mid-vec4, at both step widths and several walks, for three calls (the running statistics
+/// evolve), against the f64 reference.
+#[test]
+fn self_adjusting_smooth_l1_matches_reference_for_any_feature_count() {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut rng = Rng::new(9);
+    let mut failures = Vec::new();
+    for d in [1usize, 2, 3, 5, 6, 7, 12, 64, 129, 255, 256] {
+        let rows = 70_001 / d + 3;
+        let n = rows * d;
+        for (vec4, lanes) in [
+            (true, gpu.lanes()),
+            (false, gpu.lanes()),
+            (true, 1),
+            (true, 256),
+        ] {
+            let gpu = gpu.with_vec4(vec4).with_lanes(lanes);
+            for reduction in [Reduction::Mean, Reduction::None] {
+                let config = SelfAdjustingSmoothL1Config {
+                    num_features: d,
+                    reduction,
+                    ..Default::default()
+                };
+                let loss = SelfAdjustingSmoothL1::new(&gpu, config).unwrap();
+                let mut state = SelfAdjustingState::new(d, config.beta_max.into());
+                for step in 0..3 {
+                    let pred = rng.uniform(n, -0.1, 0.1);
+                    let target = rng.uniform(n, -0.1, 0.1);
+                    let want = wgloss_ref::self_adjusting_smooth_l1(
+                        to_f64(&pred, &[rows, d]).view(),
+                        to_f64(&target, &[rows, d]).view(),
+                        &mut state,
+                        config.momentum.into(),
+                        config.beta_max.into(),
+                        reduction.into_ref(),
+                        1.0,
+                    );
+                    let p = Tensor::from_slice(&gpu, &pred, &[rows, d]).unwrap();
+                    let t = Tensor::from_slice(&gpu, &target, &[rows, d]).unwrap();
+                    let out = loss.compute(&gpu, &p, &t).unwrap();
+                    let what = format!("D={d} vec4={vec4} lanes={lanes} {reduction:?} step {step}");
+                    let tol = if reduction == Reduction::None {
+                        ELEMENTWISE
+                    } else {
+                        REDUCED
+                    };
+                    let checks = [
+                        compare(
+                            &format!("{what} loss"),
+                            &out.loss.to_vec(&gpu).unwrap(),
+                            want.loss.view(),
+                            tol,
+                        ),
+                        compare(
+                            &format!("{what} grad"),
+                            &out.grad.to_vec(&gpu).unwrap(),
+                            want.grad.view(),
+                            ELEMENTWISE,
+                        ),
+                    ];
+                    failures.extend(checks.into_iter().filter_map(Result::err));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
 
 /// The k-th smallest |p − t| as the kernel computes it (f32).
 fn kth_smallest(pred: &[f32], target: &[f32], k: usize) -> f32 {

@@ -6,7 +6,8 @@
 // state: [0, D) running mean, [D, 2D) running variance, [2D, 3D) beta.
 // Passes: `coord_stats` (per-workgroup sums of |r| - mu and its square per coordinate, shifted by
 // the running mean for accuracy), `coord_update` (one workgroup), then `coord_fused` (the driver's
-// `fused` with one beta per invocation) and the driver's `reduce`. The update is skipped when any
+// `fused` with fixed betas per invocation) and the driver's `reduce`; both widths of the driver
+// (`steps`, `step_inputs`, `store_grads`, STEP). The update is skipped when any
 // variance is NaN (one row, or NaN input), as the anchor does. params.p = (beta_max, momentum, -,
 // -).
 
@@ -17,28 +18,51 @@ fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
 
 var<workgroup> sum_b: array<f32, 256>;
 var<workgroup> skip: atomic<u32>;
+// Per-element-offset sums of `coord_stats`: |r| - mu and its square, at lid * STEP + k.
+var<workgroup> flat_a: array<f32, 1024>;
+var<workgroup> flat_q: array<f32, 1024>;
 
-// Per-coordinate passes walk their blocks in groups of a multiple of D neighbouring invocations
-// (at least LANES where D allows), each group a run of its own with its invocations striding by
-// the group size, so that invocation l always meets coordinate l % D.
+// Per-coordinate passes walk their blocks in groups of neighbouring invocations whose steps span
+// a multiple of D elements (at least LANES invocations where D allows), each group a run of its
+// own with its invocations striding by the group size: element k of every step of invocation l
+// then sits at coordinate (l % G * STEP + k) % D, since every run starts on a row.
 fn coord_group() -> u32 {
     let d = params.coords;
-    return max(d, LANES / d * d);
+    // D / gcd(D, STEP), STEP being 1 or 4.
+    var unit = d;
+    if (STEP == 4u) {
+        unit = d / select(select(1u, 2u, d % 2u == 0u), 4u, d % 4u == 0u);
+    }
+    return max(unit, LANES / unit * unit);
 }
 
-// Invocations that take part: the whole groups of a workgroup (a multiple of D).
+// Invocations that take part: the whole groups of a workgroup.
 fn coord_lanes() -> u32 {
     return WG / coord_group() * coord_group();
 }
 
-// Where invocation `lid` starts in its workgroup's block, where it stops, and its stride.
-// Blocks are multiples of `coord_lanes()` long and segments start on a row, so every run starts
-// on a row.
+// Where invocation `lid` starts in its workgroup's block of steps, where it stops, and its
+// stride. Blocks are multiples of `coord_lanes()` steps and segments start on a row (the host
+// ends the four-element prefix on one), so every run starts on a row.
 fn coord_walk(wid: u32, nwg: u32, lid: u32) -> vec3<u32> {
     let g = coord_group();
-    let b = block_range(params.n, wid, nwg, coord_lanes());
+    let b = block_range(steps(), wid, nwg, coord_lanes());
     let run = block_range(b.y - b.x, lid / g, WG / g, g);
     return vec3<u32>(b.x + run.x + lid % g, b.x + run.y, g);
+}
+
+// The coordinates of the STEP elements of invocation `lid`'s steps (unused lanes repeat the
+// first).
+fn coords_of(lid: u32) -> vec4<u32> {
+    let d = params.coords;
+    let first = lid % coord_group() * STEP;
+    let k = vec4<u32>(0u, 1u, 2u, 3u) * u32(STEP == 4u);
+    return (vec4<u32>(first) + k) % vec4<u32>(d);
+}
+
+// A vec4 of state values at `at + coords`.
+fn state_at(at: u32, c: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(state[at + c.x], state[at + c.y], state[at + c.z], state[at + c.w]);
 }
 
 @compute @workgroup_size(256)
@@ -49,23 +73,27 @@ fn coord_stats(
 ) {
     let d = params.coords;
     let w = coord_walk(wid.x, nwg.x, lid.x);
-    let shift = state[lid.x % d];
-    var a = 0.0;
-    var q = 0.0;
-    for (var i = w.x; i < w.y; i += w.z) {
-        let x = abs(pred[i] - targ[i]) - shift;
+    let shift = state_at(0u, coords_of(lid.x));
+    var a = vec4<f32>(0.0);
+    var q = vec4<f32>(0.0);
+    for (var s = w.x; s < w.y; s += w.z) {
+        let pt = step_inputs(s);
+        let x = abs(pt[0] - pt[1]) - shift;
         a += x;
         q += x * x;
     }
-    red[lid.x] = a;
-    sum_b[lid.x] = q;
+    for (var k = 0u; k < STEP; k++) {
+        flat_a[lid.x * STEP + k] = a[k];
+        flat_q[lid.x * STEP + k] = q[k];
+    }
     workgroupBarrier();
+    // Offset f of the flat sums sits at coordinate f % D.
     if (lid.x < d) {
         var sa = 0.0;
         var sq = 0.0;
-        for (var m = lid.x; m < coord_lanes(); m += d) {
-            sa += red[m];
-            sq += sum_b[m];
+        for (var f = lid.x; f < coord_lanes() * STEP; f += d) {
+            sa += flat_a[f];
+            sq += flat_q[f];
         }
         let slot = (params.wg_base + wid.x) * d + lid.x;
         partials[2u * slot] = sa;
@@ -73,7 +101,7 @@ fn coord_stats(
     }
 }
 
-// The fused pass with this invocation's coordinate fixed: its beta is read once.
+// The fused pass with this invocation's coordinates fixed: their betas are read once.
 @compute @workgroup_size(256)
 fn coord_fused(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -82,24 +110,35 @@ fn coord_fused(
 ) {
     let d = params.coords;
     let w = coord_walk(wid.x, nwg.x, lid.x);
-    let beta = state[2u * d + lid.x % d];
-    var acc = 0.0;
-    for (var i = w.x; i < w.y; i += w.z) {
-        let v = smooth_l1(pred[i] - targ[i], beta);
-        grad[i] = v.y * params.grad_scale;
+    let beta = state_at(2u * d, coords_of(lid.x));
+    var acc = vec4<f32>(0.0);
+    for (var s = w.x; s < w.y; s += w.z) {
+        let pt = step_inputs(s);
+        let r = pt[0] - pt[1];
+        // smooth_l1 of the prelude, four at once.
+        let a = abs(r);
+        let near = a < beta;
+        let v = select(a - 0.5 * beta, 0.5 * r * r / beta, near);
+        store_grads(s, select(sign(r), r / beta, near) * params.grad_scale);
         if (PER_ELEMENT) {
-            loss[i] = v.x;
+            for (var k = 0u; k < STEP; k++) {
+                loss[s * STEP + k] = v[k];
+            }
         } else {
-            acc += v.x;
+            acc += v;
         }
     }
-    write_partial(lid.x, wid.x, acc);
+    var total = acc.x;
+    if (STEP == 4u) {
+        total = (acc.x + acc.y) + (acc.z + acc.w);
+    }
+    write_partial(lid.x, wid.x, total);
 }
 
 @compute @workgroup_size(256)
 fn coord_update(@builtin(local_invocation_id) lid: vec3<u32>) {
     let d = params.coords;
-    let u = coord_lanes();
+    let u = WG / d * d;
     let rows = f32(params.total / d);
     let momentum = params.p.y;
     if (lid.x == 0u) {

@@ -36,7 +36,7 @@ pub(crate) enum Plan {
 #[derive(Debug)]
 pub struct ElementwiseSpec<'a> {
     pub(crate) kernel: &'static Kernel,
-    /// The same loss four elements per step, for the OnePass, Root and Kth plans.
+    /// The same loss four elements per step.
     pub(crate) kernel4: Option<&'static Kernel>,
     pub(crate) plan: Plan,
     pub(crate) p: [f32; 4],
@@ -424,11 +424,10 @@ pub(crate) fn encode(
         Plan::Kth => gpu.max_workgroups().min(1024),
         _ => gpu.max_workgroups(),
     };
-    let kernel4 = spec
-        .kernel4
-        .filter(|_| gpu.vec4() && matches!(spec.plan, Plan::OnePass | Plan::Root | Plan::Kth));
-    // Per-coordinate statistics need segments to start on a row; grouped losses on a group
-    // whose per-group loss view starts aligned too.
+    let kernel4 = spec.kernel4.filter(|_| gpu.vec4());
+    // Per-coordinate statistics need segments to start on a row (the one-element tail after the
+    // four-element prefix too); grouped losses on a group whose per-group loss view starts
+    // aligned too.
     let row = if spec.plan == Plan::CoordStats {
         coords
     } else if spec.group > 1 {
@@ -440,7 +439,14 @@ pub(crate) fn encode(
         n,
         segment_len(gpu, row),
         max_workgroups,
-        kernel4.map(|_| vec4_unit(gpu)),
+        kernel4.map(|_| {
+            let unit = vec4_unit(gpu);
+            if spec.plan == Plan::CoordStats {
+                unit / gcd(unit, coords) * coords
+            } else {
+                unit
+            }
+        }),
     );
     let num_partials: usize = segs.iter().map(|s| s.workgroups).sum();
     let per_element = spec.reduction == Reduction::None;

@@ -198,10 +198,9 @@ elementwise_kernels! {
             QUANTILE, QUANTILE_VEC4 => "quantile",
             BALANCED_L1, BALANCED_L1_VEC4 => "balanced_l1",
             DYNAMIC_SMOOTH_L1, DYNAMIC_SMOOTH_L1_VEC4 => "dynamic_smooth_l1",
+            SELF_ADJUSTING_SMOOTH_L1, SELF_ADJUSTING_SMOOTH_L1_VEC4 => "self_adjusting_smooth_l1",
         }
-        one_width: {
-            SELF_ADJUSTING_SMOOTH_L1 => "self_adjusting_smooth_l1",
-        }
+        one_width: {}
     }
     classification in "classification" {
         two_widths: {
