@@ -68,8 +68,14 @@ override LANES: u32 = WG;
 // neighbouring invocations. Each invocation visits as many elements as with a whole-workgroup
 // stride, give or take one run's rounding.
 fn lane_walk(b: vec2<u32>, lid: u32) -> vec2<u32> {
-    let run = block_range(b.y - b.x, lid / LANES, WG / LANES, LANES);
-    return vec2<u32>(b.x + run.x + lid % LANES, b.x + run.y);
+    return group_walk(b, lid, LANES);
+}
+
+// `lane_walk` with groups of `g` invocations (1 <= g <= WG; invocations past the last whole
+// group get nothing), stepping by g.
+fn group_walk(b: vec2<u32>, lid: u32, g: u32) -> vec2<u32> {
+    let run = block_range(b.y - b.x, lid / g, WG / g, g);
+    return vec2<u32>(b.x + run.x + lid % g, b.x + run.y);
 }
 
 // x^y for x >= 0 with the limits pow(0, y > 0) = 0 and pow(0, 0) = 1 spelled out (WGSL leaves

@@ -13,7 +13,7 @@
 
 fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     let d = params.coords;
-    return smooth_l1(p - t, state[2u * d + i % d]);
+    return smooth_l1(p - t, state[2u * d + elem_col]);
 }
 
 var<workgroup> sum_b: array<f32, 256>;
@@ -46,9 +46,8 @@ fn coord_lanes() -> u32 {
 // ends the four-element prefix on one), so every run starts on a row.
 fn coord_walk(wid: u32, nwg: u32, lid: u32) -> vec3<u32> {
     let g = coord_group();
-    let b = block_range(steps(), wid, nwg, coord_lanes());
-    let run = block_range(b.y - b.x, lid / g, WG / g, g);
-    return vec3<u32>(b.x + run.x + lid % g, b.x + run.y, g);
+    let w = group_walk(block_range(steps(), wid, nwg, coord_lanes()), lid, g);
+    return vec3<u32>(w, g);
 }
 
 // The coordinates of the STEP elements of invocation `lid`'s steps (unused lanes repeat the

@@ -9,7 +9,6 @@ use crate::gpu::{PipelineKey, MAX_ITERATIONS, WG};
 use crate::kernel::Kernel;
 use crate::{Gpu, LossOutput, Reduction, Tensor};
 
-/// Invocations per workgroup of every element-wise kernel.
 /// Stride of per-segment parameter blocks in the uniform buffer (the largest uniform offset
 /// alignment WebGPU allows).
 const PARAMS_STRIDE: u64 = 256;
@@ -159,6 +158,11 @@ pub(crate) fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// Least common multiple (a, b >= 1).
+pub(crate) fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b) * b
+}
+
 /// Samples per segment when `[N, C, S]` inputs (`logits_shape`) are split into runs of whole
 /// samples: each run fits one storage binding and starts at an offset aligned for views over
 /// samples (`C·S` elements each) and over their rows (`S` each). Fails when one sample exceeds
@@ -175,7 +179,7 @@ pub(crate) fn samples_per_segment(
     let unit = {
         let a = align / gcd(align, sample.max(1));
         let b = align / gcd(align, inner.max(1));
-        a / gcd(a, b) * b
+        lcm(a, b)
     };
     let max_elems = (limits.max_storage_buffer_binding_size / 4) as usize;
     if sample > max_elems {
@@ -193,7 +197,7 @@ pub(crate) fn samples_per_segment(
 fn segment_len(gpu: &Gpu, coords: usize) -> usize {
     let limits = gpu.limits();
     let align = vec4_unit(gpu);
-    let unit = align / gcd(align, coords) * coords;
+    let unit = lcm(align, coords);
     let max_elems = (limits.max_storage_buffer_binding_size / 4).min(u32::MAX as u64 / 2) as usize;
     (max_elems / unit).max(1) * unit
 }
@@ -202,7 +206,7 @@ fn segment_len(gpu: &Gpu, coords: usize) -> usize {
 /// multiple of the device's storage offset alignment.
 fn vec4_unit(gpu: &Gpu) -> usize {
     let align = (gpu.limits().min_storage_buffer_offset_alignment as usize / 4).max(1);
-    align / gcd(align, 4) * 4
+    lcm(align, 4)
 }
 
 /// Splits `n` elements into segments of at most `seg_len`. With `vec4_unit`, the prefix of whole
@@ -442,7 +446,7 @@ pub(crate) fn encode(
         kernel4.map(|_| {
             let unit = vec4_unit(gpu);
             if spec.plan == Plan::CoordStats {
-                unit / gcd(unit, coords) * coords
+                lcm(unit, coords)
             } else {
                 unit
             }

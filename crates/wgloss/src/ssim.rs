@@ -3,7 +3,7 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::elementwise::{entry, gcd, storage, uniform};
+use crate::elementwise::{entry, gcd, lcm, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::SSIM;
@@ -250,7 +250,7 @@ impl Loss for Ssim {
         let unit = {
             let a = align / gcd(align, plane.max(1));
             let b = align / gcd(align, (oh * ow).max(1));
-            a / gcd(a, b) * b
+            lcm(a, b)
         };
         if MAPS * plane * unit > max_elems {
             return Err(Error::InvalidShape {

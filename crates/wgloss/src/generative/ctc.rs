@@ -13,7 +13,6 @@ const MAX_TARGET: usize = 512;
 const MAX_FRAMES: usize = MAX_ITERATIONS;
 /// Most sequences: the reduction's single workgroup walks them 256 at a time.
 const MAX_BATCH: usize = 256 * MAX_ITERATIONS;
-/// Invocations per workgroup of every pass.
 /// Distance between the parameter blocks of the chunks (a valid dynamic uniform offset).
 const PARAMS_STRIDE: usize = 256;
 
