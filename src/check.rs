@@ -44,7 +44,7 @@ pub struct Tolerance {
 /// f32 GPU results against the f64 reference, element-wise: every loss of the regression family
 /// is evaluated in f32 with stable forms, so 1e-4 relative (a few hundred ulps) bounds the
 /// rounding of one element, and 1e-6 of the largest magnitude absorbs cancellation near zero
-/// (log-cosh of tiny residuals).
+/// (balanced L1's `(b d + 1) ln(b d / β + 1) − b d` for tiny d).
 pub const ELEMENTWISE: Tolerance = Tolerance {
     rtol: 1e-4,
     atol_frac: 1e-6,

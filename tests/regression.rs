@@ -2,10 +2,10 @@
 //! record of the k-th smallest residual when a call's residuals are all far above the previous
 //! call's (its selection keeps only residuals up to four times the previous k-th smallest, and
 //! must then fall back to all of them); self-adjusting smooth L1 with feature counts other than
-//! the registry's 4.
+//! the registry's 4; log-cosh's relative precision for tiny residuals.
 
 use wgloss::{
-    DynamicSmoothL1, DynamicSmoothL1Config, Loss, Reduction, SelfAdjustingSmoothL1,
+    DynamicSmoothL1, DynamicSmoothL1Config, LogCosh, Loss, Reduction, SelfAdjustingSmoothL1,
     SelfAdjustingSmoothL1Config, Tensor,
 };
 use wgloss_ref::SelfAdjustingState;
@@ -131,4 +131,67 @@ fn dynamic_smooth_l1_records_exact_kth_across_shifts() {
         want.push(kth_smallest(&pred, &target, 3));
         assert_eq!(loss.history(gpu).unwrap(), want);
     }
+}
+
+/// Log-cosh keeps its relative precision for every residual, tiny ones included: ln cosh r ≈ r²/2
+/// is not the difference of |r| + ln(1 + e^{−2|r|}) and ln 2 (whose rounding, 6e-8 absolute,
+/// would swamp it below 1e-3), nor tanh r that of 1 and e^{−2|r|}. Residuals from 1e-15 to 30
+/// of both signs (targets 0, so the residuals are exact), element by element with no absolute
+/// slack, and their mean, at both step widths.
+#[test]
+fn log_cosh_keeps_relative_precision_for_tiny_residuals() {
+    let Some(gpu) = shared_gpu() else { return };
+    let n = 4_099;
+    let pred: Vec<f32> = (0..n)
+        .map(|i| {
+            let r = 10f64.powf(-15.0 + 16.5 * i as f64 / (n - 1) as f64);
+            (if i % 2 == 0 { r } else { -r }) as f32
+        })
+        .collect();
+    let target = vec![0.0f32; n];
+    let tight = wgloss_suite::check::Tolerance {
+        rtol: 2e-6,
+        atol_frac: 0.0,
+    };
+    let mut failures = Vec::new();
+    for vec4 in [true, false] {
+        let gpu = gpu.with_vec4(vec4);
+        for reduction in [Reduction::None, Reduction::Mean] {
+            let want = wgloss_ref::log_cosh(
+                to_f64(&pred, &[n]).view(),
+                to_f64(&target, &[n]).view(),
+                reduction.into_ref(),
+                1.0,
+            );
+            let loss = LogCosh {
+                reduction,
+                grad_scale: 1.0,
+            };
+            let p = Tensor::from_slice(&gpu, &pred, &[n]).unwrap();
+            let t = Tensor::from_slice(&gpu, &target, &[n]).unwrap();
+            let out = loss.compute(&gpu, &p, &t).unwrap();
+            let what = format!("vec4={vec4} {reduction:?}");
+            let loss_tol = if reduction == Reduction::None {
+                tight
+            } else {
+                REDUCED
+            };
+            let checks = [
+                compare(
+                    &format!("{what} loss"),
+                    &out.loss.to_vec(&gpu).unwrap(),
+                    want.loss.view(),
+                    loss_tol,
+                ),
+                compare(
+                    &format!("{what} grad"),
+                    &out.grad.to_vec(&gpu).unwrap(),
+                    want.grad.view(),
+                    tight,
+                ),
+            ];
+            failures.extend(checks.into_iter().filter_map(Result::err));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -102,8 +102,9 @@ pub fn rmsle(pred: ArrayViewD<'_, f64>, target: ArrayViewD<'_, f64>, grad_scale:
     })
 }
 
-/// Log-cosh: `ln cosh r`, evaluated as `|r| + ln(1 + e^{−2|r|}) − ln 2` so it
-/// stays finite for huge `r`; derivative `tanh r`.
+/// Log-cosh: `ln cosh r`, derivative `tanh r`, to full relative precision for every finite `r`:
+/// below 1, `ln(1 + 2 sinh²(r/2))` (`cosh r − 1` without cancellation); from 1,
+/// `|r| + ln(1 + e^{−2|r|}) − ln 2`, finite for huge `r`.
 pub fn log_cosh(
     pred: ArrayViewD<'_, f64>,
     target: ArrayViewD<'_, f64>,
@@ -113,10 +114,12 @@ pub fn log_cosh(
     elementwise(pred, target, reduction, grad_scale, |p, t| {
         let r = p - t;
         let d = r.abs();
-        (
-            d + (-2.0 * d).exp().ln_1p() - std::f64::consts::LN_2,
-            r.tanh(),
-        )
+        let loss = if d < 1.0 {
+            (2.0 * (0.5 * d).sinh().powi(2)).ln_1p()
+        } else {
+            d + (-2.0 * d).exp().ln_1p() - std::f64::consts::LN_2
+        };
+        (loss, r.tanh())
     })
 }
 
@@ -659,6 +662,17 @@ mod tests {
         assert!(close(lg.loss[[1]], 0.5f64.cosh().ln()));
         assert_eq!(lg.grad[[0]], 1.0);
         assert!(close(lg.grad[[1]], 0.5f64.tanh()));
+        // Tiny residuals keep their relative precision: ln cosh r = r²/2 − r⁴/12 + …
+        let tiny = log_cosh(
+            v(&[1e-9, -3e-4]).view(),
+            v(&[0.0, 0.0]).view(),
+            Reduction::None,
+            1.0,
+        );
+        for (i, r) in [1e-9f64, -3e-4].into_iter().enumerate() {
+            let want = r * r / 2.0 - r.powi(4) / 12.0;
+            assert!((tiny.loss[[i]] - want).abs() <= 1e-14 * want, "{r}");
+        }
     }
 
     #[test]
