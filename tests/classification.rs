@@ -2,9 +2,11 @@
 //! matter in practice (binary, ImageNet, GPT-2's vocabulary and 2^18 classes in one call, rows
 //! longer than a workgroup streamed), with weights, label smoothing, ignored rows, logits of
 //! ±1e4, trailing spatial dimensions, probability targets and the in-place gradient; the other
-//! class-row losses on the workgroup-per-row path; GHM-C with a validity mask.
+//! class-row losses on the workgroup-per-row path; GHM-C with a validity mask. The class-row
+//! cases run at both step widths (four logits per step serves contiguous rows of a multiple of
+//! four classes: 1000, 300, 2^18 here; 50,257 and trailing dims take one per step either way).
 
-use wgloss::{CrossEntropy, Loss, Poly1, Reduction, Tensor};
+use wgloss::{CrossEntropy, Gpu, Loss, Poly1, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
 use wgloss_suite::shared_gpu;
 
@@ -20,8 +22,20 @@ struct Case {
     extras: (f32, Option<f32>),
 }
 
+/// The shared GPU at one and at four logits per step.
+fn widths() -> Vec<Gpu> {
+    shared_gpu().map_or_else(Vec::new, |gpu| {
+        vec![gpu.with_vec4(true), gpu.with_vec4(false)]
+    })
+}
+
 fn check(case: &Case) {
-    let Some(gpu) = shared_gpu() else { return };
+    for gpu in widths() {
+        check_on(&gpu, case);
+    }
+}
+
+fn check_on(gpu: &Gpu, case: &Case) {
     let shape = case.shape;
     let (n, c) = (shape[0], shape[1]);
     let inner: usize = shape[2..].iter().product();
@@ -89,8 +103,12 @@ fn check(case: &Case) {
         }
     };
     let what = format!(
-        "cross_entropy {shape:?} weighted={} eps={} {:?} poly={:?}",
-        case.weighted, case.smoothing, case.reduction, case.poly
+        "cross_entropy {shape:?} weighted={} eps={} {:?} poly={:?} vec4={}",
+        case.weighted,
+        case.smoothing,
+        case.reduction,
+        case.poly,
+        gpu.vec4()
     );
     let got_loss = out.loss.to_vec(gpu).unwrap();
     let got_grad = out.grad.to_vec(gpu).unwrap();
@@ -199,7 +217,12 @@ fn reduction_ref(r: Reduction) -> wgloss_ref::Reduction {
 /// Probability targets (f32, the logits' shape): torch's soft-label cross-entropy, its mean over
 /// rows, on both row paths and with trailing dims.
 fn check_probabilities(case: &ProbCase) {
-    let Some(gpu) = shared_gpu() else { return };
+    for gpu in widths() {
+        check_probabilities_on(&gpu, case);
+    }
+}
+
+fn check_probabilities_on(gpu: &Gpu, case: &ProbCase) {
     let shape = case.shape;
     let c = shape[1];
     let mut rng = Rng::new(shape.iter().product::<usize>() as u64);
@@ -229,7 +252,11 @@ fn check_probabilities(case: &ProbCase) {
         reduction_ref(case.reduction),
         1.0,
     );
-    let what = format!("cross_entropy probabilities {shape:?} {:?}", case.reduction);
+    let what = format!(
+        "cross_entropy probabilities {shape:?} {:?} vec4={}",
+        case.reduction,
+        gpu.vec4()
+    );
     let tol = if case.reduction == Reduction::None {
         ELEMENTWISE
     } else {
@@ -306,7 +333,12 @@ fn probability_reference_grad_matches_finite_differences() {
 /// both row paths, with labels and with probabilities.
 #[test]
 fn in_place_gradient_overwrites_the_logits() {
-    let Some(gpu) = shared_gpu() else { return };
+    for gpu in widths() {
+        in_place_on(&gpu);
+    }
+}
+
+fn in_place_on(gpu: &Gpu) {
     for shape in [[64usize, 5], [9, 1000]] {
         let (n, c) = (shape[0], shape[1]);
         let mut rng = Rng::new(c as u64);
@@ -402,7 +434,12 @@ fn mistyped_targets_are_rejected() {
 /// dims, against the reference.
 #[test]
 fn focal_and_multiclass_hinge_with_many_classes_match_reference() {
-    let Some(gpu) = shared_gpu() else { return };
+    for gpu in widths() {
+        focal_and_hinge_on(&gpu);
+    }
+}
+
+fn focal_and_hinge_on(gpu: &Gpu) {
     for shape in [&[9usize, 1000][..], &[3, 40, 5, 2], &[4, 50_257]] {
         let (n, c) = (shape[0], shape[1]);
         let inner: usize = shape[2..].iter().product();
@@ -472,7 +509,7 @@ fn focal_and_multiclass_hinge_with_many_classes_match_reference() {
                 ),
             ];
             for (name, loss, want) in cases {
-                let what = format!("{name} {shape:?} {reduction:?}");
+                let what = format!("{name} {shape:?} {reduction:?} vec4={}", gpu.vec4());
                 let out = loss.compute(gpu, &x, &y).unwrap();
                 let tol = if reduction == Reduction::None {
                     ELEMENTWISE

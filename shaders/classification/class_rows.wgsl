@@ -34,6 +34,10 @@
 // read before the invocation that reads it last overwrites it, and a row's label logit before
 // the workgroup's first barrier.
 // No inf is used: the running max starts at -BIG, whose exponentials underflow to 0.
+// Two widths: class_rows_f32.wgsl reads and writes one logit per step (any layout);
+// class_rows_vec4.wgsl four, for contiguous rows of a multiple of four classes on the
+// workgroup-per-row path (16-byte accesses; on a CPU adapter a load costs about the same for one
+// logit or four).
 
 struct Params {
     rows: u32,          // rows in this segment (samples * S)
@@ -62,9 +66,9 @@ struct Params {
     pad1: u32,
 }
 
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
+// Bindings 0 (logits) and 2 (gradient) are declared by the width file (class_rows_f32.wgsl or
+// class_rows_vec4.wgsl), with `raw_logit`, `store_grad` and the two sweeps of `fused`.
 @group(0) @binding(1) var<storage, read> labels: array<i32>;
-@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(5) var<storage, read> weight: array<f32>;
@@ -137,15 +141,14 @@ fn gradient_scale() -> f32 {
     return select(0.0, params.grad_scale / denom, denom != 0.0);
 }
 
-// Logit i as the loss sees it: soft-capped when a cap is set. tanh is written with e^{-2|u|} so
-// that it never evaluates inf / inf.
+// Logit i as the loss sees it.
 fn logit(i: u32) -> f32 {
-    var x: f32;
-    if (IN_PLACE) {
-        x = grad[i];
-    } else {
-        x = logits[i];
-    }
+    return capped(raw_logit(i));
+}
+
+// A stored logit as the loss sees it: soft-capped when a cap is set. tanh is written with
+// e^{-2|u|} so that it never evaluates inf / inf.
+fn capped(x: f32) -> f32 {
     if (SOFTCAP) {
         let u = x / params.softcap;
         let e = exp(-2.0 * abs(u));
@@ -242,6 +245,11 @@ fn accumulate(acc: Acc, c: u32, x: f32, i: u32, row: Row) -> Acc {
         }
     }
     return o;
+}
+
+// The partial statistics invocation k left in the reduction arrays.
+fn acc_at(k: u32) -> Acc {
+    return Acc(red_m[k], red[k], red_a[k], red_b[k]);
 }
 
 fn combine(u: Acc, v: Acc) -> Acc {
@@ -400,12 +408,7 @@ fn fused(
     for (var r = wid.x; r < params.rows; r += nwg.x) {
         let row = row_at(r);
         // Sweep 1: the row's statistics, then a tree over the workgroup.
-        var acc = acc_new();
-        let cw = lane_walk(vec2<u32>(0u, params.classes), lid.x);
-        for (var c = cw.x; c < cw.y; c += LANES) {
-            let i = row.base + c * params.inner;
-            acc = accumulate(acc, c, logit(i), i, row);
-        }
+        let acc = sweep_stats(row, lid.x);
         red_m[lid.x] = acc.m;
         red[lid.x] = acc.s;
         red_a[lid.x] = acc.a;
@@ -413,11 +416,7 @@ fn fused(
         workgroupBarrier();
         for (var h = WG / 2u; h > 0u; h >>= 1u) {
             if (lid.x < h) {
-                let k = lid.x + h;
-                let o = combine(
-                    Acc(red_m[lid.x], red[lid.x], red_a[lid.x], red_b[lid.x]),
-                    Acc(red_m[k], red[k], red_a[k], red_b[k]),
-                );
+                let o = combine(acc_at(lid.x), acc_at(lid.x + h));
                 red_m[lid.x] = o.m;
                 red[lid.x] = o.s;
                 red_a[lid.x] = o.a;
@@ -425,21 +424,14 @@ fn fused(
             }
             workgroupBarrier();
         }
-        let st = finish(Acc(red_m[0], red[0], red_a[0], red_b[0]));
+        let st = finish(acc_at(0u));
         workgroupBarrier();
         // Sweep 2: the gradient.
         var co = Coef(0.0, 0.0, 0.0);
         if (!row.skip) {
             co = coefficients(row, st, scale);
         }
-        for (var c = cw.x; c < cw.y; c += LANES) {
-            let i = row.base + c * params.inner;
-            var g = 0.0;
-            if (!row.skip) {
-                g = class_gradient(c, logit(i), i, row, st, co);
-            }
-            grad[i] = g;
-        }
+        sweep_grad(row, st, co, lid.x);
         var l = 0.0;
         if (!row.skip) {
             l = row_loss(row, st);
@@ -484,13 +476,13 @@ fn fused_rows(
         var l = 0.0;
         if (row.skip) {
             for (var c = 0u; c < params.classes; c++) {
-                grad[row.base + c * params.inner] = 0.0;
+                store_grad(row.base + c * params.inner, 0.0);
             }
         } else {
             let co = coefficients(row, st, scale);
             for (var c = 0u; c < params.classes; c++) {
                 let i = row.base + c * params.inner;
-                grad[i] = class_gradient(c, logit(i), i, row, st, co);
+                store_grad(i, class_gradient(c, logit(i), i, row, st, co));
             }
             l = row_loss(row, st);
         }

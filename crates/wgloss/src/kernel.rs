@@ -63,10 +63,23 @@ macro_rules! family_source {
 }
 
 /// Losses over a class dimension (cross-entropy, poly1, softmax focal, multi-class hinge): their
-/// own driver (rows, labels, status word).
+/// own driver (rows, labels, status word), one logit per step.
 pub(crate) const CLASS_ROWS: Kernel = Kernel {
     name: "class_rows",
-    parts: &[PRELUDE, shader!("classification/class_rows.wgsl")],
+    parts: &[
+        PRELUDE,
+        shader!("classification/class_rows.wgsl"),
+        shader!("classification/class_rows_f32.wgsl"),
+    ],
+};
+/// [`CLASS_ROWS`] four logits per step, for contiguous rows of a multiple of four classes.
+pub(crate) const CLASS_ROWS_VEC4: Kernel = Kernel {
+    name: "class_rows.vec4",
+    parts: &[
+        PRELUDE,
+        shader!("classification/class_rows.wgsl"),
+        shader!("classification/class_rows_vec4.wgsl"),
+    ],
 };
 
 /// Box losses (IoU family): the element-wise driver's reductions with a pass over boxes.
@@ -185,7 +198,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
+    others: [CLASS_ROWS, CLASS_ROWS_VEC4, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
         two_widths: {
             MAE, MAE_VEC4 => "mae",

@@ -7,7 +7,7 @@ use wgpu::util::DeviceExt;
 use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
-use crate::kernel::CLASS_ROWS;
+use crate::kernel::{CLASS_ROWS, CLASS_ROWS_VEC4};
 use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 
 /// Which loss a row computes (the kernel's `KIND`).
@@ -437,11 +437,18 @@ impl ClassRows<'_> {
             };
             let groups: Vec<wgpu::BindGroup> =
                 segs.iter().enumerate().map(|(i, s)| bind(i, s)).collect();
+            // Four logits per step where every row starts on a vec4: contiguous rows of a
+            // multiple of four classes (segments start on whole samples, so on a vec4 too).
+            let kernel = if gpu.vec4() && !small && d.inner == 1 && d.classes % 4 == 0 {
+                &CLASS_ROWS_VEC4
+            } else {
+                &CLASS_ROWS
+            };
             let pipeline = |entry: &'static str| {
                 gpu.pipeline(
-                    &CLASS_ROWS,
+                    kernel,
                     PipelineKey {
-                        kernel: CLASS_ROWS.name,
+                        kernel: kernel.name,
                         entry,
                         overrides: vec![
                             ("KIND", self.kind as u32),
