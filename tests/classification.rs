@@ -6,6 +6,7 @@
 //! cases run at both step widths (four logits per step serves contiguous rows of a multiple of
 //! four classes: 1000, 300, 2^18 here; 50,257 and trailing dims take one per step either way).
 
+use ndarray::ArrayViewD;
 use wgloss::{CrossEntropy, Gpu, Loss, Poly1, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
 use wgloss_suite::shared_gpu;
@@ -626,3 +627,102 @@ fn ghm_c_with_a_mask_matches_reference_across_calls() {
         "{r:?}"
     );
 }
+
+/// Confident predictions keep their small losses and gradients (about e^{−|x|}): torch's
+/// `(1 − t)·x + softplus(−x)` rounds them to 0 for x ≪ 0 with t = 0, as `(1 − t) − σ(−x)` does
+/// the gradient. Logits of both signs with magnitudes from 1e-3 to `max`, three in four on the
+/// side of their 0/1 target; element by element, no absolute slack. The relative tolerance
+/// covers the exponential's own error, which grows with |x| (the range reduction of x·log2 e).
+#[test]
+fn confident_binary_predictions_keep_their_small_losses() {
+    let n = 2_051;
+    let data = |max: f64| {
+        let logits: Vec<f32> = (0..n)
+            .map(|i| {
+                let m = 10f64.powf(-3.0 + (3.0 + max.log10()) * i as f64 / (n - 1) as f64);
+                (if i % 2 == 0 { m } else { -m }) as f32
+            })
+            .collect();
+        let targets: Vec<f32> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| f32::from((x > 0.0) != (i % 4 == 3)))
+            .collect();
+        (logits, targets)
+    };
+    let tol = Tolerance {
+        rtol: 2e-5,
+        atol_frac: 0.0,
+    };
+    let pos_weight: Vec<f32> = vec![1.7];
+    let cases: [(&str, f64, Box<dyn Loss>, RefFn); 3] = [
+        (
+            "bce_with_logits",
+            80.0,
+            Box::new(wgloss::BceWithLogits {
+                reduction: Reduction::None,
+                ..Default::default()
+            }),
+            Box::new(|x, t| {
+                wgloss_ref::bce_with_logits(x, t, None, None, wgloss_ref::Reduction::None, 1.0)
+            }),
+        ),
+        (
+            "bce_with_logits pos_weight=1.7",
+            80.0,
+            Box::new(wgloss::BceWithLogits {
+                pos_weight: Some(pos_weight),
+                reduction: Reduction::None,
+                ..Default::default()
+            }),
+            Box::new(|x, t| {
+                wgloss_ref::bce_with_logits(
+                    x,
+                    t,
+                    Some(&[1.7]),
+                    None,
+                    wgloss_ref::Reduction::None,
+                    1.0,
+                )
+            }),
+        ),
+        (
+            // ce q^γ is about e^{−3|x|} at γ = 2: |x| ≤ 25 keeps it a normal f32.
+            "sigmoid_focal",
+            25.0,
+            Box::new(wgloss::SigmoidFocal {
+                reduction: Reduction::None,
+                ..Default::default()
+            }),
+            Box::new(|x, t| {
+                wgloss_ref::sigmoid_focal(x, t, 0.25, 2.0, wgloss_ref::Reduction::None, 1.0)
+            }),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for gpu in widths() {
+        for (name, max, loss, reference) in &cases {
+            let (logits, targets) = data(*max);
+            let shape = [n, 1];
+            let want = reference(
+                to_f64(&logits, &shape).view(),
+                to_f64(&targets, &shape).view(),
+            );
+            let x = Tensor::from_slice(&gpu, &logits, &shape).unwrap();
+            let t = Tensor::from_slice(&gpu, &targets, &shape).unwrap();
+            let out = loss.compute(&gpu, &x, &t).unwrap();
+            let what = format!("{name} vec4={}", gpu.vec4());
+            for (part, got, want) in [
+                ("loss", out.loss.to_vec(&gpu).unwrap(), want.loss),
+                ("grad", out.grad.to_vec(&gpu).unwrap(), want.grad),
+            ] {
+                if let Err(e) = compare(&format!("{what} {part}"), &got, want.view(), tol) {
+                    failures.push(e);
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+type RefFn = Box<dyn Fn(ArrayViewD<'_, f64>, ArrayViewD<'_, f64>) -> wgloss_ref::LossGrad>;

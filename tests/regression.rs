@@ -2,14 +2,16 @@
 //! record of the k-th smallest residual when a call's residuals are all far above the previous
 //! call's (its selection keeps only residuals up to four times the previous k-th smallest, and
 //! must then fall back to all of them); self-adjusting smooth L1 with feature counts other than
-//! the registry's 4; log-cosh's relative precision for tiny residuals.
+//! the registry's 4; log-cosh's and balanced L1's relative precision for tiny residuals.
 
+use ndarray::ArrayViewD;
 use wgloss::{
-    DynamicSmoothL1, DynamicSmoothL1Config, LogCosh, Loss, Reduction, SelfAdjustingSmoothL1,
-    SelfAdjustingSmoothL1Config, Tensor,
+    BalancedL1, DynamicSmoothL1, DynamicSmoothL1Config, LogCosh, Loss, Reduction,
+    SelfAdjustingSmoothL1, SelfAdjustingSmoothL1Config, Tensor,
 };
+use wgloss_ref::LossGrad;
 use wgloss_ref::SelfAdjustingState;
-use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
+use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
 use wgloss_suite::registry::IntoRef;
 use wgloss_suite::shared_gpu;
 
@@ -133,23 +135,30 @@ fn dynamic_smooth_l1_records_exact_kth_across_shifts() {
     }
 }
 
-/// Log-cosh keeps its relative precision for every residual, tiny ones included: ln cosh r ≈ r²/2
-/// is not the difference of |r| + ln(1 + e^{−2|r|}) and ln 2 (whose rounding, 6e-8 absolute,
-/// would swamp it below 1e-3), nor tanh r that of 1 and e^{−2|r|}. Residuals from 1e-15 to 30
-/// of both signs (targets 0, so the residuals are exact), element by element with no absolute
-/// slack, and their mean, at both step widths.
-#[test]
-fn log_cosh_keeps_relative_precision_for_tiny_residuals() {
-    let Some(gpu) = shared_gpu() else { return };
+/// Residuals from 1e-15 to 30 of both signs (targets 0, so the residuals are exact): the losses
+/// whose textbook forms cancel near 0 keep their relative precision there.
+fn tiny_residuals() -> (Vec<f32>, Vec<f32>) {
     let n = 4_099;
-    let pred: Vec<f32> = (0..n)
+    let pred = (0..n)
         .map(|i| {
             let r = 10f64.powf(-15.0 + 16.5 * i as f64 / (n - 1) as f64);
             (if i % 2 == 0 { r } else { -r }) as f32
         })
         .collect();
-    let target = vec![0.0f32; n];
-    let tight = wgloss_suite::check::Tolerance {
+    (pred, vec![0.0f32; n])
+}
+
+/// `make(reduction)` against `reference(pred, target, reduction)` on [`tiny_residuals`], element by
+/// element with no absolute slack (2e-6 relative), and their mean, at both step widths.
+fn check_relative_precision(
+    name: &str,
+    make: impl Fn(Reduction) -> Box<dyn Loss>,
+    reference: impl Fn(ArrayViewD<'_, f64>, ArrayViewD<'_, f64>, Reduction) -> LossGrad,
+) {
+    let Some(gpu) = shared_gpu() else { return };
+    let (pred, target) = tiny_residuals();
+    let n = pred.len();
+    let tight = Tolerance {
         rtol: 2e-6,
         atol_frac: 0.0,
     };
@@ -157,20 +166,15 @@ fn log_cosh_keeps_relative_precision_for_tiny_residuals() {
     for vec4 in [true, false] {
         let gpu = gpu.with_vec4(vec4);
         for reduction in [Reduction::None, Reduction::Mean] {
-            let want = wgloss_ref::log_cosh(
+            let want = reference(
                 to_f64(&pred, &[n]).view(),
                 to_f64(&target, &[n]).view(),
-                reduction.into_ref(),
-                1.0,
-            );
-            let loss = LogCosh {
                 reduction,
-                grad_scale: 1.0,
-            };
+            );
             let p = Tensor::from_slice(&gpu, &pred, &[n]).unwrap();
             let t = Tensor::from_slice(&gpu, &target, &[n]).unwrap();
-            let out = loss.compute(&gpu, &p, &t).unwrap();
-            let what = format!("vec4={vec4} {reduction:?}");
+            let out = make(reduction).compute(&gpu, &p, &t).unwrap();
+            let what = format!("{name} vec4={vec4} {reduction:?}");
             let loss_tol = if reduction == Reduction::None {
                 tight
             } else {
@@ -194,4 +198,39 @@ fn log_cosh_keeps_relative_precision_for_tiny_residuals() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Log-cosh: ln cosh r ≈ r²/2 is not the difference of |r| + ln(1 + e^{−2|r|}) and ln 2 (whose
+/// rounding, 6e-8 absolute, would swamp it below 1e-3), nor tanh r that of 1 and e^{−2|r|}.
+#[test]
+fn log_cosh_keeps_relative_precision_for_tiny_residuals() {
+    check_relative_precision(
+        "log_cosh",
+        |reduction| {
+            Box::new(LogCosh {
+                reduction,
+                grad_scale: 1.0,
+            })
+        },
+        |p, t, r| wgloss_ref::log_cosh(p, t, r.into_ref(), 1.0),
+    );
+}
+
+/// Balanced L1 below β: α/b (b d + 1) ln(b d/β + 1) − α d ≈ α b d²/(2β) at β = 1 is not the
+/// difference of its two terms (the kernel sums two non-negative ones instead); β = 0.6 too.
+#[test]
+fn balanced_l1_keeps_relative_precision_for_tiny_residuals() {
+    for beta in [1.0f32, 0.6] {
+        check_relative_precision(
+            &format!("balanced_l1 beta={beta}"),
+            |reduction| {
+                Box::new(BalancedL1 {
+                    beta,
+                    reduction,
+                    ..Default::default()
+                })
+            },
+            |p, t, r| wgloss_ref::balanced_l1(p, t, 0.5, 1.5, beta.into(), r.into_ref(), 1.0),
+        );
+    }
 }

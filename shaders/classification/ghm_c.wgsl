@@ -46,9 +46,9 @@ fn bin_of(g: f32) -> u32 {
 
 fn loss_elem(x: f32, t: f32, i: u32) -> vec2<f32> {
     let bins = params.k;
-    // One exponential for sigmoid(x) and softplus(-x) = max(-x, 0) + log(1 + e^-|x|).
-    let e = exp(-abs(x));
-    let d = select(e, 1.0, x >= 0.0) / (1.0 + e) - t;
+    // bce and d = sigmoid(x) - t from one exponential.
+    let v = bce_logit(x, t, 1.0, exp(-abs(x)));
+    let d = v.y;
     var w = 0.0;
     if (is_valid(i - params.elem_base)) {
         let b = bin_of(abs(d));
@@ -56,8 +56,7 @@ fn loss_elem(x: f32, t: f32, i: u32) -> vec2<f32> {
             w = state[bins + b];
         }
     }
-    let bce = (1.0 - t) * x + max(-x, 0.0) + log1p(e);
-    return w * vec2<f32>(bce, d);
+    return w * v;
 }
 
 @compute @workgroup_size(256)
@@ -76,7 +75,8 @@ fn hist_pass(
             continue;
         }
         valid += 1u;
-        let k = bin_of(abs(sigmoid(pred[i]) - targ[i]));
+        let x = pred[i];
+        let k = bin_of(abs(bce_logit(x, targ[i], 1.0, exp(-abs(x))).y));
         if (k < bins) {
             atomicAdd(&counts[k], 1u);
         }

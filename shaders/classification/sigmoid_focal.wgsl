@@ -9,7 +9,9 @@ fn loss_elem(x: f32, t: f32, i: u32) -> vec2<f32> {
     let e = exp(-abs(x));
     let p = select(e, 1.0, x >= 0.0) / (1.0 + e);  // sigma(x)
     let pm = select(1.0, e, x >= 0.0) / (1.0 + e); // sigma(-x) = 1 - p
-    let ce = (1.0 - t) * x + max(-x, 0.0) + log1p(e);
+    // ce and p - t, without the cancellations of (1 - t) x + softplus(-x) and p - t.
+    let b = bce_logit(x, t, 1.0, e);
+    let ce = b.x;
     let q = t * pm + (1.0 - t) * p;
     let dq = -(2.0 * t - 1.0) * p * pm;
     let focal = pow0(q, gamma);
@@ -17,7 +19,7 @@ fn loss_elem(x: f32, t: f32, i: u32) -> vec2<f32> {
     if (q > 0.0) {
         second = ce * gamma * pow(q, gamma - 1.0) * dq;
     }
-    var v = vec2<f32>(ce * focal, (p - t) * focal + second);
+    var v = vec2<f32>(ce * focal, b.y * focal + second);
     if (alpha >= 0.0) {
         v *= alpha * t + (1.0 - alpha) * (1.0 - t);
     }

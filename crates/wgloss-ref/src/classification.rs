@@ -2,7 +2,7 @@
 
 use ndarray::ArrayViewD;
 
-use crate::numerics::{sigmoid, softplus};
+use crate::numerics::{bce_logit, sigmoid};
 use crate::{elementwise, elementwise_indexed, LossGrad, Reduction};
 
 /// torch `binary_cross_entropy_with_logits`:
@@ -20,9 +20,7 @@ pub fn bce_with_logits(
     elementwise_indexed(logits, target, reduction, grad_scale, |i, x, t| {
         let pw = pos_weight.map_or(1.0, |p| p[i % classes]);
         let w = weight.map_or(1.0, |w| w[i % classes]);
-        let lw = 1.0 + (pw - 1.0) * t;
-        let loss = (1.0 - t) * x + lw * softplus(-x);
-        let d = (1.0 - t) - lw * sigmoid(-x);
+        let (loss, d) = bce_logit(x, t, pw);
         (w * loss, w * d)
     })
 }
@@ -38,7 +36,7 @@ pub fn sigmoid_focal(
 ) -> LossGrad {
     elementwise(logits, target, reduction, grad_scale, |x, t| {
         let p = sigmoid(x);
-        let ce = (1.0 - t) * x + softplus(-x);
+        let (ce, p_minus_t) = bce_logit(x, t, 1.0);
         // q = 1 − p_t = t (1 − p) + (1 − t) p, with 1 − p = σ(−x).
         let q = t * sigmoid(-x) + (1.0 - t) * p;
         let dq = -(2.0 * t - 1.0) * p * sigmoid(-x);
@@ -49,7 +47,7 @@ pub fn sigmoid_focal(
         } else {
             0.0
         };
-        let (loss, d) = (ce * focal, (p - t) * focal + second);
+        let (loss, d) = (ce * focal, p_minus_t * focal + second);
         if alpha >= 0.0 {
             let a = alpha * t + (1.0 - alpha) * (1.0 - t);
             (a * loss, a * d)
@@ -174,7 +172,7 @@ pub fn ghm_c(
         f64::from(if k == bins { e + 1e-6 } else { e })
     };
     let bin = |x: f64, t: f64| {
-        let g = (sigmoid(x) - t).abs();
+        let g = bce_logit(x, t, 1.0).1.abs();
         (0..bins).find(|&k| g >= edge(k) && g < edge(k + 1))
     };
     let mut num = vec![0usize; bins];
@@ -209,7 +207,8 @@ pub fn ghm_c(
             (true, Some(k)) => weight[k] / norm,
             _ => 0.0,
         };
-        (w * ((1.0 - t) * x + softplus(-x)), w * (sigmoid(x) - t))
+        let (bce, d) = bce_logit(x, t, 1.0);
+        (w * bce, w * d)
     });
     match reduction {
         Reduction::None => out,
