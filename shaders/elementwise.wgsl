@@ -51,16 +51,12 @@ var<private> elem_col: u32;
 
 // (i / coords, i % coords).
 fn row_col(i: u32) -> vec2<u32> {
-    let d = max(params.coords, 1u);
-    return vec2<u32>(i / d, i % d);
+    return div_mod(i, max(params.coords, 1u));
 }
 
 // (row, col) `step` = row_col(s) elements further on.
 fn advance(rc: vec2<u32>, step: vec2<u32>) -> vec2<u32> {
-    let d = max(params.coords, 1u);
-    let col = rc.y + step.y;
-    let wrap = u32(col >= d);
-    return vec2<u32>(rc.x + step.x + wrap, col - d * wrap);
+    return advance_by(rc, step, max(params.coords, 1u));
 }
 
 // Sets the (row, col) of the next element `loss_elem` is called for.

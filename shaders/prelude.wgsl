@@ -66,6 +66,19 @@ fn smooth_l1(r: f32, beta: f32) -> vec2<f32> {
     return vec2<f32>(a - 0.5 * beta, sign(r));
 }
 
+// (i / d, i % d) for d >= 1: the outer and inner index of flat index i over an inner extent d.
+fn div_mod(i: u32, d: u32) -> vec2<u32> {
+    return vec2<u32>(i / d, i % d);
+}
+
+// div_mod(i + s, d) from q = div_mod(i, d) and step = div_mod(s, d), with an addition instead of
+// a division (which a CPU adapter does lane by lane).
+fn advance_by(q: vec2<u32>, step: vec2<u32>, d: u32) -> vec2<u32> {
+    let inner = q.y + step.y;
+    let wrap = u32(inner >= d);
+    return vec2<u32>(q.x + step.x + wrap, inner - d * wrap);
+}
+
 // The contiguous block of elements [start, end) of `n` that workgroup `w` of `count` walks (its
 // invocations through `lane_walk`). Blocks are multiples of `wg` long, so each workgroup streams
 // one region of memory: coalesced on a GPU, prefetch-friendly on a CPU adapter.

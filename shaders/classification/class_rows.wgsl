@@ -191,7 +191,12 @@ struct Row {
 }
 
 fn row_at(r: u32) -> Row {
-    let base = (r / params.inner) * params.classes * params.inner + r % params.inner;
+    return row_of(r, div_mod(r, params.inner));
+}
+
+// Row r, whose (sample, position) sp = div_mod(r, S) the caller tracks.
+fn row_of(r: u32, sp: vec2<u32>) -> Row {
+    let base = sp.x * params.classes * params.inner + sp.y;
     var y = -1;
     if (!PROBS) {
         y = labels[r];
@@ -464,9 +469,12 @@ fn fused_rows(
     }
     let scale = gradient_scale();
     let b = lane_walk(block_range(params.rows, wid.x, nwg.x, WG), lid.x);
+    var sp = div_mod(b.x, params.inner);
+    let step = div_mod(LANES, params.inner);
     var total = 0.0;
     for (var r = b.x; r < b.y; r += LANES) {
-        let row = row_at(r);
+        let row = row_of(r, sp);
+        sp = advance_by(sp, step, params.inner);
         var acc = acc_new();
         for (var c = 0u; c < params.classes; c++) {
             let i = row.base + c * params.inner;

@@ -45,7 +45,7 @@ struct Params {
     off_lse: u32,
     ignore_index: i32,
     has_ignore: u32,
-    per_image: u32,
+    unused: u32,        // (free)
     has_weight: u32,
     smoothing: f32,
     eps: f32,
@@ -80,6 +80,9 @@ const STATS: u32 = 6u;
 
 override KIND: u32 = 0u;
 override MODE: u32 = 1u;
+// Groups are (image, class) pairs rather than classes. A pipeline constant, so that without it a
+// class's coefficients are one address for every pixel (a single load on a CPU adapter).
+override PER_IMAGE: bool = false;
 
 var<workgroup> failed: u32;
 
@@ -116,7 +119,10 @@ fn elem(n: u32, c: u32, s: u32) -> u32 {
 
 // The group of class c of (global) sample n.
 fn group_of(n_global: u32, c: u32) -> u32 {
-    return select(c, n_global * params.classes + c, params.per_image != 0u);
+    if (PER_IMAGE) {
+        return n_global * params.classes + c;
+    }
+    return c;
 }
 
 // Probability and target of element (n, c, s); the target is -1 for an ignored element.
@@ -148,16 +154,24 @@ fn pixel_pass(
     let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
     var ce = 0.0;
     var wsum = 0.0;
+    // (sample, position) of pixel r, advanced without a division.
+    var ns = div_mod(b.x, params.inner);
+    let step = div_mod(LANES, params.inner);
     for (var r = b.x; r < b.y; r += LANES) {
-        let n = r / params.inner;
-        let s = r % params.inner;
+        let n = ns.x;
+        let s = ns.y;
+        ns = advance_by(ns, step, params.inner);
+        // Online log-sum-exp, one exponential per class: s + e^(x - m) below the running max,
+        // s e^(m - x) + 1 above it.
         var m = -BIG;
         var acc = 0.0;
+        let base = elem(n, 0u, s);
         for (var c = 0u; c < params.classes; c++) {
-            let x = logits[elem(n, c, s)];
-            let m2 = max(m, x);
-            acc = acc * exp(m - m2) + exp(x - m2);
-            m = m2;
+            let x = logits[base + c * params.inner];
+            let d = x - m;
+            let e = exp(-abs(d));
+            acc = select(acc + e, acc * e + 1.0, d > 0.0);
+            m = max(m, x);
         }
         let lse = m + log(acc);
         work[params.off_lse + params.sample_base * params.inner + r] = lse;
@@ -216,15 +230,17 @@ fn stats_pass(
     // image.
     var first_n = 0u;
     var len = params.samples * params.inner;
-    if (params.per_image != 0u) {
+    if (PER_IMAGE) {
         first_n = wid.y / params.classes;
         len = params.inner;
     }
     let b = lane_walk(block_range(len, wid.x, params.wx, WG), lid.x);
     var v = array<f32, 6>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    var ns = div_mod(b.x, params.inner);
+    let step = div_mod(LANES, params.inner);
     for (var k = b.x; k < b.y; k += LANES) {
-        let n = first_n + k / params.inner;
-        let pt = prob_target(n, c, k % params.inner);
+        let pt = prob_target(first_n + ns.x, c, ns.y);
+        ns = advance_by(ns, step, params.inner);
         let p = pt.x;
         let t = pt.y;
         if (t < 0.0) {
@@ -392,8 +408,12 @@ fn finish(@builtin(local_invocation_id) lid: vec3<u32>) {
 
 // d loss / d p of an element with probability p and target t in group g.
 fn dloss_dp(g: u32, p: f32, t: f32) -> f32 {
-    let a = work[params.off_coef + 2u * g];
-    let b = work[params.off_coef + 2u * g + 1u];
+    return dloss(p, t, work[params.off_coef + 2u * g], work[params.off_coef + 2u * g + 1u]);
+}
+
+// `dloss_dp` from the coefficients (A, B) of the element's group; A is used only where t > 0
+// and B only where t < 1, so a one-hot pixel needs A of its label's group and B of each class's.
+fn dloss(p: f32, t: f32, a: f32, b: f32) -> f32 {
     if (KIND == SENS_SPEC) {
         return 2.0 * (p - t) * (a * t + b * (1.0 - t));
     }
@@ -413,10 +433,18 @@ fn grad_pass(
         // One element per step.
         let len = params.samples * params.classes * params.inner;
         let b = lane_walk(block_range(len, wid.x, nwg.x, WG), lid.x);
+        // (n C + c, s) and (n, c S + s) of element i, advanced without a division.
+        let plane = params.classes * params.inner;
+        var rs = div_mod(b.x, params.inner);
+        var nq = div_mod(b.x, plane);
+        let rs_step = div_mod(LANES, params.inner);
+        let nq_step = div_mod(LANES, plane);
         for (var i = b.x; i < b.y; i += LANES) {
-            let n = i / (params.classes * params.inner);
-            let c = (i / params.inner) % params.classes;
-            let pt = prob_target(n, c, i % params.inner);
+            let n = nq.x;
+            let c = rs.x - n * params.classes;
+            let pt = prob_target(n, c, rs.y);
+            rs = advance_by(rs, rs_step, params.inner);
+            nq = advance_by(nq, nq_step, plane);
             var g = 0.0;
             if (pt.y >= 0.0) {
                 let p = pt.x;
@@ -430,30 +458,42 @@ fn grad_pass(
     let rows = params.samples * params.inner;
     let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
     let ce_scale = work[params.off_extra];
+    var ns = div_mod(b.x, params.inner);
+    let step = div_mod(LANES, params.inner);
     for (var r = b.x; r < b.y; r += LANES) {
-        let n = r / params.inner;
-        let s = r % params.inner;
+        let n = ns.x;
+        let s = ns.y;
+        ns = advance_by(ns, step, params.inner);
+        let base = elem(n, 0u, s);
         let y = label(r);
         if (label_ignored(y)) {
             for (var c = 0u; c < params.classes; c++) {
-                grad[elem(n, c, s)] = 0.0;
+                grad[base + c * params.inner] = 0.0;
             }
             continue;
         }
+        // The pixel's label and log-sum-exp once, its probabilities p_c = e^{x_c - lse} and
+        // one-hot targets class by class (what `prob_target` gives, without reloading them).
+        let lse = work[params.off_lse + params.sample_base * params.inner + r];
         let ng = params.sample_base + n;
+        let a_y = work[params.off_coef + 2u * group_of(ng, u32(y))];
         var dot = 0.0;
         for (var c = 0u; c < params.classes; c++) {
-            let pt = prob_target(n, c, s);
-            dot += pt.x * dloss_dp(group_of(ng, c), pt.x, pt.y);
+            let p = exp(logits[base + c * params.inner] - lse);
+            let t = select(0.0, 1.0, u32(y) == c);
+            dot += p * dloss(p, t, a_y, work[params.off_coef + 2u * group_of(ng, c) + 1u]);
         }
         let wy = class_weight(u32(y));
         for (var c = 0u; c < params.classes; c++) {
-            let pt = prob_target(n, c, s);
-            var g = pt.x * (dloss_dp(group_of(ng, c), pt.x, pt.y) - dot);
+            let i = base + c * params.inner;
+            let p = exp(logits[i] - lse);
+            let t = select(0.0, 1.0, u32(y) == c);
+            let b = work[params.off_coef + 2u * group_of(ng, c) + 1u];
+            var g = p * (dloss(p, t, a_y, b) - dot);
             if (KIND == COMBO) {
-                g += ce_scale * wy * (pt.x - pt.y);
+                g += ce_scale * wy * (p - t);
             }
-            grad[elem(n, c, s)] = g;
+            grad[i] = g;
         }
     }
 }

@@ -67,7 +67,7 @@ struct Params {
     off_lse: u32,
     ignore_index: i32,
     has_ignore: u32,
-    per_image: u32,
+    unused: u32,
     has_weight: u32,
     smooth: f32,
     eps: f32,
@@ -297,7 +297,7 @@ impl Overlap<'_> {
                     off_lse: off_lse as u32,
                     ignore_index,
                     has_ignore,
-                    per_image: u32::from(self.per_image),
+                    unused: 0,
                     has_weight: u32::from(self.weight.is_some()),
                     smooth: self.smooth,
                     eps: self.eps,
@@ -377,7 +377,11 @@ impl Overlap<'_> {
                     PipelineKey {
                         kernel: OVERLAP.name,
                         entry,
-                        overrides: vec![("KIND", self.kind), ("MODE", self.mode as u32)],
+                        overrides: vec![
+                            ("KIND", self.kind),
+                            ("MODE", self.mode as u32),
+                            ("PER_IMAGE", self.per_image.into()),
+                        ],
                     },
                     &pipeline_layout,
                 )
