@@ -216,7 +216,24 @@ fn reduce6(lid: u32, v: array<f32, 6>) -> array<f32, 6> {
     return out;
 }
 
-// Workgroup (x, y): block x of the elements of local group y (a class, or an (image, class)).
+// Classes per stats workgroup: a pixel's label and log-sum-exp are read once for that many.
+const CHUNK: u32 = 4u;
+
+// The six statistics of `v` with one more element (probability p, target t).
+fn add_stats(v: array<f32, 6>, p: f32, t: f32) -> array<f32, 6> {
+    let d2 = (t - p) * (t - p);
+    return array<f32, 6>(
+        v[0] + p * t,
+        v[1] + p,
+        v[2] + t,
+        v[3] + d2 * t,
+        v[4] + d2 * (1.0 - t),
+        v[5] + 1.0 - t,
+    );
+}
+
+// Workgroup (x, y): block x of the elements of CHUNK classes of local chunk y (classes
+// CHUNK (y % chunks) onwards, of every sample or, per image, of image y / chunks).
 @compute @workgroup_size(256)
 fn stats_pass(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -225,46 +242,72 @@ fn stats_pass(
     if (bad_label_recorded(lid.x)) {
         return;
     }
-    let c = wid.y % params.classes;
-    // Elements of the group in this segment: every (n, s) of the class, or the pixels of one
-    // image.
+    let chunks = (params.classes + CHUNK - 1u) / CHUNK;
+    let c0 = wid.y % chunks * CHUNK;
+    // Pixels of the groups in this segment: every (n, s), or those of one image.
     var first_n = 0u;
     var len = params.samples * params.inner;
     if (PER_IMAGE) {
-        first_n = wid.y / params.classes;
+        first_n = wid.y / chunks;
         len = params.inner;
     }
     let b = lane_walk(block_range(len, wid.x, params.wx, WG), lid.x);
-    var v = array<f32, 6>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    // One accumulator per class of the chunk, named rather than indexed so that they stay in
+    // registers.
+    var v0 = array<f32, 6>();
+    var v1 = array<f32, 6>();
+    var v2 = array<f32, 6>();
+    var v3 = array<f32, 6>();
     var ns = div_mod(b.x, params.inner);
     let step = div_mod(LANES, params.inner);
     for (var k = b.x; k < b.y; k += LANES) {
-        let pt = prob_target(first_n + ns.x, c, ns.y);
+        let n = first_n + ns.x;
+        let s = ns.y;
         ns = advance_by(ns, step, params.inner);
-        let p = pt.x;
-        let t = pt.y;
-        if (t < 0.0) {
-            continue;
+        var pt: array<vec2<f32>, CHUNK>;
+        if (MODE == MULTICLASS) {
+            let y = label(n * params.inner + s);
+            if (label_ignored(y)) {
+                continue;
+            }
+            let lse = work[params.off_lse + params.sample_base * params.inner + n * params.inner + s];
+            for (var j = 0u; j < CHUNK; j++) {
+                let c = min(c0 + j, params.classes - 1u);
+                pt[j] = vec2<f32>(exp(logits[elem(n, c, s)] - lse), select(0.0, 1.0, u32(y) == c));
+            }
+        } else {
+            for (var j = 0u; j < CHUNK; j++) {
+                pt[j] = prob_target(n, min(c0 + j, params.classes - 1u), s);
+            }
         }
-        let d2 = (t - p) * (t - p);
-        v[0] += p * t;
-        v[1] += p;
-        v[2] += t;
-        v[3] += d2 * t;
-        v[4] += d2 * (1.0 - t);
-        v[5] += 1.0 - t;
+        // Classes past C (the last chunk's) repeat C - 1 and are dropped when written.
+        if (pt[0].y >= 0.0) {
+            v0 = add_stats(v0, pt[0].x, pt[0].y);
+        }
+        if (pt[1].y >= 0.0) {
+            v1 = add_stats(v1, pt[1].x, pt[1].y);
+        }
+        if (pt[2].y >= 0.0) {
+            v2 = add_stats(v2, pt[2].x, pt[2].y);
+        }
+        if (pt[3].y >= 0.0) {
+            v3 = add_stats(v3, pt[3].x, pt[3].y);
+        }
     }
-    let total = reduce6(lid.x, v);
-    if (lid.x == 0u) {
-        let g = group_of(params.sample_base + first_n, c);
-        let slot = g * params.wx_total + params.wx_base + wid.x;
-        for (var j = 0u; j < STATS; j++) {
-            work[params.off_stat + slot * STATS + j] = total[j];
+    let v = array<array<f32, 6>, CHUNK>(v0, v1, v2, v3);
+    for (var j = 0u; j < CHUNK; j++) {
+        let c = c0 + j;
+        let total = reduce6(lid.x, v[j]);
+        if (lid.x == 0u && c < params.classes) {
+            let g = group_of(params.sample_base + first_n, c);
+            let slot = g * params.wx_total + params.wx_base + wid.x;
+            for (var i = 0u; i < STATS; i++) {
+                work[params.off_stat + slot * STATS + i] = total[i];
+            }
         }
     }
 }
 
-// Workgroup g: the statistics of group g over every slot (slots no segment wrote are zero).
 @compute @workgroup_size(256)
 fn stats_reduce(
     @builtin(local_invocation_id) lid: vec3<u32>,

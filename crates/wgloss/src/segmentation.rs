@@ -194,7 +194,7 @@ impl Overlap<'_> {
             pix_base: usize,
             wx: usize,
             wx_base: usize,
-            local_groups: usize,
+            local_chunks: usize,
             grad_wg: usize,
         }
         let max_wg = gpu.max_workgroups();
@@ -209,13 +209,15 @@ impl Overlap<'_> {
                 let needed = rows.div_ceil(256 * (MAX_ITERATIONS / per_row).max(1));
                 max_wg.max(needed).min(rows.div_ceil(256)).clamp(1, 65_535)
             };
-            let local_groups = if self.per_image {
-                count * classes
+            // The stats pass takes four classes per workgroup row (`CHUNK` in the shader).
+            let chunks = classes.div_ceil(4);
+            let local_chunks = if self.per_image {
+                count * chunks
             } else {
-                classes
+                chunks
             };
             let len = if self.per_image { inner } else { rows };
-            let wx = (max_wg / local_groups.max(1))
+            let wx = (max_wg / local_chunks.max(1))
                 .max(len.div_ceil(256 * MAX_ITERATIONS))
                 .min(len.div_ceil(256))
                 .clamp(1, 65_535);
@@ -235,7 +237,7 @@ impl Overlap<'_> {
                 pix_base,
                 wx,
                 wx_base,
-                local_groups,
+                local_chunks,
                 grad_wg,
             });
             pix_base += row_wg(rows);
@@ -258,11 +260,11 @@ impl Overlap<'_> {
                 why: "the per-pixel scratch exceeds a storage binding",
             });
         }
-        if segs.iter().any(|s| s.local_groups > 65_535) {
+        if segs.iter().any(|s| s.local_chunks > 65_535) {
             return Err(Error::InvalidShape {
                 name: "logits",
                 got: shape.to_vec(),
-                why: "more than 65,535 (image, class) groups in one segment",
+                why: "more than 65,535 (image, four-class chunk) pairs in one segment",
             });
         }
         let (ignore_index, has_ignore) = match self.ignore_index.map(i32::try_from) {
@@ -400,7 +402,7 @@ impl Overlap<'_> {
             pass.set_pipeline(&pipeline("stats_pass"));
             for (s, g) in segs.iter().zip(&groups_bound) {
                 pass.set_bind_group(0, g, &[]);
-                pass.dispatch_workgroups(s.wx as u32, s.local_groups as u32, 1);
+                pass.dispatch_workgroups(s.wx as u32, s.local_chunks as u32, 1);
             }
             pass.set_bind_group(0, &groups_bound[0], &[]);
             pass.set_pipeline(&pipeline("stats_reduce"));
