@@ -284,6 +284,32 @@ fn ssim_small_and_cropped_images_match_reference() {
             wgloss::SsimPadding::Valid,
             wgloss::Reduction::None,
         ),
+        // Same padding with windows that reflect once per side (radius below both sides, down
+        // to one less than the shorter one) and, at radius equal to it, more than once.
+        (
+            vec![1, 2, 13, 17],
+            11,
+            wgloss::SsimPadding::Same,
+            wgloss::Reduction::None,
+        ),
+        (
+            vec![2, 1, 6, 9],
+            11,
+            wgloss::SsimPadding::Same,
+            wgloss::Reduction::None,
+        ),
+        (
+            vec![2, 1, 5, 9],
+            11,
+            wgloss::SsimPadding::Same,
+            wgloss::Reduction::None,
+        ),
+        (
+            vec![3, 1, 7, 6],
+            5,
+            wgloss::SsimPadding::Same,
+            wgloss::Reduction::Mean,
+        ),
     ];
     for (shape, window_size, padding, reduction) in cases {
         let len: usize = shape.iter().product();

@@ -13,12 +13,15 @@
 // horizontally blurred quantities, later the vertically adjoined coefficients; [5, 8) a, b, c.
 // Passes (each over the segment's pixels): `blur_h`, `blur_v` (SSIM, loss, coefficients),
 // `adjoint_v`, `adjoint_h` (the gradient); `reduce` finishes the loss.
+// The radius is a pipeline constant; pixel coordinates advance without a division, and unless a
+// window reaches past the far side of an image (WIDE) a position reflects at most once, without
+// the periodic extension's division per tap.
 
 struct Params {
     planes: u32,       // planes in this segment
     height: u32,
     width: u32,
-    radius: u32,       // r = K / 2
+    unused: u32,       // (free; the radius is the pipeline constant RADIUS)
     plane_base: u32,   // global index of the segment's first plane
     wg_base: u32,      // first partial slot of this segment
     num_partials: u32,
@@ -42,6 +45,11 @@ struct Params {
 @group(0) @binding(6) var<uniform> params: Params;
 @group(0) @binding(7) var<storage, read> win: array<f32>;
 
+// Window radius r = K / 2.
+override RADIUS: u32 = 5u;
+// Whether r >= min(H, W): some padded position then reflects more than once.
+override WIDE: bool = false;
+
 // Pixels in this segment.
 fn pixels() -> u32 {
     return params.planes * params.height * params.width;
@@ -49,6 +57,11 @@ fn pixels() -> u32 {
 
 // Source index of padded position j in a line of n samples (reflect, periodic).
 fn reflect(j: i32, n: u32) -> u32 {
+    if (!WIDE) {
+        // -r <= j <= n - 1 + r with r < n: one reflection at most.
+        let m = abs(j);
+        return u32(select(m, 2 * (i32(n) - 1) - m, m >= i32(n)));
+    }
     if (n == 1u) {
         return 0u;
     }
@@ -73,7 +86,7 @@ fn in_map(y: u32, x: u32) -> bool {
     if (params.valid == 0u) {
         return true;
     }
-    let r = params.radius;
+    let r = RADIUS;
     return y >= r && y + r < params.height && x >= r && x + r < params.width;
 }
 
@@ -84,11 +97,15 @@ fn blur_h(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let w = params.width;
-    let r = i32(params.radius);
+    let r = i32(RADIUS);
     let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
+    // (row, x) of pixel e.
+    var rx = div_mod(b.x, w);
+    let step = div_mod(LANES, w);
     for (var e = b.x; e < b.y; e += LANES) {
-        let row = e - e % w;
-        let x = i32(e % w);
+        let row = rx.x * w;
+        let x = i32(rx.y);
+        rx = advance_by(rx, step, w);
         var s = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
         for (var k = 0; k <= 2 * r; k++) {
             let i = row + reflect(x + k - r, w);
@@ -115,13 +132,20 @@ fn blur_v(
 ) {
     let h = params.height;
     let w = params.width;
-    let r = i32(params.radius);
+    let r = i32(RADIUS);
     let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
     var acc = 0.0;
+    // (plane H + y, x) and (plane, y W + x) of pixel e.
+    var rx = div_mod(b.x, w);
+    var py = div_mod(b.x, h * w);
+    let rx_step = div_mod(LANES, w);
+    let py_step = div_mod(LANES, h * w);
     for (var e = b.x; e < b.y; e += LANES) {
-        let plane = e / (h * w);
-        let y = (e / w) % h;
-        let x = e % w;
+        let plane = py.x;
+        let y = rx.x - plane * h;
+        let x = rx.y;
+        rx = advance_by(rx, rx_step, w);
+        py = advance_by(py, py_step, h * w);
         var m = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
         for (var k = 0; k <= 2 * r; k++) {
             let i = (plane * h + reflect(i32(y) + k - r, h)) * w + x;
@@ -148,7 +172,7 @@ fn blur_v(
             // NaN passes through (clamp of NaN is not guaranteed to be NaN).
             let lv = select(l, value, is_nan(value));
             if (params.per_pixel != 0u) {
-                let r0 = params.radius * params.valid;
+                let r0 = RADIUS * params.valid;
                 let ow = w - 2u * r0;
                 let oh = h - 2u * r0;
                 loss[(plane * oh + (y - r0)) * ow + (x - r0)] = lv;
@@ -179,7 +203,34 @@ fn blur_v(
 // sum_{o in [j - r, j + r] within [0, n)} win[j - o + r] * f(o): the adjoint of the blur along
 // the line. `f(o)` reads map q at line position o via `base + o * stride`.
 fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32) -> f32 {
-    let r = i32(params.radius);
+    let r = i32(RADIUS);
+    if (!WIDE) {
+        // Padded positions reflecting to i: i itself, -i (0 < i <= r) and 2(n - 1) - i
+        // (n - 1 - r <= i < n - 1); the two reflected ones are folded into the taps of i's own
+        // window, whose o = j - k + r runs past the line exactly for the taps they need.
+        let ii = i32(i);
+        let last = i32(n) - 1;
+        var total = 0.0;
+        for (var k = 0; k <= 2 * r; k++) {
+            let o = ii - k + r;
+            var v = 0.0;
+            if (o >= 0 && o <= last) {
+                v = map_at(q, base + u32(o) * stride);
+            }
+            total += win[k] * v;
+            // j = -i: o' = -i - k + r in [0, n).
+            let o2 = -ii - k + r;
+            if (ii > 0 && o2 >= 0 && o2 <= last) {
+                total += win[k] * map_at(q, base + u32(o2) * stride);
+            }
+            // j = 2(n - 1) - i: o' = 2(n - 1) - i - k + r in [0, n).
+            let o3 = 2 * last - ii - k + r;
+            if (ii < last && o3 >= 0 && o3 <= last) {
+                total += win[k] * map_at(q, base + u32(o3) * stride);
+            }
+        }
+        return total;
+    }
     let lo = -r;
     let hi = i32(n) - 1 + r;
     var total = 0.0;
@@ -219,10 +270,16 @@ fn adjoint_v(
     let h = params.height;
     let w = params.width;
     let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
+    var rx = div_mod(b.x, w);
+    var py = div_mod(b.x, h * w);
+    let rx_step = div_mod(LANES, w);
+    let py_step = div_mod(LANES, h * w);
     for (var e = b.x; e < b.y; e += LANES) {
-        let plane = e / (h * w);
-        let y = (e / w) % h;
-        let x = e % w;
+        let plane = py.x;
+        let y = rx.x - plane * h;
+        let x = rx.y;
+        rx = advance_by(rx, rx_step, w);
+        py = advance_by(py, py_step, h * w);
         let base = plane * h * w + x;
         for (var q = 0u; q < 3u; q++) {
             work[q * pixels() + e] = adjoint(5u + q, y, h, base, w);
@@ -238,9 +295,12 @@ fn adjoint_h(
 ) {
     let w = params.width;
     let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
+    var rx = div_mod(b.x, w);
+    let step = div_mod(LANES, w);
     for (var e = b.x; e < b.y; e += LANES) {
-        let row = e - e % w;
-        let x = e % w;
+        let row = rx.x * w;
+        let x = rx.y;
+        rx = advance_by(rx, step, w);
         let ga = adjoint(0u, x, w, row, 1u);
         let gb = adjoint(1u, x, w, row, 1u);
         let gc = adjoint(2u, x, w, row, 1u);

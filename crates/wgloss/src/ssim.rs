@@ -78,7 +78,7 @@ struct Params {
     planes: u32,
     height: u32,
     width: u32,
-    radius: u32,
+    unused: u32,
     plane_base: u32,
     wg_base: u32,
     num_partials: u32,
@@ -284,6 +284,10 @@ impl Loss for Ssim {
         let c1 = (f64::from(self.k1) * f64::from(self.max_val)).powi(2) as f32;
         let c2 = (f64::from(self.k2) * f64::from(self.max_val)).powi(2) as f32;
         let per_pixel = self.reduction == Reduction::None;
+        // Pipeline constants: the window radius, and whether a window reaches past the far side
+        // of an image (a padded position then reflects more than once).
+        let radius = (self.window_size / 2) as u32;
+        let wide = radius as usize >= h.min(w);
 
         gpu.scoped(|| {
             if !per_pixel {
@@ -299,7 +303,7 @@ impl Loss for Ssim {
                     planes: count as u32,
                     height: h as u32,
                     width: w as u32,
-                    radius: (self.window_size / 2) as u32,
+                    unused: 0,
                     plane_base: first as u32,
                     wg_base: wg_base as u32,
                     num_partials: num_partials as u32,
@@ -397,7 +401,7 @@ impl Loss for Ssim {
                     PipelineKey {
                         kernel: SSIM.name,
                         entry,
-                        overrides: Vec::new(),
+                        overrides: vec![("RADIUS", radius), ("WIDE", wide.into())],
                     },
                     &pipeline_layout,
                 )
