@@ -120,3 +120,23 @@ pub fn compare(
         )),
     }
 }
+
+/// A call's loss and gradient against the reference's (`what` names the case in the messages):
+/// the mismatches found, none when both agree.
+pub fn compare_output(
+    gpu: &wgloss::Gpu,
+    what: &str,
+    out: &wgloss::LossOutput,
+    want: &wgloss_ref::LossGrad,
+    loss_tol: Tolerance,
+    grad_tol: Tolerance,
+) -> Vec<String> {
+    let read = |t: &wgloss::Tensor| t.to_vec(gpu).map_err(|e| format!("{what}: {e}"));
+    let checks = [
+        read(&out.loss)
+            .and_then(|got| compare(&format!("{what} loss"), &got, want.loss.view(), loss_tol)),
+        read(&out.grad)
+            .and_then(|got| compare(&format!("{what} grad"), &got, want.grad.view(), grad_tol)),
+    ];
+    checks.into_iter().filter_map(Result::err).collect()
+}

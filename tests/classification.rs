@@ -8,7 +8,7 @@
 
 use ndarray::ArrayViewD;
 use wgloss::{CrossEntropy, Gpu, Loss, Poly1, Reduction, Tensor};
-use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
+use wgloss_suite::check::{compare, compare_output, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
 use wgloss_suite::shared_gpu;
 
 struct Case {
@@ -712,14 +712,7 @@ fn confident_binary_predictions_keep_their_small_losses() {
             let t = Tensor::from_slice(&gpu, &targets, &shape).unwrap();
             let out = loss.compute(&gpu, &x, &t).unwrap();
             let what = format!("{name} vec4={}", gpu.vec4());
-            for (part, got, want) in [
-                ("loss", out.loss.to_vec(&gpu).unwrap(), want.loss),
-                ("grad", out.grad.to_vec(&gpu).unwrap(), want.grad),
-            ] {
-                if let Err(e) = compare(&format!("{what} {part}"), &got, want.view(), tol) {
-                    failures.push(e);
-                }
-            }
+            failures.extend(compare_output(&gpu, &what, &out, &want, tol, tol));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

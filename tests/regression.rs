@@ -11,7 +11,7 @@ use wgloss::{
 };
 use wgloss_ref::LossGrad;
 use wgloss_ref::SelfAdjustingState;
-use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
+use wgloss_suite::check::{compare_output, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
 use wgloss_suite::registry::IntoRef;
 use wgloss_suite::shared_gpu;
 
@@ -63,21 +63,7 @@ fn self_adjusting_smooth_l1_matches_reference_for_any_feature_count() {
                     } else {
                         REDUCED
                     };
-                    let checks = [
-                        compare(
-                            &format!("{what} loss"),
-                            &out.loss.to_vec(&gpu).unwrap(),
-                            want.loss.view(),
-                            tol,
-                        ),
-                        compare(
-                            &format!("{what} grad"),
-                            &out.grad.to_vec(&gpu).unwrap(),
-                            want.grad.view(),
-                            ELEMENTWISE,
-                        ),
-                    ];
-                    failures.extend(checks.into_iter().filter_map(Result::err));
+                    failures.extend(compare_output(&gpu, &what, &out, &want, tol, ELEMENTWISE));
                 }
             }
         }
@@ -180,21 +166,7 @@ fn check_relative_precision(
             } else {
                 REDUCED
             };
-            let checks = [
-                compare(
-                    &format!("{what} loss"),
-                    &out.loss.to_vec(&gpu).unwrap(),
-                    want.loss.view(),
-                    loss_tol,
-                ),
-                compare(
-                    &format!("{what} grad"),
-                    &out.grad.to_vec(&gpu).unwrap(),
-                    want.grad.view(),
-                    tight,
-                ),
-            ];
-            failures.extend(checks.into_iter().filter_map(Result::err));
+            failures.extend(compare_output(&gpu, &what, &out, &want, loss_tol, tight));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
