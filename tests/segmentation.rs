@@ -265,51 +265,18 @@ fn bad_shapes_are_rejected() {
 #[test]
 fn ssim_small_and_cropped_images_match_reference() {
     let Some(gpu) = shared_gpu() else { return };
+    use wgloss::Reduction::{Mean, None as PerPixel, Sum};
+    use wgloss::SsimPadding::{Same, Valid};
+    // Same padding with windows that reflect once per side (radius below both sides, down to
+    // one less than the shorter one) and, at radius equal to it or more, more than once.
     let cases = [
-        (
-            vec![2, 3, 1, 1],
-            11,
-            wgloss::SsimPadding::Same,
-            wgloss::Reduction::Mean,
-        ),
-        (
-            vec![1, 2, 5, 4],
-            11,
-            wgloss::SsimPadding::Same,
-            wgloss::Reduction::Sum,
-        ),
-        (
-            vec![1, 2, 20, 23],
-            11,
-            wgloss::SsimPadding::Valid,
-            wgloss::Reduction::None,
-        ),
-        // Same padding with windows that reflect once per side (radius below both sides, down
-        // to one less than the shorter one) and, at radius equal to it, more than once.
-        (
-            vec![1, 2, 13, 17],
-            11,
-            wgloss::SsimPadding::Same,
-            wgloss::Reduction::None,
-        ),
-        (
-            vec![2, 1, 6, 9],
-            11,
-            wgloss::SsimPadding::Same,
-            wgloss::Reduction::None,
-        ),
-        (
-            vec![2, 1, 5, 9],
-            11,
-            wgloss::SsimPadding::Same,
-            wgloss::Reduction::None,
-        ),
-        (
-            vec![3, 1, 7, 6],
-            5,
-            wgloss::SsimPadding::Same,
-            wgloss::Reduction::Mean,
-        ),
+        (vec![2, 3, 1, 1], 11, Same, Mean),
+        (vec![1, 2, 5, 4], 11, Same, Sum),
+        (vec![1, 2, 20, 23], 11, Valid, PerPixel),
+        (vec![1, 2, 13, 17], 11, Same, PerPixel),
+        (vec![2, 1, 6, 9], 11, Same, PerPixel),
+        (vec![2, 1, 5, 9], 11, Same, PerPixel),
+        (vec![3, 1, 7, 6], 5, Same, Mean),
     ];
     for (shape, window_size, padding, reduction) in cases {
         let len: usize = shape.iter().product();
