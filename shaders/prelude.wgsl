@@ -79,6 +79,43 @@ fn advance_by(q: vec2<u32>, step: vec2<u32>, d: u32) -> vec2<u32> {
     return vec2<u32>(q.x + step.x + wrap, inner - d * wrap);
 }
 
+// Where a walk stepping by LANES over flat indices stands, as `at` = (i / d, i % d): a division
+// to start, additions after (`step2`).
+struct Walk2 {
+    at: vec2<u32>,
+    step: vec2<u32>,
+    d: u32,
+}
+
+fn walk2(start: u32, d: u32) -> Walk2 {
+    return Walk2(div_mod(start, d), div_mod(LANES, d), d);
+}
+
+// The walk LANES indices further on.
+fn step2(w: Walk2) -> Walk2 {
+    return Walk2(advance_by(w.at, w.step, w.d), w.step, w.d);
+}
+
+// As Walk2 over two nested extents; `at3` gives (i / (m d), i / d % m, i % d).
+struct Walk3 {
+    rows: Walk2,
+    planes: Walk2,
+    m: u32,
+}
+
+fn walk3(start: u32, m: u32, d: u32) -> Walk3 {
+    return Walk3(walk2(start, d), walk2(start, m * d), m);
+}
+
+fn step3(w: Walk3) -> Walk3 {
+    return Walk3(step2(w.rows), step2(w.planes), w.m);
+}
+
+fn at3(w: Walk3) -> vec3<u32> {
+    let plane = w.planes.at.x;
+    return vec3<u32>(plane, w.rows.at.x - plane * w.m, w.rows.at.y);
+}
+
 // The contiguous block of elements [start, end) of `n` that workgroup `w` of `count` walks (its
 // invocations through `lane_walk`). Blocks are multiples of `wg` long, so each workgroup streams
 // one region of memory: coalesced on a GPU, prefetch-friendly on a CPU adapter.

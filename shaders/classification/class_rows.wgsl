@@ -469,12 +469,11 @@ fn fused_rows(
     }
     let scale = gradient_scale();
     let b = lane_walk(block_range(params.rows, wid.x, nwg.x, WG), lid.x);
-    var sp = div_mod(b.x, params.inner);
-    let step = div_mod(LANES, params.inner);
+    var pos = walk2(b.x, params.inner);
     var total = 0.0;
     for (var r = b.x; r < b.y; r += LANES) {
-        let row = row_of(r, sp);
-        sp = advance_by(sp, step, params.inner);
+        let row = row_of(r, pos.at);
+        pos = step2(pos);
         var acc = acc_new();
         for (var c = 0u; c < params.classes; c++) {
             let i = row.base + c * params.inner;

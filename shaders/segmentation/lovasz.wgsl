@@ -122,13 +122,13 @@ fn errors_pass(
     let rows = params.samples * params.inner;
     let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
     let chunk_end = params.group_base + params.chunk_groups;
-    // (sample, position) of pixel r, advanced without a division.
-    var ns = div_mod(b.x, params.inner);
-    let step = div_mod(LANES, params.inner);
+    // (sample, position) of pixel r.
+    var pos = walk2(b.x, params.inner);
     for (var r = b.x; r < b.y; r += LANES) {
+        let ns = pos.at;
+        pos = step2(pos);
         let n_local = ns.x;
         let s = ns.y;
-        ns = advance_by(ns, step, params.inner);
         let n = params.sample_base + n_local;
         let pixel = n * params.inner + s;
         if (HINGE) {
@@ -429,11 +429,11 @@ fn chain_pass(
     }
     let rows = params.samples * params.inner;
     let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
-    var ns = div_mod(b.x, params.inner);
-    let step = div_mod(LANES, params.inner);
+    var pos = walk2(b.x, params.inner);
     for (var r = b.x; r < b.y; r += LANES) {
+        let ns = pos.at;
+        pos = step2(pos);
         let base = ns.x * params.classes * params.inner + ns.y;
-        ns = advance_by(ns, step, params.inner);
         let y = bitcast<i32>(target_bits[r]);
         if (params.has_ignore != 0u && y == params.ignore_index) {
             for (var c = 0u; c < params.classes; c++) {

@@ -154,13 +154,13 @@ fn pixel_pass(
     let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
     var ce = 0.0;
     var wsum = 0.0;
-    // (sample, position) of pixel r, advanced without a division.
-    var ns = div_mod(b.x, params.inner);
-    let step = div_mod(LANES, params.inner);
+    // (sample, position) of pixel r.
+    var pos = walk2(b.x, params.inner);
     for (var r = b.x; r < b.y; r += LANES) {
+        let ns = pos.at;
+        pos = step2(pos);
         let n = ns.x;
         let s = ns.y;
-        ns = advance_by(ns, step, params.inner);
         // Online log-sum-exp, one exponential per class: s + e^(x - m) below the running max,
         // s e^(m - x) + 1 above it.
         var m = -BIG;
@@ -258,12 +258,12 @@ fn stats_pass(
     var v1 = array<f32, 6>();
     var v2 = array<f32, 6>();
     var v3 = array<f32, 6>();
-    var ns = div_mod(b.x, params.inner);
-    let step = div_mod(LANES, params.inner);
+    var pos = walk2(b.x, params.inner);
     for (var k = b.x; k < b.y; k += LANES) {
+        let ns = pos.at;
+        pos = step2(pos);
         let n = first_n + ns.x;
         let s = ns.y;
-        ns = advance_by(ns, step, params.inner);
         var pt: array<vec2<f32>, CHUNK>;
         if (MODE == MULTICLASS) {
             let y = label(n * params.inner + s);
@@ -476,18 +476,14 @@ fn grad_pass(
         // One element per step.
         let len = params.samples * params.classes * params.inner;
         let b = lane_walk(block_range(len, wid.x, nwg.x, WG), lid.x);
-        // (n C + c, s) and (n, c S + s) of element i, advanced without a division.
-        let plane = params.classes * params.inner;
-        var rs = div_mod(b.x, params.inner);
-        var nq = div_mod(b.x, plane);
-        let rs_step = div_mod(LANES, params.inner);
-        let nq_step = div_mod(LANES, plane);
+        // (n, c, s) of element i.
+        var pos = walk3(b.x, params.classes, params.inner);
         for (var i = b.x; i < b.y; i += LANES) {
-            let n = nq.x;
-            let c = rs.x - n * params.classes;
-            let pt = prob_target(n, c, rs.y);
-            rs = advance_by(rs, rs_step, params.inner);
-            nq = advance_by(nq, nq_step, plane);
+            let ncs = at3(pos);
+            pos = step3(pos);
+            let n = ncs.x;
+            let c = ncs.y;
+            let pt = prob_target(n, c, ncs.z);
             var g = 0.0;
             if (pt.y >= 0.0) {
                 let p = pt.x;
@@ -501,12 +497,12 @@ fn grad_pass(
     let rows = params.samples * params.inner;
     let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
     let ce_scale = work[params.off_extra];
-    var ns = div_mod(b.x, params.inner);
-    let step = div_mod(LANES, params.inner);
+    var pos = walk2(b.x, params.inner);
     for (var r = b.x; r < b.y; r += LANES) {
+        let ns = pos.at;
+        pos = step2(pos);
         let n = ns.x;
         let s = ns.y;
-        ns = advance_by(ns, step, params.inner);
         let base = elem(n, 0u, s);
         let y = label(r);
         if (label_ignored(y)) {

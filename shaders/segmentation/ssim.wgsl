@@ -100,12 +100,12 @@ fn blur_h(
     let r = i32(RADIUS);
     let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
     // (row, x) of pixel e.
-    var rx = div_mod(b.x, w);
-    let step = div_mod(LANES, w);
+    var pos = walk2(b.x, w);
     for (var e = b.x; e < b.y; e += LANES) {
+        let rx = pos.at;
+        pos = step2(pos);
         let row = rx.x * w;
         let x = i32(rx.y);
-        rx = advance_by(rx, step, w);
         var s = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
         for (var k = 0; k <= 2 * r; k++) {
             let i = row + reflect(x + k - r, w);
@@ -135,17 +135,14 @@ fn blur_v(
     let r = i32(RADIUS);
     let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
     var acc = 0.0;
-    // (plane H + y, x) and (plane, y W + x) of pixel e.
-    var rx = div_mod(b.x, w);
-    var py = div_mod(b.x, h * w);
-    let rx_step = div_mod(LANES, w);
-    let py_step = div_mod(LANES, h * w);
+    // (plane, y, x) of pixel e.
+    var pos = walk3(b.x, h, w);
     for (var e = b.x; e < b.y; e += LANES) {
-        let plane = py.x;
-        let y = rx.x - plane * h;
-        let x = rx.y;
-        rx = advance_by(rx, rx_step, w);
-        py = advance_by(py, py_step, h * w);
+        let pyx = at3(pos);
+        pos = step3(pos);
+        let plane = pyx.x;
+        let y = pyx.y;
+        let x = pyx.z;
         var m = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
         for (var k = 0; k <= 2 * r; k++) {
             let i = (plane * h + reflect(i32(y) + k - r, h)) * w + x;
@@ -270,17 +267,12 @@ fn adjoint_v(
     let h = params.height;
     let w = params.width;
     let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
-    var rx = div_mod(b.x, w);
-    var py = div_mod(b.x, h * w);
-    let rx_step = div_mod(LANES, w);
-    let py_step = div_mod(LANES, h * w);
+    var pos = walk3(b.x, h, w);
     for (var e = b.x; e < b.y; e += LANES) {
-        let plane = py.x;
-        let y = rx.x - plane * h;
-        let x = rx.y;
-        rx = advance_by(rx, rx_step, w);
-        py = advance_by(py, py_step, h * w);
-        let base = plane * h * w + x;
+        let pyx = at3(pos);
+        pos = step3(pos);
+        let y = pyx.y;
+        let base = pyx.x * h * w + pyx.z;
         for (var q = 0u; q < 3u; q++) {
             work[q * pixels() + e] = adjoint(5u + q, y, h, base, w);
         }
@@ -295,12 +287,12 @@ fn adjoint_h(
 ) {
     let w = params.width;
     let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
-    var rx = div_mod(b.x, w);
-    let step = div_mod(LANES, w);
+    var pos = walk2(b.x, w);
     for (var e = b.x; e < b.y; e += LANES) {
+        let rx = pos.at;
+        pos = step2(pos);
         let row = rx.x * w;
         let x = rx.y;
-        rx = advance_by(rx, step, w);
         let ga = adjoint(0u, x, w, row, 1u);
         let gb = adjoint(1u, x, w, row, 1u);
         let gc = adjoint(2u, x, w, row, 1u);

@@ -243,7 +243,9 @@ elementwise_kernels! {
 mod tests {
     use super::*;
 
-    /// Every composed kernel parses and validates with naga: no adapter needed.
+    /// Every composed kernel parses and validates with naga, and naga's SPIR-V writer (the
+    /// Vulkan path's) translates it with its pipeline constants at their defaults: no adapter
+    /// needed. A writer panic would surface at pipeline creation otherwise.
     #[test]
     fn every_kernel_is_naga_valid() {
         let mut failures = Vec::new();
@@ -260,8 +262,26 @@ mod tests {
                 naga::valid::ValidationFlags::all(),
                 naga::valid::Capabilities::empty(),
             );
-            if let Err(e) = validator.validate(&module) {
-                failures.push(format!("{}: {}", kernel.name, e.emit_to_string(&source)));
+            let info = match validator.validate(&module) {
+                Ok(info) => info,
+                Err(e) => {
+                    failures.push(format!("{}: {}", kernel.name, e.emit_to_string(&source)));
+                    continue;
+                }
+            };
+            let written = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                None,
+                &Default::default(),
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|(module, info)| {
+                naga::back::spv::write_vec(&module, &info, &Default::default(), None)
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = written {
+                failures.push(format!("{}: SPIR-V: {e}", kernel.name));
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
