@@ -1417,7 +1417,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "ghm_c",
-        vec4: false,
+        vec4: true,
         variants: &[
             "bins=10",
             "bins=30,momentum=0.75",

@@ -68,17 +68,21 @@ fn hist_pass(
     let bins = params.k;
     atomicStore(&counts[lid.x], 0u);
     workgroupBarrier();
-    let b = lane_walk(block_range(params.n, wid.x, nwg.x, WG), lid.x);
+    // The driver's steps (one or four elements each, whichever width this kernel is).
+    let b = lane_walk(block_range(steps(), wid.x, nwg.x, WG), lid.x);
     var valid = 0u;
-    for (var i = b.x; i < b.y; i += LANES) {
-        if (!is_valid(i)) {
-            continue;
-        }
-        valid += 1u;
-        let x = pred[i];
-        let k = bin_of(abs(bce_logit(x, targ[i], 1.0, exp(-abs(x))).y));
-        if (k < bins) {
-            atomicAdd(&counts[k], 1u);
+    for (var s = b.x; s < b.y; s += LANES) {
+        let pt = step_inputs(s);
+        for (var j = 0u; j < STEP; j++) {
+            if (!is_valid(s * STEP + j)) {
+                continue;
+            }
+            valid += 1u;
+            let x = pt[0][j];
+            let k = bin_of(abs(bce_logit(x, pt[1][j], 1.0, exp(-abs(x))).y));
+            if (k < bins) {
+                atomicAdd(&counts[k], 1u);
+            }
         }
     }
     // Slot `bins` counts the valid elements. A workgroup walks at most MAX_ITERATIONS * 256

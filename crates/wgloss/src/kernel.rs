@@ -156,14 +156,13 @@ macro_rules! elementwise_kernels {
     others: [$($other:ident),*]
     $(
         $family:ident in $dir:literal {
-            two_widths: { $($name:ident, $vec4:ident => $file:literal),* $(,)? }
-            one_width: { $($sname:ident => $sfile:literal),* $(,)? }
+            $($name:ident, $vec4:ident => $file:literal),* $(,)?
         }
     )*) => {
         $(
-            /// Composed kernels of one element-wise family: one element per step and, for losses
-            /// whose passes over the input all run through the driver's walk (or `elem_inputs`),
-            /// four elements per step.
+            /// Composed kernels of one element-wise family: one element per step and four
+            /// (every pass over the input runs through the driver's `walk`, `steps` and
+            /// `step_inputs`, or `elem_inputs`).
             pub(crate) mod $family {
                 use super::*;
                 $(
@@ -176,12 +175,6 @@ macro_rules! elementwise_kernels {
                         parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_VEC4, family_source!($dir, $file)],
                     };
                 )*
-                $(
-                    pub(crate) const $sname: Kernel = Kernel {
-                        name: $sfile,
-                        parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_F32, family_source!($dir, $sfile)],
-                    };
-                )*
             }
         )*
         /// Every composed kernel of the crate.
@@ -191,7 +184,6 @@ macro_rules! elementwise_kernels {
             $($other,)*
             $(
                 $($family::$name, $family::$vec4,)*
-                $($family::$sname,)*
             )*
         ];
     };
@@ -200,42 +192,32 @@ macro_rules! elementwise_kernels {
 elementwise_kernels! {
     others: [CLASS_ROWS, CLASS_ROWS_VEC4, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
-        two_widths: {
-            MAE, MAE_VEC4 => "mae",
-            MSE, MSE_VEC4 => "mse",
-            RMSE, RMSE_VEC4 => "rmse",
-            RMSLE, RMSLE_VEC4 => "rmsle",
-            LOG_COSH, LOG_COSH_VEC4 => "log_cosh",
-            HUBER, HUBER_VEC4 => "huber",
-            SMOOTH_L1, SMOOTH_L1_VEC4 => "smooth_l1",
-            QUANTILE, QUANTILE_VEC4 => "quantile",
-            BALANCED_L1, BALANCED_L1_VEC4 => "balanced_l1",
-            DYNAMIC_SMOOTH_L1, DYNAMIC_SMOOTH_L1_VEC4 => "dynamic_smooth_l1",
-            SELF_ADJUSTING_SMOOTH_L1, SELF_ADJUSTING_SMOOTH_L1_VEC4 => "self_adjusting_smooth_l1",
-        }
-        one_width: {}
+        MAE, MAE_VEC4 => "mae",
+        MSE, MSE_VEC4 => "mse",
+        RMSE, RMSE_VEC4 => "rmse",
+        RMSLE, RMSLE_VEC4 => "rmsle",
+        LOG_COSH, LOG_COSH_VEC4 => "log_cosh",
+        HUBER, HUBER_VEC4 => "huber",
+        SMOOTH_L1, SMOOTH_L1_VEC4 => "smooth_l1",
+        QUANTILE, QUANTILE_VEC4 => "quantile",
+        BALANCED_L1, BALANCED_L1_VEC4 => "balanced_l1",
+        DYNAMIC_SMOOTH_L1, DYNAMIC_SMOOTH_L1_VEC4 => "dynamic_smooth_l1",
+        SELF_ADJUSTING_SMOOTH_L1, SELF_ADJUSTING_SMOOTH_L1_VEC4 => "self_adjusting_smooth_l1",
     }
     classification in "classification" {
-        two_widths: {
-            BCE_WITH_LOGITS, BCE_WITH_LOGITS_VEC4 => "bce_with_logits",
-            SIGMOID_FOCAL, SIGMOID_FOCAL_VEC4 => "sigmoid_focal",
-            HINGE, HINGE_VEC4 => "hinge",
-            SQUARED_HINGE, SQUARED_HINGE_VEC4 => "squared_hinge",
-            SMOOTHED_HINGE, SMOOTHED_HINGE_VEC4 => "smoothed_hinge",
-            RAMP, RAMP_VEC4 => "ramp",
-            EXPONENTIAL, EXPONENTIAL_VEC4 => "exponential",
-        }
-        one_width: {
-            GHM_C => "ghm_c",
-        }
+        BCE_WITH_LOGITS, BCE_WITH_LOGITS_VEC4 => "bce_with_logits",
+        SIGMOID_FOCAL, SIGMOID_FOCAL_VEC4 => "sigmoid_focal",
+        HINGE, HINGE_VEC4 => "hinge",
+        SQUARED_HINGE, SQUARED_HINGE_VEC4 => "squared_hinge",
+        SMOOTHED_HINGE, SMOOTHED_HINGE_VEC4 => "smoothed_hinge",
+        RAMP, RAMP_VEC4 => "ramp",
+        EXPONENTIAL, EXPONENTIAL_VEC4 => "exponential",
+        GHM_C, GHM_C_VEC4 => "ghm_c",
     }
     generative in "generative" {
-        two_widths: {
-            DIFFUSION_MSE, DIFFUSION_MSE_VEC4 => "diffusion_mse",
-            GAN, GAN_VEC4 => "gan",
-            KL_DIV, KL_DIV_VEC4 => "kl_div",
-        }
-        one_width: {}
+        DIFFUSION_MSE, DIFFUSION_MSE_VEC4 => "diffusion_mse",
+        GAN, GAN_VEC4 => "gan",
+        KL_DIV, KL_DIV_VEC4 => "kl_div",
     }
 }
 

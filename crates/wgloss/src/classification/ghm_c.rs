@@ -2,7 +2,7 @@ use wgpu::util::DeviceExt;
 
 use crate::elementwise::{ElementwiseSpec, Plan};
 use crate::error::{check_param, Result};
-use crate::kernel::classification::GHM_C;
+use crate::kernel::classification::{GHM_C, GHM_C_VEC4};
 use crate::{ElementwiseLoss, Gpu, LossOutput, Reduction, Tensor, TENSOR_USAGES};
 
 /// Largest `bins` of [`GhmCConfig`].
@@ -139,7 +139,8 @@ impl ElementwiseLoss for GhmC {
         };
         let mut spec = ElementwiseSpec::new(&GHM_C, c.reduction, c.grad_scale)
             .params([c.momentum, mean, 0.0, 0.0])
-            .plan(Plan::Histogram);
+            .plan(Plan::Histogram)
+            .vec4(&GHM_C_VEC4);
         spec.k = c.bins as u32;
         spec.state = Some(&self.state);
         Ok(spec)
