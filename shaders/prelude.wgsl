@@ -57,6 +57,29 @@ fn bce_logit(x: f32, t: f32, pw: f32, e: f32) -> vec2<f32> {
     return vec2<f32>(loss, (1.0 - t) * sp - pw * t * sm);
 }
 
+// Running log-sum-exp: (max, sum of e^(s - max)) with one more term, one exponential: the sum
+// plus e^(s - max) below the running max, the sum times e^(max - s) plus 1 above it. Start from
+// vec2(-BIG, 0.0); a NaN term makes the sum NaN.
+fn lse_add(ms: vec2<f32>, s: f32) -> vec2<f32> {
+    let d = s - ms.x;
+    let e = exp(-abs(d));
+    return vec2<f32>(max(ms.x, s), select(ms.y + e, ms.y * e + 1.0, d > 0.0));
+}
+
+// Two running log-sum-exps merged.
+fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}
+
+// The log-sum-exp of a running pair; -BIG for no terms.
+fn lse_value(ms: vec2<f32>) -> f32 {
+    if (ms.y == 0.0) {
+        return -BIG;
+    }
+    return ms.x + log(ms.y);
+}
+
 // Smooth L1 (torch semantics) of residual r: value and derivative. beta == 0 is exactly L1.
 fn smooth_l1(r: f32, beta: f32) -> vec2<f32> {
     let a = abs(r);

@@ -228,11 +228,9 @@ fn acc_new() -> Acc {
 fn accumulate(acc: Acc, c: u32, x: f32, i: u32, row: Row) -> Acc {
     var o = acc;
     if (KIND != MARGIN) {
-        // One exponential: s + e^(x - m) below the running max, s e^(m - x) + 1 above it.
-        let d = x - o.m;
-        let e = exp(-abs(d));
-        o.s = select(o.s + e, o.s * e + 1.0, d > 0.0);
-        o.m = max(o.m, x);
+        let ms = lse_add(vec2<f32>(o.m, o.s), x);
+        o.m = ms.x;
+        o.s = ms.y;
     }
     if (KIND == CROSS_ENTROPY) {
         if (PROBS) {
@@ -260,8 +258,9 @@ fn acc_at(k: u32) -> Acc {
 fn combine(u: Acc, v: Acc) -> Acc {
     var o = Acc(u.m, u.s, u.a + v.a, u.b + v.b);
     if (KIND != MARGIN) {
-        o.m = max(u.m, v.m);
-        o.s = u.s * exp(u.m - o.m) + v.s * exp(v.m - o.m);
+        let ms = lse_merge(vec2<f32>(u.m, u.s), vec2<f32>(v.m, v.s));
+        o.m = ms.x;
+        o.s = ms.y;
     }
     return o;
 }

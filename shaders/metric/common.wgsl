@@ -3,26 +3,6 @@
 // torch F.normalize's eps: x / max(‖x‖, eps).
 const NORM_EPS: f32 = 1e-12;
 
-// Running log-sum-exp: (max, sum of e^(s - max)) with one more term.
-fn lse_add(ms: vec2<f32>, s: f32) -> vec2<f32> {
-    let m = max(ms.x, s);
-    return vec2<f32>(m, ms.y * exp(ms.x - m) + exp(s - m));
-}
-
-// Two running log-sum-exps merged.
-fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, b.x);
-    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
-}
-
-// The log-sum-exp of a running pair; -BIG for no terms.
-fn lse_value(ms: vec2<f32>) -> f32 {
-    if (ms.y == 0.0) {
-        return -BIG;
-    }
-    return ms.x + log(ms.y);
-}
-
 // Euclidean norm accumulated without overflow or underflow (LAPACK's nrm2): (scale, ssq) with
 // norm = scale * sqrt(ssq). Start from vec2(0.0, 1.0); a NaN element makes the norm NaN.
 fn nrm2_add(acc: vec2<f32>, x: f32) -> vec2<f32> {

@@ -125,6 +125,11 @@ fn group_of(n_global: u32, c: u32) -> u32 {
     return c;
 }
 
+// Multiclass: probability e^(x - lse) and one-hot target of class c for a pixel labelled y.
+fn softmax_target(x: f32, lse: f32, y: i32, c: u32) -> vec2<f32> {
+    return vec2<f32>(exp(x - lse), select(0.0, 1.0, u32(y) == c));
+}
+
 // Probability and target of element (n, c, s); the target is -1 for an ignored element.
 fn prob_target(n: u32, c: u32, s: u32) -> vec2<f32> {
     let i = elem(n, c, s);
@@ -135,7 +140,7 @@ fn prob_target(n: u32, c: u32, s: u32) -> vec2<f32> {
             return vec2<f32>(0.0, -1.0);
         }
         let lse = work[params.off_lse + (params.sample_base * params.inner + r)];
-        return vec2<f32>(exp(logits[i] - lse), select(0.0, 1.0, u32(y) == c));
+        return softmax_target(logits[i], lse, y, c);
     }
     let m = bitcast<f32>(target_bits[i]);
     if (mask_ignored(m)) {
@@ -161,19 +166,12 @@ fn pixel_pass(
         pos = step2(pos);
         let n = ns.x;
         let s = ns.y;
-        // Online log-sum-exp, one exponential per class: s + e^(x - m) below the running max,
-        // s e^(m - x) + 1 above it.
-        var m = -BIG;
-        var acc = 0.0;
+        var ms = vec2<f32>(-BIG, 0.0);
         let base = elem(n, 0u, s);
         for (var c = 0u; c < params.classes; c++) {
-            let x = logits[base + c * params.inner];
-            let d = x - m;
-            let e = exp(-abs(d));
-            acc = select(acc + e, acc * e + 1.0, d > 0.0);
-            m = max(m, x);
+            ms = lse_add(ms, logits[base + c * params.inner]);
         }
-        let lse = m + log(acc);
+        let lse = ms.x + log(ms.y);
         work[params.off_lse + params.sample_base * params.inner + r] = lse;
         let y = label(r);
         if (label_ignored(y)) {
@@ -273,7 +271,7 @@ fn stats_pass(
             let lse = work[params.off_lse + params.sample_base * params.inner + n * params.inner + s];
             for (var j = 0u; j < CHUNK; j++) {
                 let c = min(c0 + j, params.classes - 1u);
-                pt[j] = vec2<f32>(exp(logits[elem(n, c, s)] - lse), select(0.0, 1.0, u32(y) == c));
+                pt[j] = softmax_target(logits[elem(n, c, s)], lse, y, c);
             }
         } else {
             for (var j = 0u; j < CHUNK; j++) {
@@ -308,6 +306,7 @@ fn stats_pass(
     }
 }
 
+// Workgroup g: the statistics of group g over every slot (slots no segment wrote are zero).
 @compute @workgroup_size(256)
 fn stats_reduce(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -518,19 +517,17 @@ fn grad_pass(
         let a_y = work[params.off_coef + 2u * group_of(ng, u32(y))];
         var dot = 0.0;
         for (var c = 0u; c < params.classes; c++) {
-            let p = exp(logits[base + c * params.inner] - lse);
-            let t = select(0.0, 1.0, u32(y) == c);
-            dot += p * dloss(p, t, a_y, work[params.off_coef + 2u * group_of(ng, c) + 1u]);
+            let pt = softmax_target(logits[base + c * params.inner], lse, y, c);
+            dot += pt.x * dloss(pt.x, pt.y, a_y, work[params.off_coef + 2u * group_of(ng, c) + 1u]);
         }
         let wy = class_weight(u32(y));
         for (var c = 0u; c < params.classes; c++) {
             let i = base + c * params.inner;
-            let p = exp(logits[i] - lse);
-            let t = select(0.0, 1.0, u32(y) == c);
+            let pt = softmax_target(logits[i], lse, y, c);
             let b = work[params.off_coef + 2u * group_of(ng, c) + 1u];
-            var g = p * (dloss(p, t, a_y, b) - dot);
+            var g = pt.x * (dloss(pt.x, pt.y, a_y, b) - dot);
             if (KIND == COMBO) {
-                g += ce_scale * wy * (p - t);
+                g += ce_scale * wy * (pt.x - pt.y);
             }
             grad[i] = g;
         }
