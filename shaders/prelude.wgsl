@@ -18,8 +18,13 @@ fn is_nan(x: f32) -> bool {
 fn log1p(x: f32) -> f32 {
     let s = x / (2.0 + x);
     let s2 = s * s;
-    let series = 2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 / 13.0))))));
+    let series = 2.0 * s * (1.0 + s2 * atanh_tail(s2));
     return select(log(1.0 + x), series, x >= -0.5 && x <= 1.0);
+}
+
+// (atanh(s) / s - 1) / s^2 = 1/3 + s^2/5 + ... + s^10/13, the tail of log1p's series in s^2.
+fn atanh_tail(s2: f32) -> f32 {
+    return 1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 / 13.0))));
 }
 
 // e^x - 1, accurate for small |x|: a degree-6 Taylor polynomial below 0.1 in magnitude

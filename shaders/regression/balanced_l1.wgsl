@@ -4,8 +4,9 @@
 // The slope below beta is alpha ln(b d / beta + 1) + alpha (1 - beta) / (b d + beta).
 // Below beta the loss is evaluated without the cancellation of its two terms near 0: with
 // x = b d / beta and g(x) = (1 + x) ln(1 + x) - x (about x^2 / 2), it is
-// alpha/b (beta g(x) + (1 - beta) ln(1 + x)); g is x^2 G(x) below x = 1/2, G a Chebyshev fit
-// (relative error 1.5e-9 in exact arithmetic), and the direct form beyond.
+// alpha/b (beta g(x) + (1 - beta) ln(1 + x)). Up to x = 1 both logarithm and g come from one
+// series: with s = x / (2 + x), ln(1 + x) = 2 s P and g = s^2 (s T + P) (2 + x), where
+// P = 1 + s^2 T and T = atanh_tail(s^2) (all terms positive); beyond, the direct forms.
 // params.p = (alpha, beta, b, b / beta) and params.p2 = (alpha / b, gamma, gamma / b - alpha beta),
 // computed on the host in f64 so that the kernel divides once.
 fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
@@ -18,9 +19,13 @@ fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     // argument is clamped below beta so that the unused piece stays finite.
     let ds = min(d, beta);
     let x = params.p.w * ds;
-    let lg = log1p(x);
-    let gx = x * x * (0.5 + x * (-0.16666655 + x * (0.08332928 + x * (-0.049938001 + x * (0.032838702 + x * (-0.021547128 + x * (0.011658528 + x * -0.0035047219)))))));
-    let g = select((1.0 + x) * lg - x, gx, x < 0.5);
+    let s = x / (2.0 + x);
+    let s2 = s * s;
+    let tail = atanh_tail(s2);
+    let pw = 1.0 + s2 * tail;
+    let series = x <= 1.0;
+    let lg = select(log(1.0 + x), 2.0 * s * pw, series);
+    let g = select((1.0 + x) * lg - x, s2 * (s * tail + pw) * (2.0 + x), series);
     let near = vec2<f32>(params.p2.x * (beta * g + (1.0 - beta) * lg), alpha * lg + alpha * (1.0 - beta) / (b * ds + beta));
     let gamma = params.p2.y;
     let far = vec2<f32>(gamma * d + params.p2.z, gamma);
