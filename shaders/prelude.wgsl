@@ -62,27 +62,40 @@ fn bce_logit(x: f32, t: f32, pw: f32, e: f32) -> vec2<f32> {
     return vec2<f32>(loss, (1.0 - t) * sp - pw * t * sm);
 }
 
-// Running log-sum-exp: (max, sum of e^(s - max)) with one more term, one exponential: the sum
-// plus e^(s - max) below the running max, the sum times e^(max - s) plus 1 above it. Start from
-// vec2(-BIG, 0.0); a NaN term makes the sum NaN.
-fn lse_add(ms: vec2<f32>, s: f32) -> vec2<f32> {
-    let d = s - ms.x;
+// Running log-sum-exp as (m, t): the running max m and t = sum of e^(s - m) - 1, the sum over
+// every term but the max's own 1. Kept apart, t keeps the small terms that 1 + t would round
+// away, so that log p of a term near 1 in probability, (s - m) - log1p(t), keeps its relative
+// accuracy where m + log(1 + t) - s cancels to 0. One exponential per term: below the running
+// max t plus e^(s - m); above it (t + 1) e^(m - s), the new max's own term being the 1. Start
+// from LSE_EMPTY (t = -1: no terms); a NaN term makes t NaN.
+const LSE_EMPTY: vec2<f32> = vec2<f32>(-BIG, -1.0);
+
+fn lse_add(mt: vec2<f32>, s: f32) -> vec2<f32> {
+    let d = s - mt.x;
     let e = exp(-abs(d));
-    return vec2<f32>(max(ms.x, s), select(ms.y + e, ms.y * e + 1.0, d > 0.0));
+    return vec2<f32>(max(mt.x, s), select(mt.y + e, (mt.y + 1.0) * e, d > 0.0));
 }
 
-// Two running log-sum-exps merged.
+// Two running log-sum-exps merged: the one with the larger max keeps its t and takes the other's
+// whole sum, scaled.
 fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, b.x);
-    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+    let a_hi = a.x >= b.x;
+    let hi = select(b, a, a_hi);
+    let lo = select(a, b, a_hi);
+    return vec2<f32>(hi.x, hi.y + (lo.y + 1.0) * exp(lo.x - hi.x));
+}
+
+// log(1 + t) of a running pair: the log-sum-exp less its max, at least 0.
+fn lse_excess(mt: vec2<f32>) -> f32 {
+    return log1p(mt.y);
 }
 
 // The log-sum-exp of a running pair; -BIG for no terms.
-fn lse_value(ms: vec2<f32>) -> f32 {
-    if (ms.y == 0.0) {
+fn lse_value(mt: vec2<f32>) -> f32 {
+    if (mt.y < 0.0) {
         return -BIG;
     }
-    return ms.x + log(ms.y);
+    return mt.x + lse_excess(mt);
 }
 
 // Smooth L1 (torch semantics) of residual r: value and derivative. beta == 0 is exactly L1.

@@ -719,3 +719,95 @@ fn confident_binary_predictions_keep_their_small_losses() {
 }
 
 type RefFn = Box<dyn Fn(ArrayViewD<'_, f64>, ArrayViewD<'_, f64>) -> wgloss_ref::LossGrad>;
+
+/// Confident class rows keep their small losses and gradients (about the sum t of e^{x_c − x_y}
+/// over the other classes): torch's `LSE − x_y` and `p_y − 1` round them to 0 once t falls below
+/// LSE's last bit. Margins between the label's logit and the others from 1e-3 to `max`, one row
+/// in four with its label below another class; every class-row path (one invocation per row for
+/// few classes, a workgroup per row at one and four logits per step); row by row, no absolute
+/// slack. The relative tolerance covers the exponential's own error, which grows with |x|.
+#[test]
+fn confident_class_rows_keep_their_small_losses() {
+    let data = |n: usize, c: usize, max: f64| {
+        let mut logits = vec![0f32; n * c];
+        let mut labels = vec![0i32; n];
+        for r in 0..n {
+            let margin = 10f64.powf(-3.0 + (3.0 + max.log10()) * r as f64 / (n - 1) as f64);
+            let y = (r * 7 + 3) % c;
+            labels[r] = y as i32;
+            for k in 0..c {
+                let spread = 0.5 * ((k * 13 + r) % 11) as f64 / 11.0;
+                logits[r * c + k] = if k == y {
+                    2.5
+                } else if r % 4 == 3 && k == (y + 1) % c {
+                    2.5 + margin
+                } else {
+                    2.5 - margin - spread
+                } as f32;
+            }
+        }
+        (logits, labels)
+    };
+    let tol = Tolerance {
+        rtol: 2e-5,
+        atol_frac: 0.0,
+    };
+    let mut failures = Vec::new();
+    for gpu in widths() {
+        for (n, c) in [(301, 5), (37, 1000)] {
+            // Margins to 40 keep every probability a normal f32 (a row whose label is beaten
+            // puts the others two margins down); the focal loss is about t^3 at γ = 2, so 22.
+            let cases: [(&str, f64, Box<dyn Loss>, RefFn); 3] = [
+                (
+                    "cross_entropy",
+                    40.0,
+                    Box::new(CrossEntropy {
+                        reduction: Reduction::None,
+                        ..Default::default()
+                    }),
+                    Box::new(|x, y| {
+                        let none = wgloss_ref::Reduction::None;
+                        wgloss_ref::cross_entropy(x, y, None, -100, 0.0, none, 1.0)
+                    }),
+                ),
+                (
+                    "poly1",
+                    40.0,
+                    Box::new(Poly1 {
+                        reduction: Reduction::None,
+                        ..Default::default()
+                    }),
+                    Box::new(|x, y| {
+                        wgloss_ref::poly1(x, y, 1.0, -100, wgloss_ref::Reduction::None, 1.0)
+                    }),
+                ),
+                (
+                    "softmax_focal",
+                    22.0,
+                    Box::new(wgloss::SoftmaxFocal {
+                        reduction: Reduction::None,
+                        ..Default::default()
+                    }),
+                    Box::new(|x, y| {
+                        let none = wgloss_ref::Reduction::None;
+                        wgloss_ref::softmax_focal(x, y, 2.0, None, -100, none, 1.0)
+                    }),
+                ),
+            ];
+            for (name, max, loss, reference) in &cases {
+                let (logits, labels) = data(n, c, *max);
+                let labels64: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+                let want = reference(
+                    to_f64(&logits, &[n, c]).view(),
+                    to_f64(&labels64, &[n]).view(),
+                );
+                let x = Tensor::from_slice(&gpu, &logits, &[n, c]).unwrap();
+                let y = Tensor::from_labels(&gpu, &labels, &[n]).unwrap();
+                let out = loss.compute(&gpu, &x, &y).unwrap();
+                let what = format!("{name} [{n}, {c}] vec4={}", gpu.vec4());
+                failures.extend(compare_output(&gpu, &what, &out, &want, tol, tol));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

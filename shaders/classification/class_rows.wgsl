@@ -209,17 +209,17 @@ fn row_of(r: u32, sp: vec2<u32>) -> Row {
     return Row(base, y, skip, xy);
 }
 
-// Running statistics of (part of) a row: online max m and sum s of exponentials, and two sums
-// whose meaning depends on the loss (see `accumulate`).
+// Running statistics of (part of) a row: the running log-sum-exp (m, t) (see `lse_add`), and two
+// sums whose meaning depends on the loss (see `accumulate`).
 struct Acc {
     m: f32,
-    s: f32,
+    t: f32,
     a: f32,
     b: f32,
 }
 
 fn acc_new() -> Acc {
-    return Acc(-BIG, 0.0, 0.0, 0.0);
+    return Acc(LSE_EMPTY.x, LSE_EMPTY.y, 0.0, 0.0);
 }
 
 // Adds class c (logit x, element i) of `row`. a, b: cross-entropy with labels: sum w_c x_c;
@@ -228,9 +228,9 @@ fn acc_new() -> Acc {
 fn accumulate(acc: Acc, c: u32, x: f32, i: u32, row: Row) -> Acc {
     var o = acc;
     if (KIND != MARGIN) {
-        let ms = lse_add(vec2<f32>(o.m, o.s), x);
-        o.m = ms.x;
-        o.s = ms.y;
+        let mt = lse_add(vec2<f32>(o.m, o.t), x);
+        o.m = mt.x;
+        o.t = mt.y;
     }
     if (KIND == CROSS_ENTROPY) {
         if (PROBS) {
@@ -256,46 +256,51 @@ fn acc_at(k: u32) -> Acc {
 }
 
 fn combine(u: Acc, v: Acc) -> Acc {
-    var o = Acc(u.m, u.s, u.a + v.a, u.b + v.b);
+    var o = Acc(u.m, u.t, u.a + v.a, u.b + v.b);
     if (KIND != MARGIN) {
-        let ms = lse_merge(vec2<f32>(u.m, u.s), vec2<f32>(v.m, v.s));
-        o.m = ms.x;
-        o.s = ms.y;
+        let mt = lse_merge(vec2<f32>(u.m, u.t), vec2<f32>(v.m, v.t));
+        o.m = mt.x;
+        o.t = mt.y;
     }
     return o;
 }
 
-// A finished row: its log-sum-exp (unused by multiclass_hinge) and the sums a, b.
+// A finished row (the log-sum-exp parts are unused by multiclass_hinge): its max logit m,
+// l = LSE - m = log(1 + t) >= 0, LSE itself, and the sums a, b.
 struct Stats {
+    m: f32,
+    l: f32,
     lse: f32,
     a: f32,
     b: f32,
 }
 
 fn finish(acc: Acc) -> Stats {
-    return Stats(acc.m + log(acc.s), acc.a, acc.b);
+    let l = lse_excess(vec2<f32>(acc.m, acc.t));
+    return Stats(acc.m, l, acc.m + l, acc.a, acc.b);
 }
 
-// log p_y, at most 0 (rounding of LSE could leave it a hair above); NaN stays NaN.
+// log p_y = (x_y - m) - l, at most 0 and, for p_y near 1, accurate relative to its own size
+// (LSE - x_y would round it to 0 once it falls below LSE's last bit); NaN stays NaN.
 fn log_py(row: Row, st: Stats) -> f32 {
-    let lp = row.xy - st.lse;
-    return select(lp, 0.0, lp > 0.0);
+    return (row.xy - st.m) - st.l;
 }
 
 // Coefficients of a row's gradient: g_c = a (p_c - [c = y]) + bp p_c - bc w_c u_c, u_c = t'_c
 // under probability targets and 1 otherwise (multiclass_hinge uses a alone, see
-// `class_gradient`).
+// `class_gradient`); dy = p_y - 1 = expm1(log p_y), the label's p_c - 1 without cancellation.
 struct Coef {
     a: f32,
     bp: f32,
     bc: f32,
+    dy: f32,
 }
 
 // The coefficients of a non-ignored row.
 fn coefficients(row: Row, st: Stats, scale: f32) -> Coef {
     let inv_c = 1.0 / f32(params.classes);
     if (KIND == MARGIN) {
-        return Coef(scale * class_weight(u32(row.y)) * inv_c, 0.0, 0.0);
+        return Coef(scale * class_weight(u32(row.y)) * inv_c, 0.0, 0.0, 0.0);
     }
     if (KIND == FOCAL) {
         let lp = log_py(row, st);
@@ -305,16 +310,17 @@ fn coefficients(row: Row, st: Stats, scale: f32) -> Coef {
         let r = select(lp / q, -1.0, q == 0.0);
         let gamma = params.gamma;
         let coef = class_weight(u32(row.y)) * pow0(q, gamma) * (1.0 - gamma * py * r);
-        return Coef(coef * scale, 0.0, 0.0);
+        return Coef(coef * scale, 0.0, 0.0, -q);
     }
     let bz = 2.0 * params.z_loss * st.lse;
     if (PROBS) {
-        return Coef(0.0, (st.b + bz) * scale, scale);
+        return Coef(0.0, (st.b + bz) * scale, scale, 0.0);
     }
     let eps = params.smoothing;
-    let py = exp(row.xy - st.lse);
-    let a = (1.0 - eps) * class_weight(u32(row.y)) + params.poly * py;
-    return Coef(a * scale, (eps * inv_c * params.weight_sum + bz) * scale, eps * inv_c * scale);
+    let lp = log_py(row, st);
+    let a = (1.0 - eps) * class_weight(u32(row.y)) + params.poly * exp(lp);
+    let bp = (eps * inv_c * params.weight_sum + bz) * scale;
+    return Coef(a * scale, bp, eps * inv_c * scale, expm1(lp));
 }
 
 // Gradient of class c (capped logit x, element i) of a non-ignored row.
@@ -331,8 +337,8 @@ fn class_gradient(c: u32, x: f32, i: u32, row: Row, st: Stats, co: Coef) -> f32 
     if (PROBS) {
         u = smoothed_target(i);
     }
-    let onehot = select(0.0, 1.0, c == u32(row.y));
-    let g = co.a * (p - onehot) + co.bp * p - co.bc * class_weight(c) * u;
+    let p_less_onehot = select(p, co.dy, c == u32(row.y));
+    let g = co.a * p_less_onehot + co.bp * p - co.bc * class_weight(c) * u;
     return g * cap_slope(x);
 }
 
@@ -351,10 +357,10 @@ fn row_loss(row: Row, st: Stats) -> f32 {
         return st.lse * st.b - st.a + z;
     }
     let eps = params.smoothing;
-    let py = exp(row.xy - st.lse);
-    return (1.0 - eps) * class_weight(u32(row.y)) * (st.lse - row.xy)
+    let lp = log_py(row, st);
+    return -(1.0 - eps) * class_weight(u32(row.y)) * lp
         + eps * inv_c * (params.weight_sum * st.lse - st.a)
-        + params.poly * (1.0 - py) + z;
+        - params.poly * expm1(lp) + z;
 }
 
 fn valid(y: i32) -> bool {
@@ -414,7 +420,7 @@ fn fused(
         // Sweep 1: the row's statistics, then a tree over the workgroup.
         let acc = sweep_stats(row, lid.x);
         red_m[lid.x] = acc.m;
-        red[lid.x] = acc.s;
+        red[lid.x] = acc.t;
         red_a[lid.x] = acc.a;
         red_b[lid.x] = acc.b;
         workgroupBarrier();
@@ -422,7 +428,7 @@ fn fused(
             if (lid.x < h) {
                 let o = combine(acc_at(lid.x), acc_at(lid.x + h));
                 red_m[lid.x] = o.m;
-                red[lid.x] = o.s;
+                red[lid.x] = o.t;
                 red_a[lid.x] = o.a;
                 red_b[lid.x] = o.b;
             }
@@ -431,7 +437,7 @@ fn fused(
         let st = finish(acc_at(0u));
         workgroupBarrier();
         // Sweep 2: the gradient.
-        var co = Coef(0.0, 0.0, 0.0);
+        var co = Coef(0.0, 0.0, 0.0, 0.0);
         if (!row.skip) {
             co = coefficients(row, st, scale);
         }

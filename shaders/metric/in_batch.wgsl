@@ -259,8 +259,8 @@ fn stats(
     let lid = lid3.x;
     let a0 = wid.x * TILE;
     let a = a0 + lid;
-    var all = vec2<f32>(-BIG, 0.0);
-    var neg = vec2<f32>(-BIG, 0.0);
+    var all = LSE_EMPTY;
+    var neg = LSE_EMPTY;
     var pos = 0.0;
     var pos_sum = 0.0;
     var nan_seen = false;

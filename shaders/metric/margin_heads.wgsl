@@ -332,7 +332,7 @@ fn stats(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) w
     let i = i0 + lid;
     let k_start = wid.y * params.chunk_len;
     let k_end = min(k_start + params.chunk_len, params.cs);
-    var neg = vec2<f32>(-BIG, 0.0);
+    var neg = LSE_EMPTY;
     var nan_seen = false;
     for (var k0 = k_start; k0 < k_end; k0 += TILE) {
         cos_tile(lid, i0, k0);
@@ -369,7 +369,7 @@ fn merge(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     if (i >= params.n || atomicLoad(&status[0]) != NO_ERROR) {
         return;
     }
-    var neg = vec2<f32>(-BIG, 0.0);
+    var neg = LSE_EMPTY;
     if (params.c0 != 0u) {
         neg = vec2<f32>(stat(i, NEG_M), stat(i, NEG_S));
     }
@@ -378,7 +378,7 @@ fn merge(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
         let at = partial_at(i, chunk);
         let part = vec2<f32>(scratch[at], scratch[at + 1u]);
         nan_seen = nan_seen || is_nan(part.y);
-        if (part.y > 0.0) {
+        if (part.y >= 0.0) {
             neg = lse_merge(neg, part);
         }
     }

@@ -166,12 +166,13 @@ fn pixel_pass(
         pos = step2(pos);
         let n = ns.x;
         let s = ns.y;
-        var ms = vec2<f32>(-BIG, 0.0);
+        var mt = LSE_EMPTY;
         let base = elem(n, 0u, s);
         for (var c = 0u; c < params.classes; c++) {
-            ms = lse_add(ms, logits[base + c * params.inner]);
+            mt = lse_add(mt, logits[base + c * params.inner]);
         }
-        let lse = ms.x + log(ms.y);
+        let l = lse_excess(mt);
+        let lse = mt.x + l;
         work[params.off_lse + params.sample_base * params.inner + r] = lse;
         let y = label(r);
         if (label_ignored(y)) {
@@ -182,7 +183,8 @@ fn pixel_pass(
             continue;
         }
         let wy = class_weight(u32(y));
-        ce += wy * (lse - logits[elem(n, u32(y), s)]);
+        // -log p_y as (m - x_y) + l: no cancellation for a confident pixel.
+        ce += wy * ((mt.x - logits[elem(n, u32(y), s)]) + l);
         wsum += wy;
     }
     if (KIND == COMBO) {

@@ -344,20 +344,21 @@ fn class_loss(
         assert!((0..c as i64).contains(&label), "label {label} out of range");
         let y = label as usize;
         let (x, slope) = soft_capped(x, softcap);
-        let lse = log_sum_exp(&x);
+        let (m, l) = log_sum_exp_parts(&x);
+        let lse = m + l;
+        let lp = (x[y] - m) - l;
         let wy = w(y);
         let sum_wx: f64 = (0..c).map(|k| w(k) * x[k]).sum();
-        let py = (x[y] - lse).exp();
-        let loss = (1.0 - eps) * wy * (lse - x[y])
-            + eps / c as f64 * (total_w * lse - sum_wx)
-            + poly * (1.0 - py)
+        let py = lp.exp();
+        let loss = -(1.0 - eps) * wy * lp + eps / c as f64 * (total_w * lse - sum_wx)
+            - poly * lp.exp_m1()
             + z_loss * lse * lse;
         // d/dx_k of poly (1 − p_y) is poly p_y (p_k − [k = y]); of z LSE², 2 z LSE p_k.
         let grad = (0..c)
             .map(|k| {
                 let p = (x[k] - lse).exp();
-                let onehot = if k == y { 1.0 } else { 0.0 };
-                (((1.0 - eps) * wy + poly * py) * (p - onehot)
+                let p_less_onehot = if k == y { lp.exp_m1() } else { p };
+                (((1.0 - eps) * wy + poly * py) * p_less_onehot
                     + eps / c as f64 * (total_w * p - w(k))
                     + 2.0 * z_loss * lse * p)
                     * slope[k]
@@ -435,10 +436,10 @@ pub fn softmax_focal(
         assert!((0..c as i64).contains(&label), "label {label} out of range");
         let y = label as usize;
         let a = alpha.map_or(1.0, |a| a[y]);
-        let lse = log_sum_exp(x);
+        let (m, l) = log_sum_exp_parts(x);
+        let lse = m + l;
         // log p_y, at most 0 (a NaN stays NaN).
-        let lp = x[y] - lse;
-        let lp = if lp > 0.0 { 0.0 } else { lp };
+        let lp = (x[y] - m) - l;
         let py = lp.exp();
         let q = -lp.exp_m1();
         // d/dx_j = α q^γ (1 − γ p_y log(p_y) / q) (p_j − [j = y]); log(p_y) / q → −1 as q → 0.
@@ -446,7 +447,13 @@ pub fn softmax_focal(
         let qg = q.powf(gamma);
         let coef = a * qg * (1.0 - gamma * py * ratio);
         let grad = (0..c)
-            .map(|k| coef * ((x[k] - lse).exp() - if k == y { 1.0 } else { 0.0 }))
+            .map(|k| {
+                coef * if k == y {
+                    lp.exp_m1()
+                } else {
+                    (x[k] - lse).exp()
+                }
+            })
             .collect();
         Some((-a * qg * lp, grad, 1.0))
     })
@@ -498,8 +505,24 @@ fn soft_capped(x: &[f64], softcap: Option<f64>) -> (Vec<f64>, Vec<f64>) {
 }
 
 fn log_sum_exp(x: &[f64]) -> f64 {
+    let (m, l) = log_sum_exp_parts(x);
+    m + l
+}
+
+/// The log-sum-exp of `x` as `(m, l)`, `LSE = m + l`: `m` the largest logit and
+/// `l = ln(1 + t) ≥ 0`, `t` the sum of `e^{x_k − m}` over every logit but the first largest.
+/// `log p_k = (x_k − m) − l` then keeps its relative accuracy when `p_k` is near 1, where
+/// `LSE − x_k` would round it away. A NaN logit makes `l` NaN.
+fn log_sum_exp_parts(x: &[f64]) -> (f64, f64) {
     let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    m + x.iter().map(|&v| (v - m).exp()).sum::<f64>().ln()
+    let top = x.iter().position(|&v| v == m);
+    let t: f64 = x
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| Some(k) != top)
+        .map(|(_, &v)| (v - m).exp())
+        .sum();
+    (m, t.ln_1p())
 }
 
 /// A loss over the class dimension of `logits` `[N, C, d...]`, row by row: `row(x, label)`
