@@ -27,6 +27,8 @@ pub struct Instance {
     pub freeze: FreezeFn,
     /// The gradient multiplier in use.
     pub grad_scale: f64,
+    /// Whether each call advances a state on the GPU (the suite then checks consecutive calls).
+    pub stateful: bool,
 }
 
 /// A hyperparameter value the loss must reject, and the parameter name the error must carry.
@@ -1021,6 +1023,7 @@ pub static REGISTRY: &[Entry] = &[
                     Box::new(move |p| wgloss_ref::smooth_l1(p, t.view(), beta, r, 1.0))
                 }),
                 grad_scale: 1.0,
+                stateful: true,
             })
         },
         bad_params: &[
@@ -1104,6 +1107,7 @@ pub static REGISTRY: &[Entry] = &[
                     Box::new(move |p| wgloss_ref::smooth_l1_per_coord(p, t.view(), &betas, r, 1.0))
                 }),
                 grad_scale: 1.0,
+                stateful: true,
             })
         },
         bad_params: &[
@@ -1465,6 +1469,7 @@ pub static REGISTRY: &[Entry] = &[
                     })
                 }),
                 grad_scale: grad_scale.into(),
+                stateful: true,
             })
         },
         bad_params: &[
@@ -2496,6 +2501,7 @@ pub static REGISTRY: &[Entry] = &[
                     })
                 }),
                 grad_scale: g,
+                stateful: true,
             })
         },
         bad_params: &[BadParam {
@@ -3045,6 +3051,7 @@ pub static REGISTRY: &[Entry] = &[
                     })
                 }),
                 grad_scale: g,
+                stateful: false,
             })
         },
         bad_params: &[
@@ -3285,6 +3292,7 @@ fn mined_triplet(
             Box::new(move |p| first_grad(wgloss_ref::triplet_fixed(p, &triplets, m, squared, 1.0)))
         }),
         grad_scale: 1.0,
+        stateful: false,
     }
 }
 
@@ -3494,6 +3502,7 @@ fn stateless(
             Box::new(move |p| f(p, t.view()))
         }),
         grad_scale: grad_scale.into(),
+        stateful: false,
     })
 }
 
