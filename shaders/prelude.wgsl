@@ -13,13 +13,19 @@ fn is_nan(x: f32) -> bool {
 
 // log(1 + x) to a few ulps relative for every x > -1. Vulkan bounds `log` only by an absolute
 // error of 2^-21 for arguments in [0.5, 2] (lavapipe's is that coarse), so there, x in
-// [-0.5, 1], it is 2 atanh(s) with s = x / (2 + x) in [-1/3, 1/3], by its odd series through s^13
-// (truncation under 2e-8 relative); beyond, log(1 + x). -1 gives -inf and below it NaN, as log.
+// [-0.5, 1], it is `log1p_near`; beyond, log(1 + x). -1 gives -inf and below it NaN, as log.
 fn log1p(x: f32) -> f32 {
+    return select(log(1.0 + x), log1p_near(x), x >= -0.5 && x <= 1.0);
+}
+
+// log(1 + x) for x in [-0.5, 1] only: 2 atanh(s) with s = x / (2 + x) in [-1/3, 1/3], by its odd
+// series through s^13 (truncation under 2e-8 relative). Callers whose argument is known to lie
+// there (e^{-|x|} in softplus and bce_logit) take it directly: a CPU adapter would otherwise
+// evaluate `log1p`'s unused logarithm too.
+fn log1p_near(x: f32) -> f32 {
     let s = x / (2.0 + x);
     let s2 = s * s;
-    let series = 2.0 * s * (1.0 + s2 * atanh_tail(s2));
-    return select(log(1.0 + x), series, x >= -0.5 && x <= 1.0);
+    return 2.0 * s * (1.0 + s2 * atanh_tail(s2));
 }
 
 // (atanh(s) / s - 1) / s^2 = 1/3 + s^2/5 + ... + s^10/13, the tail of log1p's series in s^2.
@@ -45,7 +51,7 @@ fn sigmoid(x: f32) -> f32 {
 
 // log(1 + e^x) without overflow.
 fn softplus(x: f32) -> f32 {
-    return max(x, 0.0) + log1p(exp(-abs(x)));
+    return max(x, 0.0) + log1p_near(exp(-abs(x)));
 }
 
 // Binary cross-entropy of logit x against target t in [0, 1] with positive weight pw, and its
@@ -58,7 +64,7 @@ fn bce_logit(x: f32, t: f32, pw: f32, e: f32) -> vec2<f32> {
     let r = 1.0 / (1.0 + e);
     let sp = select(e, 1.0, x >= 0.0) * r; // sigma(x)
     let sm = select(1.0, e, x >= 0.0) * r; // sigma(-x)
-    let loss = (1.0 - t) * max(x, 0.0) + pw * t * max(-x, 0.0) + (1.0 + (pw - 1.0) * t) * log1p(e);
+    let loss = (1.0 - t) * max(x, 0.0) + pw * t * max(-x, 0.0) + (1.0 + (pw - 1.0) * t) * log1p_near(e);
     return vec2<f32>(loss, (1.0 - t) * sp - pw * t * sm);
 }
 
