@@ -42,11 +42,11 @@ impl ElementwiseLoss for SigmoidFocal {
         check_param("alpha", self.alpha.into(), "<= 1", self.alpha <= 1.0)?;
         check_param("gamma", self.gamma.into(), ">= 0", self.gamma >= 0.0)?;
         crate::config::check_grad_scale(self.grad_scale)?;
-        Ok(
-            ElementwiseSpec::new(&SIGMOID_FOCAL, self.reduction, self.grad_scale)
-                .params([self.alpha, self.gamma, 0.0, 0.0])
-                .vec4(&SIGMOID_FOCAL_VEC4),
-        )
+        let mut spec = ElementwiseSpec::new(&SIGMOID_FOCAL, self.reduction, self.grad_scale)
+            .params([self.alpha, self.gamma, 0.0, 0.0])
+            .vec4(&SIGMOID_FOCAL_VEC4);
+        spec.overrides = vec![("SQUARE", u32::from(self.gamma == 2.0))];
+        Ok(spec)
     }
 
     fn reduction(&self) -> Reduction {
