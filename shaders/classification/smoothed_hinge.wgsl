@@ -3,12 +3,9 @@
 fn loss_elem(s: f32, y: f32, i: u32) -> vec2<f32> {
     let gamma = params.p.x;
     let z = y * s;
-    if (z >= 1.0) {
-        return vec2<f32>(0.0, 0.0);
-    }
-    if (z <= 1.0 - gamma) {
-        return vec2<f32>(1.0 - 0.5 * gamma - z, -y);
-    }
+    // The three pieces without branches (a CPU adapter runs every taken side anyway).
     let u = 1.0 - z;
-    return vec2<f32>(u * u / (2.0 * gamma), -y * u / gamma);
+    let quad = vec2<f32>(u * u / (2.0 * gamma), -y * u / gamma);
+    let lin = vec2<f32>(1.0 - 0.5 * gamma - z, -y);
+    return select(select(quad, lin, z <= 1.0 - gamma), vec2<f32>(0.0), z >= 1.0);
 }
