@@ -54,6 +54,12 @@ fn softplus(x: f32) -> f32 {
     return max(x, 0.0) + log1p_near(exp(-abs(x)));
 }
 
+// (sigma(x), sigma(-x)) given e = e^{-|x|}, with one division: each without cancellation.
+fn sigmoid_pair(x: f32, e: f32) -> vec2<f32> {
+    let r = 1.0 / (1.0 + e);
+    return vec2<f32>(select(e, 1.0, x >= 0.0) * r, select(1.0, e, x >= 0.0) * r);
+}
+
 // Binary cross-entropy of logit x against target t in [0, 1] with positive weight pw, and its
 // derivative in x, given e = e^{-|x|}: (1 - t) max(x, 0) + pw t max(-x, 0) + (1 + (pw - 1) t)
 // log(1 + e), and (1 - t) sigma(x) - pw t sigma(-x). These equal torch's
@@ -61,9 +67,9 @@ fn softplus(x: f32) -> f32 {
 // is a sum of non-negative terms and, for t = 0 or 1, the derivative a single one: a confident
 // prediction keeps its small loss and gradient, which torch's forms round to 0.
 fn bce_logit(x: f32, t: f32, pw: f32, e: f32) -> vec2<f32> {
-    let r = 1.0 / (1.0 + e);
-    let sp = select(e, 1.0, x >= 0.0) * r; // sigma(x)
-    let sm = select(1.0, e, x >= 0.0) * r; // sigma(-x)
+    let sig = sigmoid_pair(x, e);
+    let sp = sig.x; // sigma(x)
+    let sm = sig.y; // sigma(-x)
     let loss = (1.0 - t) * max(x, 0.0) + pw * t * max(-x, 0.0) + (1.0 + (pw - 1.0) * t) * log1p_near(e);
     return vec2<f32>(loss, (1.0 - t) * sp - pw * t * sm);
 }

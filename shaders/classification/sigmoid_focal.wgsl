@@ -12,8 +12,10 @@ fn loss_elem(x: f32, t: f32, i: u32) -> vec2<f32> {
     let alpha = params.p.x;
     let gamma = params.p.y;
     let e = exp(-abs(x));
-    let p = select(e, 1.0, x >= 0.0) / (1.0 + e);  // sigma(x)
-    let pm = select(1.0, e, x >= 0.0) / (1.0 + e); // sigma(-x) = 1 - p
+    // sigma(x) and sigma(-x) = 1 - p, as bce_logit computes them (one division for both).
+    let sig = sigmoid_pair(x, e);
+    let p = sig.x;
+    let pm = sig.y;
     // ce and p - t, without the cancellations of (1 - t) x + softplus(-x) and p - t.
     let b = bce_logit(x, t, 1.0, e);
     let ce = b.x;
