@@ -3,7 +3,7 @@
 //! and the tuple losses (pairs, triplets, InfoNCE) at their edges and on bad input.
 
 use wgloss::{Loss, NtXent, SupCon, Tensor};
-use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
+use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
 use wgloss_suite::shared_gpu;
 
 /// Runs `loss` on embeddings `[n, d]` (and labels) and compares with the reference.
@@ -448,6 +448,79 @@ fn triplet_semi_hard_mines_every_chunk() {
                     wgloss_ref::triplet_mined(e, y, margin.into(), mining, squared, 1.0)
                 },
             );
+        }
+    }
+}
+
+/// supcon over confident anchors: each row's one positive is its nearest neighbour by far, so
+/// each anchor's loss (m − s_ap) + log1p(t) is about (N − 2)·e^{−s_ap} (1e-8 at τ = 0.05), far
+/// below the rounding of LSE − s_ap at s_ap ≈ 20, and the positive's coefficient softmax_p − 1
+/// is as small. Both keep their relative accuracy (no absolute slack on the loss), on one key
+/// range and on two (D = 8200).
+#[test]
+fn confident_supcon_anchors_keep_their_small_losses() {
+    if shared_gpu().is_none() {
+        return;
+    }
+    for (pairs, d, temperatures) in [
+        (8usize, 16usize, &[0.05f32, 0.1, 0.5][..]),
+        (150, 8200, &[0.05]),
+    ] {
+        let n = 2 * pairs;
+        let mut rng = Rng::new(5 + d as u64);
+        let noise = rng.uniform(n * d, -0.02, 0.02);
+        let mut emb = vec![0f32; n * d];
+        for (r, row) in emb.chunks_mut(d).enumerate() {
+            for (c, x) in row.iter_mut().enumerate() {
+                *x = noise[r * d + c] + if c == (r / 2) % d { 1.0 } else { 0.0 };
+            }
+        }
+        let labels: Vec<i32> = (0..n).map(|r| (r / 2) as i32).collect();
+        for &temperature in temperatures {
+            let what = format!("supcon confident N={n} D={d} τ={temperature}");
+            let loss = SupCon {
+                temperature,
+                ..Default::default()
+            };
+            let gpu = shared_gpu().expect("an adapter");
+            let e = Tensor::from_slice(gpu, &emb, &[n, d]).unwrap();
+            let y = Tensor::from_labels(gpu, &labels, &[n]).unwrap();
+            let out = loss.compute(gpu, &e, &y).unwrap();
+            let l64: Vec<f64> = labels.iter().map(|&l| l.into()).collect();
+            let want = wgloss_ref::supcon(
+                to_f64(&emb, &[n, d]).view(),
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), l64)
+                    .unwrap()
+                    .view(),
+                temperature.into(),
+                1.0,
+            );
+            let exact = Tolerance {
+                rtol: 1e-4,
+                atol_frac: 0.0,
+            };
+            // A row's gradient along its own direction is what the normalisation's backward
+            // leaves of two nearly equal f32 sums (x̂_p is almost x̂_a): 1e-5 of the largest
+            // entry for those (measured 2.4e-6). The old `LSE − s_ap` form missed by 1.5e-3 of
+            // it (9e-5) at τ = 0.1 and every entry's sign at τ = 0.05.
+            let along_own_row = Tolerance {
+                rtol: 1e-4,
+                atol_frac: 1e-5,
+            };
+            compare(
+                &format!("{what} loss"),
+                &out.loss.to_vec(gpu).unwrap(),
+                want.loss.view(),
+                exact,
+            )
+            .unwrap();
+            compare(
+                &format!("{what} grad"),
+                &out.grad.to_vec(gpu).unwrap(),
+                want.grads[0].view(),
+                along_own_row,
+            )
+            .unwrap();
         }
     }
 }

@@ -15,8 +15,8 @@
 //   (1/τ) Σ_k (c_ik + c_ki) x̂_k,
 // accumulated per key tile into `grad`, then chained through the normalisation.
 //
-// Passes: `normalize` (x̂ and norms into `scratch`), `stats` (per anchor: LSE over all others,
-// LSE over negatives, positive count and sum), `pairs` (nt_xent: per anchor R_a = Σ_p σ(LN_a -
+// Passes: `normalize` (x̂ and norms into `scratch`), `stats` (per anchor: LSE over all others
+// (supcon), LSE over negatives, positive count and sum), `pairs` (nt_xent: per anchor R_a = Σ_p σ(LN_a -
 // s_ap) and Σ_p loss_ap), `finish` (one workgroup: the loss and each anchor's weight), `grad`,
 // `chain`.
 //
@@ -63,12 +63,15 @@ override KIND: u32 = SUPCON;
 
 const TILE: u32 = 16u;
 const STATS: u32 = 8u;
-// Per-anchor statistics.
-const LSE_ALL: u32 = 0u;
+// Per-anchor statistics. supcon keeps its log-sum-exp over all others as the running pair
+// (ALL_MAX, ALL_EXCESS) = (m, t) (the prelude's `lse_add`), so that a confident anchor's small
+// loss (m - mean s_ap) + log1p(t) and its positive's coefficient keep their relative accuracy.
+const ALL_MAX: u32 = 0u;
 const LSE_NEG: u32 = 1u;
 const POS: u32 = 2u;
 const POS_SUM: u32 = 3u;
-const RATE: u32 = 4u;
+const RATE: u32 = 4u;        // nt_xent
+const ALL_EXCESS: u32 = 4u;  // supcon
 const PAIR_LOSS: u32 = 5u;
 const WEIGHT: u32 = 6u;
 const NORM: u32 = 7u;
@@ -288,16 +291,19 @@ fn stats(
     }
     if (lid < TILE && a < params.n && params.k_begin > 0u) {
         // After the first key range: merge with the ranges before.
-        nan_seen = nan_seen || is_nan(stat(a, LSE_ALL)) || is_nan(stat(a, LSE_NEG));
-        all = lse_add(all, stat(a, LSE_ALL));
+        nan_seen = nan_seen || is_nan(stat(a, ALL_EXCESS)) || is_nan(stat(a, LSE_NEG));
+        all = lse_merge(all, vec2<f32>(stat(a, ALL_MAX), stat(a, ALL_EXCESS)));
         neg = lse_add(neg, stat(a, LSE_NEG));
         pos += stat(a, POS);
         pos_sum += stat(a, POS_SUM);
     }
     if (lid < TILE && a < params.n) {
         let poison = select(0.0, bitcast<f32>(0x7fc00000u), nan_seen);
-        set_stat(a, LSE_ALL, lse_value(all) + poison);
         set_stat(a, LSE_NEG, lse_value(neg) + poison);
+        if (KIND == SUPCON) {
+            set_stat(a, ALL_MAX, all.x);
+            set_stat(a, ALL_EXCESS, all.y + poison);
+        }
         set_stat(a, POS, pos);
         set_stat(a, POS_SUM, pos_sum + poison);
     }
@@ -504,7 +510,7 @@ fn finish(@builtin(local_invocation_id) lid3: vec3<u32>) {
         let p = stat(a, POS);
         if (KIND == SUPCON) {
             if (p > 0.0) {
-                sum += stat(a, LSE_ALL) - stat(a, POS_SUM) / p;
+                sum += (stat(a, ALL_MAX) - stat(a, POS_SUM) / p) + log1p(stat(a, ALL_EXCESS));
                 count += 1.0;
             }
             with_negatives += select(0.0, 1.0, stat(a, LSE_NEG) > -BIG);
@@ -572,7 +578,13 @@ fn coef(a: u32, k: u32, s: f32) -> f32 {
     }
     let positive = label(a) == label(k);
     if (KIND == SUPCON) {
-        return w * (exp(s - stat(a, LSE_ALL)) - select(0.0, 1.0 / stat(a, POS), positive));
+        // log softmax_k; with a single positive its coefficient softmax_p - 1 as expm1, which
+        // keeps a confident anchor's tiny value.
+        let lp = (s - stat(a, ALL_MAX)) - log1p(stat(a, ALL_EXCESS));
+        if (positive && stat(a, POS) == 1.0) {
+            return w * expm1(lp);
+        }
+        return w * (exp(lp) - select(0.0, 1.0 / stat(a, POS), positive));
     }
     let ln = stat(a, LSE_NEG);
     if (positive) {
