@@ -11,8 +11,10 @@
 // and then they are among the candidates kept, so the selection is exact while the pass keeps
 // two values per invocation (a list of k in the loop halved its speed). When fewer than k
 // values are ≤ τ, or an invocation met more than two (every value, at the first call),
-// the flag goes up and `kth_fallback` / `reduce_fallback` select again over every value (their
-// workgroups return at once when the flag is down). Both widths of the driver run these passes:
+// the flag goes up and `kth_fallback` / `reduce_fallback` select again over every value. The host
+// dispatches those two indirectly from `fallback_dispatch`, where `reduce_kth` sets their
+// workgroup counts: zero unless the flag is up (a CPU adapter pays for every launched workgroup
+// of a kernel with barriers even when it returns at once, about 0.8 ms a call on lavapipe). Both widths of the driver run these passes:
 // `fused_kth` walks through the driver's `walk`, whose `loss_elem` also keeps the candidates.
 
 // This call's beta and τ, and the two smallest residuals ≤ τ this invocation met and how many
@@ -35,6 +37,12 @@ fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     return smooth_l1(r, beta);
 }
 
+// The indirect dispatches of the fallback passes, four words per record: (x, 1, 1, count), x
+// the workgroup count `reduce_kth` sets (count when the flag is up, else 0). One record per
+// segment for `kth_fallback`, then one for `reduce_fallback` (count 1). Bound for `reduce_kth`
+// only (the fallback passes read it as their dispatch arguments).
+@group(1) @binding(0) var<storage, read_write> fallback_dispatch: array<u32>;
+
 const KMAX: u32 = 16u;
 const HMAX: u32 = 1024u;
 
@@ -44,7 +52,7 @@ var<workgroup> exchange: array<f32, 2048>;
 var<workgroup> candidates: atomic<u32>;
 var<workgroup> history: array<f32, HMAX>;
 var<workgroup> flag: u32;
-// Whether the selection falls back to every value (reduce_kth, reduce_fallback).
+// Whether the selection falls back to every value (reduce_kth).
 var<workgroup> gate: u32;
 
 // Inserts `a` into the ascending list `best`, dropping its largest entry: one pass of
@@ -228,22 +236,22 @@ fn reduce_kth(@builtin(local_invocation_id) lid: vec3<u32>) {
         let short = state[tau_at() + 1u] != 0.0 || (kth == BIG && state[tau_at()] < BIG);
         state[tau_at() + 1u] = select(0.0, 1.0, short);
         gate = u32(short);
+        for (var j = 0u; j < arrayLength(&fallback_dispatch) / 4u; j++) {
+            fallback_dispatch[4u * j] = select(0u, fallback_dispatch[4u * j + 3u], short);
+        }
     }
     if (workgroupUniformLoad(&gate) == 0u) {
         record_kth(lid.x, merged[min(k, params.total) - 1u]);
     }
 }
 
-// Each workgroup's k smallest |r| over all its values, when the flag is up.
+// Each workgroup's k smallest |r| over all its values (dispatched when the flag is up).
 @compute @workgroup_size(256)
 fn kth_fallback(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    if (state[tau_at() + 1u] == 0.0) {
-        return;
-    }
     let k = params.k;
     let b = lane_walk(block_range(params.n, wid.x, nwg.x, WG), lid.x);
     var best = empty_list();
@@ -263,14 +271,9 @@ fn kth_fallback(
     }
 }
 
+// Dispatched when the flag is up.
 @compute @workgroup_size(256)
 fn reduce_fallback(@builtin(local_invocation_id) lid: vec3<u32>) {
-    if (lid.x == 0u) {
-        gate = u32(state[tau_at() + 1u]);
-    }
-    if (workgroupUniformLoad(&gate) == 0u) {
-        return;
-    }
     let merged = merge_partials(lid.x, params.k);
     if (lid.x == 0u) {
         state[tau_at() + 1u] = 0.0;

@@ -24,7 +24,8 @@ pub(crate) enum Plan {
     /// `coord_stats`, `coord_update`, `coord_fused` and `reduce` (per-coordinate state).
     CoordStats,
     /// `fused_kth` and `reduce_kth` (k-th smallest residual recorded into the state), then
-    /// `kth_fallback` and `reduce_fallback`, which run only when the filter bound kept too few.
+    /// `kth_fallback` and `reduce_fallback`, dispatched indirectly with the workgroup counts
+    /// `reduce_kth` sets: none unless the filter bound kept too few.
     Kth,
     /// `hist_pass`, `hist_update` (a histogram of `k` bins turned into per-bin weights in the
     /// state), then as `OnePass` with sum scales: the kernel normalises the loss itself.
@@ -309,6 +310,14 @@ fn elementwise_layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout
     )
 }
 
+/// The k-th smallest plan's second group, bound for `reduce_kth`: the indirect dispatch
+/// arguments of the fallback passes it sets. Its pipeline layout is the element-wise group
+/// followed by this one.
+fn kth_dispatch_layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    let (first, _) = elementwise_layout(gpu);
+    gpu.layout_after("elementwise kth dispatch", &first, &[storage(0, false)])
+}
+
 /// Checks that `pred`, `target` and `out` agree and can be bound.
 fn validate(
     gpu: &Gpu,
@@ -554,19 +563,16 @@ pub(crate) fn encode(
         })
         .collect();
 
+    let key = |kernel: &'static Kernel, entry: &'static str, root: bool| PipelineKey {
+        kernel: kernel.name,
+        entry,
+        overrides: [("PER_ELEMENT", per_element.into()), ("ROOT", root.into())]
+            .into_iter()
+            .chain(spec.overrides.iter().copied())
+            .collect(),
+    };
     let pipeline = |kernel: &'static Kernel, entry: &'static str, root: bool| {
-        gpu.pipeline(
-            kernel,
-            PipelineKey {
-                kernel: kernel.name,
-                entry,
-                overrides: [("PER_ELEMENT", per_element.into()), ("ROOT", root.into())]
-                    .into_iter()
-                    .chain(spec.overrides.iter().copied())
-                    .collect(),
-            },
-            &layout,
-        )
+        gpu.pipeline(kernel, key(kernel, entry, root), &layout)
     };
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some(spec.kernel.name),
@@ -617,10 +623,44 @@ pub(crate) fn encode(
         }
         Plan::Kth => {
             over_segments(&mut pass, "fused_kth", false);
-            once(&mut pass, "reduce_kth", false);
-            // Return at once unless fewer than k values were under the filter bound.
-            over_segments(&mut pass, "kth_fallback", false);
-            once(&mut pass, "reduce_fallback", false);
+            // Records (x, 1, 1, count) as `dynamic_smooth_l1.wgsl` reads them: one per segment,
+            // then reduce_fallback's single workgroup.
+            let records: Vec<u32> = segs
+                .iter()
+                .map(|s| s.workgroups as u32)
+                .chain([1])
+                .flat_map(|count| [0, 1, 1, count])
+                .collect();
+            let dispatch = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("wgloss fallback dispatch"),
+                contents: bytemuck::cast_slice(&records),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT,
+            });
+            let (dispatch_bgl, dispatch_layout) = kth_dispatch_layout(gpu);
+            let dispatch_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgloss fallback dispatch"),
+                layout: &dispatch_bgl,
+                entries: &[entry(0, dispatch.as_entire_binding())],
+            });
+            let reduce = key(spec.kernel, "reduce_kth", false);
+            pass.set_pipeline(&gpu.pipeline(spec.kernel, reduce, &dispatch_layout));
+            pass.set_bind_group(0, &groups[0], &[]);
+            pass.set_bind_group(1, &dispatch_group, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+            // No workgroups unless fewer than k values were under the filter bound.
+            let record = 4 * size_of::<u32>() as u64;
+            for (i, (s, g)) in segs.iter().zip(&groups).enumerate() {
+                let kernel = match kernel4 {
+                    Some(k4) if s.vec4 => k4,
+                    _ => spec.kernel,
+                };
+                pass.set_pipeline(&pipeline(kernel, "kth_fallback", false));
+                pass.set_bind_group(0, g, &[]);
+                pass.dispatch_workgroups_indirect(&dispatch, i as u64 * record);
+            }
+            pass.set_pipeline(&pipeline(spec.kernel, "reduce_fallback", false));
+            pass.set_bind_group(0, &groups[0], &[]);
+            pass.dispatch_workgroups_indirect(&dispatch, segs.len() as u64 * record);
         }
     }
     Ok(())

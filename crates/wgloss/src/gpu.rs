@@ -355,6 +355,36 @@ impl Gpu {
             .clone()
     }
 
+    /// A second bind group layout named `name` and the pipeline layout of `first` followed by
+    /// it, built once.
+    pub(crate) fn layout_after(
+        &self,
+        name: &'static str,
+        first: &wgpu::BindGroupLayout,
+        entries: &[wgpu::BindGroupLayoutEntry],
+    ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let mut layouts = lock(&self.inner.layouts);
+        layouts
+            .entry(name)
+            .or_insert_with(|| {
+                let bgl =
+                    self.device()
+                        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                            label: Some(name),
+                            entries,
+                        });
+                let pl = self
+                    .device()
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some(name),
+                        bind_group_layouts: &[Some(first), Some(&bgl)],
+                        immediate_size: 0,
+                    });
+                (bgl, pl)
+            })
+            .clone()
+    }
+
     /// The compute pipeline for `key`, compiled once per (kernel, entry, overrides).
     pub(crate) fn pipeline(
         &self,
