@@ -334,32 +334,13 @@ impl Gpu {
             .clone()
     }
 
-    /// The bind group layout and pipeline layout named `name`, built once by `make`.
+    /// The bind group layout and pipeline layout named `name`, built once.
     pub(crate) fn layout(
         &self,
         name: &'static str,
         entries: &[wgpu::BindGroupLayoutEntry],
     ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
-        let mut layouts = lock(&self.inner.layouts);
-        layouts
-            .entry(name)
-            .or_insert_with(|| {
-                let bgl =
-                    self.device()
-                        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                            label: Some(name),
-                            entries,
-                        });
-                let pl = self
-                    .device()
-                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                        label: Some(name),
-                        bind_group_layouts: &[Some(&bgl)],
-                        immediate_size: 0,
-                    });
-                (bgl, pl)
-            })
-            .clone()
+        self.layout_of(name, None, entries)
     }
 
     /// A second bind group layout named `name` and the pipeline layout of `first` followed by
@@ -370,6 +351,15 @@ impl Gpu {
         first: &wgpu::BindGroupLayout,
         entries: &[wgpu::BindGroupLayoutEntry],
     ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        self.layout_of(name, Some(first), entries)
+    }
+
+    fn layout_of(
+        &self,
+        name: &'static str,
+        first: Option<&wgpu::BindGroupLayout>,
+        entries: &[wgpu::BindGroupLayoutEntry],
+    ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
         let mut layouts = lock(&self.inner.layouts);
         layouts
             .entry(name)
@@ -380,11 +370,13 @@ impl Gpu {
                             label: Some(name),
                             entries,
                         });
+                let groups: Vec<Option<&wgpu::BindGroupLayout>> =
+                    first.into_iter().chain([&bgl]).map(Some).collect();
                 let pl = self
                     .device()
                     .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                         label: Some(name),
-                        bind_group_layouts: &[Some(first), Some(&bgl)],
+                        bind_group_layouts: &groups,
                         immediate_size: 0,
                     });
                 (bgl, pl)
