@@ -12,8 +12,8 @@ pub const INSTALL_HINT: &str =
 (Mesa's software adapter lavapipe) on Debian/Ubuntu, or run `cargo xtask test`, which installs it";
 
 /// Loop iterations one invocation may run in a dispatch. Software adapters (lavapipe) stop a
-/// shader's loops after 65,535 iterations, so every kernel spreads its work over enough
-/// workgroups to stay well below.
+/// shader's loops after 65,535 iterations, the iterations of nested loops counting together, so
+/// every kernel spreads its work over enough workgroups to stay well below.
 pub(crate) const MAX_ITERATIONS: usize = 16_384;
 
 /// Invocations per workgroup of every kernel (the shaders' `WG`).
