@@ -16,9 +16,9 @@
 // accumulated per key tile into `grad`, then chained through the normalisation.
 //
 // Passes: `normalize` (x̂ and norms into `scratch`), `stats` (per anchor: LSE over all others
-// (supcon), LSE over negatives, positive count and sum), `pairs` (nt_xent: per anchor R_a = Σ_p σ(LN_a -
-// s_ap) and Σ_p loss_ap), `finish` (one workgroup: the loss and each anchor's weight), `grad`,
-// `chain`.
+// (supcon), LSE over negatives, positive count and sum), `pairs` (nt_xent: per anchor
+// R_a = Σ_p σ(LN_a - s_ap) and Σ_p loss_ap), `finish` (one workgroup: the loss and each anchor's
+// weight), `grad`, `chain`.
 //
 // Key ranges: every walk over the keys covers [params.k_begin, params.k_end) only, and the host
 // runs one dispatch per range (each with its own parameters, at a dynamic offset), so that no
@@ -291,8 +291,11 @@ fn stats(
     }
     if (lid < TILE && a < params.n && params.k_begin > 0u) {
         // After the first key range: merge with the ranges before.
-        nan_seen = nan_seen || is_nan(stat(a, ALL_EXCESS)) || is_nan(stat(a, LSE_NEG));
-        all = lse_merge(all, vec2<f32>(stat(a, ALL_MAX), stat(a, ALL_EXCESS)));
+        nan_seen = nan_seen || is_nan(stat(a, LSE_NEG));
+        if (KIND == SUPCON) {
+            nan_seen = nan_seen || is_nan(stat(a, ALL_EXCESS));
+            all = lse_merge(all, vec2<f32>(stat(a, ALL_MAX), stat(a, ALL_EXCESS)));
+        }
         neg = lse_add(neg, stat(a, LSE_NEG));
         pos += stat(a, POS);
         pos_sum += stat(a, POS_SUM);

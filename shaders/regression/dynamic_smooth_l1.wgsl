@@ -11,11 +11,12 @@
 // and then they are among the candidates kept, so the selection is exact while the pass keeps
 // two values per invocation (a list of k in the loop halved its speed). When fewer than k
 // values are ≤ τ, or an invocation met more than two (every value, at the first call),
-// the flag goes up and `kth_fallback` / `reduce_fallback` select again over every value. The host
-// dispatches those two indirectly from `fallback_dispatch`, where `reduce_kth` sets their
+// the flag goes up and `kth_fallback` / `reduce_fallback` select again over every value. The
+// host dispatches those two indirectly from `fallback_dispatch`, where `reduce_kth` sets their
 // workgroup counts: zero unless the flag is up (a CPU adapter pays for every launched workgroup
-// of a kernel with barriers even when it returns at once, about 0.8 ms a call on lavapipe). Both widths of the driver run these passes:
-// `fused_kth` walks through the driver's `walk`, whose `loss_elem` also keeps the candidates.
+// of a kernel with barriers even when it returns at once, about 0.8 ms a call on lavapipe).
+// Both widths of the driver run these passes: `fused_kth` walks through the driver's `walk`,
+// whose `loss_elem` also keeps the candidates.
 
 // This call's beta and τ, and the two smallest residuals ≤ τ this invocation met and how many
 // there were, for `loss_elem` (set by `fused_kth`).
