@@ -578,14 +578,15 @@ pub(crate) fn encode(
         label: Some(spec.kernel.name),
         timestamp_writes: None,
     });
+    // The kernel of a segment's step width.
+    let kernel_of = |s: &Segment| match kernel4 {
+        Some(k4) if s.vec4 => k4,
+        _ => spec.kernel,
+    };
     // Every segment, each with the kernel of its step width.
     let over_segments = |pass: &mut wgpu::ComputePass<'_>, entry, root| {
         for (s, g) in segs.iter().zip(&groups) {
-            let kernel = match kernel4 {
-                Some(k4) if s.vec4 => k4,
-                _ => spec.kernel,
-            };
-            pass.set_pipeline(&pipeline(kernel, entry, root));
+            pass.set_pipeline(&pipeline(kernel_of(s), entry, root));
             pass.set_bind_group(0, g, &[]);
             pass.dispatch_workgroups(s.workgroups as u32, 1, 1);
         }
@@ -650,11 +651,7 @@ pub(crate) fn encode(
             // No workgroups unless fewer than k values were under the filter bound.
             let record = 4 * size_of::<u32>() as u64;
             for (i, (s, g)) in segs.iter().zip(&groups).enumerate() {
-                let kernel = match kernel4 {
-                    Some(k4) if s.vec4 => k4,
-                    _ => spec.kernel,
-                };
-                pass.set_pipeline(&pipeline(kernel, "kth_fallback", false));
+                pass.set_pipeline(&pipeline(kernel_of(s), "kth_fallback", false));
                 pass.set_bind_group(0, g, &[]);
                 pass.dispatch_workgroups_indirect(&dispatch, i as u64 * record);
             }
