@@ -1,5 +1,6 @@
 //! The segmented GPU sort against a CPU sort: several segment lengths (below, at and above a
-//! workgroup block), many segments, duplicate keys (ties by value), NaN keys last.
+//! workgroup block, and a radix tile of every width), many segments, duplicate keys (ties in
+//! input order), signed zeros, infinities and NaN keys (last).
 
 use wgloss::{encode_sort, DType, Gpu, Tensor, TENSOR_USAGES};
 use wgloss_suite::check::Rng;
@@ -33,18 +34,16 @@ fn sorted_on_gpu(
     (k.to_vec(gpu).unwrap(), vals)
 }
 
-/// Each segment sorted by decreasing key, then increasing value, NaN keys last.
+/// Each segment sorted by decreasing key, stably (-0 equal to +0), NaN keys last.
 fn sorted_on_cpu(keys: &[f32], vals: &[u32], segment_len: usize) -> (Vec<f32>, Vec<u32>) {
     let mut pairs: Vec<(f32, u32)> = keys.iter().copied().zip(vals.iter().copied()).collect();
     for seg in pairs.chunks_mut(segment_len) {
-        seg.sort_by(|a, b| {
-            let key = match (a.0.is_nan(), b.0.is_nan()) {
-                (true, true) => std::cmp::Ordering::Equal,
-                (true, false) => std::cmp::Ordering::Greater,
-                (false, true) => std::cmp::Ordering::Less,
-                (false, false) => b.0.partial_cmp(&a.0).unwrap(),
-            };
-            key.then(a.1.cmp(&b.1))
+        // `sort_by` is stable.
+        seg.sort_by(|a, b| match (a.0.is_nan(), b.0.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            (false, false) => b.0.partial_cmp(&a.0).unwrap(),
         });
     }
     pairs.into_iter().unzip()
@@ -58,25 +57,46 @@ fn segments_sort_like_the_cpu() {
         (8, 128),
         (512, 3),
         (1024, 2),
+        (2048, 3),
         (4096, 5),
+        (1 << 15, 2),
         (1 << 17, 2),
     ] {
         let total = segment_len * segments;
         let total = total.div_ceil(512) * 512;
         let mut rng = Rng::new(segment_len as u64);
-        // Keys on a coarse grid so that ties are common; values distinct within a segment.
+        // Keys on a coarse grid so that ties are common, both signs, some of them special;
+        // values distinct within a segment, in no order.
+        let specials = [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+        ];
         let keys: Vec<f32> = rng
-            .uniform(total, 0.0, 64.0)
+            .uniform(total, -32.0, 32.0)
             .iter()
-            .map(|x| x.floor() / 8.0)
+            .enumerate()
+            .map(|(i, x)| match i % 13 {
+                0 => specials[(i / 13) % specials.len()],
+                _ => x.floor() / 8.0,
+            })
             .collect();
         let vals: Vec<u32> = (0..total).map(|i| ((i * 7919) % total) as u32).collect();
-        let got = sorted_on_gpu(gpu, &keys, &vals, segment_len);
-        let want = sorted_on_cpu(&keys, &vals, segment_len);
-        assert!(
-            got == want,
-            "segment_len {segment_len}: the GPU order differs from the CPU's"
-        );
+        let (want_keys, want_vals) = sorted_on_cpu(&keys, &vals, segment_len);
+        let bits = |k: &[f32]| k.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // The radix tiles of a CPU adapter (a SIMD group), of a GPU (a whole workgroup), and
+        // between.
+        for lanes in [2, 16, 256] {
+            let gpu = gpu.with_lanes(lanes);
+            let (got_keys, got_vals) = sorted_on_gpu(&gpu, &keys, &vals, segment_len);
+            assert!(
+                bits(&got_keys) == bits(&want_keys) && got_vals == want_vals,
+                "segment_len {segment_len}, lanes {lanes}: the GPU order differs from the CPU's"
+            );
+        }
     }
 }
 

@@ -31,6 +31,8 @@ macro_rules! shader {
 
 /// Stable math shared by every kernel.
 pub(crate) const PRELUDE: &str = shader!("prelude.wgsl");
+/// The sort's parameters and key order, shared by its two kernels.
+const SORT_COMMON: &str = shader!("util/sort.wgsl");
 /// Driver of the element-wise family: parameters, reductions, the `reduce` pass.
 pub(crate) const ELEMENTWISE: &str = shader!("elementwise.wgsl");
 /// Element-wise passes one element per step.
@@ -100,10 +102,16 @@ pub(crate) const SSIM: Kernel = Kernel {
     parts: &[PRELUDE, shader!("segmentation/ssim.wgsl")],
 };
 
-/// Segmented key-value bitonic sort.
+/// Segmented key-value sort, segments of up to a block: a bitonic network in workgroup memory.
 pub(crate) const SORT: Kernel = Kernel {
     name: "sort",
-    parts: &[PRELUDE, shader!("util/sort.wgsl")],
+    parts: &[PRELUDE, SORT_COMMON, shader!("util/sort_local.wgsl")],
+};
+
+/// Segmented key-value sort, longer segments: the radix sort's passes.
+pub(crate) const RADIX_SORT: Kernel = Kernel {
+    name: "radix_sort",
+    parts: &[PRELUDE, SORT_COMMON, shader!("util/radix.wgsl")],
 };
 
 /// Lovász losses: errors into sort slots, running sums, the Lovász gradient.
@@ -190,7 +198,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, CLASS_ROWS_VEC4, BOXES, OVERLAP, SSIM, SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
+    others: [CLASS_ROWS, CLASS_ROWS_VEC4, BOXES, OVERLAP, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
         MAE, MAE_VEC4 => "mae",
         MSE, MSE_VEC4 => "mse",

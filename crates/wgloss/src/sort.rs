@@ -1,13 +1,14 @@
 //! A segmented key-value sort on the GPU (`shaders/util/sort.wgsl`), the building block of the
-//! losses that rank errors (Lovász): a bitonic network whose steps within blocks of 512
-//! elements run in workgroup memory, the longer ones up to four per dispatch.
+//! losses that rank errors (Lovász): segments of up to [`SORT_BLOCK`] elements through a bitonic
+//! network in workgroup memory, longer ones through a stable radix sort of the keys' ranks, four
+//! bits a pass.
 
 use wgpu::util::DeviceExt;
 
 use crate::elementwise::{dynamic_uniform, entry, storage};
 use crate::error::{Error, Result};
 use crate::gpu::PipelineKey;
-use crate::kernel::SORT;
+use crate::kernel::{RADIX_SORT, SORT};
 use crate::{DType, Gpu, Tensor};
 
 /// Elements sorted in workgroup memory by one workgroup.
@@ -18,41 +19,31 @@ pub const SORT_BLOCK: usize = 512;
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     total: u32,
-    k: u32,
-    j: u32,
     len: u32,
+    shift: u32,
+    tiles: u32,
 }
 
 const PARAMS_STRIDE: u64 = 256;
 
-/// Most network steps one `global_steps` pass runs (its invocations hold 2^4 elements).
-const MAX_LEVELS: u32 = 4;
+/// Rank bits one radix pass sorts by (the shader's `DIGIT_BITS`); 32 / 4 = 8 passes, an even
+/// number, so the sorted data ends in the caller's tensors.
+const DIGIT_BITS: u32 = 4;
 
-/// One dispatch of the network: `levels` steps j, j/2, ... of stage k (`global_steps`), or
-/// the steps of stage k below a block (`local_steps`; k = 0: every stage up to a block).
-struct Step {
-    entry: &'static str,
-    k: u32,
-    j: u32,
-    levels: u32,
-}
+/// Elements of a radix tile at most.
+const MAX_TILE: usize = 4096;
 
-impl Step {
-    fn local(k: u32) -> Self {
-        Step {
-            entry: "local_steps",
-            k,
-            j: 0,
-            levels: 0,
-        }
-    }
-}
+/// Histogram entries one workgroup of the radix sort's prefix sum covers (the shader's
+/// `SCAN_BLOCK`).
+const SCAN_BLOCK: usize = 16_384;
 
 /// Records a sort of `keys` (f32) in decreasing order within each run of `segment_len`
-/// consecutive elements, carrying `vals` (u32) along; equal keys keep increasing values first,
-/// and NaN keys go last. `segment_len` must be a power of two, and both tensors must hold the
-/// same number of elements, a multiple of `segment_len` and of [`SORT_BLOCK`]; pad with
-/// elements whose keys sort last (NaN, or any key smaller than the real ones).
+/// consecutive elements, carrying `vals` (u32) along. The sort is stable: equal keys keep their
+/// input order, -0 and +0 are equal, and NaN keys, all equal, go last; keys and values keep their
+/// bits. `segment_len` must be a power of two, and both tensors must hold the same number of
+/// elements, a multiple of `segment_len` and of [`SORT_BLOCK`]; pad with elements whose keys sort
+/// last (NaN, or any key smaller than the real ones). Segments longer than a block take two
+/// scratch buffers the size of the tensors.
 pub fn encode_sort(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -91,83 +82,67 @@ pub fn encode_sort(
             });
         }
     }
-    // The dispatch sequence: the whole network up to a block, then for every longer stage k
-    // its steps j >= a block, up to four per pass, and the rest in workgroup memory.
-    let mut steps: Vec<Step> = vec![Step::local(0)];
-    let mut k = 2 * SORT_BLOCK;
-    while k <= segment_len {
-        let mut j = k / 2;
-        while j >= SORT_BLOCK {
-            let levels = (j / SORT_BLOCK).ilog2().min(MAX_LEVELS - 1) + 1;
-            steps.push(Step {
-                entry: "global_steps",
-                k: k as u32,
-                j: j as u32,
-                levels,
-            });
-            j >>= levels;
-        }
-        steps.push(Step::local(k as u32));
-        k *= 2;
-    }
+    // Radix tiles: RADIX_WG invocations (the invocations that walk together, at least a SIMD
+    // group of eight), RUN elements each, at most MAX_TILE elements, within one segment.
+    let radix_wg = (gpu.lanes() as usize).max(8);
+    let tile = segment_len.min(MAX_TILE);
+    let run = tile / radix_wg;
     gpu.scoped(|| {
         if total == 0 {
             return Ok(());
         }
         let device = gpu.device();
-        let mut blocks = vec![0u8; PARAMS_STRIDE as usize * steps.len()];
-        for (i, step) in steps.iter().enumerate() {
-            let p = Params {
+        let len = segment_len as u32;
+        // One parameter block: the local sort's, or each radix pass's.
+        let passes: Vec<Params> = if segment_len <= SORT_BLOCK {
+            vec![Params {
                 total: total as u32,
-                k: step.k,
-                j: step.j,
-                len: segment_len as u32,
-            };
+                len,
+                shift: 0,
+                tiles: 0,
+            }]
+        } else {
+            (0..32 / DIGIT_BITS)
+                .map(|pass| Params {
+                    total: total as u32,
+                    len,
+                    shift: pass * DIGIT_BITS,
+                    tiles: (segment_len / tile) as u32,
+                })
+                .collect()
+        };
+        let mut blocks = vec![0u8; PARAMS_STRIDE as usize * passes.len()];
+        for (i, p) in passes.iter().enumerate() {
             let at = i * PARAMS_STRIDE as usize;
-            blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
+            blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(p));
         }
         let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("sort params"),
             contents: &blocks,
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let (bgl, layout) = gpu.layout(
-            "sort",
-            &[
-                storage(0, false),
-                storage(1, false),
-                dynamic_uniform(2, size_of::<Params>()),
-            ],
-        );
-        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("sort"),
-            layout: &bgl,
-            entries: &[
-                entry(0, keys.binding(0, total)),
-                entry(1, vals.binding(0, total)),
-                entry(
-                    2,
-                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &uniforms,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(size_of::<Params>() as u64),
-                    }),
-                ),
-            ],
+        let params = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &uniforms,
+            offset: 0,
+            size: wgpu::BufferSize::new(size_of::<Params>() as u64),
         });
-        let pipeline = |step: &Step| {
-            let overrides = match step.entry {
-                "global_steps" => vec![("LEVELS", step.levels)],
-                _ => Vec::new(),
+        let pipeline = |entry: &'static str, layout: &wgpu::PipelineLayout| {
+            let overrides = match entry {
+                "local_sort" => Vec::new(),
+                _ => vec![("RADIX_WG", radix_wg as u32), ("RUN", run as u32)],
+            };
+            let kernel = match entry {
+                "local_sort" => &SORT,
+                _ => &RADIX_SORT,
             };
             gpu.pipeline(
-                &SORT,
+                kernel,
                 PipelineKey {
-                    kernel: SORT.name,
-                    entry: step.entry,
+                    kernel: kernel.name,
+                    entry,
                     overrides,
                 },
-                &layout,
+                layout,
             )
         };
         // Workgroups as a 2-D grid of rows at most 65,535 wide.
@@ -179,15 +154,99 @@ pub fn encode_sort(
             label: Some("sort"),
             timestamp_writes: None,
         });
-        for (i, step) in steps.iter().enumerate() {
-            pass.set_pipeline(&pipeline(step));
-            pass.set_bind_group(0, &group, &[(i as u64 * PARAMS_STRIDE) as u32]);
-            let (x, y) = if step.entry == "local_steps" {
-                grid(total / SORT_BLOCK)
-            } else {
-                grid((total >> step.levels).div_ceil(256))
-            };
+        if segment_len <= SORT_BLOCK {
+            let (bgl, layout) = gpu.layout(
+                "sort",
+                &[
+                    storage(0, false),
+                    storage(1, false),
+                    dynamic_uniform(2, size_of::<Params>()),
+                ],
+            );
+            let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("sort"),
+                layout: &bgl,
+                entries: &[
+                    entry(0, keys.binding(0, total)),
+                    entry(1, vals.binding(0, total)),
+                    entry(2, params),
+                ],
+            });
+            pass.set_pipeline(&pipeline("local_sort", &layout));
+            pass.set_bind_group(0, &group, &[0]);
+            let (x, y) = grid(total / SORT_BLOCK);
             pass.dispatch_workgroups(x, y, 1);
+            return Ok(());
+        }
+        let (bgl, layout) = gpu.layout(
+            "radix sort",
+            &[
+                storage(0, false),
+                storage(1, false),
+                dynamic_uniform(2, size_of::<Params>()),
+                storage(3, false),
+                storage(4, false),
+                storage(5, false),
+            ],
+        );
+        let scratch = |label, words: usize| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 4 * words as u64,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let tiles = total / tile;
+        let entries = 16 * tiles;
+        let scan_blocks = entries.div_ceil(SCAN_BLOCK);
+        let (keys_alt, vals_alt) = (scratch("sort keys", total), scratch("sort vals", total));
+        let hist = scratch("sort histogram", entries + scan_blocks);
+        let all = |b| wgpu::Buffer::as_entire_binding(b);
+        // Pass i reads from group i % 2 and writes into the other pair.
+        let groups = [
+            [
+                keys.binding(0, total),
+                vals.binding(0, total),
+                all(&keys_alt),
+                all(&vals_alt),
+            ],
+            [
+                all(&keys_alt),
+                all(&vals_alt),
+                keys.binding(0, total),
+                vals.binding(0, total),
+            ],
+        ]
+        .map(|[k, v, k_out, v_out]| {
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("radix sort"),
+                layout: &bgl,
+                entries: &[
+                    entry(0, k),
+                    entry(1, v),
+                    entry(2, params.clone()),
+                    entry(3, k_out),
+                    entry(4, v_out),
+                    entry(5, all(&hist)),
+                ],
+            })
+        });
+        let (tx, ty) = grid(tiles);
+        let dispatches = [
+            ("radix_count", (tx, ty)),
+            ("scan_reduce", (scan_blocks as u32, 1)),
+            ("scan_top", (1, 1)),
+            ("scan_down", (scan_blocks as u32, 1)),
+            ("radix_scatter", (tx, ty)),
+        ]
+        .map(|(entry, size)| (pipeline(entry, &layout), size));
+        for i in 0..passes.len() {
+            pass.set_bind_group(0, &groups[i % 2], &[(i as u64 * PARAMS_STRIDE) as u32]);
+            for (pipeline, (x, y)) in &dispatches {
+                pass.set_pipeline(pipeline);
+                pass.dispatch_workgroups(*x, *y, 1);
+            }
         }
         Ok(())
     })
