@@ -206,29 +206,50 @@ fn gt_of(v: u32) -> f32 {
     return select(0.0, 1.0, (v & GT_BIT) != 0u && (v & IGNORED_BIT) == 0u);
 }
 
-// Inclusive scan of `scan` over the workgroup's BLOCK slots (two per invocation).
-fn block_scan(lid: u32) {
-    for (var d = 1u; d < BLOCK; d <<= 1u) {
-        let a = 2u * lid;
-        let b = a + 1u;
-        var va = scan[a];
-        var vb = scan[b];
-        if (a >= d) {
-            va += scan[a - d];
-        }
-        if (b >= d) {
-            vb += scan[b - d];
-        }
+// Invocations of the block passes (scan_blocks, lovasz_pass), each owning SPAN consecutive
+// slots of the block: 256 on a GPU, one SIMD group of 8 on a CPU adapter (where each barrier
+// and each invocation that waits at one costs); set by the host.
+override BLOCK_WG: u32 = 256u;
+override SPAN: u32 = BLOCK / BLOCK_WG;
+
+var<workgroup> span_sums: array<f32, BLOCK_WG>;
+
+// The sum of `v` over the invocations before `lid` (exact for integers below 2^24), and in
+// span_sums[BLOCK_WG - 1] (read after the call) the workgroup's total. Call in uniform control
+// flow.
+fn span_exclusive(lid: u32, v: f32) -> f32 {
+    var sum = v;
+    for (var s = 1u; s < BLOCK_WG; s <<= 1u) {
+        span_sums[lid] = sum;
         workgroupBarrier();
-        scan[a] = va;
-        scan[b] = vb;
+        if (lid >= s) {
+            sum += span_sums[lid - s];
+        }
         workgroupBarrier();
     }
+    span_sums[lid] = sum;
+    workgroupBarrier();
+    return sum - v;
+}
+
+// Inclusive scan of `scan` over the workgroup's BLOCK slots.
+fn block_scan(lid: u32) {
+    let first = lid * SPAN;
+    var run = 0.0;
+    for (var t = first; t < first + SPAN; t++) {
+        run += scan[t];
+        scan[t] = run;
+    }
+    let before = span_exclusive(lid, run);
+    for (var t = first; t < first + SPAN; t++) {
+        scan[t] += before;
+    }
+    workgroupBarrier();
 }
 
 // Per block of the chunk: its sum of gt (groups of P >= BLOCK), or the totals of the groups
 // it holds (P < BLOCK).
-@compute @workgroup_size(256)
+@compute @workgroup_size(BLOCK_WG)
 fn scan_blocks(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -239,11 +260,9 @@ fn scan_blocks(
     if (base >= params.chunk_groups * params.group_len) {
         return;
     }
-    for (var h = 0u; h < 2u; h++) {
-        let t = 2u * lid.x + h;
+    for (var t = lid.x * SPAN; t < lid.x * SPAN + SPAN; t++) {
         scan[t] = gt_of(vals[base + t]);
     }
-    workgroupBarrier();
     block_scan(lid.x);
     let p = params.group_len;
     if (p >= BLOCK) {
@@ -251,16 +270,18 @@ fn scan_blocks(
             let global_block = params.group_base * p / BLOCK + block;
             work[off_blocks() + global_block] = scan[BLOCK - 1u];
         }
-    } else if (lid.x < BLOCK / p) {
-        // Group lid.x of the block ends at slot (lid.x + 1) p - 1.
-        let end = (lid.x + 1u) * p - 1u;
-        var before = 0.0;
-        if (lid.x > 0u) {
-            before = scan[lid.x * p - 1u];
-        }
-        let g = params.group_base + (base / p) + lid.x;
-        if (g < params.groups) {
-            work[g] = scan[end] - before;
+    } else {
+        for (var i = lid.x; i < BLOCK / p; i += BLOCK_WG) {
+            // Group i of the block ends at slot (i + 1) p - 1.
+            let end = (i + 1u) * p - 1u;
+            var before = 0.0;
+            if (i > 0u) {
+                before = scan[i * p - 1u];
+            }
+            let g = params.group_base + (base / p) + i;
+            if (g < params.groups) {
+                work[g] = scan[end] - before;
+            }
         }
     }
 }
@@ -322,7 +343,7 @@ fn finish(@builtin(local_invocation_id) lid: vec3<u32>) {
 
 // Per block of sorted slots: the Lovász gradient, the loss partial and the gradient w.r.t. the
 // probability (softmax) or logit (hinge) of each slot whose pixel lies in this logits segment.
-@compute @workgroup_size(256)
+@compute @workgroup_size(BLOCK_WG)
 fn lovasz_pass(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -334,22 +355,19 @@ fn lovasz_pass(
     let block = wid.x + wid.y * nwg.x;
     let base = block * BLOCK;
     let in_chunk = base < params.chunk_groups * params.group_len;
-    for (var h = 0u; h < 2u; h++) {
-        let t = 2u * lid.x + h;
+    for (var t = lid.x * SPAN; t < lid.x * SPAN + SPAN; t++) {
         var v = 0.0;
         if (in_chunk) {
             v = gt_of(vals[base + t]);
         }
         scan[t] = v;
     }
-    workgroupBarrier();
     block_scan(lid.x);
     let p = params.group_len;
     let first_pixel = params.sample_base * params.inner;
     let last_pixel = first_pixel + params.samples * params.inner;
     var acc = 0.0;
-    for (var h = 0u; h < 2u; h++) {
-        let t = 2u * lid.x + h;
+    for (var t = lid.x * SPAN; t < lid.x * SPAN + SPAN; t++) {
         let slot = base + t;
         if (!in_chunk) {
             break;
@@ -410,9 +428,9 @@ fn lovasz_pass(
         }
     }
     if (params.write_loss != 0u) {
-        let total = workgroup_sum(lid.x, acc);
+        span_exclusive(lid.x, acc);
         if (lid.x == 0u) {
-            work[off_partials() + params.wg_base + block] = total;
+            work[off_partials() + params.wg_base + block] = span_sums[BLOCK_WG - 1u];
         }
     }
 }

@@ -29,7 +29,10 @@ fn exchange(a: u32, b: u32, forwards: bool) {
 // The network for a segment of length P: for k = 2, 4, ..., P and j = k/2, ..., 1, slot i
 // compares with i ^ j, and the pair is put in order forwards where i & k == 0 (within the
 // segment) and backwards elsewhere, so that the last stage orders every segment forwards.
-@compute @workgroup_size(256)
+// Invocations of a block: 256 on a GPU, one SIMD group of 8 on a CPU adapter; set by the host.
+override SORT_WG: u32 = 256u;
+
+@compute @workgroup_size(SORT_WG)
 fn local_sort(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -39,8 +42,7 @@ fn local_sort(
     if (base >= params.total) {
         return;
     }
-    for (var h = 0u; h < 2u; h++) {
-        let t = lid.x + h * 256u;
+    for (var t = lid.x; t < BLOCK; t += SORT_WG) {
         let k = keys[base + t];
         block_keys[t] = k;
         block_vals[t] = vals[base + t];
@@ -50,14 +52,15 @@ fn local_sort(
     workgroupBarrier();
     for (var k = 2u; k <= min(BLOCK, params.len); k <<= 1u) {
         for (var j = k >> 1u; j > 0u; j >>= 1u) {
-            // Invocation t owns the pair (a, a + j) with a's bit j clear.
-            let a = 2u * j * (lid.x / j) + lid.x % j;
-            exchange(a, a + j, (a & (params.len - 1u) & k) == 0u);
+            // Pair i is (a, a + j) with a's bit j clear.
+            for (var i = lid.x; i < BLOCK / 2u; i += SORT_WG) {
+                let a = 2u * j * (i / j) + i % j;
+                exchange(a, a + j, (a & (params.len - 1u) & k) == 0u);
+            }
             workgroupBarrier();
         }
     }
-    for (var h = 0u; h < 2u; h++) {
-        let t = lid.x + h * 256u;
+    for (var t = lid.x; t < BLOCK; t += SORT_WG) {
         let src = block_at[t];
         keys[base + t] = block_keys[src];
         vals[base + t] = block_vals[src];

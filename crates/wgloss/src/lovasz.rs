@@ -9,7 +9,7 @@ use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::LOVASZ;
-use crate::sort::{encode_sort, SORT_BLOCK};
+use crate::sort::{encode_sort, tile_invocations, SORT_BLOCK};
 use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor, TENSOR_USAGES};
 
 /// Largest number of pixels in one sorted group.
@@ -291,7 +291,10 @@ impl Lovasz {
                     PipelineKey {
                         kernel: LOVASZ.name,
                         entry,
-                        overrides: vec![("HINGE", self.hinge.into())],
+                        overrides: vec![
+                            ("HINGE", self.hinge.into()),
+                            ("BLOCK_WG", tile_invocations(gpu) as u32),
+                        ],
                     },
                     &pipeline_layout,
                 )

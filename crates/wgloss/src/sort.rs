@@ -37,6 +37,15 @@ const MAX_TILE: usize = 4096;
 /// `SCAN_BLOCK`).
 const SCAN_BLOCK: usize = 16_384;
 
+/// Invocations of a workgroup that cooperates on a block of elements through workgroup memory
+/// (the sort's tiles and blocks, Lovász's block passes): the invocations that walk together
+/// ([`Gpu::lanes`]), at least a SIMD group of eight. A whole workgroup on a GPU; one SIMD group
+/// on a CPU adapter, which runs each group of a workgroup as a coroutine and switches between
+/// them at every barrier.
+pub(crate) fn tile_invocations(gpu: &Gpu) -> usize {
+    (gpu.lanes() as usize).max(8)
+}
+
 /// Records a sort of `keys` (f32) in decreasing order within each run of `segment_len`
 /// consecutive elements, carrying `vals` (u32) along. The sort is stable: equal keys keep their
 /// input order, -0 and +0 are equal, and NaN keys, all equal, go last; keys and values keep their
@@ -82,9 +91,9 @@ pub fn encode_sort(
             });
         }
     }
-    // Radix tiles: RADIX_WG invocations (the invocations that walk together, at least a SIMD
-    // group of eight), RUN elements each, at most MAX_TILE elements, within one segment.
-    let radix_wg = (gpu.lanes() as usize).max(8);
+    // Radix tiles: RADIX_WG invocations, RUN elements each, at most MAX_TILE elements, within
+    // one segment.
+    let radix_wg = tile_invocations(gpu);
     let tile = segment_len.min(MAX_TILE);
     let run = tile / radix_wg;
     gpu.scoped(|| {
@@ -128,7 +137,7 @@ pub fn encode_sort(
         });
         let pipeline = |entry: &'static str, layout: &wgpu::PipelineLayout| {
             let overrides = match entry {
-                "local_sort" => Vec::new(),
+                "local_sort" => vec![("SORT_WG", radix_wg as u32)],
                 _ => vec![("RADIX_WG", radix_wg as u32), ("RUN", run as u32)],
             };
             let kernel = match entry {
