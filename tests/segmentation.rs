@@ -260,8 +260,10 @@ fn bad_shapes_are_rejected() {
     ));
 }
 
-/// SSIM on 1×1 images, on images smaller than the window (reflection wraps), and under valid
-/// padding with its cropped per-pixel map, against the reference.
+/// SSIM on 1×1 images, on images smaller than the window (reflection wraps), on images whose
+/// columns, rows or both are long enough for the border passes (the adjoint's reflected taps in
+/// passes of their own), and under valid padding with its cropped per-pixel map, against the
+/// reference.
 #[test]
 fn ssim_small_and_cropped_images_match_reference() {
     let Some(gpu) = shared_gpu() else { return };
@@ -277,6 +279,11 @@ fn ssim_small_and_cropped_images_match_reference() {
         (vec![2, 1, 6, 9], 11, Same, PerPixel),
         (vec![2, 1, 5, 9], 11, Same, PerPixel),
         (vec![3, 1, 7, 6], 5, Same, Mean),
+        // Lines of at least 4r + 4 samples: border passes along both, columns only, rows only.
+        (vec![1, 2, 30, 26], 11, Same, PerPixel),
+        (vec![1, 2, 24, 24], 11, Same, Sum),
+        (vec![2, 1, 25, 13], 11, Same, Mean),
+        (vec![1, 1, 9, 40], 5, Valid, PerPixel),
     ];
     for (shape, window_size, padding, reduction) in cases {
         let len: usize = shape.iter().product();

@@ -12,7 +12,8 @@
 // A segment is a run of whole planes (n, c); `work` holds 8 planes-sized maps: [0, 5) the
 // horizontally blurred quantities, later the vertically adjoined coefficients; [5, 8) a, b, c.
 // Passes (each over the segment's pixels): `blur_h`, `blur_v` (SSIM, loss, coefficients),
-// `adjoint_v`, `adjoint_h` (the gradient); `reduce` finishes the loss.
+// `adjoint_v`, `adjoint_h` (the gradient), each adjoint followed by its border pass on long lines
+// (`border_v`, `border_h`: the taps of reflected positions); `reduce` finishes the loss.
 // The radius is a pipeline constant; pixel coordinates advance without a division, and unless a
 // window reaches past the far side of an image (WIDE) a position reflects at most once, without
 // the periodic extension's division per tap.
@@ -49,6 +50,10 @@ struct Params {
 override RADIUS: u32 = 5u;
 // Whether r >= min(H, W): some padded position then reflects more than once.
 override WIDE: bool = false;
+// Whether the border passes add the reflected taps of the adjoint along columns (border_v) and
+// rows (border_h), rather than the adjoint passes themselves (`adjoint_reflected`).
+override SPLIT_V: bool = false;
+override SPLIT_H: bool = false;
 
 // Pixels in this segment.
 fn pixels() -> u32 {
@@ -198,13 +203,12 @@ fn blur_v(
 
 // sum over padded positions j that reflect to index i of a line of n samples, of
 // sum_{o in [j - r, j + r] within [0, n)} win[j - o + r] * f(o): the adjoint of the blur along
-// the line. `f(o)` reads map q at line position o via `base + o * stride`.
-fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32) -> f32 {
+// the line. `f(o)` reads map q at line position o via `base + o * stride`. Unless WIDE: j = i
+// itself, and the two reflected positions (`adjoint_reflected`) unless `split` leaves them to a
+// border pass.
+fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32, split: bool) -> f32 {
     let r = i32(RADIUS);
     if (!WIDE) {
-        // Padded positions reflecting to i: i itself, -i (0 < i <= r) and 2(n - 1) - i
-        // (n - 1 - r <= i < n - 1); the two reflected ones are folded into the taps of i's own
-        // window, whose o = j - k + r runs past the line exactly for the taps they need.
         let ii = i32(i);
         let last = i32(n) - 1;
         var total = 0.0;
@@ -215,16 +219,9 @@ fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32) -> f32 {
                 v = map_at(q, base + u32(o) * stride);
             }
             total += win[k] * v;
-            // j = -i: o' = -i - k + r in [0, n).
-            let o2 = -ii - k + r;
-            if (ii > 0 && o2 >= 0 && o2 <= last) {
-                total += win[k] * map_at(q, base + u32(o2) * stride);
-            }
-            // j = 2(n - 1) - i: o' = 2(n - 1) - i - k + r in [0, n).
-            let o3 = 2 * last - ii - k + r;
-            if (ii < last && o3 >= 0 && o3 <= last) {
-                total += win[k] * map_at(q, base + u32(o3) * stride);
-            }
+        }
+        if (!split) {
+            total += adjoint_reflected(q, i, n, base, stride);
         }
         return total;
     }
@@ -258,6 +255,42 @@ fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32) -> f32 {
     return total;
 }
 
+// The rest of `adjoint` when not WIDE: the padded positions -i (0 < i <= r) and 2(n - 1) - i
+// (n - 1 - r <= i < n - 1), which reflect to i; their taps o = j - k + r are those of i's own
+// window that run past the line. They exist only within r of either end of a line: on lines
+// of at least 4r + 4 samples (SPLIT_V, SPLIT_H) separate passes over those pixels add them, so
+// that the inner pixels skip them (a CPU adapter runs the body of a branch for every pixel,
+// masked, whenever any of its SIMD group takes it).
+fn adjoint_reflected(q: u32, i: u32, n: u32, base: u32, stride: u32) -> f32 {
+    let r = i32(RADIUS);
+    let ii = i32(i);
+    let last = i32(n) - 1;
+    var total = 0.0;
+    for (var k = 0; k <= 2 * r; k++) {
+        // j = -i: o' = -i - k + r in [0, n).
+        let o2 = -ii - k + r;
+        if (ii > 0 && o2 >= 0 && o2 <= last) {
+            total += win[k] * map_at(q, base + u32(o2) * stride);
+        }
+        // j = 2(n - 1) - i: o' = 2(n - 1) - i - k + r in [0, n).
+        let o3 = 2 * last - ii - k + r;
+        if (ii < last && o3 >= 0 && o3 <= last) {
+            total += win[k] * map_at(q, base + u32(o3) * stride);
+        }
+    }
+    return total;
+}
+
+// Positions of a line of n samples within r of either end: min(n, 2r + 2) of them.
+fn border_count(n: u32) -> u32 {
+    return min(n, 2u * RADIUS + 2u);
+}
+
+// The b-th of them: 0..=r, then n - 1 - r..n.
+fn border_position(b: u32, n: u32) -> u32 {
+    return select(b, n - border_count(n) + b, b > RADIUS);
+}
+
 @compute @workgroup_size(256)
 fn adjoint_v(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -274,7 +307,32 @@ fn adjoint_v(
         let y = pyx.y;
         let base = pyx.x * h * w + pyx.z;
         for (var q = 0u; q < 3u; q++) {
-            work[q * pixels() + e] = adjoint(5u + q, y, h, base, w);
+            work[q * pixels() + e] = adjoint(5u + q, y, h, base, w, SPLIT_V);
+        }
+    }
+}
+
+// SPLIT_V, after adjoint_v: the reflected taps of the rows within r of the top and bottom.
+@compute @workgroup_size(256)
+fn border_v(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let h = params.height;
+    let w = params.width;
+    let rows = border_count(h);
+    let b = lane_walk(block_range(params.planes * rows * w, wid.x, nwg.x, WG), lid.x);
+    // (plane, border row, x) of step t.
+    var pos = walk3(b.x, rows, w);
+    for (var t = b.x; t < b.y; t += LANES) {
+        let pbx = at3(pos);
+        pos = step3(pos);
+        let y = border_position(pbx.y, h);
+        let base = pbx.x * h * w + pbx.z;
+        let e = base + y * w;
+        for (var q = 0u; q < 3u; q++) {
+            work[q * pixels() + e] += adjoint_reflected(5u + q, y, h, base, w);
         }
     }
 }
@@ -293,9 +351,9 @@ fn adjoint_h(
         pos = step2(pos);
         let row = rx.x * w;
         let x = rx.y;
-        let ga = adjoint(0u, x, w, row, 1u);
-        let gb = adjoint(1u, x, w, row, 1u);
-        let gc = adjoint(2u, x, w, row, 1u);
+        let ga = adjoint(0u, x, w, row, 1u, SPLIT_H);
+        let gb = adjoint(1u, x, w, row, 1u, SPLIT_H);
+        let gc = adjoint(2u, x, w, row, 1u, SPLIT_H);
         grad[e] = ga + 2.0 * pred[e] * gb + targ[e] * gc;
     }
 }
@@ -309,5 +367,30 @@ fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
     let total = workgroup_sum(lid.x, acc);
     if (lid.x == 0u) {
         loss[0] = total * params.loss_scale;
+    }
+}
+
+// SPLIT_H, after adjoint_h: the reflected taps of the columns within r of the left and right.
+@compute @workgroup_size(256)
+fn border_h(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let w = params.width;
+    let cols = border_count(w);
+    let b = lane_walk(block_range(params.planes * params.height * cols, wid.x, nwg.x, WG), lid.x);
+    // (row, border column) of step t.
+    var pos = walk2(b.x, cols);
+    for (var t = b.x; t < b.y; t += LANES) {
+        let rb = pos.at;
+        pos = step2(pos);
+        let x = border_position(rb.y, w);
+        let row = rb.x * w;
+        let e = row + x;
+        let ga = adjoint_reflected(0u, x, w, row, 1u);
+        let gb = adjoint_reflected(1u, x, w, row, 1u);
+        let gc = adjoint_reflected(2u, x, w, row, 1u);
+        grad[e] += ga + 2.0 * pred[e] * gb + targ[e] * gc;
     }
 }

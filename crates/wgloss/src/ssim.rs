@@ -288,6 +288,10 @@ impl Loss for Ssim {
         // of an image (a padded position then reflects more than once).
         let radius = (self.window_size / 2) as u32;
         let wide = radius as usize >= h.min(w);
+        // Border passes for the reflected taps of the adjoint along a direction whose lines are
+        // long enough that most of their pixels have none (at most half within r of an end).
+        let split = |n: usize| !wide && n >= 4 * radius as usize + 4;
+        let (split_v, split_h) = (split(h), split(w));
 
         gpu.scoped(|| {
             if !per_pixel {
@@ -401,7 +405,12 @@ impl Loss for Ssim {
                     PipelineKey {
                         kernel: SSIM.name,
                         entry,
-                        overrides: vec![("RADIUS", radius), ("WIDE", wide.into())],
+                        overrides: vec![
+                            ("RADIUS", radius),
+                            ("WIDE", wide.into()),
+                            ("SPLIT_V", split_v.into()),
+                            ("SPLIT_H", split_h.into()),
+                        ],
                     },
                     &pipeline_layout,
                 )
@@ -413,7 +422,17 @@ impl Loss for Ssim {
             // Each segment runs all four passes before the next reuses the scratch.
             for (&(_, _, workgroups, _), g) in segs.iter().zip(&groups) {
                 pass.set_bind_group(0, g, &[]);
-                for entry in ["blur_h", "blur_v", "adjoint_v", "adjoint_h"] {
+                for entry in [
+                    "blur_h",
+                    "blur_v",
+                    "adjoint_v",
+                    "border_v",
+                    "adjoint_h",
+                    "border_h",
+                ] {
+                    if (entry == "border_v" && !split_v) || (entry == "border_h" && !split_h) {
+                        continue;
+                    }
                     pass.set_pipeline(&pipeline(entry));
                     pass.dispatch_workgroups(workgroups as u32, 1, 1);
                 }
