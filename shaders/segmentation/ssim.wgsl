@@ -44,7 +44,14 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(5) var<storage, read_write> work: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
-@group(0) @binding(7) var<storage, read> win: array<f32>;
+// The window's K <= 63 weights, four a vector: a uniform, so that a tap whose index is known
+// when the shader is compiled reads it once for all invocations.
+@group(0) @binding(7) var<uniform> win: array<vec4<f32>, 16>;
+
+// Weight k of the window.
+fn weight(k: u32) -> f32 {
+    return win[k / 4u][k % 4u];
+}
 
 // Window radius r = K / 2.
 override RADIUS: u32 = 5u;
@@ -114,7 +121,7 @@ fn blur_h(
         var s = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
         for (var k = 0; k <= 2 * r; k++) {
             let i = row + reflect(x + k - r, w);
-            let wk = win[k];
+            let wk = weight(u32(k));
             let p = pred[i];
             let t = targ[i];
             s[0] += wk * p;
@@ -151,7 +158,7 @@ fn blur_v(
         var m = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
         for (var k = 0; k <= 2 * r; k++) {
             let i = (plane * h + reflect(i32(y) + k - r, h)) * w + x;
-            let wk = win[k];
+            let wk = weight(u32(k));
             for (var q = 0u; q < 5u; q++) {
                 m[q] += wk * map_at(q, i);
             }
@@ -218,7 +225,7 @@ fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32, split: bool) -> f32 {
             if (o >= 0 && o <= last) {
                 v = map_at(q, base + u32(o) * stride);
             }
-            total += win[k] * v;
+            total += weight(u32(k)) * v;
         }
         if (!split) {
             total += adjoint_reflected(q, i, n, base, stride);
@@ -231,7 +238,7 @@ fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32, split: bool) -> f32 {
     if (n == 1u) {
         // Every padded position reflects to 0.
         for (var j = lo; j <= hi; j++) {
-            total += win[u32(j + r)] * map_at(q, base);
+            total += weight(u32(j + r)) * map_at(q, base);
         }
         return total;
     }
@@ -248,7 +255,7 @@ fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32, split: bool) -> f32 {
             let o_lo = max(j - r, 0);
             let o_hi = min(j + r, i32(n) - 1);
             for (var o = o_lo; o <= o_hi; o++) {
-                total += win[u32(j - o + r)] * map_at(q, base + u32(o) * stride);
+                total += weight(u32(j - o + r)) * map_at(q, base + u32(o) * stride);
             }
         }
     }
@@ -270,12 +277,12 @@ fn adjoint_reflected(q: u32, i: u32, n: u32, base: u32, stride: u32) -> f32 {
         // j = -i: o' = -i - k + r in [0, n).
         let o2 = -ii - k + r;
         if (ii > 0 && o2 >= 0 && o2 <= last) {
-            total += win[k] * map_at(q, base + u32(o2) * stride);
+            total += weight(u32(k)) * map_at(q, base + u32(o2) * stride);
         }
         // j = 2(n - 1) - i: o' = 2(n - 1) - i - k + r in [0, n).
         let o3 = 2 * last - ii - k + r;
         if (ii < last && o3 >= 0 && o3 <= last) {
-            total += win[k] * map_at(q, base + u32(o3) * stride);
+            total += weight(u32(k)) * map_at(q, base + u32(o3) * stride);
         }
     }
     return total;

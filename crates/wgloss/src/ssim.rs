@@ -341,10 +341,13 @@ impl Loss for Ssim {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
+            // The shader's `array<vec4<f32>, 16>`: the window padded to 64 weights.
+            let mut weights = self.window();
+            weights.resize(64, 0.0);
             let window = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("ssim window"),
-                contents: bytemuck::cast_slice(&self.window()),
-                usage: wgpu::BufferUsages::STORAGE,
+                contents: bytemuck::cast_slice(&weights),
+                usage: wgpu::BufferUsages::UNIFORM,
             });
             let (bgl, pipeline_layout) = gpu.layout(
                 "ssim",
@@ -356,7 +359,7 @@ impl Loss for Ssim {
                     storage(4, false),
                     storage(5, false),
                     uniform(6),
-                    storage(7, true),
+                    uniform(7),
                 ],
             );
             let groups: Vec<wgpu::BindGroup> = segs
