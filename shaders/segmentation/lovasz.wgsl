@@ -210,6 +210,7 @@ fn gt_of(v: u32) -> f32 {
 // slots of the block: 256 on a GPU, one SIMD group of 8 on a CPU adapter (where each barrier
 // and each invocation that waits at one costs); set by the host.
 override BLOCK_WG: u32 = 256u;
+// Derived from BLOCK_WG (an override, as WGSL has no constants computed from overrides).
 override SPAN: u32 = BLOCK / BLOCK_WG;
 
 var<workgroup> span_sums: array<f32, BLOCK_WG>;
