@@ -705,11 +705,17 @@ fn chain(
 // `grad_pass` adds the chunk's active triplets to the gradient (coef counts, from the records,
 // how often k is the positive or the negative of a's triplets). The gradient is scaled by
 // 1 / (pairs with a negative) in `chain`. The host encodes a chunk
-// for every possible count of positives (N - 1); the chunks past every anchor's positives
-// return at once. Memory: 8 floats per anchor and slot.
+// for every possible count of positives (N - 1), dispatched indirectly: `semi_max` gives the
+// chunks within the largest count their workgroups, and the others launch none (the first
+// always runs). Memory: 8 floats per anchor and slot.
 
 var<workgroup> most_positives: atomic<u32>;
 var<workgroup> skip_chunk: u32;
+
+// The semi-hard chunks' indirect dispatches: records (x, 1, 1, count), x = 0 until `semi_max`
+// sets it to count; three a chunk (pick, mine and grad_pass, settle).
+@group(1) @binding(0) var<storage, read_write> semi_dispatch: array<u32>;
+const SEMI_RECORDS: u32 = 3u;
 
 // One workgroup: the largest number of positives of any anchor.
 @compute @workgroup_size(256)
@@ -726,8 +732,15 @@ fn semi_max(@builtin(local_invocation_id) lid3: vec3<u32>) {
     }
     atomicMax(&most_positives, most);
     workgroupBarrier();
+    let positives = atomicLoad(&most_positives);
     if (lid == 0u) {
-        scratch[global_at(MAX_POSITIVES)] = bitcast<f32>(atomicLoad(&most_positives));
+        scratch[global_at(MAX_POSITIVES)] = bitcast<f32>(positives);
+    }
+    for (var c = 1u + lid; c * SLOTS < positives; c += WG) {
+        for (var k = 0u; k < SEMI_RECORDS; k++) {
+            let at = 4u * (SEMI_RECORDS * c + k);
+            semi_dispatch[at] = semi_dispatch[at + 3u];
+        }
     }
 }
 

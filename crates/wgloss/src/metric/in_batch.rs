@@ -206,7 +206,7 @@ impl InBatch {
             // One parameter block per (chunk, key range), at dynamic offsets: the walks over
             // the keys run one dispatch per range. Semi-hard mines its positive pairs in chunks
             // of 16 per anchor; an anchor may have up to N − 1 positives, and the chunks past
-            // the largest count (known only on the GPU) return at once.
+            // the largest count (known only on the GPU) are dispatched with no workgroups.
             let range = key_range(d);
             let ranges = n.div_ceil(range);
             let chunks = if self.kind == Kind::TripletSemi {
@@ -305,18 +305,63 @@ impl InBatch {
             };
             run("normalize", rows, whole);
             if self.kind == Kind::TripletSemi {
+                // Records (x, 1, 1, count) per chunk for pick, mine and grad_pass, settle, as
+                // `in_batch.wgsl` reads them: the first chunk's set, the others' x left at 0
+                // for `semi_max` to set where a chunk holds positives.
                 let records = (n * SLOTS).div_ceil(256) as u32;
-                run("semi_max", 1, whole);
+                let counts = [records, blocks, rows];
+                let dispatch_words: Vec<u32> = (0..chunks)
+                    .flat_map(|chunk| {
+                        counts.map(|count| [u32::from(chunk == 0) * count, 1, 1, count])
+                    })
+                    .flatten()
+                    .collect();
+                let dispatch = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("semi-hard dispatch"),
+                    contents: bytemuck::cast_slice(&dispatch_words),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT,
+                });
+                let (dispatch_bgl, dispatch_layout) =
+                    gpu.layout_after("in_batch semi dispatch", &bgl, &[storage(0, false)]);
+                let dispatch_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("semi-hard dispatch"),
+                    layout: &dispatch_bgl,
+                    entries: &[entry(0, dispatch.as_entire_binding())],
+                });
+                let semi_max = gpu.pipeline(
+                    &IN_BATCH,
+                    PipelineKey {
+                        kernel: IN_BATCH.name,
+                        entry: "semi_max",
+                        overrides: vec![("KIND", self.kind as u32)],
+                    },
+                    &dispatch_layout,
+                );
+                pass.set_pipeline(&semi_max);
+                pass.set_bind_group(0, &group, &[offset(whole)]);
+                pass.set_bind_group(1, &dispatch_group, &[]);
+                pass.dispatch_workgroups(1, 1, 1);
+                let record = |chunk: usize, k: usize| (16 * (3 * chunk + k)) as u64;
+                let mut run_indirect = |name: &'static str, at: (usize, usize), k: usize| {
+                    pass.set_pipeline(&pipeline(name));
+                    pass.set_bind_group(0, &group, &[offset(at)]);
+                    pass.dispatch_workgroups_indirect(&dispatch, record(at.0, k));
+                };
                 for chunk in 0..chunks {
-                    run("pick", records, (chunk, 0));
+                    run_indirect("pick", (chunk, 0), 0);
                     for r in 0..ranges {
-                        run("mine", blocks, (chunk, r));
+                        run_indirect("mine", (chunk, r), 1);
                     }
-                    run("settle", rows, (chunk, 0));
+                    run_indirect("settle", (chunk, 0), 2);
                     for r in 0..ranges {
-                        run("grad_pass", blocks, (chunk, r));
+                        run_indirect("grad_pass", (chunk, r), 1);
                     }
                 }
+                let mut run = |name: &'static str, workgroups: u32, at: (usize, usize)| {
+                    pass.set_pipeline(&pipeline(name));
+                    pass.set_bind_group(0, &group, &[offset(at)]);
+                    pass.dispatch_workgroups(workgroups, 1, 1);
+                };
                 run("finish", 1, whole);
                 run("chain", rows, whole);
                 return Ok(());
