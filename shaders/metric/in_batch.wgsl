@@ -603,14 +603,7 @@ fn grad_pass(
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
     let lid = lid3.x;
-    if (KIND == TRIPLET_SEMI) {
-        if (lid == 0u) {
-            skip_chunk = select(0u, 1u, params.chunk > 0u && chunk_empty());
-        }
-        if (workgroupUniformLoad(&skip_chunk) != 0u) {
-            return;
-        }
-    }
+    // Semi-hard: the chunks past every anchor's positives launch no workgroups (`semi_max`).
     let a0 = wid.x * TILE;
     let r = lid / TILE;
     let c = lid % TILE;

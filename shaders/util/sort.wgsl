@@ -8,23 +8,15 @@
 // Segments of at most BLOCK elements: `local_sort`, a bitonic network in workgroup memory, one
 // block of BLOCK elements per workgroup, ordered by (rank, position in the block).
 //
-// Longer segments: a least-significant-digit radix sort of the ranks, DIGIT_BITS a pass, from
+// Longer segments: a least-significant-digit radix sort of the ranks, four bits a pass, from
 // (keys, vals) into (keys_out, vals_out); the host swaps the two pairs between passes, and an
-// even number of passes ends where it started. A pass cuts every segment into tiles of
-// TILE = WG * RUN elements, invocation t of a tile owning RUN consecutive ones:
-//   radix_count:   each tile's count of every digit, hist[16 tile + d];
-//   radix_offsets: per segment, where each tile's elements of digit d start: the segment's
-//                  start, plus its elements of smaller digits, plus those of digit d in earlier
-//                  tiles (hist rewritten in place);
-//   radix_scatter: each element to its tile's start for its digit plus the number of elements of
-//                  that digit before it in the tile (a workgroup scan of per-invocation counts),
-//                  which keeps every pass stable.
+// even number of passes ends where it started (`radix.wgsl` describes a pass).
 
 struct Params {
-    total: u32, // elements over all segments (a multiple of BLOCK, and of TILE for the radix)
+    total: u32, // elements over all segments (a multiple of BLOCK, and of the radix tile)
     len: u32,   // segment length, a power of two
     shift: u32, // lowest rank bit of this radix pass
-    tiles: u32, // tiles per segment, len / TILE
+    tiles: u32, // radix tiles per segment
 }
 
 @group(0) @binding(2) var<uniform> params: Params;

@@ -9,7 +9,7 @@ use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::LOVASZ;
-use crate::sort::{encode_sort, tile_invocations, SORT_BLOCK};
+use crate::sort::{encode_sort, grid, tile_invocations, SORT_BLOCK};
 use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor, TENSOR_USAGES};
 
 /// Largest number of pixels in one sorted group.
@@ -45,12 +45,6 @@ struct Lovasz {
     per_image: bool,
     ignore_index: Option<i64>,
     grad_scale: f32,
-}
-
-/// Workgroups as a 2-D grid of rows at most 65,535 wide.
-fn grid(n: usize) -> (u32, u32) {
-    let x = n.clamp(1, 65_535);
-    (x as u32, n.div_ceil(x).max(1) as u32)
 }
 
 impl Lovasz {

@@ -46,6 +46,12 @@ pub(crate) fn tile_invocations(gpu: &Gpu) -> usize {
     (gpu.lanes() as usize).max(8)
 }
 
+/// Workgroups as a 2-D grid of rows at most 65,535 wide.
+pub(crate) fn grid(n: usize) -> (u32, u32) {
+    let x = n.clamp(1, 65_535);
+    (x as u32, n.div_ceil(x).max(1) as u32)
+}
+
 /// Records a sort of `keys` (f32) in decreasing order within each run of `segment_len`
 /// consecutive elements, carrying `vals` (u32) along. The sort is stable: equal keys keep their
 /// input order, -0 and +0 are equal, and NaN keys, all equal, go last; keys and values keep their
@@ -153,11 +159,6 @@ pub fn encode_sort(
                 },
                 layout,
             )
-        };
-        // Workgroups as a 2-D grid of rows at most 65,535 wide.
-        let grid = |n: usize| {
-            let x = n.clamp(1, 65_535);
-            (x as u32, n.div_ceil(x).max(1) as u32)
         };
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("sort"),
