@@ -112,6 +112,29 @@ fn class_weights_beyond_one_binding_are_split() {
     });
 }
 
+/// Rows pass through workgroup memory 64 columns at a time: rows of exactly one span, and of two
+/// spans and a partial third whose width is not a multiple of four.
+#[test]
+fn wide_rows_cross_the_staging_spans() {
+    if shared_gpu().is_none() {
+        return;
+    }
+    for (n, d, classes) in [(20, 64, 17), (19, 133, 21)] {
+        let case = Case::random(n, d, classes, 50 + d as u64);
+        case.check(&format!("cosface d={d}"), &CosFace::default(), |e, w, y| {
+            wgloss_ref::cosface(e, w, y, 64.0, 0.35, 1.0)
+        });
+        case.check(&format!("arcface d={d}"), &ArcFace::default(), |e, w, y| {
+            wgloss_ref::arcface(e, w, y, 64.0, 0.5, 1.0)
+        });
+        case.check(
+            &format!("sphereface d={d}"),
+            &SphereFace::default(),
+            |e, w, y| wgloss_ref::sphereface(e, w, y, 4, 1.0),
+        );
+    }
+}
+
 /// Many classes (segments of 16,384) and many rows (row groups of 16,384 in the class
 /// gradient): every walk is cut short and the pieces add up.
 #[test]

@@ -113,52 +113,71 @@ fn single_member_classes_and_all_same_labels() {
         ("two classes", vec![0, 1, 0, 1, 0, 1, 0, 1, 1]),
     ];
     for (what, labels) in &cases {
-        check(
-            &format!("supcon {what}"),
-            &SupCon::default(),
-            &emb,
-            [9, 5],
-            labels,
-            |e, y| wgloss_ref::supcon(e, y, 0.1, 1.0),
-        );
-        check(
-            &format!("nt_xent {what}"),
-            &NtXent::default(),
-            &emb,
-            [9, 5],
-            labels,
-            |e, y| wgloss_ref::nt_xent_labels(e, y, 0.07, 1.0),
-        );
-        check(
-            &format!("contrastive_batch {what}"),
-            &wgloss::ContrastiveBatch::default(),
-            &emb,
-            [9, 5],
-            labels,
-            |e, y| wgloss_ref::contrastive_batch(e, y, 0.0, 1.0, 1.0),
-        );
-        check(
-            &format!("triplet_batch_hard {what}"),
-            &wgloss::TripletBatchHard::default(),
-            &emb,
-            [9, 5],
-            labels,
-            |e, y| {
-                let mining = wgloss_ref::TripletMining::BatchHard;
-                wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0)
-            },
-        );
-        check(
-            &format!("triplet_semi_hard {what}"),
-            &wgloss::TripletSemiHard::default(),
-            &emb,
-            [9, 5],
-            labels,
-            |e, y| {
-                let mining = wgloss_ref::TripletMining::SemiHard;
-                wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0)
-            },
-        );
+        check_in_batch_kinds(what, &emb, [9, 5], labels);
+    }
+}
+
+/// Every in-batch loss with its default parameters on one batch.
+fn check_in_batch_kinds(what: &str, emb: &[f32], shape: [usize; 2], labels: &[i32]) {
+    check(
+        &format!("supcon {what}"),
+        &SupCon::default(),
+        emb,
+        shape,
+        labels,
+        |e, y| wgloss_ref::supcon(e, y, 0.1, 1.0),
+    );
+    check(
+        &format!("nt_xent {what}"),
+        &NtXent::default(),
+        emb,
+        shape,
+        labels,
+        |e, y| wgloss_ref::nt_xent_labels(e, y, 0.07, 1.0),
+    );
+    check(
+        &format!("contrastive_batch {what}"),
+        &wgloss::ContrastiveBatch::default(),
+        emb,
+        shape,
+        labels,
+        |e, y| wgloss_ref::contrastive_batch(e, y, 0.0, 1.0, 1.0),
+    );
+    check(
+        &format!("triplet_batch_hard {what}"),
+        &wgloss::TripletBatchHard::default(),
+        emb,
+        shape,
+        labels,
+        |e, y| {
+            let mining = wgloss_ref::TripletMining::BatchHard;
+            wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0)
+        },
+    );
+    check(
+        &format!("triplet_semi_hard {what}"),
+        &wgloss::TripletSemiHard::default(),
+        emb,
+        shape,
+        labels,
+        |e, y| {
+            let mining = wgloss_ref::TripletMining::SemiHard;
+            wgloss_ref::triplet_mined(e, y, 1.0, mining, false, 1.0)
+        },
+    );
+}
+
+/// Rows pass through workgroup memory 64 columns at a time: rows of exactly one span, and of
+/// two spans and a partial third whose width is not a multiple of four, for every in-batch kind.
+#[test]
+fn wide_rows_cross_the_staging_spans() {
+    if shared_gpu().is_none() {
+        return;
+    }
+    for (n, d) in [(24, 64), (37, 133)] {
+        let emb = embeddings(n, d, 21 + d as u64);
+        let labels: Vec<i32> = (0..n).map(|i| (i * 5 % 4) as i32).collect();
+        check_in_batch_kinds(&format!("d={d}"), &emb, [n, d], &labels);
     }
 }
 

@@ -61,7 +61,6 @@ const TRIPLET_HARD: u32 = 3u;
 const TRIPLET_SEMI: u32 = 4u;
 override KIND: u32 = SUPCON;
 
-const TILE: u32 = 16u;
 const STATS: u32 = 8u;
 // Per-anchor statistics. supcon keeps its log-sum-exp over all others as the running pair
 // (ALL_MAX, ALL_EXCESS) = (m, t) (the prelude's `lse_add`), so that a confident anchor's small
@@ -148,10 +147,6 @@ fn chunk_empty() -> bool {
     return params.chunk * SLOTS >= bitcast<u32>(scratch[global_at(MAX_POSITIVES)]);
 }
 
-var<workgroup> a_tile: array<f32, 256>;
-var<workgroup> k_tile: array<f32, 256>;
-var<workgroup> s_tile: array<f32, 256>;
-
 fn stat(a: u32, j: u32) -> f32 {
     return scratch[params.n * params.d + a * STATS + j];
 }
@@ -169,6 +164,16 @@ fn label(i: u32) -> i32 {
 
 fn xhat(i: u32, c: u32) -> f32 {
     return scratch[i * params.d + c];
+}
+
+// x̂ of row i at columns c .. c + 3, 0 past the row or the batch.
+fn xhat4(i: u32, c: u32) -> vec4<f32> {
+    if (i >= params.n || c >= params.d) {
+        return vec4<f32>(0.0);
+    }
+    let at = i * params.d + c;
+    let v = vec4<f32>(scratch[at], scratch[at + 1u], scratch[at + 2u], scratch[at + 3u]);
+    return within4(v, c, params.d);
 }
 
 // One invocation per row: x̂ and the norm.
@@ -226,23 +231,11 @@ fn similarity_tile(lid: u32, a0: u32, k0: u32) {
     let r = lid / TILE;
     let c = lid % TILE;
     var acc = 0.0;
-    for (var d0 = 0u; d0 < params.d; d0 += TILE) {
-        let a = a0 + r;
-        let k = k0 + r;
-        let dc = d0 + c;
-        a_tile[lid] = select(0.0, xhat(a, dc), a < params.n && dc < params.d);
-        k_tile[lid] = select(0.0, xhat(k, dc), k < params.n && dc < params.d);
+    for (var d0 = 0u; d0 < params.d; d0 += SPAN) {
+        stage_a(lid, xhat4(a0 + r, d0 + 4u * c));
+        stage_k(lid, xhat4(k0 + r, d0 + 4u * c));
         workgroupBarrier();
-        if (is_distance()) {
-            for (var j = 0u; j < TILE; j++) {
-                let t = a_tile[r * TILE + j] - k_tile[c * TILE + j];
-                acc += t * t;
-            }
-        } else {
-            for (var j = 0u; j < TILE; j++) {
-                acc += a_tile[r * TILE + j] * k_tile[c * TILE + j];
-            }
-        }
+        acc += tile_dot(r, c, d0, params.d, is_distance());
         workgroupBarrier();
     }
     if (is_distance()) {
@@ -630,19 +623,17 @@ fn grad_pass(
                 rowsum -= s_tile[lid * TILE + j];
             }
         }
-        for (var d0 = 0u; d0 < params.d; d0 += TILE) {
-            let k = k0 + r;
-            let dc = d0 + c;
-            k_tile[lid] = select(0.0, xhat(k, dc), k < params.n && dc < params.d);
+        for (var d0 = 0u; d0 < params.d; d0 += SPAN) {
+            let dc = d0 + 4u * c;
+            stage_k(lid, xhat4(k0 + r, dc));
             workgroupBarrier();
-            var acc = 0.0;
-            for (var j = 0u; j < TILE; j++) {
-                acc += s_tile[r * TILE + j] * k_tile[j * TILE + c];
-            }
+            let acc = tile_combine(r, c, false);
             let a = a0 + r;
-            if (a < params.n && dc < params.d) {
-                let at = a * params.d + dc;
-                grad[at] = select(grad[at], 0.0, first && k0 == 0u) + acc;
+            for (var q = 0u; q < 4u; q++) {
+                if (a < params.n && dc + q < params.d) {
+                    let at = a * params.d + dc + q;
+                    grad[at] = select(grad[at], 0.0, first && k0 == 0u) + acc[q];
+                }
             }
             workgroupBarrier();
         }

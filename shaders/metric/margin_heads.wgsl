@@ -73,7 +73,6 @@ const SPHEREFACE: u32 = 2u;
 const ADAFACE: u32 = 3u;
 override KIND: u32 = COSFACE;
 
-const TILE: u32 = 16u;
 const NO_ERROR: u32 = 0u;
 const ADAFACE_EPS: f32 = 1e-3;
 const PI: f32 = 3.14159265358979;
@@ -90,9 +89,6 @@ const ADA_A: u32 = 6u;
 const NEG_M: u32 = 7u;
 const NEG_S: u32 = 8u;
 
-var<workgroup> a_tile: array<f32, 256>;
-var<workgroup> k_tile: array<f32, 256>;
-var<workgroup> s_tile: array<f32, 256>;
 var<workgroup> n_tile: array<f32, 256>;
 var<workgroup> wg_failed: u32;
 
@@ -213,22 +209,35 @@ fn what(c: u32, j: u32) -> f32 {
     return normalized(w, class_norm[c]);
 }
 
+// x̂ of row i and ŵ of segment class k at columns j .. j + 3, 0 past the row, the batch or the
+// segment.
+fn xhat4(i: u32, j: u32) -> vec4<f32> {
+    if (i >= params.n || j >= params.d) {
+        return vec4<f32>(0.0);
+    }
+    let v = vec4<f32>(xhat(i, j), xhat(i, j + 1u), xhat(i, j + 2u), xhat(i, j + 3u));
+    return within4(v, j, params.d);
+}
+
+fn what4(k: u32, j: u32) -> vec4<f32> {
+    if (k >= params.cs || j >= params.d) {
+        return vec4<f32>(0.0);
+    }
+    let v = vec4<f32>(what(k, j), what(k, j + 1u), what(k, j + 2u), what(k, j + 3u));
+    return within4(v, j, params.d);
+}
+
 // cos for rows i0 + lid / 16 and segment classes k0 + lid % 16 into s_tile (0 outside).
 // Call in uniform control flow.
 fn cos_tile(lid: u32, i0: u32, k0: u32) {
     let r = lid / TILE;
     let c = lid % TILE;
     var acc = 0.0;
-    for (var d0 = 0u; d0 < params.d; d0 += TILE) {
-        let i = i0 + r;
-        let k = k0 + r;
-        let dc = d0 + c;
-        a_tile[lid] = select(0.0, xhat(i, dc), i < params.n && dc < params.d);
-        k_tile[lid] = select(0.0, what(k, dc), k < params.cs && dc < params.d);
+    for (var d0 = 0u; d0 < params.d; d0 += SPAN) {
+        stage_a(lid, xhat4(i0 + r, d0 + 4u * c));
+        stage_k(lid, what4(k0 + r, d0 + 4u * c));
         workgroupBarrier();
-        for (var j = 0u; j < TILE; j++) {
-            acc += a_tile[r * TILE + j] * k_tile[c * TILE + j];
-        }
+        acc += tile_dot(r, c, d0, params.d, false);
         workgroupBarrier();
     }
     s_tile[lid] = acc;
@@ -464,19 +473,17 @@ fn grad_rows(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_i
                 gnorm += n_tile[lid * TILE + j];
             }
         }
-        for (var d0 = 0u; d0 < params.d; d0 += TILE) {
-            let k = k0 + r;
-            let dc = d0 + c;
-            k_tile[lid] = select(0.0, what(k, dc), k < params.cs && dc < params.d);
+        for (var d0 = 0u; d0 < params.d; d0 += SPAN) {
+            let dc = d0 + 4u * c;
+            stage_k(lid, what4(k0 + r, dc));
             workgroupBarrier();
-            var acc = 0.0;
-            for (var j = 0u; j < TILE; j++) {
-                acc += s_tile[r * TILE + j] * k_tile[j * TILE + c];
-            }
+            let acc = tile_combine(r, c, false);
             let i = i0 + r;
-            if (i < params.n && dc < params.d) {
-                let at = i * params.d + dc;
-                grad_emb[at] = select(grad_emb[at], 0.0, first && k0 == 0u) + acc;
+            for (var q = 0u; q < 4u; q++) {
+                if (i < params.n && dc + q < params.d) {
+                    let at = i * params.d + dc + q;
+                    grad_emb[at] = select(grad_emb[at], 0.0, first && k0 == 0u) + acc[q];
+                }
             }
             workgroupBarrier();
         }
@@ -505,19 +512,17 @@ fn grad_classes(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgrou
         // s_tile[row * 16 + class].
         s_tile[lid] = g.x;
         workgroupBarrier();
-        for (var d0 = 0u; d0 < params.d; d0 += TILE) {
-            let i = i0 + r;
-            let dc = d0 + c;
-            a_tile[lid] = select(0.0, xhat(i, dc), i < params.n && dc < params.d);
+        for (var d0 = 0u; d0 < params.d; d0 += SPAN) {
+            let dc = d0 + 4u * c;
+            stage_k(lid, xhat4(i0 + r, dc));
             workgroupBarrier();
-            var acc = 0.0;
-            for (var j = 0u; j < TILE; j++) {
-                acc += s_tile[j * TILE + r] * a_tile[j * TILE + c];
-            }
+            let acc = tile_combine(r, c, true);
             let k = k0 + r;
-            if (k < params.cs && dc < params.d) {
-                let at = k * params.d + dc;
-                grad_weight[at] = select(grad_weight[at], 0.0, i0 == 0u) + acc;
+            for (var q = 0u; q < 4u; q++) {
+                if (k < params.cs && dc + q < params.d) {
+                    let at = k * params.d + dc + q;
+                    grad_weight[at] = select(grad_weight[at], 0.0, i0 == 0u) + acc[q];
+                }
             }
             workgroupBarrier();
         }
