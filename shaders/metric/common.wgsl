@@ -104,3 +104,26 @@ fn tile_combine(r: u32, c: u32, transposed: bool) -> vec4<f32> {
     }
     return acc;
 }
+
+var<workgroup> lse_tile: array<vec2<f32>, 256>;
+
+// Merges the running log-sum-exps that the 16 invocations of each tile row kept over their own
+// columns, in column order; NaN in `mine.y` (a NaN term) makes the row's sum NaN. The result
+// for row r is valid in invocation r. Call in uniform control flow.
+fn merge_row_lse(lid: u32, mine: vec2<f32>) -> vec2<f32> {
+    lse_tile[lid] = mine;
+    workgroupBarrier();
+    var acc = LSE_EMPTY;
+    var nan_seen = false;
+    if (lid < TILE) {
+        for (var c = 0u; c < TILE; c++) {
+            let part = lse_tile[lid * TILE + c];
+            nan_seen = nan_seen || is_nan(part.y);
+            if (part.y >= 0.0) {
+                acc = lse_merge(acc, part);
+            }
+        }
+    }
+    workgroupBarrier();
+    return select(acc, vec2<f32>(acc.x, bitcast<f32>(0x7fc00000u)), nan_seen);
+}

@@ -338,36 +338,38 @@ fn stats(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) w
         return;
     }
     let i0 = wid.x * TILE;
-    let i = i0 + lid;
     let k_start = wid.y * params.chunk_len;
     let k_end = min(k_start + params.chunk_len, params.cs);
+    // Each invocation keeps the log-sum-exp of its own tile entries (row lid / 16, every 16th
+    // class from lid % 16); the rows' 16 are merged at the end.
+    let r = lid / TILE;
+    let c = lid % TILE;
+    let i = i0 + r;
+    var y = 0u;
+    if (i < params.n) {
+        y = label(i);
+    }
     var neg = LSE_EMPTY;
     var nan_seen = false;
     for (var k0 = k_start; k0 < k_end; k0 += TILE) {
         cos_tile(lid, i0, k0);
-        if (lid < TILE && i < params.n) {
-            let y = label(i);
-            for (var c = 0u; c < TILE; c++) {
-                let k = k0 + c;
-                if (k >= k_end) {
-                    break;
-                }
-                let is_y = params.c0 + k == y;
-                let z = head(i, s_tile[lid * TILE + c], is_y).x;
-                nan_seen = nan_seen || is_nan(z);
-                if (is_y) {
-                    set_stat(i, Z_TARGET, z);
-                } else {
-                    neg = lse_add(neg, z);
-                }
+        let k = k0 + c;
+        if (i < params.n && k < k_end) {
+            let is_y = params.c0 + k == y;
+            let z = head(i, s_tile[lid], is_y).x;
+            nan_seen = nan_seen || is_nan(z);
+            if (is_y) {
+                set_stat(i, Z_TARGET, z);
+            } else {
+                neg = lse_add(neg, z);
             }
         }
-        workgroupBarrier();
     }
-    if (lid < TILE && i < params.n) {
-        let at = partial_at(i, wid.y);
-        scratch[at] = neg.x;
-        scratch[at + 1u] = select(neg.y, bitcast<f32>(0x7fc00000u), nan_seen);
+    let merged = merge_row_lse(lid, select(neg, vec2<f32>(neg.x, bitcast<f32>(0x7fc00000u)), nan_seen));
+    if (lid < TILE && i0 + lid < params.n) {
+        let at = partial_at(i0 + lid, wid.y);
+        scratch[at] = merged.x;
+        scratch[at + 1u] = merged.y;
     }
 }
 
