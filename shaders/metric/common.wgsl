@@ -105,25 +105,47 @@ fn tile_combine(r: u32, c: u32, transposed: bool) -> vec4<f32> {
     return acc;
 }
 
-var<workgroup> lse_tile: array<vec2<f32>, 256>;
+var<workgroup> row_tile: array<vec4<f32>, 256>;
 
-// Merges the running log-sum-exps that the 16 invocations of each tile row kept over their own
-// columns, in column order; NaN in `mine.y` (a NaN term) makes the row's sum NaN. The result
-// for row r is valid in invocation r. Call in uniform control flow.
-fn merge_row_lse(lid: u32, mine: vec2<f32>) -> vec2<f32> {
-    lse_tile[lid] = mine;
+// The sum of `mine` over each tile row's 16 invocations, in column order; the result for row r
+// is valid in invocation r. Call in uniform control flow.
+fn merge_row_sums(lid: u32, mine: vec4<f32>) -> vec4<f32> {
+    row_tile[lid] = mine;
     workgroupBarrier();
-    var acc = LSE_EMPTY;
-    var nan_seen = false;
+    var acc = vec4<f32>(0.0);
     if (lid < TILE) {
         for (var c = 0u; c < TILE; c++) {
-            let part = lse_tile[lid * TILE + c];
-            nan_seen = nan_seen || is_nan(part.y);
+            acc += row_tile[lid * TILE + c];
+        }
+    }
+    workgroupBarrier();
+    return acc;
+}
+
+// Two running log-sum-exps (m1, t1, m2, t2), each kept by the 16 invocations of a tile row over
+// their own entries, merged per row in column order; a NaN t (a NaN term) makes the row's t
+// NaN. The result for row r is valid in invocation r. Call in uniform control flow.
+fn merge_row_lse2(lid: u32, mine: vec4<f32>) -> vec4<f32> {
+    row_tile[lid] = mine;
+    workgroupBarrier();
+    var a = LSE_EMPTY;
+    var b = LSE_EMPTY;
+    var nan_a = false;
+    var nan_b = false;
+    if (lid < TILE) {
+        for (var c = 0u; c < TILE; c++) {
+            let part = row_tile[lid * TILE + c];
+            nan_a = nan_a || is_nan(part.y);
+            nan_b = nan_b || is_nan(part.w);
             if (part.y >= 0.0) {
-                acc = lse_merge(acc, part);
+                a = lse_merge(a, part.xy);
+            }
+            if (part.w >= 0.0) {
+                b = lse_merge(b, part.zw);
             }
         }
     }
     workgroupBarrier();
-    return select(acc, vec2<f32>(acc.x, bitcast<f32>(0x7fc00000u)), nan_seen);
+    let nan = bitcast<f32>(0x7fc00000u);
+    return vec4<f32>(a.x, select(a.y, nan, nan_a), b.x, select(b.y, nan, nan_b));
 }

@@ -254,7 +254,13 @@ fn stats(
 ) {
     let lid = lid3.x;
     let a0 = wid.x * TILE;
-    let a = a0 + lid;
+    // Each invocation keeps the statistics of its own tile entries (anchor a0 + lid / 16, every
+    // 16th key from lid % 16); each anchor's 16 are merged at the end.
+    let mine = a0 + lid / TILE;
+    var ym = 0;
+    if (mine < params.n) {
+        ym = label(mine);
+    }
     var all = LSE_EMPTY;
     var neg = LSE_EMPTY;
     var pos = 0.0;
@@ -262,38 +268,39 @@ fn stats(
     var nan_seen = false;
     for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
         similarity_tile(lid, a0, k0);
-        if (lid < TILE && a < params.n) {
-            let ya = label(a);
-            for (var c = 0u; c < TILE; c++) {
-                let k = k0 + c;
-                if (k >= params.n || k == a) {
-                    continue;
-                }
-                let s = s_tile[lid * TILE + c];
-                nan_seen = nan_seen || is_nan(s);
-                all = lse_add(all, s);
-                if (label(k) == ya) {
-                    pos += 1.0;
-                    pos_sum += s;
-                } else {
-                    neg = lse_add(neg, s);
-                }
+        let k = k0 + lid % TILE;
+        if (mine < params.n && k < params.n && k != mine) {
+            let s = s_tile[lid];
+            nan_seen = nan_seen || is_nan(s);
+            all = lse_add(all, s);
+            if (label(k) == ym) {
+                pos += 1.0;
+                pos_sum += s;
+            } else {
+                neg = lse_add(neg, s);
             }
         }
-        workgroupBarrier();
     }
-    if (lid < TILE && a < params.n && params.k_begin > 0u) {
-        // After the first key range: merge with the ranges before.
-        nan_seen = nan_seen || is_nan(stat(a, LSE_NEG));
-        if (KIND == SUPCON) {
-            nan_seen = nan_seen || is_nan(stat(a, ALL_EXCESS));
-            all = lse_merge(all, vec2<f32>(stat(a, ALL_MAX), stat(a, ALL_EXCESS)));
-        }
-        neg = lse_add(neg, stat(a, LSE_NEG));
-        pos += stat(a, POS);
-        pos_sum += stat(a, POS_SUM);
-    }
+    let lse = merge_row_lse2(lid, vec4<f32>(all, neg));
+    let sums = merge_row_sums(lid, vec4<f32>(pos, pos_sum, select(0.0, 1.0, nan_seen), 0.0));
+    let a = a0 + lid;
     if (lid < TILE && a < params.n) {
+        all = lse.xy;
+        neg = lse.zw;
+        pos = sums.x;
+        pos_sum = sums.y;
+        nan_seen = sums.z > 0.0;
+        if (params.k_begin > 0u) {
+            // After the first key range: merge with the ranges before.
+            nan_seen = nan_seen || is_nan(stat(a, LSE_NEG));
+            if (KIND == SUPCON) {
+                nan_seen = nan_seen || is_nan(stat(a, ALL_EXCESS));
+                all = lse_merge(all, vec2<f32>(stat(a, ALL_MAX), stat(a, ALL_EXCESS)));
+            }
+            neg = lse_add(neg, stat(a, LSE_NEG));
+            pos += stat(a, POS);
+            pos_sum += stat(a, POS_SUM);
+        }
         let poison = select(0.0, bitcast<f32>(0x7fc00000u), nan_seen);
         set_stat(a, LSE_NEG, lse_value(neg) + poison);
         if (KIND == SUPCON) {
@@ -315,7 +322,14 @@ fn distance_stats(
 ) {
     let lid = lid3.x;
     let a0 = wid.x * TILE;
-    let a = a0 + lid;
+    // Per invocation its own tile entries, merged per anchor at the end (as `stats`); each
+    // invocation meets its keys in increasing order, so strict comparisons keep the lowest index
+    // on a tie, and the merge compares indices where distances tie.
+    let mine = a0 + lid / TILE;
+    var ym = 0;
+    if (mine < params.n) {
+        ym = label(mine);
+    }
     var pos = 0.0;
     var pos_sum = 0.0;
     var neg = 0.0;
@@ -327,37 +341,46 @@ fn distance_stats(
     var nan_seen = false;
     for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
         similarity_tile(lid, a0, k0);
-        if (lid < TILE && a < params.n) {
-            let ya = label(a);
-            for (var c = 0u; c < TILE; c++) {
-                let k = k0 + c;
-                if (k >= params.n || k == a) {
-                    continue;
+        let k = k0 + lid % TILE;
+        if (mine < params.n && k < params.n && k != mine) {
+            let s = s_tile[lid];
+            nan_seen = nan_seen || is_nan(s);
+            let positive = label(k) == ym;
+            if (KIND == CONTRASTIVE) {
+                let l = select(params.margin_b - s, s - params.margin_a, positive);
+                if (l > 0.0 && positive) {
+                    pos += 1.0;
+                    pos_sum += l;
+                } else if (l > 0.0) {
+                    neg += 1.0;
+                    neg_sum += l;
                 }
-                let s = s_tile[lid * TILE + c];
-                nan_seen = nan_seen || is_nan(s);
-                let positive = label(k) == ya;
-                if (KIND == CONTRASTIVE) {
-                    let l = select(params.margin_b - s, s - params.margin_a, positive);
-                    if (l > 0.0 && positive) {
-                        pos += 1.0;
-                        pos_sum += l;
-                    } else if (l > 0.0) {
-                        neg += 1.0;
-                        neg_sum += l;
-                    }
-                } else if (positive) {
-                    if (p_idx == NONE || s > d_ap) {
-                        p_idx = k;
-                        d_ap = s;
-                    }
-                } else if (n_idx == NONE || s < d_an) {
-                    n_idx = k;
-                    d_an = s;
+            } else if (positive) {
+                if (p_idx == NONE || s > d_ap) {
+                    p_idx = k;
+                    d_ap = s;
                 }
+            } else if (n_idx == NONE || s < d_an) {
+                n_idx = k;
+                d_an = s;
             }
         }
-        workgroupBarrier();
+    }
+    let a = a0 + lid;
+    if (KIND == CONTRASTIVE) {
+        let sums = merge_row_sums(lid, vec4<f32>(pos, pos_sum, neg, neg_sum));
+        nan_seen = merge_row_sums(lid, vec4<f32>(select(0.0, 1.0, nan_seen))).x > 0.0;
+        pos = sums.x;
+        pos_sum = sums.y;
+        neg = sums.z;
+        neg_sum = sums.w;
+    } else {
+        let best = merge_row_extremes(lid, vec4<f32>(d_ap, bitcast<f32>(p_idx), d_an, bitcast<f32>(n_idx)));
+        nan_seen = merge_row_sums(lid, vec4<f32>(select(0.0, 1.0, nan_seen))).x > 0.0;
+        d_ap = best.x;
+        p_idx = bitcast<u32>(best.y);
+        d_an = best.z;
+        n_idx = bitcast<u32>(best.w);
     }
     if (lid < TILE && a < params.n && params.k_begin > 0u) {
         // After the first key range: merge with the ranges before (their keys come first).
@@ -394,6 +417,36 @@ fn distance_stats(
             set_stat(a, N_IDX, bitcast<f32>(n_idx));
         }
     }
+}
+
+// The farthest positive and the closest negative (d_ap, p_idx, d_an, n_idx; indices as bits,
+// NONE for none) that the 16 invocations of each tile row found among their own keys, merged
+// per row: the lowest index on a tie. Valid in invocation r for row r. Call in uniform control
+// flow.
+fn merge_row_extremes(lid: u32, mine: vec4<f32>) -> vec4<f32> {
+    row_tile[lid] = mine;
+    workgroupBarrier();
+    var d_ap = 0.0;
+    var p_idx = NONE;
+    var d_an = 0.0;
+    var n_idx = NONE;
+    if (lid < TILE) {
+        for (var c = 0u; c < TILE; c++) {
+            let part = row_tile[lid * TILE + c];
+            let p = bitcast<u32>(part.y);
+            if (p != NONE && (p_idx == NONE || part.x > d_ap || (part.x == d_ap && p < p_idx))) {
+                p_idx = p;
+                d_ap = part.x;
+            }
+            let n = bitcast<u32>(part.w);
+            if (n != NONE && (n_idx == NONE || part.z < d_an || (part.z == d_an && n < n_idx))) {
+                n_idx = n;
+                d_an = part.z;
+            }
+        }
+    }
+    workgroupBarrier();
+    return vec4<f32>(d_ap, bitcast<f32>(p_idx), d_an, bitcast<f32>(n_idx));
 }
 
 // Whether anchor a has a mined triplet (triplet kind).
@@ -457,30 +510,30 @@ fn pairs(
 ) {
     let lid = lid3.x;
     let a0 = wid.x * TILE;
-    let a = a0 + lid;
+    // Per invocation its own tile entries, merged per anchor at the end (as `stats`).
+    let mine = a0 + lid / TILE;
+    var ym = 0;
+    var ln = 0.0;
+    if (mine < params.n) {
+        ym = label(mine);
+        ln = stat(mine, LSE_NEG);
+    }
     var rate = 0.0;
     var total = 0.0;
-    var ln = 0.0;
-    if (lid < TILE && a < params.n) {
-        ln = stat(a, LSE_NEG);
-    }
     for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
         similarity_tile(lid, a0, k0);
-        if (lid < TILE && a < params.n) {
-            let ya = label(a);
-            for (var c = 0u; c < TILE; c++) {
-                let k = k0 + c;
-                if (k >= params.n || k == a || label(k) != ya) {
-                    continue;
-                }
-                let z = ln - s_tile[lid * TILE + c];
-                rate += sigmoid(z);
-                total += softplus(z);
-            }
+        let k = k0 + lid % TILE;
+        if (mine < params.n && k < params.n && k != mine && label(k) == ym) {
+            let z = ln - s_tile[lid];
+            rate += sigmoid(z);
+            total += softplus(z);
         }
-        workgroupBarrier();
     }
+    let sums = merge_row_sums(lid, vec4<f32>(rate, total, 0.0, 0.0));
+    let a = a0 + lid;
     if (lid < TILE && a < params.n) {
+        rate = sums.x;
+        total = sums.y;
         if (params.k_begin > 0u) {
             rate += stat(a, RATE);
             total += stat(a, PAIR_LOSS);
@@ -617,12 +670,9 @@ fn grad_pass(
         }
         workgroupBarrier();
         s_tile[lid] = ci;
+        // Each invocation's share of its anchor's row sum, merged at the end.
+        rowsum -= ci;
         workgroupBarrier();
-        if (is_distance() && lid < TILE) {
-            for (var j = 0u; j < TILE; j++) {
-                rowsum -= s_tile[lid * TILE + j];
-            }
-        }
         for (var d0 = 0u; d0 < params.d; d0 += SPAN) {
             let dc = d0 + 4u * c;
             stage_k(lid, xhat4(k0 + r, dc));
@@ -638,12 +688,15 @@ fn grad_pass(
             workgroupBarrier();
         }
     }
-    let a = a0 + lid;
-    if (is_distance() && lid < TILE && a < params.n) {
-        if (!first) {
-            rowsum += stat(a, ROWSUM);
+    if (is_distance()) {
+        rowsum = merge_row_sums(lid, vec4<f32>(rowsum, 0.0, 0.0, 0.0)).x;
+        let a = a0 + lid;
+        if (lid < TILE && a < params.n) {
+            if (!first) {
+                rowsum += stat(a, ROWSUM);
+            }
+            set_stat(a, ROWSUM, rowsum);
         }
-        set_stat(a, ROWSUM, rowsum);
     }
 }
 

@@ -365,7 +365,8 @@ fn stats(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) w
             }
         }
     }
-    let merged = merge_row_lse(lid, select(neg, vec2<f32>(neg.x, bitcast<f32>(0x7fc00000u)), nan_seen));
+    let poisoned = select(neg, vec2<f32>(neg.x, bitcast<f32>(0x7fc00000u)), nan_seen);
+    let merged = merge_row_lse2(lid, vec4<f32>(poisoned, LSE_EMPTY)).xy;
     if (lid < TILE && i0 + lid < params.n) {
         let at = partial_at(i0 + lid, wid.y);
         scratch[at] = merged.x;
