@@ -89,7 +89,6 @@ const ADA_A: u32 = 6u;
 const NEG_M: u32 = 7u;
 const NEG_S: u32 = 8u;
 
-var<workgroup> n_tile: array<f32, 256>;
 var<workgroup> wg_failed: u32;
 
 fn stat(i: u32, j: u32) -> f32 {
@@ -469,13 +468,9 @@ fn grad_rows(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_i
         let g = coef(i0 + r, k0 + c, s_tile[lid]);
         workgroupBarrier();
         s_tile[lid] = g.x;
-        n_tile[lid] = g.y;
+        // Each invocation's share of its row's sum, merged at the end.
+        gnorm += g.y;
         workgroupBarrier();
-        if (lid < TILE) {
-            for (var j = 0u; j < TILE; j++) {
-                gnorm += n_tile[lid * TILE + j];
-            }
-        }
         for (var d0 = 0u; d0 < params.d; d0 += SPAN) {
             let dc = d0 + 4u * c;
             stage_k(lid, what4(k0 + r, dc));
@@ -491,6 +486,7 @@ fn grad_rows(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_i
             workgroupBarrier();
         }
     }
+    gnorm = merge_row_sums(lid, vec4<f32>(gnorm, 0.0, 0.0, 0.0)).x;
     let i = i0 + lid;
     if (lid < TILE && i < params.n) {
         set_stat(i, GNORM, select(stat(i, GNORM), 0.0, first) + gnorm);
