@@ -41,34 +41,37 @@ fn normalize_backward(g: f32, xhat: f32, dot: f32, norm: f32) -> f32 {
 }
 
 // ---- Tiles -------------------------------------------------------------------------------------
-// Workgroups of 256 invocations work on 16 × 16 tiles: invocation lid at row lid / 16 and column
-// lid % 16 of a tile of dot products (or distances) between 16 rows of one matrix (`a_tile`) and
-// 16 of another (`k_tile`), or of a tile of coefficients (`s_tile`) times 16 rows. Rows pass
-// through workgroup memory SPAN columns at a time, four adjacent columns an invocation as one
-// vec4: a quarter of the barriers and of the workgroup-memory accesses of one column each.
+// Workgroups of 256 invocations work on 16 × 16 tiles: of dot products (or distances) between 16
+// rows of one matrix (`a_tile`) and 16 of another (`k_tile`), or of coefficients (`s_tile`)
+// times 16 rows. Rows pass through workgroup memory SPAN columns at a time, four adjacent
+// columns an invocation as one vec4: a quarter of the barriers and of the workgroup-memory
+// accesses of one column each. For the dot products each invocation takes a 2 × 2 block of the
+// tile over a quarter of the staged columns (`block_dot`), one vec4 read per four products
+// instead of two, and the quarters are added once per tile (`tile_entry`); every other step has
+// invocation lid at row lid / 16 and column lid % 16.
 const TILE: u32 = 16u;
 const SPAN: u32 = 4u * TILE;
-// k_tile's rows are one vec4 longer than a tile row, so that the invocations reading the same
-// column of different rows (`tile_dot`) meet different memory banks.
-const K_STRIDE: u32 = TILE + 1u;
+// Tile rows in workgroup memory are one vec4 longer than the staged columns, so that the
+// invocations reading the same column of different rows meet different memory banks.
+const STRIDE: u32 = TILE + 1u;
 
-var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> a_tile: array<vec4<f32>, 272>;
 var<workgroup> k_tile: array<vec4<f32>, 272>;
 var<workgroup> s_tile: array<f32, 256>;
 
 // v with its components at columns c, c + 1, c + 2, c + 3 from d on set to 0. Loaders return
-// zeros without loading for c >= d: `tile_dot` reads no vec4 there.
+// zeros without loading for c >= d: no dot product reads a vec4 there.
 fn within4(v: vec4<f32>, c: u32, d: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), v, vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(d));
 }
 
 // Stores invocation lid's four columns of a row: row lid / 16, columns 4 (lid % 16) ...
 fn stage_a(lid: u32, v: vec4<f32>) {
-    a_tile[lid] = v;
+    a_tile[lid / TILE * STRIDE + lid % TILE] = v;
 }
 
 fn stage_k(lid: u32, v: vec4<f32>) {
-    k_tile[lid / TILE * K_STRIDE + lid % TILE] = v;
+    k_tile[lid / TILE * STRIDE + lid % TILE] = v;
 }
 
 // The vec4s of a row staged for columns d0 .. of rows of d: at most TILE, fewer at the end.
@@ -76,22 +79,53 @@ fn staged(d0: u32, d: u32) -> u32 {
     return min(TILE, (d - d0 + 3u) / 4u);
 }
 
-// The share of columns d0 .. of rows of d in a_tile row r · k_tile row c, or (`distance`) in the
-// squared distance between them.
-fn tile_dot(r: u32, c: u32, d0: u32, d: u32, distance: bool) -> f32 {
-    var acc = 0.0;
-    let cols = staged(d0, d);
-    if (distance) {
-        for (var j = 0u; j < cols; j++) {
-            let t = a_tile[r * TILE + j] - k_tile[c * K_STRIDE + j];
-            acc += dot(t, t);
-        }
-    } else {
-        for (var j = 0u; j < cols; j++) {
-            acc += dot(a_tile[r * TILE + j], k_tile[c * K_STRIDE + j]);
+// Invocation lid's block: rows r0, r0 + 1 and columns c0, c0 + 1 of the tile (x, y), and its
+// quarter of the staged vec4s (z).
+fn block_of(lid: u32) -> vec3<u32> {
+    let b = lid % 64u;
+    return vec3<u32>(b / 8u * 2u, b % 8u * 2u, lid / 64u);
+}
+
+// `acc` plus the staged columns' share (the first `cols` vec4s) of invocation lid's block of
+// a_tile rows · k_tile rows, or (`distance`) of their squared distances, as
+// (r0 c0, r0 c1, r1 c0, r1 c1).
+fn block_dot(lid: u32, cols: u32, distance: bool, acc: vec4<f32>) -> vec4<f32> {
+    let blk = block_of(lid);
+    let a0 = blk.x * STRIDE;
+    let k0 = blk.y * STRIDE;
+    var out = acc;
+    for (var j = 4u * blk.z; j < min(4u * blk.z + 4u, cols); j++) {
+        let x0 = a_tile[a0 + j];
+        let x1 = a_tile[a0 + STRIDE + j];
+        let y0 = k_tile[k0 + j];
+        let y1 = k_tile[k0 + STRIDE + j];
+        if (distance) {
+            let t00 = x0 - y0;
+            let t01 = x0 - y1;
+            let t10 = x1 - y0;
+            let t11 = x1 - y1;
+            out += vec4<f32>(dot(t00, t00), dot(t01, t01), dot(t10, t10), dot(t11, t11));
+        } else {
+            out += vec4<f32>(dot(x0, y0), dot(x0, y1), dot(x1, y0), dot(x1, y1));
         }
     }
-    return acc;
+    return out;
+}
+
+// The tile entry of invocation lid (row lid / 16, column lid % 16): the sum of the four quarters'
+// `block_dot` totals. Uses a_tile: call it after the barrier that closes the last stage, in
+// uniform control flow.
+fn tile_entry(lid: u32, acc: vec4<f32>) -> f32 {
+    // Slot q * 64 + b holds quarter q of block b: lid's own.
+    a_tile[lid] = acc;
+    workgroupBarrier();
+    let r = lid / TILE;
+    let c = lid % TILE;
+    let b = r / 2u * 8u + c / 2u;
+    let at = r % 2u * 2u + c % 2u;
+    let total = (a_tile[b][at] + a_tile[64u + b][at]) + (a_tile[128u + b][at] + a_tile[192u + b][at]);
+    workgroupBarrier();
+    return total;
 }
 
 // Σ_j s_tile[r * 16 + j] k_tile[j] over the staged columns 4c .. 4c + 3 of the k rows, or
@@ -100,7 +134,7 @@ fn tile_combine(r: u32, c: u32, transposed: bool) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     for (var j = 0u; j < TILE; j++) {
         let s = s_tile[select(r * TILE + j, j * TILE + r, transposed)];
-        acc += s * k_tile[j * K_STRIDE + c];
+        acc += s * k_tile[j * STRIDE + c];
     }
     return acc;
 }

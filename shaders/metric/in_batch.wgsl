@@ -230,19 +230,20 @@ fn normalize(
 fn similarity_tile(lid: u32, a0: u32, k0: u32) {
     let r = lid / TILE;
     let c = lid % TILE;
-    var acc = 0.0;
+    var acc = vec4<f32>(0.0);
     for (var d0 = 0u; d0 < params.d; d0 += SPAN) {
         stage_a(lid, xhat4(a0 + r, d0 + 4u * c));
         stage_k(lid, xhat4(k0 + r, d0 + 4u * c));
         workgroupBarrier();
-        acc += tile_dot(r, c, d0, params.d, is_distance());
+        acc = block_dot(lid, staged(d0, params.d), is_distance(), acc);
         workgroupBarrier();
     }
+    let v = tile_entry(lid, acc);
     if (is_distance()) {
         // Differences summed directly: no cancellation for close rows.
-        s_tile[lid] = select(sqrt(acc), acc, params.squared != 0u);
+        s_tile[lid] = select(sqrt(v), v, params.squared != 0u);
     } else {
-        s_tile[lid] = acc * params.inv_tau;
+        s_tile[lid] = v * params.inv_tau;
     }
     workgroupBarrier();
 }

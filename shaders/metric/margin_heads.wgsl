@@ -231,15 +231,15 @@ fn what4(k: u32, j: u32) -> vec4<f32> {
 fn cos_tile(lid: u32, i0: u32, k0: u32) {
     let r = lid / TILE;
     let c = lid % TILE;
-    var acc = 0.0;
+    var acc = vec4<f32>(0.0);
     for (var d0 = 0u; d0 < params.d; d0 += SPAN) {
         stage_a(lid, xhat4(i0 + r, d0 + 4u * c));
         stage_k(lid, what4(k0 + r, d0 + 4u * c));
         workgroupBarrier();
-        acc += tile_dot(r, c, d0, params.d, false);
+        acc = block_dot(lid, staged(d0, params.d), false, acc);
         workgroupBarrier();
     }
-    s_tile[lid] = acc;
+    s_tile[lid] = tile_entry(lid, acc);
     workgroupBarrier();
 }
 
