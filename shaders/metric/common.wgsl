@@ -31,6 +31,14 @@ fn normalized(x: f32, norm: f32) -> f32 {
     return x / max(norm, NORM_EPS);
 }
 
+// `normalized` of four elements of one row.
+fn normalized4(v: vec4<f32>, norm: f32) -> vec4<f32> {
+    if (is_nan(norm)) {
+        return vec4<f32>(norm);
+    }
+    return v / max(norm, NORM_EPS);
+}
+
 // The backward of x̂ = x / max(‖x‖, eps) for one element: g_c - [‖x‖ ≥ eps] (g·x̂) x̂_c, over
 // max(‖x‖, eps).
 fn normalize_backward(g: f32, xhat: f32, dot: f32, norm: f32) -> f32 {

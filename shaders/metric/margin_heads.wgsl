@@ -209,12 +209,16 @@ fn what(c: u32, j: u32) -> f32 {
 }
 
 // x̂ of row i and ŵ of segment class k at columns j .. j + 3, 0 past the row, the batch or the
-// segment.
+// segment: one norm read for the four.
 fn xhat4(i: u32, j: u32) -> vec4<f32> {
     if (i >= params.n || j >= params.d) {
         return vec4<f32>(0.0);
     }
-    let v = vec4<f32>(xhat(i, j), xhat(i, j + 1u), xhat(i, j + 2u), xhat(i, j + 3u));
+    let at = i * params.d + j;
+    var v = vec4<f32>(emb[at], emb[at + 1u], emb[at + 2u], emb[at + 3u]);
+    if (params.normalize != 0u) {
+        v = normalized4(v, stat(i, NORM));
+    }
     return within4(v, j, params.d);
 }
 
@@ -222,7 +226,11 @@ fn what4(k: u32, j: u32) -> vec4<f32> {
     if (k >= params.cs || j >= params.d) {
         return vec4<f32>(0.0);
     }
-    let v = vec4<f32>(what(k, j), what(k, j + 1u), what(k, j + 2u), what(k, j + 3u));
+    let at = k * params.d + j;
+    var v = vec4<f32>(weight[at], weight[at + 1u], weight[at + 2u], weight[at + 3u]);
+    if (params.normalize != 0u) {
+        v = normalized4(v, class_norm[k]);
+    }
     return within4(v, j, params.d);
 }
 
