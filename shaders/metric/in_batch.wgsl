@@ -257,10 +257,10 @@ fn stats(
     let a0 = wid.x * TILE;
     // Each invocation keeps the statistics of its own tile entries (anchor a0 + lid / 16, every
     // 16th key from lid % 16); each anchor's 16 are merged at the end.
-    let mine = a0 + lid / TILE;
-    var ym = 0;
-    if (mine < params.n) {
-        ym = label(mine);
+    let anchor = a0 + lid / TILE;
+    var y_anchor = 0;
+    if (anchor < params.n) {
+        y_anchor = label(anchor);
     }
     var all = LSE_EMPTY;
     var neg = LSE_EMPTY;
@@ -270,11 +270,11 @@ fn stats(
     for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
         similarity_tile(lid, a0, k0);
         let k = k0 + lid % TILE;
-        if (mine < params.n && k < params.n && k != mine) {
+        if (anchor < params.n && k < params.n && k != anchor) {
             let s = s_tile[lid];
             nan_seen = nan_seen || is_nan(s);
             all = lse_add(all, s);
-            if (label(k) == ym) {
+            if (label(k) == y_anchor) {
                 pos += 1.0;
                 pos_sum += s;
             } else {
@@ -326,10 +326,10 @@ fn distance_stats(
     // Per invocation its own tile entries, merged per anchor at the end (as `stats`); each
     // invocation meets its keys in increasing order, so strict comparisons keep the lowest index
     // on a tie, and the merge compares indices where distances tie.
-    let mine = a0 + lid / TILE;
-    var ym = 0;
-    if (mine < params.n) {
-        ym = label(mine);
+    let anchor = a0 + lid / TILE;
+    var y_anchor = 0;
+    if (anchor < params.n) {
+        y_anchor = label(anchor);
     }
     var pos = 0.0;
     var pos_sum = 0.0;
@@ -343,10 +343,10 @@ fn distance_stats(
     for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
         similarity_tile(lid, a0, k0);
         let k = k0 + lid % TILE;
-        if (mine < params.n && k < params.n && k != mine) {
+        if (anchor < params.n && k < params.n && k != anchor) {
             let s = s_tile[lid];
             nan_seen = nan_seen || is_nan(s);
-            let positive = label(k) == ym;
+            let positive = label(k) == y_anchor;
             if (KIND == CONTRASTIVE) {
                 let l = select(params.margin_b - s, s - params.margin_a, positive);
                 if (l > 0.0 && positive) {
@@ -370,19 +370,18 @@ fn distance_stats(
     let a = a0 + lid;
     if (KIND == CONTRASTIVE) {
         let sums = merge_row_sums(lid, vec4<f32>(pos, pos_sum, neg, neg_sum));
-        nan_seen = merge_row_sums(lid, vec4<f32>(select(0.0, 1.0, nan_seen))).x > 0.0;
         pos = sums.x;
         pos_sum = sums.y;
         neg = sums.z;
         neg_sum = sums.w;
     } else {
         let best = merge_row_extremes(lid, vec4<f32>(d_ap, bitcast<f32>(p_idx), d_an, bitcast<f32>(n_idx)));
-        nan_seen = merge_row_sums(lid, vec4<f32>(select(0.0, 1.0, nan_seen))).x > 0.0;
         d_ap = best.x;
         p_idx = bitcast<u32>(best.y);
         d_an = best.z;
         n_idx = bitcast<u32>(best.w);
     }
+    nan_seen = merge_row_sums(lid, vec4<f32>(select(0.0, 1.0, nan_seen))).x > 0.0;
     if (lid < TILE && a < params.n && params.k_begin > 0u) {
         // After the first key range: merge with the ranges before (their keys come first).
         if (KIND == CONTRASTIVE) {
@@ -424,8 +423,8 @@ fn distance_stats(
 // NONE for none) that the 16 invocations of each tile row found among their own keys, merged
 // per row: the lowest index on a tie. Valid in invocation r for row r. Call in uniform control
 // flow.
-fn merge_row_extremes(lid: u32, mine: vec4<f32>) -> vec4<f32> {
-    row_tile[lid] = mine;
+fn merge_row_extremes(lid: u32, found: vec4<f32>) -> vec4<f32> {
+    row_tile[lid] = found;
     workgroupBarrier();
     var d_ap = 0.0;
     var p_idx = NONE;
@@ -512,19 +511,19 @@ fn pairs(
     let lid = lid3.x;
     let a0 = wid.x * TILE;
     // Per invocation its own tile entries, merged per anchor at the end (as `stats`).
-    let mine = a0 + lid / TILE;
-    var ym = 0;
+    let anchor = a0 + lid / TILE;
+    var y_anchor = 0;
     var ln = 0.0;
-    if (mine < params.n) {
-        ym = label(mine);
-        ln = stat(mine, LSE_NEG);
+    if (anchor < params.n) {
+        y_anchor = label(anchor);
+        ln = stat(anchor, LSE_NEG);
     }
     var rate = 0.0;
     var total = 0.0;
     for (var k0 = params.k_begin; k0 < params.k_end; k0 += TILE) {
         similarity_tile(lid, a0, k0);
         let k = k0 + lid % TILE;
-        if (mine < params.n && k < params.n && k != mine && label(k) == ym) {
+        if (anchor < params.n && k < params.n && k != anchor && label(k) == y_anchor) {
             let z = ln - s_tile[lid];
             rate += sigmoid(z);
             total += softplus(z);

@@ -209,17 +209,13 @@ fn what(c: u32, j: u32) -> f32 {
 }
 
 // x̂ of row i and ŵ of segment class k at columns j .. j + 3, 0 past the row, the batch or the
-// segment: one norm read for the four.
+// segment.
 fn xhat4(i: u32, j: u32) -> vec4<f32> {
     if (i >= params.n || j >= params.d) {
         return vec4<f32>(0.0);
     }
     let at = i * params.d + j;
-    var v = vec4<f32>(emb[at], emb[at + 1u], emb[at + 2u], emb[at + 3u]);
-    if (params.normalize != 0u) {
-        v = normalized4(v, stat(i, NORM));
-    }
-    return within4(v, j, params.d);
+    return tile_row4(vec4<f32>(emb[at], emb[at + 1u], emb[at + 2u], emb[at + 3u]), stat(i, NORM), j);
 }
 
 fn what4(k: u32, j: u32) -> vec4<f32> {
@@ -227,11 +223,16 @@ fn what4(k: u32, j: u32) -> vec4<f32> {
         return vec4<f32>(0.0);
     }
     let at = k * params.d + j;
-    var v = vec4<f32>(weight[at], weight[at + 1u], weight[at + 2u], weight[at + 3u]);
-    if (params.normalize != 0u) {
-        v = normalized4(v, class_norm[k]);
+    return tile_row4(vec4<f32>(weight[at], weight[at + 1u], weight[at + 2u], weight[at + 3u]), class_norm[k], j);
+}
+
+// Four raw columns j .. of a row as the tiles take them: normalised by the row's norm when
+// asked (one norm read for the four), 0 past the row.
+fn tile_row4(v: vec4<f32>, norm: f32, j: u32) -> vec4<f32> {
+    if (params.normalize == 0u) {
+        return within4(v, j, params.d);
     }
-    return within4(v, j, params.d);
+    return within4(normalized4(v, norm), j, params.d);
 }
 
 // cos for rows i0 + lid / 16 and segment classes k0 + lid % 16 into s_tile (0 outside).
