@@ -4,22 +4,23 @@
 // (hyperparameters) and `state` (loss state kept on the GPU).
 //
 // Bindings (group 0): 0 pred, 1 targ (the target; `target` is reserved in WGSL) (read); 2 grad,
-// 3 loss (one value, or one per element under reduction none), 4 partials (one slot per
-// workgroup of every segment), 5 state, 6 params. Bindings 0-2, `walk` and the other passes that
+// 3 loss (one value, or one per element under reduction none), 4 partials (`partial_slots` per
+// workgroup of every segment), 5 state, 6 the parameters (`uniforms`). Bindings 0-2, `walk` and the other passes that
 // read them come from `elementwise_f32.wgsl` (one element per step) or `elementwise_vec4.wgsl`
 // (four), or from a loss file of its own (boxes).
 // A segment is a slice of the inputs that fits one storage binding; the host dispatches each
 // segment with its own bind group, and at most `Gpu::max_workgroups` workgroups, each walking one
 // contiguous block of it, so neither the binding-size limit nor the 65,535-workgroup limit is
 // ever hit.
-// Reductions are trees in workgroup memory: per-workgroup partials, then one `reduce` workgroup
-// that sums them in a fixed order; results are identical run to run.
+// Reductions: per-workgroup partials (a tree in workgroup memory, or per-invocation sums on a CPU
+// adapter), then one `reduce` workgroup that sums them in a fixed order; results are identical
+// run to run.
 
 struct Params {
     n: u32,            // elements in this segment
     elem_base: u32,    // global index of the segment's first element
-    wg_base: u32,      // first partial slot of this segment
-    num_partials: u32, // partial slots over all segments
+    wg_base: u32,      // workgroups of the segments before this one
+    num_partials: u32, // workgroups over all segments
     coords: u32,       // size of the last dimension (per-coordinate state)
     k: u32,            // k of the k-th smallest residual (dynamic smooth L1)
     iters: u32,        // history length (dynamic smooth L1)
@@ -35,7 +36,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
-@group(0) @binding(6) var<uniform> params: Params;
+@group(0) @binding(6) var<uniform> uniforms: Params;
+
+// The parameters every function reads: a copy of `uniforms` that each entry point takes first.
+// Read from the uniform block inside a loop, a parameter is loaded again after every storage
+// write on lavapipe (the two could alias as far as it can tell), about a tenth of a streaming
+// pass's time there; a private copy stays in registers.
+var<private> params: Params;
 
 // Reduction none: write each element's loss instead of reducing.
 override PER_ELEMENT: bool = false;
@@ -65,13 +72,26 @@ fn at_elem(rc: vec2<u32>) {
     elem_col = rc.y;
 }
 
-// Records this workgroup's sum of `acc` in its partial slot (reductions other than none). Call in
-// uniform control flow.
+// Partial slots of one workgroup of the fused pass: one, its tree sum, on a GPU; on a CPU adapter
+// (LANES < WG) one per invocation, so that the pass has no barrier: lavapipe runs a kernel with a
+// barrier anywhere in it as coroutines, about a tenth slower over the whole walk. The host sizes
+// the partials and `reduce` sums them alike (`Gpu::partial_slots`).
+fn partial_slots() -> u32 {
+    return select(1u, WG, LANES < WG);
+}
+
+// Records this workgroup's sum of `acc` in its partial slots (reductions other than none). Call
+// in uniform control flow.
 fn write_partial(lid: u32, wid: u32, acc: f32) {
     if (!PER_ELEMENT) {
-        let s = workgroup_sum(lid, acc);
-        if (lid == 0u) {
-            partials[params.wg_base + wid] = s;
+        let slot = (params.wg_base + wid) * partial_slots();
+        if (LANES < WG) {
+            partials[slot + lid] = acc;
+        } else {
+            let s = workgroup_sum(lid, acc);
+            if (lid == 0u) {
+                partials[slot] = s;
+            }
         }
     }
 }
@@ -84,6 +104,7 @@ fn fused(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    params = uniforms;
     write_partial(lid.x, wid.x, walk(lid.x, wid.x, nwg.x));
 }
 
@@ -96,6 +117,7 @@ fn apply(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    params = uniforms;
     let b = lane_walk(block_range(steps(), wid.x, nwg.x, WG), lid.x);
     let coef = state[0];
     for (var i = b.x; i < b.y; i += LANES) {
@@ -105,8 +127,9 @@ fn apply(
 
 @compute @workgroup_size(256)
 fn reduce(@builtin(local_invocation_id) lid: vec3<u32>) {
+    params = uniforms;
     var acc = 0.0;
-    for (var i = lid.x; i < params.num_partials; i += WG) {
+    for (var i = lid.x; i < params.num_partials * partial_slots(); i += WG) {
         acc += partials[i];
     }
     let total = workgroup_sum(lid.x, acc);

@@ -65,6 +65,7 @@ fn hist_pass(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    params = uniforms;
     let bins = params.k;
     atomicStore(&counts[lid.x], 0u);
     workgroupBarrier();
@@ -96,6 +97,7 @@ fn hist_pass(
 
 @compute @workgroup_size(256)
 fn hist_update(@builtin(local_invocation_id) lid: vec3<u32>) {
+    params = uniforms;
     let bins = params.k;
     // Invocation k <= bins totals slot k over every workgroup, exactly, in u32.
     var total = 0u;

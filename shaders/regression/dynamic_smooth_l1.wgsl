@@ -121,6 +121,7 @@ fn fused_kth(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    params = uniforms;
     let k = params.k;
     beta = state[0];
     tau = state[tau_at()];
@@ -220,6 +221,7 @@ fn record_kth(lid: u32, kth: f32) {
 
 @compute @workgroup_size(256)
 fn reduce_kth(@builtin(local_invocation_id) lid: vec3<u32>) {
+    params = uniforms;
     let k = params.k;
     var acc = 0.0;
     for (var slot = lid.x; slot < params.num_partials; slot += WG) {
@@ -253,6 +255,7 @@ fn kth_fallback(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    params = uniforms;
     let k = params.k;
     let b = lane_walk(block_range(params.n, wid.x, nwg.x, WG), lid.x);
     var best = empty_list();
@@ -275,6 +278,7 @@ fn kth_fallback(
 // Dispatched when the flag is up.
 @compute @workgroup_size(256)
 fn reduce_fallback(@builtin(local_invocation_id) lid: vec3<u32>) {
+    params = uniforms;
     let merged = merge_partials(lid.x, params.k);
     if (lid.x == 0u) {
         state[tau_at() + 1u] = 0.0;

@@ -70,6 +70,7 @@ fn coord_stats(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    params = uniforms;
     let d = params.coords;
     let w = coord_walk(wid.x, nwg.x, lid.x);
     let shift = state_at(0u, coords_of(lid.x));
@@ -107,6 +108,7 @@ fn coord_fused(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    params = uniforms;
     let d = params.coords;
     let w = coord_walk(wid.x, nwg.x, lid.x);
     let beta = state_at(2u * d, coords_of(lid.x));
@@ -136,6 +138,7 @@ fn coord_fused(
 
 @compute @workgroup_size(256)
 fn coord_update(@builtin(local_invocation_id) lid: vec3<u32>) {
+    params = uniforms;
     let d = params.coords;
     let u = WG / d * d;
     let rows = f32(params.total / d);

@@ -403,6 +403,16 @@ pub(crate) fn group_loss_shape(shape: &[usize], group: usize, reduction: Reducti
     }
 }
 
+/// Partial slots a workgroup of the fused pass fills, as `partial_slots` in `elementwise.wgsl`:
+/// one on a GPU, one per invocation on a CPU adapter (fewer lanes than a workgroup).
+fn partial_slots(gpu: &Gpu) -> usize {
+    if (gpu.lanes() as usize) < WG {
+        WG
+    } else {
+        1
+    }
+}
+
 fn scratch(gpu: &Gpu, label: &str, floats: usize) -> wgpu::Buffer {
     gpu.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
@@ -497,12 +507,13 @@ pub(crate) fn encode(
         contents: &blocks,
         usage: wgpu::BufferUsages::UNIFORM,
     });
-    let partial_floats = match spec.plan {
-        Plan::OnePass | Plan::Root => num_partials,
+    // The fused pass's slots, then whatever the plan's earlier passes leave there.
+    let partial_floats = (num_partials * partial_slots(gpu)).max(match spec.plan {
+        Plan::OnePass | Plan::Root => 0,
         Plan::CoordStats => num_partials * coords * 2,
         Plan::Kth => num_partials * (1 + spec.k as usize),
         Plan::Histogram => num_partials * (1 + spec.k as usize),
-    };
+    });
     let partials = scratch(gpu, "wgloss partials", partial_floats);
     let own_state;
     let state = match spec.state {
