@@ -5,7 +5,8 @@
 // state: [0] beta, [1] calls recorded so far, [2 .. 2 + iters] history, then the filter bound τ
 // and the fallback flag. params.p.x = initial_beta.
 // `fused_kth` is the fused pass: loss, gradient, partial sums and each workgroup's k smallest
-// |r| among those ≤ τ (after the sums, in partials[num_partials + slot * k ..]); `reduce_kth`
+// |r| among those ≤ τ (after the sums, in partials[num_partials + slot * k ..]; on a CPU adapter,
+// without a barrier, each invocation's sum and its KEPT candidates: `fused_lists`); `reduce_kth`
 // finishes the loss and selects the global k-th smallest. τ is four times the previous call's
 // k-th smallest (BIG at first): the k smallest of the call are all ≤ τ as soon as k values are,
 // and then they are among the candidates kept, so the selection is exact while the pass keeps
@@ -131,7 +132,20 @@ fn fused_kth(
     if (lid.x == 0u) {
         atomicStore(&candidates, 0u);
     }
-    let s = workgroup_sum(lid.x, walk(lid.x, wid.x, nwg.x));
+    let sum = walk(lid.x, wid.x, nwg.x);
+    if (count > KEPT) {
+        state[tau_at() + 1u] = 1.0;
+    }
+    if (LANES < WG) {
+        // A CPU adapter: slots of this invocation's own (see `partial_slots`).
+        let slot = (params.wg_base + wid.x) * WG + lid.x;
+        partials[slot] = sum;
+        let at = fused_lists().z + KEPT * slot;
+        partials[at] = m1;
+        partials[at + 1u] = m2;
+        return;
+    }
+    let s = workgroup_sum(lid.x, sum);
     // Candidates are few once τ is set: each invocation appends its own (in any order), and
     // invocation 0 keeps the k smallest, a set whatever the order (one barrier; a merge tree
     // takes two per stage).
@@ -140,9 +154,6 @@ fn fused_kth(
     }
     if (m2 < BIG) {
         exchange[atomicAdd(&candidates, 1u)] = m2;
-    }
-    if (count > KEPT) {
-        state[tau_at() + 1u] = 1.0;
     }
     workgroupBarrier();
     if (lid.x == 0u) {
@@ -167,12 +178,22 @@ fn tau_at() -> u32 {
     return 2u + params.iters;
 }
 
-// The k smallest of the lists the workgroups of every segment left in the partial slots.
-fn merge_partials(lid: u32, k: u32) -> array<f32, KMAX> {
+// The candidate lists `fused_kth` leaves: (how many, entries each, offset of the first in
+// `partials`), one of k per workgroup, or on a CPU adapter one of KEPT per invocation.
+fn fused_lists() -> vec3<u32> {
+    let lists = params.num_partials * partial_slots();
+    if (LANES < WG) {
+        return vec3<u32>(lists, KEPT, lists);
+    }
+    return vec3<u32>(lists, params.k, lists);
+}
+
+// The k smallest of the ascending `lists` (as `fused_lists`) in the partial slots.
+fn merge_partials(lid: u32, k: u32, lists: vec3<u32>) -> array<f32, KMAX> {
     var best = empty_list();
-    for (var slot = lid; slot < params.num_partials; slot += WG) {
-        for (var j = 0u; j < k; j++) {
-            let a = partials[params.num_partials + slot * k + j];
+    for (var slot = lid; slot < lists.x; slot += WG) {
+        for (var j = 0u; j < lists.y; j++) {
+            let a = partials[lists.z + slot * lists.y + j];
             if (a < best[KMAX - 1u]) {
                 insert_smallest(&best, a);
             }
@@ -224,11 +245,11 @@ fn reduce_kth(@builtin(local_invocation_id) lid: vec3<u32>) {
     params = uniforms;
     let k = params.k;
     var acc = 0.0;
-    for (var slot = lid.x; slot < params.num_partials; slot += WG) {
+    for (var slot = lid.x; slot < params.num_partials * partial_slots(); slot += WG) {
         acc += partials[slot];
     }
     let total = workgroup_sum(lid.x, acc);
-    let merged = merge_partials(lid.x, k);
+    let merged = merge_partials(lid.x, k, fused_lists());
     if (lid.x == 0u) {
         if (!PER_ELEMENT) {
             loss[0] = total * params.loss_scale;
@@ -279,7 +300,7 @@ fn kth_fallback(
 @compute @workgroup_size(256)
 fn reduce_fallback(@builtin(local_invocation_id) lid: vec3<u32>) {
     params = uniforms;
-    let merged = merge_partials(lid.x, params.k);
+    let merged = merge_partials(lid.x, params.k, vec3<u32>(params.num_partials, params.k, params.num_partials));
     if (lid.x == 0u) {
         state[tau_at() + 1u] = 0.0;
     }
