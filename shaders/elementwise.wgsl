@@ -5,9 +5,9 @@
 //
 // Bindings (group 0): 0 pred, 1 targ (the target; `target` is reserved in WGSL) (read); 2 grad,
 // 3 loss (one value, or one per element under reduction none), 4 partials (`partial_slots` per
-// workgroup of every segment), 5 state, 6 the parameters (`uniforms`). Bindings 0-2, `walk` and the other passes that
-// read them come from `elementwise_f32.wgsl` (one element per step) or `elementwise_vec4.wgsl`
-// (four), or from a loss file of its own (boxes).
+// workgroup of every segment), 5 state, 6 the parameters (`uniforms`). Bindings 0-2, `walk` and
+// the other passes that read them come from `elementwise_f32.wgsl` (one element per step) or
+// `elementwise_vec4.wgsl` (four), or from a loss file of its own (boxes).
 // A segment is a slice of the inputs that fits one storage binding; the host dispatches each
 // segment with its own bind group, and at most `Gpu::max_workgroups` workgroups, each walking one
 // contiguous block of it, so neither the binding-size limit nor the 65,535-workgroup limit is
@@ -75,7 +75,7 @@ fn at_elem(rc: vec2<u32>) {
 // Partial slots of one workgroup of the fused pass: one, its tree sum, on a GPU; on a CPU adapter
 // (LANES < WG) one per invocation, so that the pass has no barrier: lavapipe runs a kernel with a
 // barrier anywhere in it as coroutines, about a tenth slower over the whole walk. The host sizes
-// the partials and `reduce` sums them alike (`Gpu::partial_slots`).
+// the partials alike (`partial_slots` in elementwise.rs).
 fn partial_slots() -> u32 {
     return select(1u, WG, LANES < WG);
 }

@@ -181,11 +181,8 @@ fn tau_at() -> u32 {
 // The candidate lists `fused_kth` leaves: (how many, entries each, offset of the first in
 // `partials`), one of k per workgroup, or on a CPU adapter one of KEPT per invocation.
 fn fused_lists() -> vec3<u32> {
-    let lists = params.num_partials * partial_slots();
-    if (LANES < WG) {
-        return vec3<u32>(lists, KEPT, lists);
-    }
-    return vec3<u32>(lists, params.k, lists);
+    let slots = params.num_partials * partial_slots();
+    return vec3<u32>(slots, select(params.k, KEPT, LANES < WG), slots);
 }
 
 // The k smallest of the ascending `lists` (as `fused_lists`) in the partial slots.
@@ -300,7 +297,9 @@ fn kth_fallback(
 @compute @workgroup_size(256)
 fn reduce_fallback(@builtin(local_invocation_id) lid: vec3<u32>) {
     params = uniforms;
-    let merged = merge_partials(lid.x, params.k, vec3<u32>(params.num_partials, params.k, params.num_partials));
+    // `kth_fallback`'s lists: k per workgroup.
+    let lists = vec3<u32>(params.num_partials, params.k, params.num_partials);
+    let merged = merge_partials(lid.x, params.k, lists);
     if (lid.x == 0u) {
         state[tau_at() + 1u] = 0.0;
     }
