@@ -856,7 +856,9 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// A device whose storage bindings hold 1 MiB, so that small batches run in chunks.
+/// A device whose storage bindings hold 1 MiB, so that small batches run in chunks, with a GPU's
+/// walks (whole-workgroup lanes, recursions of 256 invocations) whatever the adapter, so that a
+/// CPU adapter runs those too.
 fn small_binding_gpu() -> Option<&'static wgloss::Gpu> {
     static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
     shared_gpu()?;
@@ -883,7 +885,7 @@ fn small_binding_gpu() -> Option<&'static wgloss::Gpu> {
             ..Default::default()
         }))
         .expect("a device");
-        Some(wgloss::Gpu::from_wgpu(device, queue))
+        Some(wgloss::Gpu::from_wgpu(device, queue).with_lanes(256))
     })
     .as_ref()
 }

@@ -2,11 +2,12 @@
 //! record of the k-th smallest residual when a call's residuals are all far above the previous
 //! call's (its selection keeps only residuals up to four times the previous k-th smallest, and
 //! must then fall back to all of them); self-adjusting smooth L1 with feature counts other than
-//! the registry's 4; log-cosh's and balanced L1's relative precision for tiny residuals.
+//! the registry's 4; log-cosh's and balanced L1's relative precision for tiny residuals; a `Gpu`
+//! adopted from a caller's device.
 
 use ndarray::ArrayViewD;
 use wgloss::{
-    BalancedL1, DynamicSmoothL1, DynamicSmoothL1Config, LogCosh, Loss, Reduction,
+    BalancedL1, DynamicSmoothL1, DynamicSmoothL1Config, LogCosh, Loss, Mse, Reduction,
     SelfAdjustingSmoothL1, SelfAdjustingSmoothL1Config, Tensor,
 };
 use wgloss_ref::LossGrad;
@@ -205,4 +206,50 @@ fn balanced_l1_keeps_relative_precision_for_tiny_residuals() {
             |p, t, r| wgloss_ref::balanced_l1(p, t, 0.5, 1.5, beta.into(), r.into_ref(), 1.0),
         );
     }
+}
+
+/// A `Gpu` adopted from a caller's device and queue takes the settings of the device's adapter
+/// (on a CPU adapter: pairs of lanes, a few workgroups per core, per-invocation partial sums) as
+/// `Gpu::new` does, and its losses match the reference.
+#[test]
+fn adopted_device_takes_its_adapters_settings() {
+    let Some(gpu) = shared_gpu() else { return };
+    let adopted = wgloss::Gpu::from_wgpu(gpu.device().clone(), gpu.queue().clone());
+    assert_eq!(adopted.adapter_name(), gpu.adapter_name());
+    assert_eq!(adopted.lanes(), gpu.lanes());
+    assert_eq!(adopted.max_workgroups(), gpu.max_workgroups());
+    let mut rng = Rng::new(3);
+    let n = 100_003;
+    let pred = rng.uniform(n, -2.0, 2.0);
+    let target = rng.uniform(n, -2.0, 2.0);
+    let mut failures = Vec::new();
+    for reduction in [Reduction::Mean, Reduction::None] {
+        let want = wgloss_ref::mse(
+            to_f64(&pred, &[n]).view(),
+            to_f64(&target, &[n]).view(),
+            reduction.into_ref(),
+            1.0,
+        );
+        let p = Tensor::from_slice(&adopted, &pred, &[n]).unwrap();
+        let t = Tensor::from_slice(&adopted, &target, &[n]).unwrap();
+        let loss = Mse {
+            reduction,
+            grad_scale: 1.0,
+        };
+        let out = loss.compute(&adopted, &p, &t).unwrap();
+        let loss_tol = if reduction == Reduction::None {
+            ELEMENTWISE
+        } else {
+            REDUCED
+        };
+        failures.extend(compare_output(
+            &adopted,
+            &format!("mse {reduction:?}"),
+            &out,
+            &want,
+            loss_tol,
+            ELEMENTWISE,
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

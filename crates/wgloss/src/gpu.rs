@@ -42,7 +42,7 @@ pub struct Gpu {
 struct Inner {
     device: wgpu::Device,
     queue: wgpu::Queue,
-    info: Option<wgpu::AdapterInfo>,
+    info: wgpu::AdapterInfo,
     max_workgroups: usize,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
@@ -83,7 +83,7 @@ impl Gpu {
                 ..Default::default()
             })
             .await?;
-        Ok(Self::build(device, queue, Some(adapter.get_info())))
+        Ok(Self::build(device, queue))
     }
 
     async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
@@ -123,12 +123,14 @@ impl Gpu {
     }
 
     /// Adopts a caller's device and queue, so wgloss lives inside an existing pipeline. Kernels
-    /// respect the device's limits as they were requested.
+    /// respect the device's limits as they were requested, and take the same settings for the
+    /// device's adapter (a CPU adapter's walks and workgroup counts) as [`Gpu::new`] would.
     pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        Self::build(device, queue, None)
+        Self::build(device, queue)
     }
 
-    fn build(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>) -> Self {
+    fn build(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
         // A CPU adapter (lavapipe) runs a workgroup's invocations as coroutines on one thread
         // per core of this host, where every barrier costs a round of switches and every
         // launched workgroup of a kernel with barriers costs its setup (about 8 µs on lavapipe):
@@ -137,9 +139,7 @@ impl Gpu {
         // is faster still at 1M, but a pass that needs one workgroup more than that then loads
         // one core with more than the other, cross-entropy over 17 classes at 16M 98 -> 110 ms).
         // A GPU needs thousands of workgroups to fill its cores.
-        let cpu = info
-            .as_ref()
-            .is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu);
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let max_workgroups = std::env::var("WGLOSS_MAX_WORKGROUPS")
             .ok()
@@ -229,17 +229,15 @@ impl Gpu {
         }
     }
 
-    /// Adapter information, when wgloss created the device.
-    pub fn adapter_info(&self) -> Option<&wgpu::AdapterInfo> {
-        self.inner.info.as_ref()
+    /// Information on the device's adapter.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
     }
 
     /// A human-readable adapter name ("llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)").
     pub fn adapter_name(&self) -> String {
-        match &self.inner.info {
-            Some(i) => format!("{} ({:?}, {})", i.name, i.backend, i.driver_info),
-            None => "caller-provided device".to_string(),
-        }
+        let i = &self.inner.info;
+        format!("{} ({:?}, {})", i.name, i.backend, i.driver_info)
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and returns the first error

@@ -170,13 +170,11 @@ fn batch_chunks(
     Some(chunks)
 }
 
-/// Invocations per workgroup of the recursions: one SIMD vector (8) on a CPU adapter, where a
-/// barrier switches between the workgroup's vectors, 256 otherwise.
+/// Invocations per workgroup of the recursions: one SIMD vector (8) on a CPU adapter (whose walks
+/// are narrower than a workgroup, [`Gpu::lanes`]), where a barrier switches between the
+/// workgroup's vectors, 256 otherwise.
 fn recursion_workgroup_size(gpu: &Gpu) -> usize {
-    let cpu = gpu
-        .adapter_info()
-        .is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu);
-    if cpu {
+    if (gpu.lanes() as usize) < WG {
         8
     } else {
         256
