@@ -458,9 +458,19 @@ pub(crate) fn encode(
     } else {
         1
     };
+    let seg_len = segment_len(gpu, row);
+    // With a partial slot per invocation, each invocation of `reduce` adds one slot per
+    // workgroup over all segments (at most one more segment for the tail): within the loop
+    // budget however many workgroups `WGLOSS_MAX_WORKGROUPS` allows.
+    let max_workgroups = if partial_slots(gpu) > 1 {
+        let segments = n.div_ceil(seg_len) + 1;
+        max_workgroups.min((MAX_ITERATIONS / segments).max(1))
+    } else {
+        max_workgroups
+    };
     let segs = segments(
         n,
-        segment_len(gpu, row),
+        seg_len,
         max_workgroups,
         kernel4.map(|_| {
             let unit = vec4_unit(gpu);
