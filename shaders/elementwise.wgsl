@@ -80,17 +80,21 @@ fn partial_slots() -> u32 {
     return select(1u, WG, LANES < WG);
 }
 
+// The partial slot of invocation `lid` of workgroup `wid` on a CPU adapter (LANES < WG).
+fn invocation_slot(lid: u32, wid: u32) -> u32 {
+    return (params.wg_base + wid) * WG + lid;
+}
+
 // Records this workgroup's sum of `acc` in its partial slots (reductions other than none). Call
 // in uniform control flow.
 fn write_partial(lid: u32, wid: u32, acc: f32) {
     if (!PER_ELEMENT) {
-        let slot = (params.wg_base + wid) * partial_slots();
         if (LANES < WG) {
-            partials[slot + lid] = acc;
+            partials[invocation_slot(lid, wid)] = acc;
         } else {
             let s = workgroup_sum(lid, acc);
             if (lid == 0u) {
-                partials[slot] = s;
+                partials[params.wg_base + wid] = s;
             }
         }
     }

@@ -138,7 +138,7 @@ fn fused_kth(
     }
     if (LANES < WG) {
         // A CPU adapter: slots of this invocation's own (see `partial_slots`).
-        let slot = (params.wg_base + wid.x) * WG + lid.x;
+        let slot = invocation_slot(lid.x, wid.x);
         partials[slot] = sum;
         let at = fused_lists().z + KEPT * slot;
         partials[at] = m1;
