@@ -2,12 +2,12 @@
 //! record of the k-th smallest residual when a call's residuals are all far above the previous
 //! call's (its selection keeps only residuals up to four times the previous k-th smallest, and
 //! must then fall back to all of them); self-adjusting smooth L1 with feature counts other than
-//! the registry's 4; log-cosh's and balanced L1's relative precision for tiny residuals; a `Gpu`
-//! adopted from a caller's device.
+//! the registry's 4; log-cosh's and balanced L1's relative precision for tiny residuals, RMSLE's
+//! for close predictions and its range; a `Gpu` adopted from a caller's device.
 
 use ndarray::ArrayViewD;
 use wgloss::{
-    BalancedL1, DynamicSmoothL1, DynamicSmoothL1Config, LogCosh, Loss, Mse, Reduction,
+    BalancedL1, DynamicSmoothL1, DynamicSmoothL1Config, LogCosh, Loss, Mse, Reduction, Rmsle,
     SelfAdjustingSmoothL1, SelfAdjustingSmoothL1Config, Tensor,
 };
 use wgloss_ref::LossGrad;
@@ -251,5 +251,64 @@ fn adopted_device_takes_its_adapters_settings() {
             ELEMENTWISE,
         ));
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// RMSLE of predictions 1e-1 to 1e-5 (relative) from their targets: ln((1 + p) / (1 + t)) is then
+/// a logarithm near 1, which Vulkan computes only to an absolute 2^-21 (5 % of l at 1e-5); the
+/// kernel takes it as log1p of (p - t) / (1 + t). Loss and every gradient element to 2e-6
+/// relative.
+#[test]
+fn rmsle_keeps_relative_precision_for_close_predictions() {
+    let Some(gpu) = shared_gpu() else { return };
+    let n = 4_096;
+    let tight = Tolerance {
+        rtol: 2e-6,
+        atol_frac: 0.0,
+    };
+    let mut failures = Vec::new();
+    for gap in [1e-1f64, 1e-2, 1e-3, 1e-4, 1e-5] {
+        let target: Vec<f32> = (0..n)
+            .map(|i| (-0.5 + 4.0 * i as f64 / n as f64) as f32)
+            .collect();
+        let pred: Vec<f32> = target
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let g = if i % 2 == 0 { gap } else { -0.7 * gap };
+                (f64::from(t) + g * (1.0 + f64::from(t))) as f32
+            })
+            .collect();
+        let want = wgloss_ref::rmsle(
+            to_f64(&pred, &[n]).view(),
+            to_f64(&target, &[n]).view(),
+            1.0,
+        );
+        let p = Tensor::from_slice(gpu, &pred, &[n]).unwrap();
+        let t = Tensor::from_slice(gpu, &target, &[n]).unwrap();
+        let out = Rmsle::default().compute(gpu, &p, &t).unwrap();
+        let what = format!("rmsle gap {gap:e}");
+        failures.extend(compare_output(gpu, &what, &out, &want, tight, tight));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// RMSLE where (1 + p) / (1 + t) is past the f32 range (p near f32::MAX over t near -1, and the
+/// reverse): the logarithm is about ±103, the loss finite and equal to the reference.
+#[test]
+fn rmsle_is_finite_for_ratios_past_f32() {
+    let Some(gpu) = shared_gpu() else { return };
+    let pred = [3e38f32, -0.99999994, 1e30, 0.5];
+    let target = [-0.99999994f32, 3e38, -0.9999, 0.25];
+    let n = pred.len();
+    let want = wgloss_ref::rmsle(
+        to_f64(&pred, &[n]).view(),
+        to_f64(&target, &[n]).view(),
+        1.0,
+    );
+    let p = Tensor::from_slice(gpu, &pred, &[n]).unwrap();
+    let t = Tensor::from_slice(gpu, &target, &[n]).unwrap();
+    let out = Rmsle::default().compute(gpu, &p, &t).unwrap();
+    let failures = compare_output(gpu, "rmsle", &out, &want, REDUCED, ELEMENTWISE);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
