@@ -279,16 +279,8 @@ fn rmsle_keeps_relative_precision_for_close_predictions() {
                 (f64::from(t) + g * (1.0 + f64::from(t))) as f32
             })
             .collect();
-        let want = wgloss_ref::rmsle(
-            to_f64(&pred, &[n]).view(),
-            to_f64(&target, &[n]).view(),
-            1.0,
-        );
-        let p = Tensor::from_slice(gpu, &pred, &[n]).unwrap();
-        let t = Tensor::from_slice(gpu, &target, &[n]).unwrap();
-        let out = Rmsle::default().compute(gpu, &p, &t).unwrap();
         let what = format!("rmsle gap {gap:e}");
-        failures.extend(compare_output(gpu, &what, &out, &want, tight, tight));
+        failures.extend(check_rmsle(gpu, &what, &pred, &target, tight, tight));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -300,15 +292,23 @@ fn rmsle_is_finite_for_ratios_past_f32() {
     let Some(gpu) = shared_gpu() else { return };
     let pred = [3e38f32, -0.99999994, 1e30, 0.5];
     let target = [-0.99999994f32, 3e38, -0.9999, 0.25];
-    let n = pred.len();
-    let want = wgloss_ref::rmsle(
-        to_f64(&pred, &[n]).view(),
-        to_f64(&target, &[n]).view(),
-        1.0,
-    );
-    let p = Tensor::from_slice(gpu, &pred, &[n]).unwrap();
-    let t = Tensor::from_slice(gpu, &target, &[n]).unwrap();
-    let out = Rmsle::default().compute(gpu, &p, &t).unwrap();
-    let failures = compare_output(gpu, "rmsle", &out, &want, REDUCED, ELEMENTWISE);
+    let failures = check_rmsle(gpu, "rmsle", &pred, &target, REDUCED, ELEMENTWISE);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// RMSLE of `pred` over `target` (flat) on the GPU against the f64 reference.
+fn check_rmsle(
+    gpu: &wgloss::Gpu,
+    what: &str,
+    pred: &[f32],
+    target: &[f32],
+    loss_tol: Tolerance,
+    grad_tol: Tolerance,
+) -> Vec<String> {
+    let n = pred.len();
+    let want = wgloss_ref::rmsle(to_f64(pred, &[n]).view(), to_f64(target, &[n]).view(), 1.0);
+    let p = Tensor::from_slice(gpu, pred, &[n]).unwrap();
+    let t = Tensor::from_slice(gpu, target, &[n]).unwrap();
+    let out = Rmsle::default().compute(gpu, &p, &t).unwrap();
+    compare_output(gpu, what, &out, &want, loss_tol, grad_tol)
 }
