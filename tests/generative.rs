@@ -1,11 +1,11 @@
 //! Generative (F6) cases the registry's generated inputs do not reach: diffusion_mse with
-//! per-sample weights (a third input) and its typed errors, kl_div at targets of exactly 0, the
-//! WGAN-GP interpolation kernel, cycle consistency over domains of different shapes, the GAN
-//! losses over sets of logits of different sizes, perceptual and style over layers of different
-//! shapes.
+//! per-sample weights (a third input) and its typed errors, kl_div at targets of exactly 0 and
+//! near 1, the WGAN-GP interpolation kernel, cycle consistency over domains of different shapes,
+//! the GAN losses over sets of logits of different sizes, perceptual and style over layers of
+//! different shapes.
 
 use wgloss::{DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
-use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED, SINKHORN};
+use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED, SINKHORN};
 use wgloss_suite::registry::IntoRef;
 use wgloss_suite::shared_gpu;
 
@@ -129,6 +129,43 @@ fn kl_div_at_zero_targets_matches_reference() {
         );
         compare_out(&format!("kl_div zeros {gpu_reduction:?}"), gpu, &out, &want);
     }
+}
+
+/// kl_div's pointwise `t log t − t p` for targets near 1 (p = 0): `t log t ≈ t − 1` keeps its
+/// relative precision, element by element with no absolute slack (2e-6 relative), which the
+/// logarithm's absolute bound near 1 (2^-21 on Vulkan) would not give.
+#[test]
+fn kl_div_keeps_relative_precision_for_targets_near_one() {
+    let Some(gpu) = shared_gpu() else { return };
+    let target: Vec<f32> = (1..=7)
+        .flat_map(|k| {
+            let h = 10f32.powi(-k);
+            [1.0 + h, 1.0 - h, 1.0 + 3.0 * h, 1.0 - 3.0 * h]
+        })
+        .chain([0.5, 0.75, 1.5, 2.0, 0.3, 2.5])
+        .collect();
+    let n = target.len();
+    let input = vec![0.0f32; n];
+    let x = Tensor::from_slice(gpu, &input, &[n]).unwrap();
+    let y = Tensor::from_slice(gpu, &target, &[n]).unwrap();
+    let loss = KlDiv {
+        reduction: KlReduction::None,
+        ..Default::default()
+    };
+    let out = loss.compute(gpu, &x, &y).unwrap();
+    let want = wgloss_ref::kl_div(
+        to_f64(&input, &[n]).view(),
+        to_f64(&target, &[n]).view(),
+        wgloss_ref::KlReduction::None,
+        false,
+        1.0,
+    );
+    let tight = Tolerance {
+        rtol: 2e-6,
+        atol_frac: 0.0,
+    };
+    let got = out.loss.to_vec(gpu).unwrap();
+    compare("kl_div near 1 loss", &got, want.loss.view(), tight).unwrap();
 }
 
 /// WGAN-GP's interpolates against the reference, and its typed errors.
