@@ -6,8 +6,9 @@
 // Bindings (group 0): 0 pred, 1 targ (the target; `target` is reserved in WGSL) (read); 2 grad,
 // 3 loss (one value, or one per element under reduction none), 4 partials (`partial_slots` per
 // workgroup of every segment), 5 state, 6 the parameters (`uniforms`). Bindings 0-2, `walk` and
-// the other passes that read them come from `elementwise_f32.wgsl` (one element per step) or
-// `elementwise_vec4.wgsl` (four), or from a loss file of its own (boxes).
+// the other passes that read them come from `elementwise_f32.wgsl` (one element per step),
+// `elementwise_vec4.wgsl` (four) or `elementwise_half.wgsl` (two 16-bit floats), or from a loss
+// file of its own (boxes).
 // A segment is a slice of the inputs that fits one storage binding; the host dispatches each
 // segment with its own bind group, and at most `Gpu::max_workgroups` workgroups, each walking one
 // contiguous block of it, so neither the binding-size limit nor the 65,535-workgroup limit is
@@ -113,8 +114,8 @@ fn fused(
 }
 
 // Second pass of ROOT losses: scales the gradient `fused` wrote (d (r^2) / dp times grad_scale)
-// by the coefficient `reduce` left in state[0], once the total is known. `steps` (elements or
-// quads of the segment) comes from the step-width file.
+// by the coefficient `reduce` left in state[0], once the total is known. `steps` and
+// `scale_grad` come from the step-width file.
 @compute @workgroup_size(256)
 fn apply(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -125,7 +126,7 @@ fn apply(
     let b = lane_walk(block_range(steps(), wid.x, nwg.x, WG), lid.x);
     let coef = state[0];
     for (var i = b.x; i < b.y; i += LANES) {
-        grad[i] = grad[i] * coef;
+        scale_grad(i, coef);
     }
 }
 

@@ -23,6 +23,11 @@ fn store_grads(s: u32, g: vec4<f32>) {
     grad[s] = g.x;
 }
 
+// Scales the gradient of step s by c (`apply`).
+fn scale_grad(s: u32, c: f32) {
+    grad[s] = grad[s] * c;
+}
+
 // Prediction and target of element j of the segment.
 fn elem_inputs(j: u32) -> vec2<f32> {
     return vec2<f32>(pred[j], targ[j]);

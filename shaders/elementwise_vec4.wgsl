@@ -45,6 +45,11 @@ fn store_grads(s: u32, g: vec4<f32>) {
     grad[s] = g;
 }
 
+// Scales the gradients of step s by c (`apply`).
+fn scale_grad(s: u32, c: f32) {
+    grad[s] = grad[s] * c;
+}
+
 // Prediction and target of element j of the segment.
 fn elem_inputs(j: u32) -> vec2<f32> {
     return vec2<f32>(pred[j / 4u][j % 4u], targ[j / 4u][j % 4u]);

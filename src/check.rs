@@ -56,6 +56,15 @@ pub const REDUCED: Tolerance = Tolerance {
     atol_frac: 0.0,
 };
 
+/// The loss's tolerance under `reduction`: [`ELEMENTWISE`] per element, [`REDUCED`] for a sum.
+pub fn loss_tolerance(reduction: wgloss::Reduction) -> Tolerance {
+    if reduction == wgloss::Reduction::None {
+        ELEMENTWISE
+    } else {
+        REDUCED
+    }
+}
+
 /// Sinkhorn against its f64 reference: the soft-mins exponentiate `h_j − C_ij/ε` of magnitude up
 /// to `diameter^p / ε` (≈ 2,400 for unit clouds at blur 0.05), whose f32 rounding (6e-8 relative)
 /// becomes ~1.5e-4 relative error in each transport weight; the potentials carry it through
@@ -139,4 +148,40 @@ pub fn compare_output(
             .and_then(|got| compare(&format!("{what} grad"), &got, want.grad.view(), grad_tol)),
     ];
     checks.into_iter().filter_map(Result::err).collect()
+}
+
+/// A gradient stored as `dtype` against the reference's: within `tol` of it (the f32
+/// computation) plus one step of the 16-bit type at its magnitude (a value that rounds either
+/// way), 2^-24 absolute for f16's subnormals.
+pub fn compare_half(
+    got: &[f32],
+    want: ArrayViewD<'_, f64>,
+    dtype: wgloss::DType,
+    tol: Tolerance,
+) -> Result<(), String> {
+    let (bits, min_step) = match dtype {
+        wgloss::DType::F16 => (10, 2f64.powi(-24)),
+        _ => (7, 0.0),
+    };
+    let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+    if got.len() != want.len() {
+        return Err(format!("{} values, want {}", got.len(), want.len()));
+    }
+    let bad: Vec<String> = got
+        .iter()
+        .zip(want.iter())
+        .enumerate()
+        .filter(|&(_, (&g, &w))| {
+            let step = (w.abs() * 2f64.powi(-bits)).max(min_step);
+            let allowed = tol.rtol * w.abs() + tol.atol_frac * scale + step;
+            !(f64::from(g) - w).abs().le(&allowed)
+        })
+        .take(3)
+        .map(|(i, (g, w))| format!("index {i}: got {g:e}, want {w:e}"))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join("; "))
+    }
 }

@@ -26,3 +26,49 @@ pub fn shared_gpu() -> Option<&'static wgloss::Gpu> {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// Polls a future that wgpu's native backends complete at once.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// A device whose storage bindings hold 1 MiB, so that small batches run in chunks, with a GPU's
+/// walks (whole-workgroup lanes, recursions of 256 invocations) whatever the adapter, so that a
+/// CPU adapter runs those too.
+pub fn small_binding_gpu() -> Option<&'static wgloss::Gpu> {
+    static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
+    shared_gpu()?;
+    GPU.get_or_init(|| {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            force_fallback_adapter: false,
+            ..Default::default()
+        }))
+        .or_else(|_| {
+            block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+                force_fallback_adapter: true,
+                ..Default::default()
+            }))
+        })
+        .expect("an adapter");
+        let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("small bindings"),
+            required_limits: wgpu::Limits {
+                max_storage_buffer_binding_size: 1 << 20,
+                ..adapter.limits()
+            },
+            ..Default::default()
+        }))
+        .expect("a device");
+        Some(wgloss::Gpu::from_wgpu(device, queue).with_lanes(256))
+    })
+    .as_ref()
+}

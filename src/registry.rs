@@ -73,6 +73,9 @@ pub struct Entry {
     /// Whether the loss has a four-elements-per-step path (`Gpu::vec4` changes its kernel);
     /// without one, the suite runs it at one width only.
     pub vec4: bool,
+    /// Whether the loss takes F16 and BF16 inputs (and gives a gradient of their type); the
+    /// others must reject them.
+    pub half: bool,
     /// The variant run past the dispatch and binding limits: 0 (the default configuration)
     /// unless that one is too slow there on a software adapter (Lovász-softmax over the whole
     /// batch sorts 8M-pixel groups; per image, the same split paths run on short groups).
@@ -563,6 +566,7 @@ pub const IGNORE: i64 = -100;
 const F2: Entry = Entry {
     family: "F2 bounding boxes",
     vec4: false,
+    half: false,
     targets: Targets::Boxes,
     layout: Layout::Elementwise { row: 4 },
     variants: &["xyxy", "cxcywh", "eps=0.01,grad_scale=2"],
@@ -632,6 +636,7 @@ macro_rules! box_entry {
 const F4: Entry = Entry {
     family: "F4 segmentation",
     vec4: false,
+    half: false,
     domain: (-4.0, 4.0),
     reductions: &[Reduction::Mean],
     layout: Layout::Classes {
@@ -697,6 +702,7 @@ const SSIM_VARIANTS: [(usize, wgloss::SsimPadding, f32, f32); 3] = [
 pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "mae",
+        half: true,
         variants: &["default", "grad_scale=0.5"],
         anchor: "torch l1_loss",
         make: |_, v, reduction| {
@@ -723,6 +729,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "mse",
+        half: true,
         variants: &["default", "grad_scale=2"],
         anchor: "torch mse_loss",
         make: |_, v, reduction| {
@@ -796,6 +803,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "log_cosh",
+        half: true,
         variants: &["default", "grad_scale=0.5"],
         anchor: "optax log_cosh",
         make: |_, v, reduction| {
@@ -822,6 +830,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "huber",
+        half: true,
         variants: &["delta=1", "delta=0.5", "delta=2.5,grad_scale=0.25"],
         anchor: "torch huber_loss",
         make: |_, v, reduction| {
@@ -862,6 +871,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "smooth_l1",
+        half: true,
         variants: &["beta=1", "beta=0", "beta=0.3"],
         anchor: "torch smooth_l1_loss",
         make: |_, v, reduction| {
@@ -900,6 +910,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "quantile",
+        half: true,
         variants: &["quantile=0.5", "quantile=0.1", "quantile=0.9"],
         anchor: "standard pinball loss",
         make: |_, v, reduction| {
@@ -938,6 +949,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "balanced_l1",
+        half: true,
         variants: &["default", "alpha=0.25,gamma=1,beta=0.5"],
         anchor: "mmdet balanced_l1_loss",
         make: |_, v, reduction| {
@@ -1169,6 +1181,7 @@ pub static REGISTRY: &[Entry] = &[
     ),
     Entry {
         name: "bce_with_logits",
+        half: true,
         variants: &["default", "pos_weight", "pos_weight,weight,grad_scale=0.5"],
         anchor: "torch binary_cross_entropy_with_logits",
         targets: Targets::Probability,
@@ -1220,6 +1233,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "sigmoid_focal",
+        half: true,
         variants: &[
             "alpha=0.25,gamma=2",
             "alpha=-1,gamma=0.5",
@@ -1273,6 +1287,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "hinge",
+        half: true,
         variants: &["margin=1", "margin=0.5"],
         anchor: "optax hinge_loss",
         make: |_, v, reduction| {
@@ -1300,6 +1315,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "squared_hinge",
+        half: true,
         variants: &["margin=1", "margin=2,grad_scale=0.5"],
         anchor: "seeds",
         make: |_, v, reduction| {
@@ -1335,6 +1351,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "smoothed_hinge",
+        half: true,
         variants: &["gamma=1", "gamma=0.25"],
         anchor: "Rennie & Srebro 2005",
         make: |_, v, reduction| {
@@ -1364,6 +1381,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "ramp",
+        half: true,
         variants: &["s_cap=-1", "s_cap=0"],
         anchor: "Collobert et al. 2006",
         // The slope drops from −y to 0 where y·s = s_cap.
@@ -1393,6 +1411,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "exponential",
+        half: true,
         variants: &["default", "grad_scale=0.25"],
         anchor: "seeds (AdaBoost)",
         domain: (-3.0, 3.0),
@@ -2599,6 +2618,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "diffusion_mse",
+        half: true,
         anchor: "DDPM simple loss (per-sample weights: tests/generative.rs)",
         variants: &["default", "grad_scale=0.5"],
         make: |_, v, reduction| {
@@ -3189,6 +3209,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "kl_div",
+        half: true,
         anchor: "torch kl_div",
         variants: &[
             "batchmean",
@@ -3246,6 +3267,7 @@ const F1: Entry = Entry {
     tolerance: crate::check::ELEMENTWISE,
     extreme_tolerance: crate::check::ELEMENTWISE,
     vec4: true,
+    half: false,
     snap: None,
     limits_variant: 0,
     layout: Layout::Elementwise { row: 1 },
@@ -3301,6 +3323,7 @@ fn mined_triplet(
 const F5: Entry = Entry {
     family: "F5 metric learning",
     vec4: false,
+    half: false,
     domain: (-2.0, 2.0),
     reductions: &[Reduction::Mean],
     layout: Layout::Embeddings {

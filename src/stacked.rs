@@ -5,8 +5,8 @@
 
 use ndarray::{ArrayViewD, Axis};
 use wgloss::{
-    Ctc, Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Perceptual, Reduction, Sinkhorn,
-    Style, Tensor, TupleLoss, TupleOutput,
+    Ctc, DType, Error, Gpu, HeadOutput, Loss, LossOutput, MarginHead, Perceptual, Reduction,
+    Sinkhorn, Style, Tensor, TupleLoss, TupleOutput,
 };
 use wgloss_ref::{LossGrad, MultiGrad};
 
@@ -76,6 +76,7 @@ fn stacked_shape(
     parts: usize,
     why: &'static str,
 ) -> wgloss::Result<(usize, usize)> {
+    f32_only(input, grad)?;
     let (rows, d) = match input.shape() {
         &[rows, d] if rows % parts == 0 => (rows, d),
         s => {
@@ -94,6 +95,21 @@ fn stacked_shape(
         });
     }
     Ok((rows, d))
+}
+
+/// The stacked forms move rows by f32 byte offsets: other element types are rejected, as the
+/// losses behind them reject them.
+fn f32_only(input: &Tensor, grad: &Tensor) -> wgloss::Result<()> {
+    for (t, name) in [(input, "pred"), (grad, "grad")] {
+        if t.dtype() != DType::F32 {
+            return Err(Error::DTypeMismatch {
+                name,
+                expected: DType::F32,
+                got: t.dtype(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The bad label the kernel reported in `out`'s status word, as [`Error::LabelOutOfRange`] over
@@ -384,6 +400,7 @@ impl<L: Layered> Loss for StackedLayers<L> {
         target: &Tensor,
         out: &LossOutput,
     ) -> wgloss::Result<()> {
+        f32_only(input, &out.grad)?;
         let layers = self.layers;
         let Some((&rows, inner)) = input.shape().split_first() else {
             return Err(Error::InvalidShape {

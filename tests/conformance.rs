@@ -7,7 +7,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use ndarray::{ArrayD, IxDyn};
 use wgloss::{DType, Error, Gpu, LossOutput, Reduction, Tensor};
-use wgloss_suite::check::{compare, to_f64, ELEMENTWISE, REDUCED};
+use wgloss_suite::check::{compare, compare_half, to_f64, REDUCED};
 use wgloss_suite::registry::{Inputs, Layout, Targets, EMBEDDING_SHAPES};
 use wgloss_suite::{shared_gpu, Entry, REGISTRY};
 
@@ -62,11 +62,7 @@ fn inputs(entry: &Entry, n: usize, seed: u64) -> Inputs {
 }
 
 fn tolerance(reduction: Reduction) -> wgloss_suite::check::Tolerance {
-    if reduction == Reduction::None {
-        ELEMENTWISE
-    } else {
-        REDUCED
-    }
+    wgloss_suite::check::loss_tolerance(reduction)
 }
 
 /// The reference on `inputs` (and `pred` in place of its predictions).
@@ -365,6 +361,79 @@ fn rejected_with_nothing_written(gpu: &Gpu, entry: &Entry, inputs: &Inputs) -> O
 }
 
 /// Caller-owned outputs and inputs at non-zero offsets of shared buffers, through `encode`.
+/// 16-bit inputs (F16 and BF16): the losses that take them match the reference evaluated on the
+/// rounded inputs, their gradient (of the inputs' type) within one rounding of the reference's
+/// (f16 keeps only absolute precision below 2^-14: a fraction of the largest gradient), over
+/// odd and even lengths, every reduction, both parameter sets' first; every other loss rejects
+/// them with a dtype error.
+fn half_inputs_match_reference(entry: &Entry) {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut failures = Vec::new();
+    for dtype in [DType::F16, DType::BF16] {
+        for n in [1, 7, 257, 100_003] {
+            let mut inputs = entry.inputs_shaped(&entry.shape(n), 5 + n as u64);
+            let round = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = dtype.round(*x));
+            round(&mut inputs.pred);
+            let labels = inputs.labels && !inputs.values;
+            if !labels {
+                round(&mut inputs.target);
+            }
+            let (p32, t32) = inputs.upload(gpu).expect("upload");
+            let p = Tensor::from_slice_as(gpu, &inputs.pred, &inputs.pred_shape, dtype)
+                .expect("upload");
+            let t = if labels {
+                t32
+            } else {
+                Tensor::from_slice_as(gpu, &inputs.target, &inputs.target_shape, dtype)
+                    .expect("upload")
+            };
+            drop(p32);
+            for &reduction in entry.reductions {
+                let what = format!(
+                    "{} {dtype:?} {reduction:?} {:?}",
+                    entry.name, inputs.pred_shape
+                );
+                let mut inst = (entry.make)(gpu, 0, reduction).expect("valid variant");
+                if !entry.half {
+                    match inst.loss.compute(gpu, &p, &t) {
+                        Err(Error::DTypeMismatch { got, .. }) if got == dtype => {}
+                        other => failures.push(format!("{what}: not rejected: {other:?}")),
+                    }
+                    continue;
+                }
+                let want = reference(&mut inst, &inputs, &inputs.pred);
+                let out = match inst.loss.compute(gpu, &p, &t) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        failures.push(format!("{what}: {e}"));
+                        continue;
+                    }
+                };
+                if out.grad.dtype() != dtype {
+                    failures.push(format!("{what}: gradient of {:?}", out.grad.dtype()));
+                }
+                let loss = out.loss.to_vec(gpu).expect("download");
+                let grad = out.grad.to_vec(gpu).expect("download");
+                if let Err(e) = compare(
+                    &format!("{what} loss"),
+                    &loss,
+                    want.loss.view(),
+                    tolerance(reduction),
+                ) {
+                    failures.push(e);
+                }
+                if let Err(e) = compare_half(&grad, want.grad.view(), dtype, entry.tolerance) {
+                    failures.push(format!("{what} grad: {e}"));
+                }
+            }
+            if !entry.half {
+                break;
+            }
+        }
+    }
+    report(failures);
+}
+
 fn encode_into_views_matches_reference(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let align = gpu.limits().min_storage_buffer_offset_alignment as usize / 4;
@@ -716,6 +785,10 @@ macro_rules! conformance {
             #[test]
             fn encode_into_views_matches_reference() {
                 super::encode_into_views_matches_reference(entry());
+            }
+            #[test]
+            fn half_inputs_match_reference() {
+                super::half_inputs_match_reference(entry());
             }
             #[test]
             fn extreme_inputs_are_finite() {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use wgloss::{Ctc, DType, Error, LossOutput, Reduction, Tensor};
 use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
 use wgloss_suite::registry::IntoRef;
-use wgloss_suite::shared_gpu;
+use wgloss_suite::{shared_gpu, small_binding_gpu};
 
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
 
@@ -842,52 +842,6 @@ fn empty_batch_and_empty_inputs() {
     .compute(gpu, &no_frames, &targets, &[0, 0], &[0, 1])
     .unwrap();
     assert_eq!(out.loss.to_vec(gpu).unwrap(), vec![0.0]);
-}
-
-/// Polls a future that wgpu's native backends complete at once.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::yield_now();
-    }
-}
-
-/// A device whose storage bindings hold 1 MiB, so that small batches run in chunks, with a GPU's
-/// walks (whole-workgroup lanes, recursions of 256 invocations) whatever the adapter, so that a
-/// CPU adapter runs those too.
-fn small_binding_gpu() -> Option<&'static wgloss::Gpu> {
-    static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
-    shared_gpu()?;
-    GPU.get_or_init(|| {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            force_fallback_adapter: false,
-            ..Default::default()
-        }))
-        .or_else(|_| {
-            block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-                force_fallback_adapter: true,
-                ..Default::default()
-            }))
-        })
-        .expect("an adapter");
-        let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("ctc small bindings"),
-            required_limits: wgpu::Limits {
-                max_storage_buffer_binding_size: 1 << 20,
-                ..adapter.limits()
-            },
-            ..Default::default()
-        }))
-        .expect("a device");
-        Some(wgloss::Gpu::from_wgpu(device, queue).with_lanes(256))
-    })
-    .as_ref()
 }
 
 /// Targets of lengths 0..=10 (with repeats) and input lengths over [0, T], some too short.

@@ -1,11 +1,13 @@
 //! Generative (F6) cases the registry's generated inputs do not reach: diffusion_mse with
-//! per-sample weights (a third input) and its typed errors, kl_div at targets of exactly 0 and
-//! near 1, the WGAN-GP interpolation kernel, cycle consistency over domains of different shapes,
-//! the GAN losses over sets of logits of different sizes, perceptual and style over layers of
-//! different shapes.
+//! per-sample weights (a third input, also beside f16 inputs) and its typed errors, kl_div at
+//! targets of exactly 0 and near 1, the WGAN-GP interpolation kernel, cycle consistency over
+//! domains of different shapes, the GAN losses over sets of logits of different sizes,
+//! perceptual and style over layers of different shapes.
 
-use wgloss::{DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
-use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED, SINKHORN};
+use wgloss::{DType, DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
+use wgloss_suite::check::{
+    compare, compare_half, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED, SINKHORN,
+};
 use wgloss_suite::registry::IntoRef;
 use wgloss_suite::shared_gpu;
 
@@ -24,13 +26,18 @@ fn compare_out(
     let loss = out.loss.to_vec(gpu).unwrap();
     compare(&format!("{what} loss"), &loss, want.loss.view(), tolerance).unwrap();
     let grad = out.grad.to_vec(gpu).unwrap();
-    compare(
-        &format!("{what} grad"),
-        &grad,
-        want.grad.view(),
-        ELEMENTWISE,
-    )
-    .unwrap();
+    let dtype = out.grad.dtype();
+    if dtype.is_half() {
+        compare_half(&grad, want.grad.view(), dtype, ELEMENTWISE)
+    } else {
+        compare(
+            &format!("{what} grad"),
+            &grad,
+            want.grad.view(),
+            ELEMENTWISE,
+        )
+    }
+    .unwrap_or_else(|e| panic!("{what} grad: {e}"));
 }
 
 #[test]
@@ -38,14 +45,19 @@ fn diffusion_mse_weights_match_reference() {
     let Some(gpu) = shared_gpu() else { return };
     let mut rng = Rng::new(6);
     // Samples of 1, 5 and 3·4·4 elements; 9 samples of 20,000 (the vec4 path, several
-    // workgroups per sample).
-    for shape in [vec![7, 1], vec![3, 5], vec![4, 3, 4, 4], vec![9, 20_000]] {
+    // workgroups per sample); f32 inputs, and f16 ones (rows of odd length across words).
+    let shapes = [vec![7, 1], vec![3, 5], vec![4, 3, 4, 4], vec![9, 20_000]];
+    for (shape, dtype) in shapes
+        .into_iter()
+        .flat_map(|s| [(s.clone(), DType::F32), (s, DType::F16)])
+    {
         let len: usize = shape.iter().product();
-        let pred = rng.uniform(len, -2.0, 2.0);
-        let noise = rng.uniform(len, -2.0, 2.0);
+        let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| dtype.round(x)).collect() };
+        let pred = round(rng.uniform(len, -2.0, 2.0));
+        let noise = round(rng.uniform(len, -2.0, 2.0));
         let weights = rng.uniform(shape[0], 0.0, 5.0);
-        let p = Tensor::from_slice(gpu, &pred, &shape).unwrap();
-        let t = Tensor::from_slice(gpu, &noise, &shape).unwrap();
+        let p = Tensor::from_slice_as(gpu, &pred, &shape, dtype).unwrap();
+        let t = Tensor::from_slice_as(gpu, &noise, &shape, dtype).unwrap();
         let w = Tensor::from_slice(gpu, &weights, &[shape[0]]).unwrap();
         for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
             let loss = DiffusionMse {
@@ -63,7 +75,7 @@ fn diffusion_mse_weights_match_reference() {
                 0.5,
             );
             compare_out(
-                &format!("diffusion_mse {shape:?} {reduction:?}"),
+                &format!("diffusion_mse {shape:?} {dtype:?} {reduction:?}"),
                 gpu,
                 &out,
                 &want,

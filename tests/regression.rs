@@ -3,18 +3,23 @@
 //! call's (its selection keeps only residuals up to four times the previous k-th smallest, and
 //! must then fall back to all of them); self-adjusting smooth L1 with feature counts other than
 //! the registry's 4; log-cosh's and balanced L1's relative precision for tiny residuals, RMSLE's
-//! for close predictions and its range; a `Gpu` adopted from a caller's device.
+//! for close predictions and its range; a `Gpu` adopted from a caller's device; the 16-bit
+//! storage types' conversions, bit for bit, and their split into bindings.
 
 use ndarray::ArrayViewD;
 use wgloss::{
-    BalancedL1, DynamicSmoothL1, DynamicSmoothL1Config, LogCosh, Loss, Mse, Reduction, Rmsle,
-    SelfAdjustingSmoothL1, SelfAdjustingSmoothL1Config, Tensor,
+    BalancedL1, DType, DynamicSmoothL1, DynamicSmoothL1Config, LogCosh, Loss, Mse, Reduction,
+    Rmsle, SelfAdjustingSmoothL1, SelfAdjustingSmoothL1Config, Tensor,
 };
 use wgloss_ref::LossGrad;
 use wgloss_ref::SelfAdjustingState;
-use wgloss_suite::check::{compare_output, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
+use wgloss_suite::check::{
+    compare, compare_half, compare_output, loss_tolerance, to_f64, Rng, Tolerance, ELEMENTWISE,
+    REDUCED,
+};
 use wgloss_suite::registry::IntoRef;
-use wgloss_suite::shared_gpu;
+use wgloss_suite::{shared_gpu, small_binding_gpu};
+use wgpu::util::DeviceExt;
 
 /// Self-adjusting smooth L1 for D that do not divide four (the per-coordinate walks' groups,
 /// the four-element prefix ending on a row) and that four does not divide, over rows that end
@@ -59,11 +64,7 @@ fn self_adjusting_smooth_l1_matches_reference_for_any_feature_count() {
                     let t = Tensor::from_slice(&gpu, &target, &[rows, d]).unwrap();
                     let out = loss.compute(&gpu, &p, &t).unwrap();
                     let what = format!("D={d} vec4={vec4} lanes={lanes} {reduction:?} step {step}");
-                    let tol = if reduction == Reduction::None {
-                        ELEMENTWISE
-                    } else {
-                        REDUCED
-                    };
+                    let tol = loss_tolerance(reduction);
                     failures.extend(compare_output(&gpu, &what, &out, &want, tol, ELEMENTWISE));
                 }
             }
@@ -237,11 +238,7 @@ fn adopted_device_takes_its_adapters_settings() {
             grad_scale: 1.0,
         };
         let out = loss.compute(&adopted, &p, &t).unwrap();
-        let loss_tol = if reduction == Reduction::None {
-            ELEMENTWISE
-        } else {
-            REDUCED
-        };
+        let loss_tol = loss_tolerance(reduction);
         failures.extend(compare_output(
             &adopted,
             &format!("mse {reduction:?}"),
@@ -311,4 +308,109 @@ fn check_rmsle(
     let t = Tensor::from_slice(gpu, target, &[n]).unwrap();
     let out = Rmsle::default().compute(gpu, &p, &t).unwrap();
     compare_output(gpu, what, &out, &want, loss_tol, grad_tol)
+}
+
+/// Every 16-bit pattern of F16 and BF16 as predictions (targets 0) through mse with reduction
+/// none: the kernel widens each exactly (each loss is p², computed in f32 as the host computes
+/// it) and rounds each gradient 2p·s to nearest even as the host does (`DType::round`), bit for
+/// bit: s = 1/2 gives p back, s = 1/3 rounds (into f16's subnormals too), s = 3 overflows into
+/// inf. NaN stays NaN. BF16 patterns that are f32 subnormals are left out (a device may flush
+/// them), as are results that are f32 subnormals.
+#[test]
+fn half_values_convert_exactly() {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut failures = Vec::new();
+    for dtype in [DType::F16, DType::BF16] {
+        let bits: Vec<u16> = (0..=u16::MAX)
+            .filter(|&h| dtype == DType::F16 || h & 0x7f80 != 0 || h & 0x007f == 0)
+            .collect();
+        let n = bits.len();
+        let buffer = gpu
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("half patterns"),
+                contents: bytemuck::cast_slice(&bits),
+                usage: wgloss::TENSOR_USAGES,
+            });
+        let p = Tensor::new_typed(buffer, 0, &[n], dtype).unwrap();
+        let t = Tensor::from_slice_as(gpu, &vec![0.0; n], &[n], dtype).unwrap();
+        let values = p.to_vec(gpu).unwrap();
+        for s in [0.5f32, 1.0 / 3.0, 3.0] {
+            let out = Mse {
+                reduction: Reduction::None,
+                grad_scale: s,
+            }
+            .compute(gpu, &p, &t)
+            .unwrap();
+            let loss = out.loss.to_vec(gpu).unwrap();
+            let grad = out.grad.to_vec(gpu).unwrap();
+            let same = |got: f32, want: f32| {
+                got.to_bits() == want.to_bits()
+                    || got.is_nan() && want.is_nan()
+                    || want != 0.0 && !want.is_normal() && want.is_finite()
+            };
+            for (i, &x) in values.iter().enumerate() {
+                let (want_loss, want_grad) = (x * x, dtype.round(2.0 * x * s));
+                if !same(loss[i], want_loss) || !same(grad[i], want_grad) {
+                    failures.push(format!(
+                        "{dtype:?} {:#06x} s={s}: loss {:e} (want {want_loss:e}), grad {:e} \
+                         (want {want_grad:e})",
+                        bits[i], loss[i], grad[i]
+                    ));
+                }
+            }
+        }
+    }
+    let shown: Vec<_> = failures.iter().take(10).collect();
+    assert!(
+        failures.is_empty(),
+        "{} mismatches: {shown:#?}",
+        failures.len()
+    );
+}
+
+/// 16-bit inputs longer than one storage binding (1 MiB here: 524,288 elements) run in
+/// segments of whole words, the last one odd, through a GPU's walks: huber against the f64
+/// reference on the rounded inputs, every reduction, both types.
+#[test]
+fn half_inputs_split_across_bindings() {
+    let Some(gpu) = small_binding_gpu() else {
+        return;
+    };
+    let n = 1_300_001;
+    let mut rng = Rng::new(31);
+    for dtype in [DType::F16, DType::BF16] {
+        let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| dtype.round(x)).collect() };
+        let pred = round(rng.uniform(n, -3.0, 3.0));
+        let target = round(rng.uniform(n, -3.0, 3.0));
+        let p = Tensor::from_slice_as(gpu, &pred, &[n], dtype).unwrap();
+        let t = Tensor::from_slice_as(gpu, &target, &[n], dtype).unwrap();
+        for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+            let loss = wgloss::Huber {
+                reduction,
+                grad_scale: 1024.0,
+                ..Default::default()
+            };
+            let out = loss.compute(gpu, &p, &t).unwrap();
+            let want = wgloss_ref::huber(
+                to_f64(&pred, &[n]).view(),
+                to_f64(&target, &[n]).view(),
+                1.0,
+                reduction.into_ref(),
+                1024.0,
+            );
+            let what = format!("huber {dtype:?} {reduction:?}");
+            let l = out.loss.to_vec(gpu).unwrap();
+            compare(
+                &format!("{what} loss"),
+                &l,
+                want.loss.view(),
+                loss_tolerance(reduction),
+            )
+            .unwrap();
+            let g = out.grad.to_vec(gpu).unwrap();
+            compare_half(&g, want.grad.view(), dtype, ELEMENTWISE)
+                .unwrap_or_else(|e| panic!("{what} grad: {e}"));
+        }
+    }
 }

@@ -297,6 +297,11 @@ fn steps() -> u32 {
     return params.n / 4u;
 }
 
+// Scales the gradient of step s (a box) by c (the driver's `apply`).
+fn scale_grad(s: u32, c: f32) {
+    grad[s] = grad[s] * c;
+}
+
 // The driver's walk for boxes: one box (four elements) per step.
 fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
     let b = lane_walk(block_range(steps(), wid, nwg, WG), lid);

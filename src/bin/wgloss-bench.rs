@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use wgloss::{Gpu, Reduction, Tensor};
+use wgloss::{DType, Gpu, Reduction, Tensor};
 use wgloss_suite::check::Rng;
 use wgloss_suite::registry::Inputs;
 use wgloss_suite::{Entry, REGISTRY};
@@ -171,8 +171,20 @@ fn bench(args: &[String]) -> Result<()> {
                 continue;
             }
             let inputs = entry.inputs(n, 2);
-            let row = measure(&gpu, entry, entry.name.into(), &inputs, &mut best_copy)?;
+            let row = measure(
+                &gpu,
+                entry,
+                entry.name.into(),
+                &inputs,
+                DType::F32,
+                &mut best_copy,
+            )?;
             rows.push(row);
+            // The losses that take 16-bit inputs, in each type: 6 bytes an element.
+            for dtype in [DType::F16, DType::BF16].into_iter().filter(|_| entry.half) {
+                let name = format!("{} {}", entry.name, format!("{dtype:?}").to_lowercase());
+                rows.push(measure(&gpu, entry, name, &inputs, dtype, &mut best_copy)?);
+            }
         }
         if best_copy.is_finite() {
             copies.push(copy_row(n, best_copy));
@@ -188,6 +200,7 @@ fn bench(args: &[String]) -> Result<()> {
                     entry,
                     name,
                     &entry.inputs_shaped(shape, 2),
+                    DType::F32,
                     &mut best_copy,
                 )?;
                 rows.push(row);
@@ -208,13 +221,14 @@ fn copy_row(n: usize, seconds: f64) -> Row {
     }
 }
 
-/// Times one loss on `inputs` against the copies of as many elements as its prediction,
-/// alternating rounds, and prints its row.
+/// Times one loss on `inputs` (predictions and value targets stored as `dtype`) against the f32
+/// copies of as many elements as its prediction, alternating rounds, and prints its row.
 fn measure(
     gpu: &Gpu,
     entry: &Entry,
     name: String,
     inputs: &Inputs,
+    dtype: DType,
     best_copy: &mut f64,
 ) -> Result<Row> {
     let len = inputs.pred.len();
@@ -228,8 +242,17 @@ fn measure(
     let mut copy4 =
         |enc: &mut wgpu::CommandEncoder| Ok(wgloss::encode_copy(gpu, enc, &src, &dst, true)?);
     let inst = (entry.make)(gpu, 0, Reduction::Mean)?;
-    let (pred, target) = inputs.upload(gpu)?;
-    let out = inst.loss.output(gpu, pred.shape(), target.shape())?;
+    let (mut pred, mut target) = inputs.upload(gpu)?;
+    let mut out = inst.loss.output(gpu, pred.shape(), target.shape())?;
+    let mut bytes = inputs.bytes();
+    if dtype != DType::F32 {
+        pred = Tensor::from_slice_as(gpu, &inputs.pred, &inputs.pred_shape, dtype)?;
+        if target.dtype() == DType::F32 {
+            target = Tensor::from_slice_as(gpu, &inputs.target, &inputs.target_shape, dtype)?;
+        }
+        out.grad = Tensor::zeros_typed(gpu, &inputs.pred_shape, dtype)?;
+        bytes /= 2.0;
+    }
     // What one call allocates beyond its inputs and outputs: the allocator's total while the
     // call's buffers are alive (recorded, not yet submitted) minus the total before it.
     let allocated = || {
@@ -251,7 +274,7 @@ fn measure(
         name,
         elements: len,
         seconds,
-        bytes: inputs.bytes(),
+        bytes,
         copy_gbps: 8.0 * n as f64 / copy_seconds / 1e9,
         call_bytes,
     };

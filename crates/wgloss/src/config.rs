@@ -9,28 +9,29 @@ pub(crate) fn check_grad_scale(grad_scale: f32) -> Result<()> {
 }
 
 /// Declares an element-wise loss config of `reduction` and `grad_scale` plus, optionally, one
-/// scalar hyperparameter passed to the kernel as `params.p.x`:
+/// scalar hyperparameter passed to the kernel as `params.p.x`; F16 and BF16 inputs run through
+/// the third kernel:
 ///
 /// ```text
-/// plain_loss!(#[doc] Name, KERNEL, KERNEL_VEC4);
-/// plain_loss!(#[doc] Name, KERNEL, KERNEL_VEC4, #[doc] field: default, "domain", |v| ok);
+/// plain_loss!(#[doc] Name, KERNEL, KERNEL_VEC4, KERNEL_HALF);
+/// plain_loss!(#[doc] Name, KERNEL, KERNEL_VEC4, KERNEL_HALF, #[doc] field: default, "domain", |v| ok);
 /// ```
 macro_rules! plain_loss {
-    ($(#[$doc:meta])* $name:ident, $kernel:expr, $vec4:expr) => {
-        $crate::config::plain_loss!(@struct $(#[$doc])* $name, $kernel, $vec4, [], []);
+    ($(#[$doc:meta])* $name:ident, $kernel:expr, $vec4:expr, $half:expr) => {
+        $crate::config::plain_loss!(@struct $(#[$doc])* $name, $kernel, $vec4, $half, [], []);
     };
     (
-        $(#[$doc:meta])* $name:ident, $kernel:expr, $vec4:expr,
+        $(#[$doc:meta])* $name:ident, $kernel:expr, $vec4:expr, $half:expr,
         $(#[$fdoc:meta])* $field:ident: $default:expr, $domain:literal, $ok:expr
     ) => {
         $crate::config::plain_loss!(
-            @struct $(#[$doc])* $name, $kernel, $vec4,
+            @struct $(#[$doc])* $name, $kernel, $vec4, $half,
             [$(#[$fdoc])* $field: $default],
             [$field, $domain, $ok]
         );
     };
     (
-        @struct $(#[$doc:meta])* $name:ident, $kernel:expr, $vec4:expr,
+        @struct $(#[$doc:meta])* $name:ident, $kernel:expr, $vec4:expr, $half:expr,
         [$($(#[$fdoc:meta])* $field:ident: $default:expr)?],
         [$($cfield:ident, $domain:literal, $ok:expr)?]
     ) => {
@@ -71,7 +72,8 @@ macro_rules! plain_loss {
                 crate::config::check_grad_scale(self.grad_scale)?;
                 Ok(crate::ElementwiseSpec::new(&$kernel, self.reduction, self.grad_scale)
                     .params(p)
-                    .vec4(&$vec4))
+                    .vec4(&$vec4)
+                    .half(&$half))
             }
 
             fn reduction(&self) -> crate::Reduction {

@@ -7,7 +7,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS, WG};
 use crate::kernel::Kernel;
-use crate::{Gpu, LossOutput, Reduction, Tensor};
+use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 
 /// Stride of per-segment parameter blocks in the uniform buffer (the largest uniform offset
 /// alignment WebGPU allows).
@@ -38,6 +38,9 @@ pub struct ElementwiseSpec<'a> {
     pub(crate) kernel: &'static Kernel,
     /// The same loss four elements per step.
     pub(crate) kernel4: Option<&'static Kernel>,
+    /// The same loss over 16-bit inputs and gradient (`elementwise_half.wgsl`): losses of the
+    /// one-pass plan with no mask and no state.
+    pub(crate) kernel_half: Option<&'static Kernel>,
     pub(crate) plan: Plan,
     pub(crate) p: [f32; 4],
     pub(crate) p2: [f32; 4],
@@ -69,6 +72,7 @@ impl<'a> ElementwiseSpec<'a> {
         Self {
             kernel,
             kernel4: None,
+            kernel_half: None,
             plan: Plan::OnePass,
             p: [0.0; 4],
             p2: [0.0; 4],
@@ -112,6 +116,12 @@ impl<'a> ElementwiseSpec<'a> {
 
     pub(crate) fn vec4(mut self, kernel4: &'static Kernel) -> Self {
         self.kernel4 = Some(kernel4);
+        self
+    }
+
+    /// Accepts F16 and BF16 inputs through `kernel_half`.
+    pub(crate) fn half(mut self, kernel_half: &'static Kernel) -> Self {
+        self.kernel_half = Some(kernel_half);
         self
     }
 
@@ -193,20 +203,24 @@ pub(crate) fn samples_per_segment(
     Ok(((max_elems / sample.max(1)) / unit).max(1) * unit)
 }
 
-/// Largest element count per segment: fits the device's storage binding size, starts every
-/// segment at an offset aligned for binding, on a whole vec4 and on a row boundary of `coords`.
-fn segment_len(gpu: &Gpu, coords: usize) -> usize {
+/// Largest element count per segment of `size`-byte inputs: fits the device's storage binding
+/// size (with `per_element`, that of the f32 losses too), starts every segment at an offset
+/// aligned for binding (the inputs' and the f32 losses'), on a whole vec4 and on a row boundary
+/// of `coords`.
+fn segment_len(gpu: &Gpu, coords: usize, size: usize, per_element: bool) -> usize {
     let limits = gpu.limits();
-    let align = vec4_unit(gpu);
+    let align = lcm(vec4_unit(gpu, size), vec4_unit(gpu, 4));
     let unit = lcm(align, coords);
-    let max_elems = (limits.max_storage_buffer_binding_size / 4).min(u32::MAX as u64 / 2) as usize;
+    let widest = if per_element { size.max(4) } else { size };
+    let max_elems =
+        (limits.max_storage_buffer_binding_size / widest as u64).min(u32::MAX as u64 / 2) as usize;
     (max_elems / unit).max(1) * unit
 }
 
-/// Elements per unit of the four-elements-per-step kernels: a multiple of 4 whose byte size is a
-/// multiple of the device's storage offset alignment.
-fn vec4_unit(gpu: &Gpu) -> usize {
-    let align = (gpu.limits().min_storage_buffer_offset_alignment as usize / 4).max(1);
+/// Elements of `size` bytes per unit of the four-elements-per-step kernels: a multiple of 4
+/// whose byte size is a multiple of the device's storage offset alignment.
+fn vec4_unit(gpu: &Gpu, size: usize) -> usize {
+    let align = (gpu.limits().min_storage_buffer_offset_alignment as usize / size).max(1);
     lcm(align, 4)
 }
 
@@ -364,16 +378,24 @@ fn validate(
             });
         }
     }
-    for (t, name) in [
-        (Some(pred), "pred"),
-        (Some(target), "target"),
-        (Some(&out.grad), "grad"),
-        (Some(&out.loss), "loss"),
-        (spec.mask, "mask"),
-        (spec.sample_weights, "weights"),
+    // Inputs and gradient of one float type (16-bit ones where the loss has a kernel for
+    // them); the loss, mask and weights f32.
+    let values = match pred.dtype() {
+        DType::F16 | DType::BF16 if spec.kernel_half.is_some() && spec.plan == Plan::OnePass => {
+            pred.dtype()
+        }
+        _ => DType::F32,
+    };
+    for (t, name, dtype) in [
+        (Some(pred), "pred", values),
+        (Some(target), "target", values),
+        (Some(&out.grad), "grad", values),
+        (Some(&out.loss), "loss", DType::F32),
+        (spec.mask, "mask", DType::F32),
+        (spec.sample_weights, "weights", DType::F32),
     ] {
         if let Some(t) = t {
-            t.check_dtype(name, crate::DType::F32)?;
+            t.check_dtype(name, dtype)?;
             t.check_bindable(gpu, name)?;
         }
     }
@@ -447,18 +469,25 @@ pub(crate) fn encode(
         Plan::Kth => gpu.max_workgroups().min(1024),
         _ => gpu.max_workgroups(),
     };
-    let kernel4 = spec.kernel4.filter(|_| gpu.vec4());
+    // 16-bit inputs: one kernel, two elements per step, over segments of whole words.
+    let half = spec.kernel_half.filter(|_| pred.dtype().is_half());
+    let kernel4 = spec.kernel4.filter(|_| gpu.vec4() && half.is_none());
     // Per-coordinate statistics need segments to start on a row (the one-element tail after the
     // four-element prefix too); grouped losses on a group whose per-group loss view starts
     // aligned too.
     let row = if spec.plan == Plan::CoordStats {
         coords
     } else if spec.group > 1 {
-        spec.group * vec4_unit(gpu)
+        spec.group * vec4_unit(gpu, 4)
     } else {
         1
     };
-    let seg_len = segment_len(gpu, row);
+    let seg_len = segment_len(
+        gpu,
+        row,
+        pred.dtype().size(),
+        spec.reduction == Reduction::None,
+    );
     // With a partial slot per invocation, each invocation of `reduce` adds one slot per
     // workgroup over all segments (at most one more segment for the tail): within the loop
     // budget however many workgroups `WGLOSS_MAX_WORKGROUPS` allows.
@@ -473,7 +502,7 @@ pub(crate) fn encode(
         seg_len,
         max_workgroups,
         kernel4.map(|_| {
-            let unit = vec4_unit(gpu);
+            let unit = vec4_unit(gpu, 4);
             if spec.plan == Plan::CoordStats {
                 lcm(unit, coords)
             } else {
@@ -591,6 +620,10 @@ pub(crate) fn encode(
         entry,
         overrides: [("PER_ELEMENT", per_element.into()), ("ROOT", root.into())]
             .into_iter()
+            .chain(
+                (half.is_some_and(|h| h.name == kernel.name))
+                    .then_some(("BF16", (pred.dtype() == DType::BF16).into())),
+            )
             .chain(spec.overrides.iter().copied())
             .collect(),
     };
@@ -602,8 +635,9 @@ pub(crate) fn encode(
         timestamp_writes: None,
     });
     // The kernel of a segment's step width.
-    let kernel_of = |s: &Segment| match kernel4 {
-        Some(k4) if s.vec4 => k4,
+    let kernel_of = |s: &Segment| match (half, kernel4) {
+        (Some(k), _) => k,
+        (None, Some(k4)) if s.vec4 => k4,
         _ => spec.kernel,
     };
     // Every segment, each with the kernel of its step width.
@@ -708,7 +742,7 @@ pub fn encode_copy(
             got: dst.shape().to_vec(),
         });
     }
-    if vec4 && !src.len().is_multiple_of(vec4_unit(gpu)) || src.is_empty() {
+    if vec4 && !src.len().is_multiple_of(vec4_unit(gpu, 4)) || src.is_empty() {
         return Err(Error::InvalidShape {
             name: "src",
             got: src.shape().to_vec(),
@@ -736,9 +770,9 @@ pub fn encode_copy(
         );
         let segs = segments(
             src.len(),
-            segment_len(gpu, 1),
+            segment_len(gpu, 1, 4, false),
             gpu.max_workgroups(),
-            vec4.then(|| vec4_unit(gpu)),
+            vec4.then(|| vec4_unit(gpu, 4)),
         );
         let groups: Vec<wgpu::BindGroup> = segs
             .iter()

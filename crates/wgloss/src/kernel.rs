@@ -39,6 +39,8 @@ pub(crate) const ELEMENTWISE: &str = shader!("elementwise.wgsl");
 pub(crate) const ELEMENTWISE_F32: &str = shader!("elementwise_f32.wgsl");
 /// Element-wise passes four elements per step (16-byte accesses).
 pub(crate) const ELEMENTWISE_VEC4: &str = shader!("elementwise_vec4.wgsl");
+/// Element-wise passes over 16-bit floats, two per step (32-bit words).
+pub(crate) const ELEMENTWISE_HALF: &str = shader!("elementwise_half.wgsl");
 /// Plain copy kernels, one and four elements per step: the bandwidth roofline the benchmarks
 /// compare against.
 pub const COPY: Kernel = Kernel {
@@ -164,13 +166,13 @@ macro_rules! elementwise_kernels {
     others: [$($other:ident),*]
     $(
         $family:ident in $dir:literal {
-            $($name:ident, $vec4:ident => $file:literal),* $(,)?
+            $($name:ident, $vec4:ident $(, $half:ident)? => $file:literal),* $(,)?
         }
     )*) => {
         $(
-            /// Composed kernels of one element-wise family: one element per step and four
-            /// (every pass over the input runs through the driver's `walk`, `steps` and
-            /// `step_inputs`, or `elem_inputs`).
+            /// Composed kernels of one element-wise family: one element per step, four, and
+            /// for the losses that take 16-bit inputs two of those (every pass over the input
+            /// runs through the driver's `walk`, `steps` and `step_inputs`, or `elem_inputs`).
             pub(crate) mod $family {
                 use super::*;
                 $(
@@ -182,6 +184,12 @@ macro_rules! elementwise_kernels {
                         name: concat!($file, ".vec4"),
                         parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_VEC4, family_source!($dir, $file)],
                     };
+                    $(
+                        pub(crate) const $half: Kernel = Kernel {
+                            name: concat!($file, ".half"),
+                            parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_HALF, family_source!($dir, $file)],
+                        };
+                    )?
                 )*
             }
         )*
@@ -191,7 +199,7 @@ macro_rules! elementwise_kernels {
             COPY_VEC4,
             $($other,)*
             $(
-                $($family::$name, $family::$vec4,)*
+                $($family::$name, $family::$vec4, $($family::$half,)?)*
             )*
         ];
     };
@@ -200,32 +208,32 @@ macro_rules! elementwise_kernels {
 elementwise_kernels! {
     others: [CLASS_ROWS, CLASS_ROWS_VEC4, BOXES, OVERLAP, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
-        MAE, MAE_VEC4 => "mae",
-        MSE, MSE_VEC4 => "mse",
+        MAE, MAE_VEC4, MAE_HALF => "mae",
+        MSE, MSE_VEC4, MSE_HALF => "mse",
         RMSE, RMSE_VEC4 => "rmse",
         RMSLE, RMSLE_VEC4 => "rmsle",
-        LOG_COSH, LOG_COSH_VEC4 => "log_cosh",
-        HUBER, HUBER_VEC4 => "huber",
-        SMOOTH_L1, SMOOTH_L1_VEC4 => "smooth_l1",
-        QUANTILE, QUANTILE_VEC4 => "quantile",
-        BALANCED_L1, BALANCED_L1_VEC4 => "balanced_l1",
+        LOG_COSH, LOG_COSH_VEC4, LOG_COSH_HALF => "log_cosh",
+        HUBER, HUBER_VEC4, HUBER_HALF => "huber",
+        SMOOTH_L1, SMOOTH_L1_VEC4, SMOOTH_L1_HALF => "smooth_l1",
+        QUANTILE, QUANTILE_VEC4, QUANTILE_HALF => "quantile",
+        BALANCED_L1, BALANCED_L1_VEC4, BALANCED_L1_HALF => "balanced_l1",
         DYNAMIC_SMOOTH_L1, DYNAMIC_SMOOTH_L1_VEC4 => "dynamic_smooth_l1",
         SELF_ADJUSTING_SMOOTH_L1, SELF_ADJUSTING_SMOOTH_L1_VEC4 => "self_adjusting_smooth_l1",
     }
     classification in "classification" {
-        BCE_WITH_LOGITS, BCE_WITH_LOGITS_VEC4 => "bce_with_logits",
-        SIGMOID_FOCAL, SIGMOID_FOCAL_VEC4 => "sigmoid_focal",
-        HINGE, HINGE_VEC4 => "hinge",
-        SQUARED_HINGE, SQUARED_HINGE_VEC4 => "squared_hinge",
-        SMOOTHED_HINGE, SMOOTHED_HINGE_VEC4 => "smoothed_hinge",
-        RAMP, RAMP_VEC4 => "ramp",
-        EXPONENTIAL, EXPONENTIAL_VEC4 => "exponential",
+        BCE_WITH_LOGITS, BCE_WITH_LOGITS_VEC4, BCE_WITH_LOGITS_HALF => "bce_with_logits",
+        SIGMOID_FOCAL, SIGMOID_FOCAL_VEC4, SIGMOID_FOCAL_HALF => "sigmoid_focal",
+        HINGE, HINGE_VEC4, HINGE_HALF => "hinge",
+        SQUARED_HINGE, SQUARED_HINGE_VEC4, SQUARED_HINGE_HALF => "squared_hinge",
+        SMOOTHED_HINGE, SMOOTHED_HINGE_VEC4, SMOOTHED_HINGE_HALF => "smoothed_hinge",
+        RAMP, RAMP_VEC4, RAMP_HALF => "ramp",
+        EXPONENTIAL, EXPONENTIAL_VEC4, EXPONENTIAL_HALF => "exponential",
         GHM_C, GHM_C_VEC4 => "ghm_c",
     }
     generative in "generative" {
-        DIFFUSION_MSE, DIFFUSION_MSE_VEC4 => "diffusion_mse",
+        DIFFUSION_MSE, DIFFUSION_MSE_VEC4, DIFFUSION_MSE_HALF => "diffusion_mse",
         GAN, GAN_VEC4 => "gan",
-        KL_DIV, KL_DIV_VEC4 => "kl_div",
+        KL_DIV, KL_DIV_VEC4, KL_DIV_HALF => "kl_div",
     }
 }
 

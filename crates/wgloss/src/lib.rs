@@ -172,9 +172,13 @@ pub trait Loss {
         Ok(())
     }
 
-    /// Computes loss and gradient into new tensors and waits for the device.
+    /// Computes loss and gradient into new tensors and waits for the device. The gradient of a
+    /// 16-bit input (the losses that take one) has the input's type.
     fn compute(&self, gpu: &Gpu, input: &Tensor, target: &Tensor) -> Result<LossOutput> {
-        let out = self.output(gpu, input.shape(), target.shape())?;
+        let mut out = self.output(gpu, input.shape(), target.shape())?;
+        if input.dtype().is_half() {
+            out.grad = Tensor::zeros_typed(gpu, input.shape(), input.dtype())?;
+        }
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         self.encode(gpu, &mut encoder, input, target, &out)?;
         gpu.submit_and_wait(encoder)?;

@@ -1,6 +1,6 @@
 use crate::elementwise::ElementwiseSpec;
 use crate::error::{check_param, Error, Result};
-use crate::kernel::classification::{BCE_WITH_LOGITS, BCE_WITH_LOGITS_VEC4};
+use crate::kernel::classification::{BCE_WITH_LOGITS, BCE_WITH_LOGITS_HALF, BCE_WITH_LOGITS_VEC4};
 use crate::{ElementwiseLoss, Reduction};
 
 /// Binary cross-entropy on logits, torch `binary_cross_entropy_with_logits`, in the overflow-free
@@ -62,7 +62,8 @@ impl ElementwiseLoss for BceWithLogits {
             }
         }
         let mut spec = ElementwiseSpec::new(&BCE_WITH_LOGITS, self.reduction, self.grad_scale)
-            .vec4(&BCE_WITH_LOGITS_VEC4);
+            .vec4(&BCE_WITH_LOGITS_VEC4)
+            .half(&BCE_WITH_LOGITS_HALF);
         spec.coords = classes as u32;
         spec.aux = aux;
         // Without weights the kernel reads none (a lookup per element costs on a CPU adapter).

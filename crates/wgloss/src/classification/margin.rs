@@ -1,7 +1,8 @@
 use crate::config::plain_loss;
 use crate::kernel::classification::{
-    EXPONENTIAL, EXPONENTIAL_VEC4, HINGE, HINGE_VEC4, RAMP, RAMP_VEC4, SMOOTHED_HINGE,
-    SMOOTHED_HINGE_VEC4, SQUARED_HINGE, SQUARED_HINGE_VEC4,
+    EXPONENTIAL, EXPONENTIAL_HALF, EXPONENTIAL_VEC4, HINGE, HINGE_HALF, HINGE_VEC4, RAMP,
+    RAMP_HALF, RAMP_VEC4, SMOOTHED_HINGE, SMOOTHED_HINGE_HALF, SMOOTHED_HINGE_VEC4, SQUARED_HINGE,
+    SQUARED_HINGE_HALF, SQUARED_HINGE_VEC4,
 };
 
 plain_loss!(
@@ -16,6 +17,7 @@ plain_loss!(
     Hinge,
     HINGE,
     HINGE_VEC4,
+    HINGE_HALF,
     /// The margin m (finite).
     margin: 1.0,
     "finite",
@@ -34,6 +36,7 @@ plain_loss!(
     SquaredHinge,
     SQUARED_HINGE,
     SQUARED_HINGE_VEC4,
+    SQUARED_HINGE_HALF,
     /// The margin m (finite).
     margin: 1.0,
     "finite",
@@ -52,6 +55,7 @@ plain_loss!(
     SmoothedHinge,
     SMOOTHED_HINGE,
     SMOOTHED_HINGE_VEC4,
+    SMOOTHED_HINGE_HALF,
     /// Width γ of the quadratic piece (> 0).
     gamma: 1.0,
     "> 0",
@@ -70,6 +74,7 @@ plain_loss!(
     Ramp,
     RAMP,
     RAMP_VEC4,
+    RAMP_HALF,
     /// Score beyond which the loss stops growing (< 1).
     s_cap: -1.0,
     "< 1",
@@ -87,5 +92,6 @@ plain_loss!(
     /// `scores`, `targets` (±1): any shape, equal. Defaults: reduction mean, grad_scale 1.
     Exponential,
     EXPONENTIAL,
-    EXPONENTIAL_VEC4
+    EXPONENTIAL_VEC4,
+    EXPONENTIAL_HALF
 );

@@ -1,6 +1,6 @@
 use crate::elementwise::ElementwiseSpec;
 use crate::error::{check_param, Result};
-use crate::kernel::classification::{SIGMOID_FOCAL, SIGMOID_FOCAL_VEC4};
+use crate::kernel::classification::{SIGMOID_FOCAL, SIGMOID_FOCAL_HALF, SIGMOID_FOCAL_VEC4};
 use crate::{ElementwiseLoss, Reduction};
 
 /// Sigmoid focal loss, torchvision `sigmoid_focal_loss`, p = σ(x).
@@ -44,7 +44,8 @@ impl ElementwiseLoss for SigmoidFocal {
         crate::config::check_grad_scale(self.grad_scale)?;
         let mut spec = ElementwiseSpec::new(&SIGMOID_FOCAL, self.reduction, self.grad_scale)
             .params([self.alpha, self.gamma, 0.0, 0.0])
-            .vec4(&SIGMOID_FOCAL_VEC4);
+            .vec4(&SIGMOID_FOCAL_VEC4)
+            .half(&SIGMOID_FOCAL_HALF);
         spec.overrides = vec![("SQUARE", u32::from(self.gamma == 2.0))];
         Ok(spec)
     }

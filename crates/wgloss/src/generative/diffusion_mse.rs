@@ -1,6 +1,6 @@
 use crate::config::check_grad_scale;
 use crate::error::Error;
-use crate::kernel::generative::{DIFFUSION_MSE, DIFFUSION_MSE_VEC4};
+use crate::kernel::generative::{DIFFUSION_MSE, DIFFUSION_MSE_HALF, DIFFUSION_MSE_VEC4};
 use crate::{DType, ElementwiseLoss, ElementwiseSpec, Reduction, Result, Tensor};
 
 /// The noise-prediction loss of diffusion models (DDPM's simple loss): the squared error of the
@@ -38,7 +38,8 @@ impl ElementwiseLoss for DiffusionMse<'_> {
     fn spec(&self, shape: &[usize]) -> Result<ElementwiseSpec<'_>> {
         check_grad_scale(self.grad_scale)?;
         let spec = ElementwiseSpec::new(&DIFFUSION_MSE, self.reduction, self.grad_scale)
-            .vec4(&DIFFUSION_MSE_VEC4);
+            .vec4(&DIFFUSION_MSE_VEC4)
+            .half(&DIFFUSION_MSE_HALF);
         let Some(weights) = self.weights else {
             return Ok(spec);
         };

@@ -1,5 +1,5 @@
 use crate::config::check_grad_scale;
-use crate::kernel::generative::{KL_DIV, KL_DIV_VEC4};
+use crate::kernel::generative::{KL_DIV, KL_DIV_HALF, KL_DIV_VEC4};
 use crate::{ElementwiseLoss, ElementwiseSpec, Reduction, Result};
 
 /// How [`KlDiv`] combines its pointwise terms, torch's `reduction=` of `kl_div`.
@@ -51,7 +51,8 @@ impl ElementwiseLoss for KlDiv {
         check_grad_scale(self.grad_scale)?;
         let spec = ElementwiseSpec::new(&KL_DIV, ElementwiseLoss::reduction(self), self.grad_scale)
             .params([f32::from(u8::from(self.log_target)), 0.0, 0.0, 0.0])
-            .vec4(&KL_DIV_VEC4);
+            .vec4(&KL_DIV_VEC4)
+            .half(&KL_DIV_HALF);
         Ok(match self.reduction {
             KlReduction::BatchMean => spec.mean_over(shape.first().copied().unwrap_or(1)),
             _ => spec,

@@ -1,6 +1,6 @@
 use crate::elementwise::ElementwiseSpec;
 use crate::error::{check_param, Result};
-use crate::kernel::regression::{BALANCED_L1, BALANCED_L1_VEC4};
+use crate::kernel::regression::{BALANCED_L1, BALANCED_L1_HALF, BALANCED_L1_VEC4};
 use crate::{ElementwiseLoss, Reduction};
 
 /// Balanced L1, mmdet `balanced_l1_loss` (Libra R-CNN).
@@ -60,6 +60,7 @@ impl ElementwiseLoss for BalancedL1 {
         Ok(
             ElementwiseSpec::new(&BALANCED_L1, self.reduction, self.grad_scale)
                 .vec4(&BALANCED_L1_VEC4)
+                .half(&BALANCED_L1_HALF)
                 .params([self.alpha, self.beta, b as f32, (b / beta) as f32])
                 .params2([
                     (alpha / b) as f32,

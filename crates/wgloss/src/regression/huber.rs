@@ -1,5 +1,5 @@
 use crate::config::plain_loss;
-use crate::kernel::regression::{HUBER, HUBER_VEC4};
+use crate::kernel::regression::{HUBER, HUBER_HALF, HUBER_VEC4};
 
 plain_loss!(
     /// Huber loss, torch `huber_loss`.
@@ -13,6 +13,7 @@ plain_loss!(
     Huber,
     HUBER,
     HUBER_VEC4,
+    HUBER_HALF,
     /// Threshold between the quadratic and linear pieces (> 0).
     delta: 1.0,
     "> 0",

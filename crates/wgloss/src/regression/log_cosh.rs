@@ -1,4 +1,4 @@
-use crate::kernel::regression::{LOG_COSH, LOG_COSH_VEC4};
+use crate::kernel::regression::{LOG_COSH, LOG_COSH_HALF, LOG_COSH_VEC4};
 
 crate::config::plain_loss!(
     /// Log-cosh, optax `log_cosh`, in the overflow-free form.
@@ -13,5 +13,6 @@ crate::config::plain_loss!(
     /// `pred`, `target`: any shape, equal. Defaults: reduction mean, grad_scale 1.
     LogCosh,
     LOG_COSH,
-    LOG_COSH_VEC4
+    LOG_COSH_VEC4,
+    LOG_COSH_HALF
 );

@@ -1,5 +1,5 @@
 use crate::config::plain_loss;
-use crate::kernel::regression::{MAE, MAE_VEC4};
+use crate::kernel::regression::{MAE, MAE_HALF, MAE_VEC4};
 
 plain_loss!(
     /// Mean absolute error, torch `l1_loss`.
@@ -11,7 +11,8 @@ plain_loss!(
     /// `pred`, `target`: any shape, equal. Defaults: reduction mean, grad_scale 1.
     Mae,
     MAE,
-    MAE_VEC4
+    MAE_VEC4,
+    MAE_HALF
 );
 
 #[cfg(test)]

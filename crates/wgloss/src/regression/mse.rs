@@ -1,4 +1,4 @@
-use crate::kernel::regression::{MSE, MSE_VEC4};
+use crate::kernel::regression::{MSE, MSE_HALF, MSE_VEC4};
 
 crate::config::plain_loss!(
     /// Mean squared error, torch `mse_loss`.
@@ -10,5 +10,6 @@ crate::config::plain_loss!(
     /// `pred`, `target`: any shape, equal. Defaults: reduction mean, grad_scale 1.
     Mse,
     MSE,
-    MSE_VEC4
+    MSE_VEC4,
+    MSE_HALF
 );

@@ -1,5 +1,5 @@
 use crate::config::plain_loss;
-use crate::kernel::regression::{QUANTILE, QUANTILE_VEC4};
+use crate::kernel::regression::{QUANTILE, QUANTILE_HALF, QUANTILE_VEC4};
 
 plain_loss!(
     /// Quantile (pinball) loss.
@@ -13,6 +13,7 @@ plain_loss!(
     Quantile,
     QUANTILE,
     QUANTILE_VEC4,
+    QUANTILE_HALF,
     /// The quantile q, in (0, 1).
     quantile: 0.5,
     "in (0, 1)",

@@ -1,5 +1,5 @@
 use crate::config::plain_loss;
-use crate::kernel::regression::{SMOOTH_L1, SMOOTH_L1_VEC4};
+use crate::kernel::regression::{SMOOTH_L1, SMOOTH_L1_HALF, SMOOTH_L1_VEC4};
 
 plain_loss!(
     /// Smooth L1, torch `smooth_l1_loss`.
@@ -13,6 +13,7 @@ plain_loss!(
     SmoothL1,
     SMOOTH_L1,
     SMOOTH_L1_VEC4,
+    SMOOTH_L1_HALF,
     /// Width of the quadratic zone (≥ 0).
     beta: 1.0,
     ">= 0",

@@ -1,0 +1,103 @@
+// Element-wise driver, two 16-bit floats per step: bindings 0-2 as arrays of 32-bit words, each
+// holding two f16 values (or, with BF16, two bfloat16), the first in the low half. Values are
+// widened to f32 and everything is computed and summed in f32; stored gradients are rounded to
+// nearest even. An odd segment's last word holds one element and a padding half: the second
+// element is not counted and its gradient half is written as 0. Composed after
+// `elementwise.wgsl`; `steps`, the walk of the fused pass, `scale_grad` and `elem_inputs`.
+
+@group(0) @binding(0) var<storage, read> pred: array<u32>;
+@group(0) @binding(1) var<storage, read> targ: array<u32>;
+@group(0) @binding(2) var<storage, read_write> grad: array<u32>;
+
+// bfloat16 rather than f16.
+override BF16: bool = false;
+
+// Elements per step.
+const STEP: u32 = 2u;
+
+// Steps of a walk over the segment: its words.
+fn steps() -> u32 {
+    return (params.n + 1u) / 2u;
+}
+
+// The two values of word w. binary16 is widened by its bits (`unpack2x16float` needs a
+// capability some adapters lack): a normal or infinite/NaN value by moving the exponent and
+// mantissa into place, a subnormal one as its mantissa times 2^-24.
+fn unpack_pair(w: u32) -> vec2<f32> {
+    if (BF16) {
+        return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
+    }
+    let h = vec2<u32>(w & 0xffffu, w >> 16u);
+    let sign = (h & vec2<u32>(0x8000u)) << vec2<u32>(16u);
+    let em = h & vec2<u32>(0x7fffu);
+    // Rebias the exponent by 127 - 15; exponent 31 (inf, NaN) becomes 255.
+    var v = bitcast<vec2<f32>>((em << vec2<u32>(13u)) + vec2<u32>(0x38000000u));
+    v = select(v, bitcast<vec2<f32>>((em << vec2<u32>(13u)) | vec2<u32>(0x7f800000u)), em >= vec2<u32>(0x7c00u));
+    v = select(v, vec2<f32>(em) * 5.9604645e-8, em < vec2<u32>(0x0400u));
+    return bitcast<vec2<f32>>(bitcast<vec2<u32>>(v) | sign);
+}
+
+// The word of the two 16-bit values nearest to v (ties to even; past the largest finite value,
+// inf; NaN a quiet NaN).
+fn pack_pair(v: vec2<f32>) -> u32 {
+    let b = bitcast<vec2<u32>>(v);
+    let a = b & vec2<u32>(0x7fffffffu);
+    let nan = a > vec2<u32>(0x7f800000u);
+    var h: vec2<u32>;
+    if (BF16) {
+        h = (b + vec2<u32>(0x7fffu) + ((b >> vec2<u32>(16u)) & vec2<u32>(1u))) >> vec2<u32>(16u);
+        h = select(h, (b >> vec2<u32>(16u)) | vec2<u32>(0x40u), nan);
+    } else {
+        // Normal: rebias by 15 - 127 and round off 13 bits (a carry moves into the exponent, and
+        // from 65520 on into inf); subnormal (below 2^-14): the nearest multiple of 2^-24
+        // (`round` ties to even; the scaling is exact).
+        let r = a - vec2<u32>(0x38000000u);
+        var m = (r + vec2<u32>(0x0fffu) + ((r >> vec2<u32>(13u)) & vec2<u32>(1u))) >> vec2<u32>(13u);
+        m = select(m, vec2<u32>(round(abs(v) * 16777216.0)), a < vec2<u32>(0x38800000u));
+        m = select(m, vec2<u32>(0x7c00u), a >= vec2<u32>(0x477ff000u));
+        m = select(m, vec2<u32>(0x7e00u), nan);
+        h = m | ((b >> vec2<u32>(16u)) & vec2<u32>(0x8000u));
+    }
+    return h.x | (h.y << 16u);
+}
+
+// Scales the gradients of step s by c (`apply`).
+fn scale_grad(s: u32, c: f32) {
+    grad[s] = pack_pair(unpack_pair(grad[s]) * c);
+}
+
+// Prediction and target of element j of the segment.
+fn elem_inputs(j: u32) -> vec2<f32> {
+    return vec2<f32>(unpack_pair(pred[j / 2u])[j % 2u], unpack_pair(targ[j / 2u])[j % 2u]);
+}
+
+// Walks this invocation's words of its workgroup's block through `loss_elem`: writes each
+// gradient and each loss (PER_ELEMENT), and returns the sum of the losses otherwise.
+fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
+    let b = lane_walk(block_range(steps(), wid, nwg, WG), lid);
+    var rc = row_col(params.elem_base + 2u * b.x);
+    let one = row_col(1u);
+    let step = row_col(2u * LANES);
+    var acc = 0.0;
+    for (var s = b.x; s < b.y; s += LANES) {
+        let p = unpack_pair(pred[s]);
+        let t = unpack_pair(targ[s]);
+        let i = params.elem_base + 2u * s;
+        at_elem(rc);
+        let v0 = loss_elem(p.x, t.x, i);
+        at_elem(advance(rc, one));
+        let pad = 2u * s + 1u >= params.n;
+        let v1 = select(loss_elem(p.y, t.y, i + 1u), vec2<f32>(0.0), pad);
+        rc = advance(rc, step);
+        grad[s] = pack_pair(vec2<f32>(v0.y, v1.y) * params.grad_scale);
+        if (PER_ELEMENT) {
+            loss[2u * s] = v0.x;
+            if (!pad) {
+                loss[2u * s + 1u] = v1.x;
+            }
+        } else {
+            acc += v0.x + v1.x;
+        }
+    }
+    return acc;
+}
