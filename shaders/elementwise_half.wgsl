@@ -1,7 +1,7 @@
 // Element-wise driver, two 16-bit floats per step: bindings 0-2 as arrays of 32-bit words, each
-// holding two f16 values (or, with BF16, two bfloat16), the first in the low half. Values are
-// widened to f32 and everything is computed and summed in f32; stored gradients are rounded to
-// nearest even. An odd segment's last word holds one element and a padding half: the second
+// holding two f16 values (or, with BF16, two bfloat16), the first in the low half, converted by
+// `util/half.wgsl`. Values are widened to f32 and everything is computed and summed in f32;
+// stored gradients are rounded to nearest even. An odd segment's last word holds one element and a padding half: the second
 // element is not counted and its gradient half is written as 0. Composed after
 // `elementwise.wgsl`; `steps`, the walk of the fused pass, `scale_grad` and `elem_inputs`.
 
@@ -9,56 +9,12 @@
 @group(0) @binding(1) var<storage, read> targ: array<u32>;
 @group(0) @binding(2) var<storage, read_write> grad: array<u32>;
 
-// bfloat16 rather than f16.
-override BF16: bool = false;
-
 // Elements per step.
 const STEP: u32 = 2u;
 
 // Steps of a walk over the segment: its words.
 fn steps() -> u32 {
     return (params.n + 1u) / 2u;
-}
-
-// The two values of word w. binary16 is widened by its bits (`unpack2x16float` needs a
-// capability some adapters lack): a normal or infinite/NaN value by moving the exponent and
-// mantissa into place, a subnormal one as its mantissa times 2^-24.
-fn unpack_pair(w: u32) -> vec2<f32> {
-    if (BF16) {
-        return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
-    }
-    let h = vec2<u32>(w & 0xffffu, w >> 16u);
-    let sign = (h & vec2<u32>(0x8000u)) << vec2<u32>(16u);
-    let em = h & vec2<u32>(0x7fffu);
-    // Rebias the exponent by 127 - 15; exponent 31 (inf, NaN) becomes 255.
-    var v = bitcast<vec2<f32>>((em << vec2<u32>(13u)) + vec2<u32>(0x38000000u));
-    v = select(v, bitcast<vec2<f32>>((em << vec2<u32>(13u)) | vec2<u32>(0x7f800000u)), em >= vec2<u32>(0x7c00u));
-    v = select(v, vec2<f32>(em) * 5.9604645e-8, em < vec2<u32>(0x0400u));
-    return bitcast<vec2<f32>>(bitcast<vec2<u32>>(v) | sign);
-}
-
-// The word of the two 16-bit values nearest to v (ties to even; past the largest finite value,
-// inf; NaN a quiet NaN).
-fn pack_pair(v: vec2<f32>) -> u32 {
-    let b = bitcast<vec2<u32>>(v);
-    let a = b & vec2<u32>(0x7fffffffu);
-    let nan = a > vec2<u32>(0x7f800000u);
-    var h: vec2<u32>;
-    if (BF16) {
-        h = (b + vec2<u32>(0x7fffu) + ((b >> vec2<u32>(16u)) & vec2<u32>(1u))) >> vec2<u32>(16u);
-        h = select(h, (b >> vec2<u32>(16u)) | vec2<u32>(0x40u), nan);
-    } else {
-        // Normal: rebias by 15 - 127 and round off 13 bits (a carry moves into the exponent, and
-        // from 65520 on into inf); subnormal (below 2^-14): the nearest multiple of 2^-24
-        // (`round` ties to even; the scaling is exact).
-        let r = a - vec2<u32>(0x38000000u);
-        var m = (r + vec2<u32>(0x0fffu) + ((r >> vec2<u32>(13u)) & vec2<u32>(1u))) >> vec2<u32>(13u);
-        m = select(m, vec2<u32>(round(abs(v) * 16777216.0)), a < vec2<u32>(0x38800000u));
-        m = select(m, vec2<u32>(0x7c00u), a >= vec2<u32>(0x477ff000u));
-        m = select(m, vec2<u32>(0x7e00u), nan);
-        h = m | ((b >> vec2<u32>(16u)) & vec2<u32>(0x8000u));
-    }
-    return h.x | (h.y << 16u);
 }
 
 // Scales the gradients of step s by c (`apply`).

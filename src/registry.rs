@@ -73,8 +73,9 @@ pub struct Entry {
     /// Whether the loss has a four-elements-per-step path (`Gpu::vec4` changes its kernel);
     /// without one, the suite runs it at one width only.
     pub vec4: bool,
-    /// Whether the loss takes F16 and BF16 inputs (and gives a gradient of their type); the
-    /// others must reject them.
+    /// Whether the loss takes F16 and BF16 inputs (and gives a gradient of their type; the
+    /// losses over a class dimension for contiguous rows of an even class count); the others
+    /// must reject them.
     pub half: bool,
     /// The variant run past the dispatch and binding limits: 0 (the default configuration)
     /// unless that one is too slow there on a software adapter (Lovász-softmax over the whole
@@ -1517,6 +1518,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "cross_entropy",
+        half: true,
         vec4: false,
         variants: &[
             "default",
@@ -1618,6 +1620,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "poly1",
+        half: true,
         vec4: false,
         variants: &["epsilon=1", "epsilon=2,grad_scale=0.5", "epsilon=-0.5"],
         anchor: "Leng et al. 2022; optax poly_loss_cross_entropy",
@@ -1661,6 +1664,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "softmax_focal",
+        half: true,
         vec4: false,
         variants: &["gamma=2", "gamma=0.5,alpha", "gamma=0,grad_scale=2"],
         anchor: "kornia focal_loss (per-class alpha)",
@@ -1721,6 +1725,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "multiclass_hinge",
+        half: true,
         vec4: false,
         variants: &["p=1", "p=2,weight", "p=1,margin=0.5,grad_scale=0.5"],
         anchor: "torch multi_margin_loss",

@@ -4,12 +4,16 @@
 //! ±1e4, trailing spatial dimensions, probability targets and the in-place gradient; the other
 //! class-row losses on the workgroup-per-row path; GHM-C with a validity mask. The class-row
 //! cases run at both step widths (four logits per step serves contiguous rows of a multiple of
-//! four classes: 1000, 300, 2^18 here; 50,257 and trailing dims take one per step either way).
+//! four classes: 1000, 300, 2^18 here; 50,257 and trailing dims take one per step either way);
+//! 16-bit logits.
 
 use ndarray::ArrayViewD;
-use wgloss::{CrossEntropy, Gpu, Loss, Poly1, Reduction, Tensor};
-use wgloss_suite::check::{compare, compare_output, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
-use wgloss_suite::shared_gpu;
+use wgloss::{CrossEntropy, DType, Gpu, Loss, Poly1, Reduction, Tensor};
+use wgloss_suite::check::{
+    compare, compare_half, compare_output, loss_tolerance, to_f64, Rng, Tolerance, ELEMENTWISE,
+    REDUCED,
+};
+use wgloss_suite::{shared_gpu, small_binding_gpu};
 
 struct Case {
     shape: &'static [usize],
@@ -340,7 +344,14 @@ fn in_place_gradient_overwrites_the_logits() {
 }
 
 fn in_place_on(gpu: &Gpu) {
-    for shape in [[64usize, 5], [9, 1000]] {
+    // f32 logits, and 16-bit ones (rows of an even class count).
+    let cases = [
+        ([64usize, 5], DType::F32),
+        ([9, 1000], DType::F32),
+        ([64, 6], DType::F16),
+        ([9, 1000], DType::BF16),
+    ];
+    for (shape, dtype) in cases {
         let (n, c) = (shape[0], shape[1]);
         let mut rng = Rng::new(c as u64);
         let logits = rng.uniform(n * c, -6.0, 6.0);
@@ -361,7 +372,7 @@ fn in_place_on(gpu: &Gpu) {
                 logit_softcap: Some(10.0),
                 ..Default::default()
             };
-            let x = Tensor::from_slice(gpu, &logits, &shape).unwrap();
+            let x = Tensor::from_slice_as(gpu, &logits, &shape, dtype).unwrap();
             let want = loss.compute(gpu, &x, target).unwrap();
             let got = loss.compute_in_place(gpu, x.clone(), target).unwrap();
             assert_eq!(
@@ -372,7 +383,7 @@ fn in_place_on(gpu: &Gpu) {
             assert_eq!(
                 x.to_vec(gpu).unwrap(),
                 want.grad.to_vec(gpu).unwrap(),
-                "{shape:?}: in-place gradient differs"
+                "{shape:?} {dtype:?}: in-place gradient differs"
             );
             assert_eq!(
                 got.loss.to_vec(gpu).unwrap(),
@@ -380,6 +391,104 @@ fn in_place_on(gpu: &Gpu) {
             );
         }
     }
+}
+
+/// 16-bit logits against the reference on the rounded logits, in segments of 1 MiB bindings
+/// through a GPU's walks: rows of 1,030 classes (a workgroup per row) and of 10 (an invocation
+/// per row), with weights, label smoothing, z-loss, a soft cap and ignored rows; the gradient in
+/// the logits' type within one step of it.
+#[test]
+fn half_logits_match_reference_in_segments() {
+    let Some(gpu) = small_binding_gpu() else {
+        return;
+    };
+    for (shape, dtype) in [([700usize, 1030], DType::F16), ([40_000, 10], DType::BF16)] {
+        let (n, c) = (shape[0], shape[1]);
+        let mut rng = Rng::new(c as u64);
+        let logits: Vec<f32> = rng
+            .uniform(n * c, -8.0, 8.0)
+            .into_iter()
+            .map(|x| dtype.round(x))
+            .collect();
+        let labels: Vec<i32> = (0..n)
+            .map(|r| {
+                if r % 9 == 2 {
+                    -100
+                } else {
+                    (r * 37 % c) as i32
+                }
+            })
+            .collect();
+        let weight = rng.uniform(c, 0.1, 2.0);
+        for reduction in [Reduction::None, Reduction::Mean] {
+            let loss = CrossEntropy {
+                weight: Some(weight.clone()),
+                label_smoothing: 0.1,
+                z_loss: 1e-3,
+                logit_softcap: Some(30.0),
+                reduction,
+                ..Default::default()
+            };
+            let x = Tensor::from_slice_as(gpu, &logits, &shape, dtype).unwrap();
+            let y = Tensor::from_labels(gpu, &labels, &[n]).unwrap();
+            let out = loss.compute(gpu, &x, &y).unwrap();
+            let labels64: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+            let w64: Vec<f64> = weight.iter().map(|&w| f64::from(w)).collect();
+            let want = wgloss_ref::cross_entropy_extras(
+                to_f64(&logits, &shape).view(),
+                to_f64(&labels64, &[n]).view(),
+                Some(&w64),
+                -100,
+                0.1,
+                1e-3,
+                Some(30.0),
+                reduction_ref(reduction),
+                1.0,
+            );
+            let what = format!("cross_entropy {shape:?} {dtype:?} {reduction:?}");
+            let l = out.loss.to_vec(gpu).unwrap();
+            compare(&what, &l, want.loss.view(), loss_tolerance(reduction)).unwrap();
+            let g = out.grad.to_vec(gpu).unwrap();
+            compare_half(&g, want.grad.view(), dtype, ELEMENTWISE)
+                .unwrap_or_else(|e| panic!("{what} grad: {e}"));
+        }
+    }
+}
+
+/// 16-bit logits need contiguous rows of an even class count (no 32-bit word holding two rows):
+/// an odd count or trailing dims are a shape error, and a gradient of another type a dtype
+/// error.
+#[test]
+fn half_logits_of_other_layouts_are_rejected() {
+    let Some(gpu) = shared_gpu() else { return };
+    let ce = CrossEntropy::default();
+    for shape in [vec![4, 3], vec![2, 4, 3]] {
+        let len = shape.iter().product();
+        let x = Tensor::from_slice_as(gpu, &vec![0.5; len], &shape, DType::F16).unwrap();
+        let label_shape: Vec<usize> = [shape[0]].into_iter().chain(shape[2..].to_vec()).collect();
+        let rows = label_shape.iter().product();
+        let y = Tensor::from_labels(gpu, &vec![1; rows], &label_shape).unwrap();
+        let r = ce.compute(gpu, &x, &y);
+        assert!(
+            matches!(r, Err(wgloss::Error::InvalidShape { name: "logits", .. })),
+            "{shape:?}: {r:?}"
+        );
+    }
+    let x = Tensor::from_slice_as(gpu, &[0.5; 8], &[2, 4], DType::BF16).unwrap();
+    let y = Tensor::from_labels(gpu, &[1, 2], &[2]).unwrap();
+    let mut out = ce.output(gpu, &[2, 4], &[2]).unwrap();
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    let r = ce.encode(gpu, &mut encoder, &x, &y, &out);
+    assert!(
+        matches!(r, Err(wgloss::Error::DTypeMismatch { name: "grad", .. })),
+        "{r:?}"
+    );
+    out.grad = Tensor::zeros_typed(gpu, &[2, 4], DType::F16).unwrap();
+    let r = ce.encode(gpu, &mut encoder, &x, &y, &out);
+    assert!(
+        matches!(r, Err(wgloss::Error::DTypeMismatch { name: "grad", .. })),
+        "{r:?}"
+    );
 }
 
 /// A bad label is still reported in place, and the logits are then left as they were.

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use wgloss::{DType, Gpu, Reduction, Tensor};
 use wgloss_suite::check::Rng;
-use wgloss_suite::registry::Inputs;
+use wgloss_suite::registry::{Inputs, Layout};
 use wgloss_suite::{Entry, REGISTRY};
 
 struct Row {
@@ -180,8 +180,7 @@ fn bench(args: &[String]) -> Result<()> {
                 &mut best_copy,
             )?;
             rows.push(row);
-            // The losses that take 16-bit inputs, in each type: 6 bytes an element.
-            for dtype in [DType::F16, DType::BF16].into_iter().filter(|_| entry.half) {
+            for dtype in half_types(entry, &inputs.pred_shape) {
                 let name = format!("{} {}", entry.name, format!("{dtype:?}").to_lowercase());
                 rows.push(measure(&gpu, entry, name, &inputs, dtype, &mut best_copy)?);
             }
@@ -193,21 +192,37 @@ fn bench(args: &[String]) -> Result<()> {
     if !quick {
         for entry in &selected {
             for shape in entry.bench_shapes {
-                let name = format!("{} {shape:?}", entry.name);
-                let mut best_copy = f64::INFINITY;
-                let row = measure(
-                    &gpu,
-                    entry,
-                    name,
-                    &entry.inputs_shaped(shape, 2),
-                    DType::F32,
-                    &mut best_copy,
-                )?;
-                rows.push(row);
+                let inputs = entry.inputs_shaped(shape, 2);
+                for dtype in [DType::F32].into_iter().chain(half_types(entry, shape)) {
+                    let name = match dtype {
+                        DType::F32 => format!("{} {shape:?}", entry.name),
+                        _ => format!(
+                            "{} {shape:?} {}",
+                            entry.name,
+                            format!("{dtype:?}").to_lowercase()
+                        ),
+                    };
+                    let mut best_copy = f64::INFINITY;
+                    rows.push(measure(&gpu, entry, name, &inputs, dtype, &mut best_copy)?);
+                }
             }
         }
     }
     write_reports(&adapter, &copies, &rows)
+}
+
+/// The 16-bit types a loss is benchmarked in besides f32 at `shape`: both where it takes them
+/// (the class-row losses for contiguous rows of an even class count).
+fn half_types(entry: &Entry, shape: &[usize]) -> Vec<DType> {
+    let rows_ok = match entry.layout {
+        Layout::Classes { .. } => shape.len() == 2 && shape[1].is_multiple_of(2),
+        _ => true,
+    };
+    if entry.half && rows_ok {
+        vec![DType::F16, DType::BF16]
+    } else {
+        Vec::new()
+    }
 }
 
 fn copy_row(n: usize, seconds: f64) -> Row {
@@ -244,15 +259,15 @@ fn measure(
     let inst = (entry.make)(gpu, 0, Reduction::Mean)?;
     let (mut pred, mut target) = inputs.upload(gpu)?;
     let mut out = inst.loss.output(gpu, pred.shape(), target.shape())?;
-    let mut bytes = inputs.bytes();
     if dtype != DType::F32 {
         pred = Tensor::from_slice_as(gpu, &inputs.pred, &inputs.pred_shape, dtype)?;
-        if target.dtype() == DType::F32 {
+        if target.dtype() == DType::F32 && !matches!(entry.layout, Layout::Classes { .. }) {
             target = Tensor::from_slice_as(gpu, &inputs.target, &inputs.target_shape, dtype)?;
         }
         out.grad = Tensor::zeros_typed(gpu, &inputs.pred_shape, dtype)?;
-        bytes /= 2.0;
     }
+    // Inputs read once, the gradient written once, each in its stored type.
+    let bytes = (2 * pred.byte_len() + target.byte_len()) as f64;
     // What one call allocates beyond its inputs and outputs: the allocator's total while the
     // call's buffers are alive (recorded, not yet submitted) minus the total before it.
     let allocated = || {

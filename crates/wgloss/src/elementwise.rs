@@ -177,15 +177,17 @@ pub(crate) fn lcm(a: usize, b: usize) -> usize {
 /// Samples per segment when `[N, C, S]` inputs (`logits_shape`) are split into runs of whole
 /// samples: each run fits one storage binding and starts at an offset aligned for views over
 /// samples (`C·S` elements each) and over their rows (`S` each). Fails when one sample exceeds
-/// a binding.
+/// a binding. `size` is the inputs' element size in bytes (the bound stays that of f32 values,
+/// which probability targets and per-element losses beside them take).
 pub(crate) fn samples_per_segment(
     gpu: &Gpu,
     logits_shape: &[usize],
     classes: usize,
     inner: usize,
+    size: usize,
 ) -> Result<usize> {
     let limits = gpu.limits();
-    let align = (limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+    let align = (limits.min_storage_buffer_offset_alignment as usize / size).max(1);
     let sample = classes * inner;
     let unit = {
         let a = align / gcd(align, sample.max(1));

@@ -39,6 +39,8 @@ pub(crate) const ELEMENTWISE: &str = shader!("elementwise.wgsl");
 pub(crate) const ELEMENTWISE_F32: &str = shader!("elementwise_f32.wgsl");
 /// Element-wise passes four elements per step (16-byte accesses).
 pub(crate) const ELEMENTWISE_VEC4: &str = shader!("elementwise_vec4.wgsl");
+/// Conversions of 16-bit floats packed two per 32-bit word.
+const HALF: &str = shader!("util/half.wgsl");
 /// Element-wise passes over 16-bit floats, two per step (32-bit words).
 pub(crate) const ELEMENTWISE_HALF: &str = shader!("elementwise_half.wgsl");
 /// Plain copy kernels, one and four elements per step: the bandwidth roofline the benchmarks
@@ -83,6 +85,16 @@ pub(crate) const CLASS_ROWS_VEC4: Kernel = Kernel {
         PRELUDE,
         shader!("classification/class_rows.wgsl"),
         shader!("classification/class_rows_vec4.wgsl"),
+    ],
+};
+/// [`CLASS_ROWS`] over 16-bit logits, two per step, for contiguous rows of an even class count.
+pub(crate) const CLASS_ROWS_HALF: Kernel = Kernel {
+    name: "class_rows.half",
+    parts: &[
+        PRELUDE,
+        shader!("classification/class_rows.wgsl"),
+        HALF,
+        shader!("classification/class_rows_half.wgsl"),
     ],
 };
 
@@ -187,7 +199,7 @@ macro_rules! elementwise_kernels {
                     $(
                         pub(crate) const $half: Kernel = Kernel {
                             name: concat!($file, ".half"),
-                            parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_HALF, family_source!($dir, $file)],
+                            parts: &[PRELUDE, ELEMENTWISE, HALF, ELEMENTWISE_HALF, family_source!($dir, $file)],
                         };
                     )?
                 )*
@@ -206,7 +218,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, CLASS_ROWS_VEC4, BOXES, OVERLAP, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
+    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, BOXES, OVERLAP, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
         MAE, MAE_VEC4, MAE_HALF => "mae",
         MSE, MSE_VEC4, MSE_HALF => "mse",

@@ -7,7 +7,7 @@ use wgpu::util::DeviceExt;
 use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
-use crate::kernel::{CLASS_ROWS, CLASS_ROWS_VEC4};
+use crate::kernel::{CLASS_ROWS, CLASS_ROWS_HALF, CLASS_ROWS_VEC4};
 use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 
 /// Which loss a row computes (the kernel's `KIND`).
@@ -228,11 +228,26 @@ impl ClassRows<'_> {
         let d = Self::dims(logits_shape, target, probs)?;
         crate::config::check_grad_scale(self.grad_scale)?;
         check_weight("weight", self.weight, d.classes)?;
+        // f32 logits, or 16-bit ones (and a gradient of their type) over contiguous rows of an
+        // even class count, so that no 32-bit word holds two rows.
+        let values = match logits.unwrap_or(&out.grad).dtype() {
+            dtype @ (DType::F16 | DType::BF16) => dtype,
+            _ => DType::F32,
+        };
         if let Some(l) = logits {
-            l.check_dtype("logits", DType::F32)?;
+            l.check_dtype("logits", values)?;
         }
         target.check_dtype("target", if probs { DType::F32 } else { DType::I32 })?;
-        out.grad.check_dtype("grad", DType::F32)?;
+        out.grad.check_dtype("grad", values)?;
+        let half = values.is_half();
+        if half && (d.inner != 1 || !d.classes.is_multiple_of(2)) {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: logits_shape.to_vec(),
+                why: "16-bit logits need contiguous rows (no trailing dimensions) of an even \
+                      number of classes",
+            });
+        }
         out.loss.check_dtype("loss", DType::F32)?;
         out.status.check_dtype("status", DType::U32)?;
         if out.grad.shape() != logits_shape {
@@ -278,7 +293,8 @@ impl ClassRows<'_> {
             }
         }
         let sample = d.classes * d.inner;
-        let seg_samples = samples_per_segment(gpu, logits_shape, d.classes, d.inner)?;
+        let seg_samples =
+            samples_per_segment(gpu, logits_shape, d.classes, d.inner, values.size())?;
 
         gpu.scoped(|| {
             encoder.clear_buffer(out.status.buffer(), out.status.offset(), Some(4));
@@ -439,7 +455,9 @@ impl ClassRows<'_> {
                 segs.iter().enumerate().map(|(i, s)| bind(i, s)).collect();
             // Four logits per step where every row starts on a vec4: contiguous rows of a
             // multiple of four classes (segments start on whole samples, so on a vec4 too).
-            let kernel = if gpu.vec4() && !small && d.inner == 1 && d.classes % 4 == 0 {
+            let kernel = if half {
+                &CLASS_ROWS_HALF
+            } else if gpu.vec4() && !small && d.inner == 1 && d.classes % 4 == 0 {
                 &CLASS_ROWS_VEC4
             } else {
                 &CLASS_ROWS
@@ -456,7 +474,10 @@ impl ClassRows<'_> {
                             ("PROBS", probs.into()),
                             ("IN_PLACE", logits.is_none().into()),
                             ("WEIGHTED", self.weight.is_some().into()),
-                        ],
+                        ]
+                        .into_iter()
+                        .chain(half.then_some(("BF16", (values == DType::BF16).into())))
+                        .collect(),
                     },
                     &pipeline_layout,
                 )
