@@ -7,8 +7,8 @@
 // 3 loss (one value, or one per element under reduction none), 4 partials (`partial_slots` per
 // workgroup of every segment), 5 state, 6 the parameters (`uniforms`). Bindings 0-2, `walk` and
 // the other passes that read them come from `elementwise_f32.wgsl` (one element per step),
-// `elementwise_vec4.wgsl` (four) or `elementwise_half.wgsl` (two 16-bit floats), or from a loss
-// file of its own (boxes).
+// `elementwise_vec4.wgsl` (four), `elementwise_half.wgsl` / `elementwise_half4.wgsl` (two and
+// four 16-bit floats), or from a loss file of its own (boxes).
 // A segment is a slice of the inputs that fits one storage binding; the host dispatches each
 // segment with its own bind group, and at most `Gpu::max_workgroups` workgroups, each walking one
 // contiguous block of it, so neither the binding-size limit nor the 65,535-workgroup limit is

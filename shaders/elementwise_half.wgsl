@@ -1,8 +1,9 @@
 // Element-wise driver, two 16-bit floats per step: bindings 0-2 as arrays of 32-bit words, each
 // holding two f16 values (or, with BF16, two bfloat16), the first in the low half, converted by
 // `util/half.wgsl`. Values are widened to f32 and everything is computed and summed in f32;
-// stored gradients are rounded to nearest even. An odd segment's last word holds one element and a padding half: the second
-// element is not counted and its gradient half is written as 0. Composed after
+// stored gradients are rounded to nearest even. An odd segment's last word holds one element
+// and a padding half: the second element is not counted and its gradient half is written as 0.
+// Runs any length (with `Gpu::vec4`, only what `elementwise_half4.wgsl` leaves). Composed after
 // `elementwise.wgsl`; `steps`, the walk of the fused pass, `scale_grad` and `elem_inputs`.
 
 @group(0) @binding(0) var<storage, read> pred: array<u32>;

@@ -364,7 +364,7 @@ fn rejected_with_nothing_written(gpu: &Gpu, entry: &Entry, inputs: &Inputs) -> O
 /// 16-bit inputs (F16 and BF16): the losses that take them match the reference evaluated on the
 /// rounded inputs, their gradient (of the inputs' type) within one step of the type of the
 /// reference's, over odd and even lengths (rows of few and of many classes), every reduction,
-/// the first variant; every other loss rejects them with a dtype error.
+/// both step widths, the first variant; every other loss rejects them with a dtype error.
 fn half_inputs_match_reference(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
     let mut failures = Vec::new();
@@ -395,10 +395,16 @@ fn half_inputs_match_reference(entry: &Entry) {
                     .expect("upload")
             };
             drop(p32);
-            for &reduction in entry.reductions {
+            let runs = widths(gpu, entry)
+                .into_iter()
+                .flat_map(|g| entry.reductions.iter().map(move |&r| (g.clone(), r)));
+            for (gpu, reduction) in runs {
+                let gpu = &gpu;
                 let what = format!(
-                    "{} {dtype:?} {reduction:?} {:?}",
-                    entry.name, inputs.pred_shape
+                    "{} {dtype:?} {reduction:?} {:?} vec4={}",
+                    entry.name,
+                    inputs.pred_shape,
+                    gpu.vec4()
                 );
                 let mut inst = (entry.make)(gpu, 0, reduction).expect("valid variant");
                 if !entry.half {

@@ -6,7 +6,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS, WG};
-use crate::kernel::Kernel;
+use crate::kernel::{HalfKernels, Kernel};
 use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 
 /// Stride of per-segment parameter blocks in the uniform buffer (the largest uniform offset
@@ -38,9 +38,9 @@ pub struct ElementwiseSpec<'a> {
     pub(crate) kernel: &'static Kernel,
     /// The same loss four elements per step.
     pub(crate) kernel4: Option<&'static Kernel>,
-    /// The same loss over 16-bit inputs and gradient (`elementwise_half.wgsl`): losses of the
-    /// one-pass plan with no mask and no state.
-    pub(crate) kernel_half: Option<&'static Kernel>,
+    /// The same loss over 16-bit inputs and gradient (`elementwise_half.wgsl`, and
+    /// `elementwise_half4.wgsl` for the aligned prefix): losses of the one-pass plan.
+    pub(crate) kernel_half: Option<&'static HalfKernels>,
     pub(crate) plan: Plan,
     pub(crate) p: [f32; 4],
     pub(crate) p2: [f32; 4],
@@ -120,7 +120,7 @@ impl<'a> ElementwiseSpec<'a> {
     }
 
     /// Accepts F16 and BF16 inputs through `kernel_half`.
-    pub(crate) fn half(mut self, kernel_half: &'static Kernel) -> Self {
+    pub(crate) fn half(mut self, kernel_half: &'static HalfKernels) -> Self {
         self.kernel_half = Some(kernel_half);
         self
     }
@@ -471,9 +471,13 @@ pub(crate) fn encode(
         Plan::Kth => gpu.max_workgroups().min(1024),
         _ => gpu.max_workgroups(),
     };
-    // 16-bit inputs: one kernel, two elements per step, over segments of whole words.
+    // 16-bit inputs: four elements per step over the aligned prefix (with `Gpu::vec4`), two over
+    // the rest, segments of whole words.
     let half = spec.kernel_half.filter(|_| pred.dtype().is_half());
-    let kernel4 = spec.kernel4.filter(|_| gpu.vec4() && half.is_none());
+    let kernel4 = match half {
+        Some(h) => Some(&h.four).filter(|_| gpu.vec4()),
+        None => spec.kernel4.filter(|_| gpu.vec4()),
+    };
     // Per-coordinate statistics need segments to start on a row (the one-element tail after the
     // four-element prefix too); grouped losses on a group whose per-group loss view starts
     // aligned too.
@@ -504,7 +508,8 @@ pub(crate) fn encode(
         seg_len,
         max_workgroups,
         kernel4.map(|_| {
-            let unit = vec4_unit(gpu, 4);
+            let size = pred.dtype().size();
+            let unit = lcm(vec4_unit(gpu, size), vec4_unit(gpu, 4));
             if spec.plan == Plan::CoordStats {
                 lcm(unit, coords)
             } else {
@@ -623,7 +628,7 @@ pub(crate) fn encode(
         overrides: [("PER_ELEMENT", per_element.into()), ("ROOT", root.into())]
             .into_iter()
             .chain(
-                (half.is_some_and(|h| h.name == kernel.name))
+                half.is_some_and(|h| [h.two.name, h.four.name].contains(&kernel.name))
                     .then_some(("BF16", (pred.dtype() == DType::BF16).into())),
             )
             .chain(spec.overrides.iter().copied())
@@ -637,9 +642,9 @@ pub(crate) fn encode(
         timestamp_writes: None,
     });
     // The kernel of a segment's step width.
-    let kernel_of = |s: &Segment| match (half, kernel4) {
-        (Some(k), _) => k,
-        (None, Some(k4)) if s.vec4 => k4,
+    let kernel_of = |s: &Segment| match (kernel4, half) {
+        (Some(k4), _) if s.vec4 => k4,
+        (_, Some(h)) => &h.two,
         _ => spec.kernel,
     };
     // Every segment, each with the kernel of its step width.

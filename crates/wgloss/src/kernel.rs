@@ -43,6 +43,10 @@ pub(crate) const ELEMENTWISE_VEC4: &str = shader!("elementwise_vec4.wgsl");
 const HALF: &str = shader!("util/half.wgsl");
 /// Element-wise passes over 16-bit floats, two per step (32-bit words).
 pub(crate) const ELEMENTWISE_HALF: &str = shader!("elementwise_half.wgsl");
+/// Element-wise passes over 16-bit floats, four per step (8-byte accesses).
+pub(crate) const ELEMENTWISE_HALF4: &str = shader!("elementwise_half4.wgsl");
+/// The walk of the four-per-step widths.
+const ELEMENTWISE_QUADS: &str = shader!("elementwise_quads.wgsl");
 /// Plain copy kernels, one and four elements per step: the bandwidth roofline the benchmarks
 /// compare against.
 pub const COPY: Kernel = Kernel {
@@ -173,6 +177,14 @@ pub(crate) const MARGIN_HEADS: Kernel = Kernel {
     parts: &[PRELUDE, METRIC_COMMON, shader!("metric/margin_heads.wgsl")],
 };
 
+/// A loss's kernels over 16-bit inputs: two values per step (any length) and four (the aligned
+/// prefix).
+#[derive(Debug)]
+pub struct HalfKernels {
+    pub two: Kernel,
+    pub four: Kernel,
+}
+
 macro_rules! elementwise_kernels {
     (
     others: [$($other:ident),*]
@@ -183,7 +195,7 @@ macro_rules! elementwise_kernels {
     )*) => {
         $(
             /// Composed kernels of one element-wise family: one element per step, four, and
-            /// for the losses that take 16-bit inputs two of those (every pass over the input
+            /// for the losses that take 16-bit inputs two and four of those (every pass over the input
             /// runs through the driver's `walk`, `steps` and `step_inputs`, or `elem_inputs`).
             pub(crate) mod $family {
                 use super::*;
@@ -194,12 +206,18 @@ macro_rules! elementwise_kernels {
                     };
                     pub(crate) const $vec4: Kernel = Kernel {
                         name: concat!($file, ".vec4"),
-                        parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_VEC4, family_source!($dir, $file)],
+                        parts: &[PRELUDE, ELEMENTWISE, ELEMENTWISE_VEC4, ELEMENTWISE_QUADS, family_source!($dir, $file)],
                     };
                     $(
-                        pub(crate) const $half: Kernel = Kernel {
-                            name: concat!($file, ".half"),
-                            parts: &[PRELUDE, ELEMENTWISE, HALF, ELEMENTWISE_HALF, family_source!($dir, $file)],
+                        pub(crate) const $half: HalfKernels = HalfKernels {
+                            two: Kernel {
+                                name: concat!($file, ".half"),
+                                parts: &[PRELUDE, ELEMENTWISE, HALF, ELEMENTWISE_HALF, family_source!($dir, $file)],
+                            },
+                            four: Kernel {
+                                name: concat!($file, ".half4"),
+                                parts: &[PRELUDE, ELEMENTWISE, HALF, ELEMENTWISE_HALF4, ELEMENTWISE_QUADS, family_source!($dir, $file)],
+                            },
                         };
                     )?
                 )*
@@ -211,7 +229,7 @@ macro_rules! elementwise_kernels {
             COPY_VEC4,
             $($other,)*
             $(
-                $($family::$name, $family::$vec4, $($family::$half,)?)*
+                $($family::$name, $family::$vec4, $($family::$half.two, $family::$half.four,)?)*
             )*
         ];
     };
