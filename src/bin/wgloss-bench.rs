@@ -258,14 +258,13 @@ fn measure(
         |enc: &mut wgpu::CommandEncoder| Ok(wgloss::encode_copy(gpu, enc, &src, &dst, true)?);
     let inst = (entry.make)(gpu, 0, Reduction::Mean)?;
     let (mut pred, mut target) = inputs.upload(gpu)?;
-    let mut out = inst.loss.output(gpu, pred.shape(), target.shape())?;
     if dtype != DType::F32 {
         pred = Tensor::from_slice_as(gpu, &inputs.pred, &inputs.pred_shape, dtype)?;
         if target.dtype() == DType::F32 && !matches!(entry.layout, Layout::Classes { .. }) {
             target = Tensor::from_slice_as(gpu, &inputs.target, &inputs.target_shape, dtype)?;
         }
-        out.grad = Tensor::zeros_typed(gpu, &inputs.pred_shape, dtype)?;
     }
+    let out = inst.loss.output_for(gpu, &pred, &target)?;
     // Inputs read once, the gradient written once, each in its stored type.
     let bytes = (2 * pred.byte_len() + target.byte_len()) as f64;
     // What one call allocates beyond its inputs and outputs: the allocator's total while the

@@ -417,6 +417,19 @@ fn validate(
     Ok(())
 }
 
+/// Outputs of `loss` for inputs of `shape`, the gradient of `dtype`: one loss per group of
+/// elements (a box) under reduction none; a bad shape is reported by `encode`.
+pub(crate) fn output<L: crate::ElementwiseLoss + ?Sized>(
+    loss: &L,
+    gpu: &Gpu,
+    shape: &[usize],
+    dtype: DType,
+) -> Result<LossOutput> {
+    let group = loss.spec(shape).map_or(1, |s| s.group);
+    let loss_shape = group_loss_shape(shape, group, loss.reduction());
+    LossOutput::with_grad_type(gpu, shape, &loss_shape, dtype)
+}
+
 /// Shape of the loss of an input of `shape` whose loss terms are groups of `group` elements
 /// along the last dimension (that dimension is dropped when it is one group).
 pub(crate) fn group_loss_shape(shape: &[usize], group: usize, reduction: Reduction) -> Vec<usize> {

@@ -115,9 +115,19 @@ impl LossOutput {
 
     /// Allocates a gradient of `grad_shape` and a loss of `loss_shape`.
     pub fn with_loss_shape(gpu: &Gpu, grad_shape: &[usize], loss_shape: &[usize]) -> Result<Self> {
+        Self::with_grad_type(gpu, grad_shape, loss_shape, DType::F32)
+    }
+
+    /// [`LossOutput::with_loss_shape`] with a gradient of `dtype` (F32, F16 or BF16).
+    pub fn with_grad_type(
+        gpu: &Gpu,
+        grad_shape: &[usize],
+        loss_shape: &[usize],
+        dtype: DType,
+    ) -> Result<Self> {
         Ok(Self {
             loss: Tensor::zeros(gpu, loss_shape)?,
-            grad: Tensor::zeros(gpu, grad_shape)?,
+            grad: Tensor::zeros_typed(gpu, grad_shape, dtype)?,
             status: Tensor::zeros_typed(gpu, &[1], DType::U32)?,
         })
     }
@@ -156,6 +166,12 @@ pub trait Loss {
         LossOutput::new(gpu, input_shape, self.reduction())
     }
 
+    /// Outputs for these inputs, as `compute` allocates them: [`Loss::output`], with the
+    /// gradient of a 16-bit input in its type for the losses that take one.
+    fn output_for(&self, gpu: &Gpu, input: &Tensor, target: &Tensor) -> Result<LossOutput> {
+        self.output(gpu, input.shape(), target.shape())
+    }
+
     /// Records the fused forward+backward into `encoder`, writing `out`. Arguments are validated
     /// before anything is recorded.
     fn encode(
@@ -172,18 +188,24 @@ pub trait Loss {
         Ok(())
     }
 
-    /// Computes loss and gradient into new tensors and waits for the device. The gradient of a
-    /// 16-bit input (the losses that take one) has the input's type.
+    /// Computes loss and gradient into new tensors (`output_for`) and waits for the device.
     fn compute(&self, gpu: &Gpu, input: &Tensor, target: &Tensor) -> Result<LossOutput> {
-        let mut out = self.output(gpu, input.shape(), target.shape())?;
-        if input.dtype().is_half() {
-            out.grad = Tensor::zeros_typed(gpu, input.shape(), input.dtype())?;
-        }
+        let out = self.output_for(gpu, input, target)?;
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         self.encode(gpu, &mut encoder, input, target, &out)?;
         gpu.submit_and_wait(encoder)?;
         self.check(gpu, target, &out)?;
         Ok(out)
+    }
+}
+
+/// The gradient's type for `input`: its own where it is a 16-bit float (the losses that take
+/// one), else f32 (the others then reject the input).
+pub(crate) fn grad_type(input: &Tensor) -> DType {
+    if input.dtype().is_half() {
+        input.dtype()
+    } else {
+        DType::F32
     }
 }
 
@@ -209,12 +231,11 @@ impl<T: ElementwiseLoss> Loss for T {
         input_shape: &[usize],
         _target_shape: &[usize],
     ) -> Result<LossOutput> {
-        // One loss per group of elements (a box) under reduction none; a bad shape is reported
-        // by `encode`.
-        let group = self.spec(input_shape).map_or(1, |s| s.group);
-        let reduction = ElementwiseLoss::reduction(self);
-        let loss_shape = elementwise::group_loss_shape(input_shape, group, reduction);
-        LossOutput::with_loss_shape(gpu, input_shape, &loss_shape)
+        elementwise::output(self, gpu, input_shape, DType::F32)
+    }
+
+    fn output_for(&self, gpu: &Gpu, input: &Tensor, _target: &Tensor) -> Result<LossOutput> {
+        elementwise::output(self, gpu, input.shape(), grad_type(input))
     }
 
     fn encode(

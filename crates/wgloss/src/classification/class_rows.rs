@@ -122,13 +122,15 @@ pub(crate) fn loss_shape(logits_shape: &[usize], reduction: Reduction) -> Vec<us
     }
 }
 
-/// Outputs for logits of `logits_shape`.
+/// Outputs for logits of `logits_shape`, the gradient of `dtype`.
 pub(crate) fn output(
     gpu: &Gpu,
     logits_shape: &[usize],
     reduction: Reduction,
+    dtype: DType,
 ) -> Result<LossOutput> {
-    LossOutput::with_loss_shape(gpu, logits_shape, &loss_shape(logits_shape, reduction))
+    let loss_shape = loss_shape(logits_shape, reduction);
+    LossOutput::with_grad_type(gpu, logits_shape, &loss_shape, dtype)
 }
 
 /// Rejects a class-weight vector that is not `[C]` or not finite.

@@ -136,7 +136,11 @@ impl Loss for CrossEntropy {
         input_shape: &[usize],
         _target_shape: &[usize],
     ) -> Result<LossOutput> {
-        class_rows::output(gpu, input_shape, self.reduction)
+        class_rows::output(gpu, input_shape, self.reduction, DType::F32)
+    }
+
+    fn output_for(&self, gpu: &Gpu, input: &Tensor, _target: &Tensor) -> Result<LossOutput> {
+        class_rows::output(gpu, input.shape(), self.reduction, crate::grad_type(input))
     }
 
     fn encode(
@@ -201,7 +205,11 @@ impl Loss for Poly1 {
         input_shape: &[usize],
         _target_shape: &[usize],
     ) -> Result<LossOutput> {
-        class_rows::output(gpu, input_shape, self.reduction)
+        class_rows::output(gpu, input_shape, self.reduction, DType::F32)
+    }
+
+    fn output_for(&self, gpu: &Gpu, input: &Tensor, _target: &Tensor) -> Result<LossOutput> {
+        class_rows::output(gpu, input.shape(), self.reduction, crate::grad_type(input))
     }
 
     fn encode(

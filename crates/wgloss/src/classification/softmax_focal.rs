@@ -53,7 +53,11 @@ impl Loss for SoftmaxFocal {
         input_shape: &[usize],
         _target_shape: &[usize],
     ) -> Result<LossOutput> {
-        class_rows::output(gpu, input_shape, self.reduction)
+        class_rows::output(gpu, input_shape, self.reduction, crate::DType::F32)
+    }
+
+    fn output_for(&self, gpu: &Gpu, input: &Tensor, _target: &Tensor) -> Result<LossOutput> {
+        class_rows::output(gpu, input.shape(), self.reduction, crate::grad_type(input))
     }
 
     fn encode(
