@@ -18,9 +18,25 @@ fn steps() -> u32 {
     return (params.n + 1u) / 2u;
 }
 
-// Scales the gradients of step s by c (`apply`).
+// The gradients of step s times c (`apply`), recomputed from the inputs: under ROOT the walk
+// stores none, since the gradient of the mean square rounded to 16 bits could overflow where the
+// scaled one does not.
 fn scale_grad(s: u32, c: f32) {
-    grad[s] = pack_pair(unpack_pair(grad[s]) * c);
+    let v = loss_pair(s, row_col(params.elem_base + 2u * s), row_col(1u));
+    grad[s] = pack_pair(v[1] * (params.grad_scale * c));
+}
+
+// Losses and derivatives of the two elements of word s, the first at (row, col) `rc`; `one` is
+// row_col(1). The padding half of an odd segment's last word gives 0 for both.
+fn loss_pair(s: u32, rc: vec2<u32>, one: vec2<u32>) -> mat2x2<f32> {
+    let p = unpack_pair(pred[s]);
+    let t = unpack_pair(targ[s]);
+    let i = params.elem_base + 2u * s;
+    at_elem(rc);
+    let v0 = loss_elem(p.x, t.x, i);
+    at_elem(advance(rc, one));
+    let v1 = select(loss_elem(p.y, t.y, i + 1u), vec2<f32>(0.0), 2u * s + 1u >= params.n);
+    return mat2x2<f32>(vec2<f32>(v0.x, v1.x), vec2<f32>(v0.y, v1.y));
 }
 
 // Prediction and target of element j of the segment.
@@ -29,7 +45,8 @@ fn elem_inputs(j: u32) -> vec2<f32> {
 }
 
 // Walks this invocation's words of its workgroup's block through `loss_elem`: writes each
-// gradient and each loss (PER_ELEMENT), and returns the sum of the losses otherwise.
+// gradient (but under ROOT) and each loss (PER_ELEMENT), and returns the sum of the losses
+// otherwise.
 fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
     let b = lane_walk(block_range(steps(), wid, nwg, WG), lid);
     var rc = row_col(params.elem_base + 2u * b.x);
@@ -37,23 +54,18 @@ fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
     let step = row_col(2u * LANES);
     var acc = 0.0;
     for (var s = b.x; s < b.y; s += LANES) {
-        let p = unpack_pair(pred[s]);
-        let t = unpack_pair(targ[s]);
-        let i = params.elem_base + 2u * s;
-        at_elem(rc);
-        let v0 = loss_elem(p.x, t.x, i);
-        at_elem(advance(rc, one));
-        let pad = 2u * s + 1u >= params.n;
-        let v1 = select(loss_elem(p.y, t.y, i + 1u), vec2<f32>(0.0), pad);
+        let v = loss_pair(s, rc, one);
         rc = advance(rc, step);
-        grad[s] = pack_pair(vec2<f32>(v0.y, v1.y) * params.grad_scale);
+        if (!ROOT) {
+            grad[s] = pack_pair(v[1] * params.grad_scale);
+        }
         if (PER_ELEMENT) {
-            loss[2u * s] = v0.x;
-            if (!pad) {
-                loss[2u * s + 1u] = v1.x;
+            loss[2u * s] = v[0].x;
+            if (2u * s + 1u < params.n) {
+                loss[2u * s + 1u] = v[0].y;
             }
         } else {
-            acc += v0.x + v1.x;
+            acc += v[0].x + v[0].y;
         }
     }
     return acc;

@@ -31,14 +31,18 @@ fn step_inputs(s: u32) -> mat2x4<f32> {
     return mat2x4<f32>(unpack_quad(pred[s]), unpack_quad(targ[s]));
 }
 
-// Stores the gradients of step s.
+// Stores the gradients of step s; under ROOT none (`scale_grad` writes them).
 fn store_grads(s: u32, g: vec4<f32>) {
-    grad[s] = pack_quad(g);
+    if (!ROOT) {
+        grad[s] = pack_quad(g);
+    }
 }
 
-// Scales the gradients of step s by c (`apply`).
+// The gradients of step s times c (`apply`), recomputed from the inputs: the gradient of the
+// mean square rounded to 16 bits could overflow where the scaled one does not.
 fn scale_grad(s: u32, c: f32) {
-    grad[s] = pack_quad(unpack_quad(grad[s]) * c);
+    let v = loss_quad(s, row_col(params.elem_base + 4u * s), row_col(1u));
+    grad[s] = pack_quad(v[1] * (params.grad_scale * c));
 }
 
 // Prediction and target of element j of the segment.

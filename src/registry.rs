@@ -757,6 +757,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "rmse",
+        half: true,
         variants: &["default", "grad_scale=0.25"],
         anchor: "sqrt of torch mse_loss",
         reductions: &[Reduction::Mean],
@@ -780,6 +781,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "rmsle",
+        half: true,
         variants: &["default", "grad_scale=3"],
         anchor: "seeds (no library has it)",
         reductions: &[Reduction::Mean],

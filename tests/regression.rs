@@ -4,7 +4,8 @@
 //! must then fall back to all of them); self-adjusting smooth L1 with feature counts other than
 //! the registry's 4; log-cosh's and balanced L1's relative precision for tiny residuals, RMSLE's
 //! for close predictions and its range; a `Gpu` adopted from a caller's device; the 16-bit
-//! storage types' conversions, bit for bit, and their split into bindings.
+//! storage types' conversions, bit for bit, their split into bindings, and rmse over f16
+//! residuals past f16's range.
 
 use ndarray::ArrayViewD;
 use wgloss::{
@@ -412,5 +413,37 @@ fn half_inputs_split_across_bindings() {
             compare_half(&g, want.grad.view(), dtype, ELEMENTWISE)
                 .unwrap_or_else(|e| panic!("{what} grad: {e}"));
         }
+    }
+}
+
+/// rmse over f16 inputs whose residuals (and the mean square's gradient 2r) are past f16's range,
+/// while the gradient r / (n rmse) is not: finite, and equal to the reference's, at both step
+/// widths (the scaled gradient is recomputed from the inputs, never stored unscaled).
+#[test]
+fn rmse_of_f16_inputs_with_residuals_past_half_range() {
+    let Some(gpu) = shared_gpu() else { return };
+    let n = 1031;
+    let pred: Vec<f32> = (0..n)
+        .map(|i| DType::F16.round([60000.0, -60000.0, 1.5, -0.25][i % 4]))
+        .collect();
+    let target: Vec<f32> = (0..n)
+        .map(|i| DType::F16.round([-10000.0, 10000.0, 0.0, 0.5][i % 4]))
+        .collect();
+    let want = wgloss_ref::rmse(
+        to_f64(&pred, &[n]).view(),
+        to_f64(&target, &[n]).view(),
+        1.0,
+    );
+    for vec4 in [true, false] {
+        let gpu = gpu.with_vec4(vec4);
+        let p = Tensor::from_slice_as(&gpu, &pred, &[n], DType::F16).unwrap();
+        let t = Tensor::from_slice_as(&gpu, &target, &[n], DType::F16).unwrap();
+        let out = wgloss::Rmse::default().compute(&gpu, &p, &t).unwrap();
+        let what = format!("rmse f16 vec4={vec4}");
+        let l = out.loss.to_vec(&gpu).unwrap();
+        compare(&what, &l, want.loss.view(), REDUCED).unwrap();
+        let g = out.grad.to_vec(&gpu).unwrap();
+        compare_half(&g, want.grad.view(), DType::F16, ELEMENTWISE)
+            .unwrap_or_else(|e| panic!("{what} grad: {e}"));
     }
 }

@@ -240,8 +240,8 @@ elementwise_kernels! {
     regression in "regression" {
         MAE, MAE_VEC4, MAE_HALF => "mae",
         MSE, MSE_VEC4, MSE_HALF => "mse",
-        RMSE, RMSE_VEC4 => "rmse",
-        RMSLE, RMSLE_VEC4 => "rmsle",
+        RMSE, RMSE_VEC4, RMSE_HALF => "rmse",
+        RMSLE, RMSLE_VEC4, RMSLE_HALF => "rmsle",
         LOG_COSH, LOG_COSH_VEC4, LOG_COSH_HALF => "log_cosh",
         HUBER, HUBER_VEC4, HUBER_HALF => "huber",
         SMOOTH_L1, SMOOTH_L1_VEC4, SMOOTH_L1_HALF => "smooth_l1",

@@ -1,7 +1,7 @@
 /// Declares a loss of the form sqrt(mean ℓ): reduction fixed to mean, config of `grad_scale`.
 /// The gradient needs the total, so the kernel reads the inputs twice (reduce, then apply).
 macro_rules! root_loss {
-    ($(#[$doc:meta])* $name:ident, $kernel:expr, $vec4:expr) => {
+    ($(#[$doc:meta])* $name:ident, $kernel:expr, $vec4:expr, $half:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq)]
         pub struct $name {
@@ -21,7 +21,8 @@ macro_rules! root_loss {
                 Ok(
                     crate::ElementwiseSpec::new(&$kernel, crate::Reduction::Mean, self.grad_scale)
                         .plan(crate::elementwise::Plan::Root)
-                        .vec4(&$vec4),
+                        .vec4(&$vec4)
+                        .half(&$half),
                 )
             }
 
@@ -43,5 +44,6 @@ root_loss!(
     /// `pred`, `target`: any shape, equal; the loss is a scalar. Default grad_scale 1.
     Rmse,
     crate::kernel::regression::RMSE,
-    crate::kernel::regression::RMSE_VEC4
+    crate::kernel::regression::RMSE_VEC4,
+    crate::kernel::regression::RMSE_HALF
 );

@@ -9,5 +9,6 @@ super::rmse::root_loss!(
     /// `pred`, `target`: any shape, equal; the loss is a scalar. Default grad_scale 1.
     Rmsle,
     crate::kernel::regression::RMSLE,
-    crate::kernel::regression::RMSLE_VEC4
+    crate::kernel::regression::RMSLE_VEC4,
+    crate::kernel::regression::RMSLE_HALF
 );
