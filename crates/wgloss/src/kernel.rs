@@ -82,6 +82,8 @@ pub(crate) const CLASS_ROWS: Kernel = Kernel {
         shader!("classification/class_rows_f32.wgsl"),
     ],
 };
+/// The two sweeps of the four-per-step class-row widths.
+const CLASS_ROWS_QUADS: &str = shader!("classification/class_rows_quads.wgsl");
 /// [`CLASS_ROWS`] four logits per step, for contiguous rows of a multiple of four classes.
 pub(crate) const CLASS_ROWS_VEC4: Kernel = Kernel {
     name: "class_rows.vec4",
@@ -89,6 +91,7 @@ pub(crate) const CLASS_ROWS_VEC4: Kernel = Kernel {
         PRELUDE,
         shader!("classification/class_rows.wgsl"),
         shader!("classification/class_rows_vec4.wgsl"),
+        CLASS_ROWS_QUADS,
     ],
 };
 /// [`CLASS_ROWS`] over 16-bit logits, two per step, for contiguous rows of an even class count.
@@ -99,6 +102,17 @@ pub(crate) const CLASS_ROWS_HALF: Kernel = Kernel {
         shader!("classification/class_rows.wgsl"),
         HALF,
         shader!("classification/class_rows_half.wgsl"),
+    ],
+};
+/// [`CLASS_ROWS_HALF`] four logits per step, for contiguous rows of a multiple of four classes.
+pub(crate) const CLASS_ROWS_HALF4: Kernel = Kernel {
+    name: "class_rows.half4",
+    parts: &[
+        PRELUDE,
+        shader!("classification/class_rows.wgsl"),
+        HALF,
+        shader!("classification/class_rows_half4.wgsl"),
+        CLASS_ROWS_QUADS,
     ],
 };
 
@@ -236,7 +250,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, BOXES, OVERLAP, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
+    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, BOXES, OVERLAP, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
         MAE, MAE_VEC4, MAE_HALF => "mae",
         MSE, MSE_VEC4, MSE_HALF => "mse",

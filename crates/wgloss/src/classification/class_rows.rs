@@ -7,7 +7,7 @@ use wgpu::util::DeviceExt;
 use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
-use crate::kernel::{CLASS_ROWS, CLASS_ROWS_HALF, CLASS_ROWS_VEC4};
+use crate::kernel::{CLASS_ROWS, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_VEC4};
 use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 
 /// Which loss a row computes (the kernel's `KIND`).
@@ -457,12 +457,13 @@ impl ClassRows<'_> {
                 segs.iter().enumerate().map(|(i, s)| bind(i, s)).collect();
             // Four logits per step where every row starts on a vec4: contiguous rows of a
             // multiple of four classes (segments start on whole samples, so on a vec4 too).
-            let kernel = if half {
-                &CLASS_ROWS_HALF
-            } else if gpu.vec4() && !small && d.inner == 1 && d.classes % 4 == 0 {
-                &CLASS_ROWS_VEC4
-            } else {
-                &CLASS_ROWS
+            // 16-bit logits likewise four per step, else two (rows of an even class count).
+            let quads = gpu.vec4() && !small && d.inner == 1 && d.classes.is_multiple_of(4);
+            let kernel = match (half, quads) {
+                (true, true) => &CLASS_ROWS_HALF4,
+                (true, false) => &CLASS_ROWS_HALF,
+                (false, true) => &CLASS_ROWS_VEC4,
+                (false, false) => &CLASS_ROWS,
             };
             let pipeline = |entry: &'static str| {
                 gpu.pipeline(
