@@ -131,7 +131,7 @@ pub fn compare(
 }
 
 /// A call's loss and gradient against the reference's (`what` names the case in the messages):
-/// the mismatches found, none when both agree.
+/// the mismatches found, none when both agree. A 16-bit gradient is held to [`compare_half`].
 pub fn compare_output(
     gpu: &wgloss::Gpu,
     what: &str,
@@ -144,8 +144,11 @@ pub fn compare_output(
     let checks = [
         read(&out.loss)
             .and_then(|got| compare(&format!("{what} loss"), &got, want.loss.view(), loss_tol)),
-        read(&out.grad)
-            .and_then(|got| compare(&format!("{what} grad"), &got, want.grad.view(), grad_tol)),
+        read(&out.grad).and_then(|got| match out.grad.dtype() {
+            dtype if dtype.is_half() => compare_half(&got, want.grad.view(), dtype, grad_tol)
+                .map_err(|e| format!("{what} grad: {e}")),
+            _ => compare(&format!("{what} grad"), &got, want.grad.view(), grad_tol),
+        }),
     ];
     checks.into_iter().filter_map(Result::err).collect()
 }

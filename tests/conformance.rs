@@ -7,7 +7,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use ndarray::{ArrayD, IxDyn};
 use wgloss::{DType, Error, Gpu, LossOutput, Reduction, Tensor};
-use wgloss_suite::check::{compare, compare_half, to_f64, REDUCED};
+use wgloss_suite::check::{compare, compare_output, to_f64, REDUCED};
 use wgloss_suite::registry::{Inputs, Layout, Targets, EMBEDDING_SHAPES};
 use wgloss_suite::{shared_gpu, Entry, REGISTRY};
 
@@ -427,19 +427,8 @@ fn half_inputs_match_reference(entry: &Entry) {
                 if out.grad.dtype() != dtype {
                     failures.push(format!("{what}: gradient of {:?}", out.grad.dtype()));
                 }
-                let loss = out.loss.to_vec(gpu).expect("download");
-                let grad = out.grad.to_vec(gpu).expect("download");
-                if let Err(e) = compare(
-                    &format!("{what} loss"),
-                    &loss,
-                    want.loss.view(),
-                    tolerance(reduction),
-                ) {
-                    failures.push(e);
-                }
-                if let Err(e) = compare_half(&grad, want.grad.view(), dtype, entry.tolerance) {
-                    failures.push(format!("{what} grad: {e}"));
-                }
+                let (loss_tol, grad_tol) = (tolerance(reduction), entry.tolerance);
+                failures.extend(compare_output(gpu, &what, &out, &want, loss_tol, grad_tol));
             }
             if !entry.half {
                 break;

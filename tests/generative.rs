@@ -6,7 +6,7 @@
 
 use wgloss::{DType, DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
 use wgloss_suite::check::{
-    compare, compare_half, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED, SINKHORN,
+    compare, compare_output, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED, SINKHORN,
 };
 use wgloss_suite::registry::IntoRef;
 use wgloss_suite::shared_gpu;
@@ -23,21 +23,8 @@ fn compare_out(
     } else {
         ELEMENTWISE
     };
-    let loss = out.loss.to_vec(gpu).unwrap();
-    compare(&format!("{what} loss"), &loss, want.loss.view(), tolerance).unwrap();
-    let grad = out.grad.to_vec(gpu).unwrap();
-    let dtype = out.grad.dtype();
-    if dtype.is_half() {
-        compare_half(&grad, want.grad.view(), dtype, ELEMENTWISE)
-    } else {
-        compare(
-            &format!("{what} grad"),
-            &grad,
-            want.grad.view(),
-            ELEMENTWISE,
-        )
-    }
-    .unwrap_or_else(|e| panic!("{what} grad: {e}"));
+    let failures = compare_output(gpu, what, out, want, tolerance, ELEMENTWISE);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

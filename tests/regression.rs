@@ -15,8 +15,7 @@ use wgloss::{
 use wgloss_ref::LossGrad;
 use wgloss_ref::SelfAdjustingState;
 use wgloss_suite::check::{
-    compare, compare_half, compare_output, loss_tolerance, to_f64, Rng, Tolerance, ELEMENTWISE,
-    REDUCED,
+    compare_output, loss_tolerance, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED,
 };
 use wgloss_suite::registry::IntoRef;
 use wgloss_suite::{shared_gpu, small_binding_gpu};
@@ -401,17 +400,9 @@ fn half_inputs_split_across_bindings() {
                 1024.0,
             );
             let what = format!("huber {dtype:?} {reduction:?}");
-            let l = out.loss.to_vec(gpu).unwrap();
-            compare(
-                &format!("{what} loss"),
-                &l,
-                want.loss.view(),
-                loss_tolerance(reduction),
-            )
-            .unwrap();
-            let g = out.grad.to_vec(gpu).unwrap();
-            compare_half(&g, want.grad.view(), dtype, ELEMENTWISE)
-                .unwrap_or_else(|e| panic!("{what} grad: {e}"));
+            let tol = loss_tolerance(reduction);
+            let failures = compare_output(gpu, &what, &out, &want, tol, ELEMENTWISE);
+            assert!(failures.is_empty(), "{}", failures.join("\n"));
         }
     }
 }
@@ -440,10 +431,7 @@ fn rmse_of_f16_inputs_with_residuals_past_half_range() {
         let t = Tensor::from_slice_as(&gpu, &target, &[n], DType::F16).unwrap();
         let out = wgloss::Rmse::default().compute(&gpu, &p, &t).unwrap();
         let what = format!("rmse f16 vec4={vec4}");
-        let l = out.loss.to_vec(&gpu).unwrap();
-        compare(&what, &l, want.loss.view(), REDUCED).unwrap();
-        let g = out.grad.to_vec(&gpu).unwrap();
-        compare_half(&g, want.grad.view(), DType::F16, ELEMENTWISE)
-            .unwrap_or_else(|e| panic!("{what} grad: {e}"));
+        let failures = compare_output(&gpu, &what, &out, &want, REDUCED, ELEMENTWISE);
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }
