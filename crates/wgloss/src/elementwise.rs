@@ -211,16 +211,16 @@ pub(crate) fn samples_per_segment(
 /// of `coords`.
 fn segment_len(gpu: &Gpu, coords: usize, size: usize, per_element: bool) -> usize {
     let limits = gpu.limits();
-    let align = lcm(vec4_unit(gpu, size), vec4_unit(gpu, 4));
-    let unit = lcm(align, coords);
+    let unit = lcm(vec4_unit(gpu, size), coords);
     let widest = if per_element { size.max(4) } else { size };
     let max_elems =
         (limits.max_storage_buffer_binding_size / widest as u64).min(u32::MAX as u64 / 2) as usize;
     (max_elems / unit).max(1) * unit
 }
 
-/// Elements of `size` bytes per unit of the four-elements-per-step kernels: a multiple of 4
-/// whose byte size is a multiple of the device's storage offset alignment.
+/// Elements of `size` bytes (at most 4) per unit of the four-elements-per-step kernels: a
+/// multiple of 4 whose byte size is a multiple of the device's storage offset alignment, and so
+/// is that of as many f32 values (the per-element losses beside 16-bit inputs).
 fn vec4_unit(gpu: &Gpu, size: usize) -> usize {
     let align = (gpu.limits().min_storage_buffer_offset_alignment as usize / size).max(1);
     lcm(align, 4)
@@ -523,8 +523,7 @@ pub(crate) fn encode(
         seg_len,
         max_workgroups,
         kernel4.map(|_| {
-            let size = pred.dtype().size();
-            let unit = lcm(vec4_unit(gpu, size), vec4_unit(gpu, 4));
+            let unit = vec4_unit(gpu, pred.dtype().size());
             if spec.plan == Plan::CoordStats {
                 lcm(unit, coords)
             } else {

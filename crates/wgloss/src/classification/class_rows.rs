@@ -232,10 +232,7 @@ impl ClassRows<'_> {
         check_weight("weight", self.weight, d.classes)?;
         // f32 logits, or 16-bit ones (and a gradient of their type) over contiguous rows of an
         // even class count, so that no 32-bit word holds two rows.
-        let values = match logits.unwrap_or(&out.grad).dtype() {
-            dtype @ (DType::F16 | DType::BF16) => dtype,
-            _ => DType::F32,
-        };
+        let values = crate::grad_type(logits.unwrap_or(&out.grad));
         if let Some(l) = logits {
             l.check_dtype("logits", values)?;
         }
