@@ -343,12 +343,15 @@ fn in_place_gradient_overwrites_the_logits() {
 }
 
 fn in_place_on(gpu: &Gpu) {
-    // f32 logits, and 16-bit ones (rows of an even class count).
+    // f32 logits, and 16-bit ones: rows of an even class count, and of an odd one (sharing
+    // words with their neighbours; an odd row count ends in half a word of padding).
     let cases = [
         ([64usize, 5], DType::F32),
         ([9, 1000], DType::F32),
         ([64, 6], DType::F16),
         ([9, 1000], DType::BF16),
+        ([63, 5], DType::F16),
+        ([9, 999], DType::BF16),
     ];
     for (shape, dtype) in cases {
         let (n, c) = (shape[0], shape[1]);
@@ -393,15 +396,21 @@ fn in_place_on(gpu: &Gpu) {
 }
 
 /// 16-bit logits against the reference on the rounded logits, in segments of 1 MiB bindings
-/// through a GPU's walks: rows of 1,030 classes (a workgroup per row) and of 10 (an invocation
-/// per row), with weights, label smoothing, z-loss, a soft cap and ignored rows; the gradient in
-/// the logits' type within one step of it.
+/// through a GPU's walks: rows of 1,030 and 1,031 classes (a workgroup per row) and of 10 and 11
+/// (an invocation per row), with weights, label smoothing, z-loss, a soft cap and ignored rows;
+/// the gradient in the logits' type within one step of it. The odd counts share words between
+/// rows, and their segments hold a multiple of 128 rows but the last (odd here).
 #[test]
 fn half_logits_match_reference_in_segments() {
     let Some(gpu) = small_binding_gpu() else {
         return;
     };
-    for (shape, dtype) in [([700usize, 1030], DType::F16), ([40_000, 10], DType::BF16)] {
+    for (shape, dtype) in [
+        ([700usize, 1030], DType::F16),
+        ([40_000, 10], DType::BF16),
+        ([701, 1031], DType::BF16),
+        ([40_001, 11], DType::F16),
+    ] {
         let (n, c) = (shape[0], shape[1]);
         let mut rng = Rng::new(c as u64);
         let logits: Vec<f32> = rng
@@ -452,14 +461,13 @@ fn half_logits_match_reference_in_segments() {
     }
 }
 
-/// 16-bit logits need contiguous rows of an even class count (no 32-bit word holding two rows):
-/// an odd count or trailing dims are a shape error, and a gradient of another type a dtype
-/// error.
+/// 16-bit logits need contiguous rows: trailing dims are a shape error, and a gradient of
+/// another type a dtype error.
 #[test]
 fn half_logits_of_other_layouts_are_rejected() {
     let Some(gpu) = shared_gpu() else { return };
     let ce = CrossEntropy::default();
-    for shape in [vec![4, 3], vec![2, 4, 3]] {
+    for shape in [vec![2, 4, 3], vec![2, 3, 2]] {
         let len = shape.iter().product();
         let x = Tensor::from_slice_as(gpu, &vec![0.5; len], &shape, DType::F16).unwrap();
         let label_shape: Vec<usize> = [shape[0]].into_iter().chain(shape[2..].to_vec()).collect();
@@ -488,26 +496,34 @@ fn half_logits_of_other_layouts_are_rejected() {
     );
 }
 
-/// A bad label is still reported in place, and the logits are then left as they were.
+/// A bad label is still reported in place, and the logits are then left as they were: f32
+/// logits, and 16-bit ones of an odd class count (whose shared words are packed by a pass of
+/// their own), on both row paths.
 #[test]
 fn in_place_with_a_bad_label_keeps_the_logits() {
     let Some(gpu) = shared_gpu() else { return };
-    let logits = Rng::new(9).uniform(40, -1.0, 1.0);
-    let x = Tensor::from_slice(gpu, &logits, &[8, 5]).unwrap();
-    let y = Tensor::from_labels(gpu, &[0, 1, 2, 9, 4, 0, 1, 2], &[8]).unwrap();
-    let r = CrossEntropy::default().compute_in_place(gpu, x.clone(), &y);
-    assert!(
-        matches!(
-            r,
-            Err(wgloss::Error::LabelOutOfRange {
-                position: 3,
-                label: 9,
-                classes: 5
-            })
-        ),
-        "{r:?}"
-    );
-    assert_eq!(x.to_vec(gpu).unwrap(), logits);
+    for (c, dtype) in [(5, DType::F32), (5, DType::F16), (45, DType::BF16)] {
+        let logits: Vec<f32> = Rng::new(9)
+            .uniform(8 * c, -1.0, 1.0)
+            .into_iter()
+            .map(|x| dtype.round(x))
+            .collect();
+        let x = Tensor::from_slice_as(gpu, &logits, &[8, c], dtype).unwrap();
+        let y = Tensor::from_labels(gpu, &[0, 1, 2, 90, 4, 0, 1, 2], &[8]).unwrap();
+        let r = CrossEntropy::default().compute_in_place(gpu, x.clone(), &y);
+        assert!(
+            matches!(
+                r,
+                Err(wgloss::Error::LabelOutOfRange {
+                    position: 3,
+                    label: 90,
+                    classes,
+                }) if classes == c
+            ),
+            "{c} {dtype:?}: {r:?}"
+        );
+        assert_eq!(x.to_vec(gpu).unwrap(), logits, "{c} {dtype:?}");
+    }
 }
 
 /// Targets must be i32 labels `[N, d...]` or f32 probabilities of the logits' shape; the other

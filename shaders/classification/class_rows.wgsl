@@ -97,6 +97,12 @@ override IN_PLACE: bool = false;
 // Class weights given; without them every weight is 1 and the weight binding is not read (a
 // lookup per element costs on a CPU adapter even behind a uniform branch).
 override WEIGHTED: bool = false;
+// 16-bit logits of an odd class count, whose rows share 32-bit words (class_rows_half.wgsl).
+override SHARED_WORDS: bool = false;
+
+// Under SHARED_WORDS, the edge slots in `state` from here on: one gradient per row of the
+// segment, for its class in a shared word (`store_edge`).
+const EDGES: u32 = 4u;
 
 var<workgroup> red_m: array<f32, 256>;
 var<workgroup> red_a: array<f32, 256>;
@@ -182,12 +188,13 @@ fn hinge_slope(h: f32) -> f32 {
 }
 
 // One row: where its classes start, its label (-1 under probability targets), whether it is
-// ignored, and its label's logit (0 when there is none).
+// ignored, its label's logit (0 when there is none), and its index in the segment.
 struct Row {
     base: u32,
     y: i32,
     skip: bool,
     xy: f32,
+    at: u32,
 }
 
 fn row_at(r: u32) -> Row {
@@ -206,7 +213,32 @@ fn row_of(r: u32, sp: vec2<u32>) -> Row {
     if (!PROBS && !skip) {
         xy = logit(base + u32(y) * params.inner);
     }
-    return Row(base, y, skip, xy);
+    return Row(base, y, skip, xy, r);
+}
+
+// The class of `row` whose element shares a 32-bit word with another row, or C when none does:
+// under SHARED_WORDS (an odd class count) the first when the row starts in a word's high half,
+// else the last.
+fn shared_class(row: Row) -> u32 {
+    if (!SHARED_WORDS) {
+        return params.classes;
+    }
+    return select(params.classes - 1u, 0u, row.base % 2u == 1u);
+}
+
+// Keeps the gradient of `row`'s shared element in its edge slot, for `shared_words`.
+fn store_edge(row: Row, g: f32) {
+    state[EDGES + row.at] = g;
+}
+
+// Stores gradient i (class c of `row`): into the gradient, or into the row's edge slot for an
+// element in a shared word.
+fn store_class_grad(row: Row, c: u32, i: u32, g: f32) {
+    if (SHARED_WORDS && c == shared_class(row)) {
+        store_edge(row, g);
+    } else {
+        store_grad(i, g);
+    }
 }
 
 // Running statistics of (part of) a row: the running log-sum-exp (m, t) (see `lse_add`), and two
@@ -488,13 +520,13 @@ fn fused_rows(
         var l = 0.0;
         if (row.skip) {
             for (var c = 0u; c < params.classes; c++) {
-                store_grad(row.base + c * params.inner, 0.0);
+                store_class_grad(row, c, row.base + c * params.inner, 0.0);
             }
         } else {
             let co = coefficients(row, st, scale);
             for (var c = 0u; c < params.classes; c++) {
                 let i = row.base + c * params.inner;
-                store_grad(i, class_gradient(c, logit(i), i, row, st, co));
+                store_class_grad(row, c, i, class_gradient(c, logit(i), i, row, st, co));
             }
             l = row_loss(row, st);
         }

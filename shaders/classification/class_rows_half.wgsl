@@ -1,8 +1,12 @@
 // Class rows over 16-bit logits and gradient (`util/half.wgsl`), two per 32-bit word and step.
-// The host takes this width only for contiguous rows (no trailing dims) of an even number of
-// classes, so that every row starts on a word and no word holds two rows: the invocation that
-// writes one half of a word writes the other too. Defines the element accessors and the two
-// sweeps of the workgroup-per-row path.
+// The host takes this width only for contiguous rows (no trailing dims). Segments start on a
+// word; a row of an odd class count that starts in a word's high half shares that word with
+// the row before, and one that ends in a low half shares it with the row after (or with the
+// padding past the last row). The sweeps step over the row's own words; its shared element (the
+// first or the last, at most one per row) is read alone, and its gradient goes to the row's
+// edge slot in `state` (`store_edge`): `shared_words` packs both halves of each shared word
+// after `fused` or `fused_rows`, so that no two invocations write one word. Defines the element
+// accessors, the two sweeps of the workgroup-per-row path and `shared_words`.
 
 @group(0) @binding(0) var<storage, read> logits: array<u32>;
 @group(0) @binding(2) var<storage, read_write> grad: array<u32>;
@@ -22,45 +26,97 @@ fn raw_logit(i: u32) -> f32 {
 
 // Stores gradient i into its half of the word, keeping the other half (only the invocation that
 // owns the row writes it: in place, the other half still holds a logit it has yet to read, or
-// the gradient it just wrote).
+// the gradient it just wrote; a word shared with another row goes through `store_edge`).
 fn store_grad(i: u32, g: f32) {
     var v = unpack_pair(grad[i / 2u]);
     v[i % 2u] = g;
     grad[i / 2u] = pack_pair(v);
 }
 
+// The row's own words: (first word, how many), and its classes before the first of them
+// (1 when the row starts in a high half, else 0).
+struct Words {
+    first: u32,
+    count: u32,
+    head: u32,
+}
+
+fn row_words(row: Row) -> Words {
+    let head = row.base % 2u;
+    return Words((row.base + head) / 2u, (params.classes - head) / 2u, head);
+}
+
 // Sweep 1 of `fused`: this invocation's share of the row's statistics, one accumulator per
-// half, combined at the end.
+// half, combined at the end; invocation 0 adds the shared element.
 fn sweep_stats(row: Row, lid: u32) -> Acc {
     var a0 = acc_new();
     var a1 = acc_new();
-    let w0 = row.base / 2u;
-    let ww = lane_walk(vec2<u32>(0u, params.classes / 2u), lid);
+    let rw = row_words(row);
+    let ww = lane_walk(vec2<u32>(0u, rw.count), lid);
     for (var w = ww.x; w < ww.y; w += LANES) {
-        let x = raw_pair(w0 + w);
-        let c = 2u * w;
+        let x = raw_pair(rw.first + w);
+        let c = 2u * w + rw.head;
         let i = row.base + c;
         a0 = accumulate(a0, c, capped(x.x), i, row);
         a1 = accumulate(a1, c + 1u, capped(x.y), i + 1u, row);
+    }
+    let c = shared_class(row);
+    if (lid == 0u && c < params.classes) {
+        a0 = accumulate(a0, c, logit(row.base + c), row.base + c, row);
     }
     return combine(a0, a1);
 }
 
 // Sweep 2 of `fused`: this invocation's share of the row's gradient (zeros for an ignored row).
 fn sweep_grad(row: Row, st: Stats, co: Coef, lid: u32) {
-    let w0 = row.base / 2u;
-    let ww = lane_walk(vec2<u32>(0u, params.classes / 2u), lid);
+    let rw = row_words(row);
+    let ww = lane_walk(vec2<u32>(0u, rw.count), lid);
     for (var w = ww.x; w < ww.y; w += LANES) {
         var g = vec2<f32>(0.0);
         if (!row.skip) {
-            let x = raw_pair(w0 + w);
-            let c = 2u * w;
+            let x = raw_pair(rw.first + w);
+            let c = 2u * w + rw.head;
             let i = row.base + c;
             g = vec2<f32>(
                 class_gradient(c, capped(x.x), i, row, st, co),
                 class_gradient(c + 1u, capped(x.y), i + 1u, row, st, co),
             );
         }
-        grad[w0 + w] = pack_pair(g);
+        grad[rw.first + w] = pack_pair(g);
+    }
+    let c = shared_class(row);
+    if (lid == 0u && c < params.classes) {
+        var g = 0.0;
+        if (!row.skip) {
+            let i = row.base + c;
+            g = class_gradient(c, logit(i), i, row, st, co);
+        }
+        store_edge(row, g);
+    }
+}
+
+// After `fused` or `fused_rows` over rows of an odd class count: each word shared by rows 2j
+// (its low half, the row's last class) and 2j + 1 (its high half, the first class) takes both
+// edge slots; after the last row of an odd count, the high half (padding) is kept. Writes
+// nothing if a bad label was recorded.
+@compute @workgroup_size(256)
+fn shared_words(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (bad_label_recorded(lid.x)) {
+        return;
+    }
+    let b = lane_walk(block_range((params.rows + 1u) / 2u, wid.x, nwg.x, WG), lid.x);
+    for (var j = b.x; j < b.y; j += LANES) {
+        let r = 2u * j;
+        let w = ((r + 1u) * params.classes - 1u) / 2u;
+        var v = unpack_pair(grad[w]);
+        v.x = state[EDGES + r];
+        if (r + 1u < params.rows) {
+            v.y = state[EDGES + r + 1u];
+        }
+        grad[w] = pack_pair(v);
     }
 }

@@ -178,13 +178,15 @@ pub(crate) fn lcm(a: usize, b: usize) -> usize {
 /// samples: each run fits one storage binding and starts at an offset aligned for views over
 /// samples (`C·S` elements each) and over their rows (`S` each). Fails when one sample exceeds
 /// a binding. `size` is the inputs' element size in bytes (the bound stays that of f32 values,
-/// which probability targets and per-element losses beside them take).
+/// which probability targets and per-element losses beside them take). `scratch` bytes per row
+/// of the segment go to one more binding, beside 16 bytes of its own.
 pub(crate) fn samples_per_segment(
     gpu: &Gpu,
     logits_shape: &[usize],
     classes: usize,
     inner: usize,
     size: usize,
+    scratch: usize,
 ) -> Result<usize> {
     let limits = gpu.limits();
     let align = (limits.min_storage_buffer_offset_alignment as usize / size).max(1);
@@ -202,7 +204,14 @@ pub(crate) fn samples_per_segment(
             why: "one sample (C times the trailing dims) exceeds a storage binding",
         });
     }
-    Ok(((max_elems / sample.max(1)) / unit).max(1) * unit)
+    let mut samples = max_elems / sample.max(1);
+    if let Some(rows) = (limits.max_storage_buffer_binding_size as usize)
+        .saturating_sub(16)
+        .checked_div(scratch)
+    {
+        samples = samples.min(rows / inner.max(1));
+    }
+    Ok((samples / unit).max(1) * unit)
 }
 
 /// Largest element count per segment of `size`-byte inputs: fits the device's storage binding

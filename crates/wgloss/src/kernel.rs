@@ -94,7 +94,8 @@ pub(crate) const CLASS_ROWS_VEC4: Kernel = Kernel {
         CLASS_ROWS_QUADS,
     ],
 };
-/// [`CLASS_ROWS`] over 16-bit logits, two per step, for contiguous rows of an even class count.
+/// [`CLASS_ROWS`] over 16-bit logits, two per step, for contiguous rows (of any class count:
+/// `shared_words` packs the words two rows of an odd count share).
 pub(crate) const CLASS_ROWS_HALF: Kernel = Kernel {
     name: "class_rows.half",
     parts: &[

@@ -95,6 +95,9 @@ const PARAMS_STRIDE: u64 = 256;
 /// row.
 const SMALL_C: usize = 32;
 
+/// Words of the state before its edge slots (`EDGES` in class_rows.wgsl): D, then padding.
+const STATE_HEAD: usize = 4;
+
 /// Geometry of a `[N, C, S]` problem.
 struct Dims {
     samples: usize,
@@ -230,8 +233,7 @@ impl ClassRows<'_> {
         let d = Self::dims(logits_shape, target, probs)?;
         crate::config::check_grad_scale(self.grad_scale)?;
         check_weight("weight", self.weight, d.classes)?;
-        // f32 logits, or 16-bit ones (and a gradient of their type) over contiguous rows of an
-        // even class count, so that no 32-bit word holds two rows.
+        // f32 logits, or 16-bit ones (and a gradient of their type) over contiguous rows.
         let values = crate::grad_type(logits.unwrap_or(&out.grad));
         if let Some(l) = logits {
             l.check_dtype("logits", values)?;
@@ -239,14 +241,16 @@ impl ClassRows<'_> {
         target.check_dtype("target", if probs { DType::F32 } else { DType::I32 })?;
         out.grad.check_dtype("grad", values)?;
         let half = values.is_half();
-        if half && (d.inner != 1 || !d.classes.is_multiple_of(2)) {
+        if half && d.inner != 1 {
             return Err(Error::InvalidShape {
                 name: "logits",
                 got: logits_shape.to_vec(),
-                why: "16-bit logits need contiguous rows (no trailing dimensions) of an even \
-                      number of classes",
+                why: "16-bit logits need contiguous rows (no trailing dimensions)",
             });
         }
+        // Rows of an odd class count share 32-bit words: each row keeps its shared element's
+        // gradient in an edge slot of the state, one f32 per row of a segment.
+        let shared_words = half && !d.classes.is_multiple_of(2);
         out.loss.check_dtype("loss", DType::F32)?;
         out.status.check_dtype("status", DType::U32)?;
         if out.grad.shape() != logits_shape {
@@ -292,8 +296,14 @@ impl ClassRows<'_> {
             }
         }
         let sample = d.classes * d.inner;
-        let seg_samples =
-            samples_per_segment(gpu, logits_shape, d.classes, d.inner, values.size())?;
+        let seg_samples = samples_per_segment(
+            gpu,
+            logits_shape,
+            d.classes,
+            d.inner,
+            values.size(),
+            if shared_words { 4 } else { 0 },
+        )?;
 
         gpu.scoped(|| {
             encoder.clear_buffer(out.status.buffer(), out.status.offset(), Some(4));
@@ -392,7 +402,8 @@ impl ClassRows<'_> {
                 })
             };
             let partials = scratch("class_rows partials", num_partials);
-            let state = scratch("class_rows state", 4);
+            let edges = if shared_words { seg_samples } else { 0 };
+            let state = scratch("class_rows state", STATE_HEAD + edges);
             // Stand-in for the bindings a configuration does not read.
             let unused = scratch("class_rows unused binding", 4);
             let weight = match self.weight {
@@ -454,7 +465,7 @@ impl ClassRows<'_> {
                 segs.iter().enumerate().map(|(i, s)| bind(i, s)).collect();
             // Four logits per step where every row starts on a vec4: contiguous rows of a
             // multiple of four classes (segments start on whole samples, so on a vec4 too).
-            // 16-bit logits likewise four per step, else two (rows of an even class count).
+            // 16-bit logits likewise four per step, else two.
             let quads = gpu.vec4() && !small && d.inner == 1 && d.classes.is_multiple_of(4);
             let kernel = match (half, quads) {
                 (true, true) => &CLASS_ROWS_HALF4,
@@ -474,6 +485,7 @@ impl ClassRows<'_> {
                             ("PROBS", probs.into()),
                             ("IN_PLACE", logits.is_none().into()),
                             ("WEIGHTED", self.weight.is_some().into()),
+                            ("SHARED_WORDS", shared_words.into()),
                         ]
                         .into_iter()
                         .chain(half.then_some(("BF16", (values == DType::BF16).into())))
@@ -501,11 +513,25 @@ impl ClassRows<'_> {
                 if skipped {
                     continue;
                 }
-                pass.set_pipeline(&pipeline(entry));
+                let main = pipeline(entry);
+                // Shared words are packed after each segment's rows, before the next segment
+                // reuses the edge slots.
+                let pack = (entry == fused && shared_words).then(|| pipeline("shared_words"));
+                pass.set_pipeline(&main);
                 if all {
                     for (s, g) in segs.iter().zip(&groups) {
                         pass.set_bind_group(0, g, &[]);
                         pass.dispatch_workgroups(s.workgroups as u32, 1, 1);
+                        if let Some(pack) = &pack {
+                            let pairs = (s.count * d.inner).div_ceil(2);
+                            pass.set_pipeline(pack);
+                            pass.dispatch_workgroups(
+                                pairs.div_ceil(256).clamp(1, 65_535) as u32,
+                                1,
+                                1,
+                            );
+                            pass.set_pipeline(&main);
+                        }
                     }
                 } else {
                     pass.set_bind_group(0, &groups[0], &[]);
