@@ -344,7 +344,8 @@ fn in_place_gradient_overwrites_the_logits() {
 
 fn in_place_on(gpu: &Gpu) {
     // f32 logits, and 16-bit ones: rows of an even class count, and of an odd one (sharing
-    // words with their neighbours; an odd row count ends in half a word of padding).
+    // words with their neighbours; an odd row count ends in half a word of padding), and rows
+    // with trailing dims (pairs of rows sharing words).
     let cases = [
         ([64usize, 5], DType::F32),
         ([9, 1000], DType::F32),
@@ -352,12 +353,17 @@ fn in_place_on(gpu: &Gpu) {
         ([9, 1000], DType::BF16),
         ([63, 5], DType::F16),
         ([9, 999], DType::BF16),
-    ];
+    ]
+    .map(|(s, d)| (s.to_vec(), d))
+    .into_iter()
+    .chain([(vec![3, 5, 6], DType::F16), (vec![2, 40, 4], DType::BF16)]);
     for (shape, dtype) in cases {
         let (n, c) = (shape[0], shape[1]);
+        let rows = n * shape[2..].iter().product::<usize>();
+        let label_shape: Vec<usize> = [n].into_iter().chain(shape[2..].to_vec()).collect();
         let mut rng = Rng::new(c as u64);
-        let logits = rng.uniform(n * c, -6.0, 6.0);
-        let labels: Vec<i32> = (0..n)
+        let logits = rng.uniform(rows * c, -6.0, 6.0);
+        let labels: Vec<i32> = (0..rows)
             .map(|r| {
                 if r % 7 == 3 {
                     -100
@@ -366,7 +372,7 @@ fn in_place_on(gpu: &Gpu) {
                 }
             })
             .collect();
-        let y = Tensor::from_labels(gpu, &labels, &[n]).unwrap();
+        let y = Tensor::from_labels(gpu, &labels, &label_shape).unwrap();
         let probs = Tensor::from_slice(gpu, &probabilities(&mut rng, &shape), &shape).unwrap();
         for target in [&y, &probs] {
             let loss = CrossEntropy {
@@ -397,28 +403,33 @@ fn in_place_on(gpu: &Gpu) {
 
 /// 16-bit logits against the reference on the rounded logits, in segments of 1 MiB bindings
 /// through a GPU's walks: rows of 1,030 and 1,031 classes (a workgroup per row) and of 10 and 11
-/// (an invocation per row), with weights, label smoothing, z-loss, a soft cap and ignored rows;
-/// the gradient in the logits' type within one step of it. The odd counts share words between
-/// rows, and their segments hold a multiple of 128 rows but the last (odd here).
+/// (an invocation per row), and rows with trailing dims (an invocation per pair of rows), with
+/// weights, label smoothing, z-loss, a soft cap and ignored rows; the gradient in the logits'
+/// type within one step of it. The odd counts share words between rows, and their segments hold
+/// a multiple of 128 rows but the last (odd here).
 #[test]
 fn half_logits_match_reference_in_segments() {
     let Some(gpu) = small_binding_gpu() else {
         return;
     };
     for (shape, dtype) in [
-        ([700usize, 1030], DType::F16),
-        ([40_000, 10], DType::BF16),
-        ([701, 1031], DType::BF16),
-        ([40_001, 11], DType::F16),
+        (vec![700usize, 1030], DType::F16),
+        (vec![40_000, 10], DType::BF16),
+        (vec![701, 1031], DType::BF16),
+        (vec![40_001, 11], DType::F16),
+        (vec![1500, 5, 64], DType::F16),
+        (vec![400, 40, 20], DType::BF16),
     ] {
         let (n, c) = (shape[0], shape[1]);
+        let rows = n * shape[2..].iter().product::<usize>();
+        let label_shape: Vec<usize> = [n].into_iter().chain(shape[2..].to_vec()).collect();
         let mut rng = Rng::new(c as u64);
         let logits: Vec<f32> = rng
-            .uniform(n * c, -8.0, 8.0)
+            .uniform(rows * c, -8.0, 8.0)
             .into_iter()
             .map(|x| dtype.round(x))
             .collect();
-        let labels: Vec<i32> = (0..n)
+        let labels: Vec<i32> = (0..rows)
             .map(|r| {
                 if r % 9 == 2 {
                     -100
@@ -438,13 +449,13 @@ fn half_logits_match_reference_in_segments() {
                 ..Default::default()
             };
             let x = Tensor::from_slice_as(gpu, &logits, &shape, dtype).unwrap();
-            let y = Tensor::from_labels(gpu, &labels, &[n]).unwrap();
+            let y = Tensor::from_labels(gpu, &labels, &label_shape).unwrap();
             let out = loss.compute(gpu, &x, &y).unwrap();
             let labels64: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
             let w64: Vec<f64> = weight.iter().map(|&w| f64::from(w)).collect();
             let want = wgloss_ref::cross_entropy_extras(
                 to_f64(&logits, &shape).view(),
-                to_f64(&labels64, &[n]).view(),
+                to_f64(&labels64, &label_shape).view(),
                 Some(&w64),
                 -100,
                 0.1,
@@ -461,13 +472,13 @@ fn half_logits_match_reference_in_segments() {
     }
 }
 
-/// 16-bit logits need contiguous rows: trailing dims are a shape error, and a gradient of
-/// another type a dtype error.
+/// 16-bit logits need contiguous rows or trailing dims of an even size: an odd size is a shape
+/// error, and a gradient of another type a dtype error.
 #[test]
 fn half_logits_of_other_layouts_are_rejected() {
     let Some(gpu) = shared_gpu() else { return };
     let ce = CrossEntropy::default();
-    for shape in [vec![2, 4, 3], vec![2, 3, 2]] {
+    for shape in [vec![2, 4, 3], vec![2, 3, 5, 1]] {
         let len = shape.iter().product();
         let x = Tensor::from_slice_as(gpu, &vec![0.5; len], &shape, DType::F16).unwrap();
         let label_shape: Vec<usize> = [shape[0]].into_iter().chain(shape[2..].to_vec()).collect();

@@ -372,7 +372,8 @@ fn half_inputs_match_reference(entry: &Entry) {
         let shapes: Vec<Vec<usize>> = match entry.layout {
             // Contiguous rows: one invocation per row for few classes, a workgroup per row
             // beyond (labels from the entry's seven classes); odd class counts share words
-            // between rows (an odd row count leaves the last row's word half padding).
+            // between rows (an odd row count leaves the last row's word half padding). Trailing
+            // dims of an even size: an invocation per pair of rows, of few or many classes.
             Layout::Classes { .. } if entry.half => vec![
                 vec![1, 8],
                 vec![257, 8],
@@ -382,6 +383,9 @@ fn half_inputs_match_reference(entry: &Entry) {
                 vec![257, 9],
                 vec![3, 65],
                 vec![40, 1031],
+                vec![1, 7, 2],
+                vec![3, 8, 6],
+                vec![2, 45, 4, 3],
             ],
             _ => [1, 7, 257, 100_003].map(|n| entry.shape(n)).to_vec(),
         };

@@ -536,10 +536,16 @@ fn fused_rows(
             total += l;
         }
     }
+    store_total(lid.x, wid.x, total);
+}
+
+// Ends a pass of one invocation per row (or pair of rows): the workgroup's sum of its rows'
+// losses to its partial slot, unless each row's loss was written. Call in uniform control flow.
+fn store_total(lid: u32, wid: u32, total: f32) {
     if (params.per_row == 0u) {
-        let sum = workgroup_sum(lid.x, total);
-        if (lid.x == 0u) {
-            partials[params.wg_base + wid.x] = sum;
+        let sum = workgroup_sum(lid, total);
+        if (lid == 0u) {
+            partials[params.wg_base + wid] = sum;
         }
     }
 }

@@ -1,12 +1,13 @@
 // Class rows over 16-bit logits and gradient (`util/half.wgsl`), two per 32-bit word and step.
-// The host takes this width only for contiguous rows (no trailing dims). Segments start on a
-// word; a row of an odd class count that starts in a word's high half shares that word with
-// the row before, and one that ends in a low half shares it with the row after (or with the
-// padding past the last row). The sweeps step over the row's own words; its shared element (the
-// first or the last, at most one per row) is read alone, and its gradient goes to the row's
-// edge slot in `state` (`store_edge`): `shared_words` packs both halves of each shared word
-// after `fused` or `fused_rows`, so that no two invocations write one word. Defines the element
-// accessors, the two sweeps of the workgroup-per-row path and `shared_words`.
+// Contiguous rows (no trailing dims) take the paths of class_rows.wgsl; rows with trailing dims
+// of an even size take `fused_row_pairs`. Segments start on a word; a row of an odd class count
+// that starts in a word's high half shares that word with the row before, and one that ends in
+// a low half shares it with the row after (or with the padding past the last row). The sweeps
+// step over the row's own words; its shared element (the first or the last, at most one per
+// row) is read alone, and its gradient goes to the row's edge slot in `state` (`store_edge`):
+// `shared_words` packs both halves of each shared word after `fused` or `fused_rows`, so that
+// no two invocations write one word. Defines the element accessors, the two sweeps of the
+// workgroup-per-row path, `shared_words` and `fused_row_pairs`.
 
 @group(0) @binding(0) var<storage, read> logits: array<u32>;
 @group(0) @binding(2) var<storage, read_write> grad: array<u32>;
@@ -119,4 +120,72 @@ fn shared_words(
         }
         grad[w] = pack_pair(v);
     }
+}
+
+// The path for trailing dims (S even): one invocation per pair of rows (n, 2k) and (n, 2k + 1),
+// whose logits of each class share one word and no other row's; both rows' statistics, then
+// both gradients a word per class (no word is read back).
+@compute @workgroup_size(256)
+fn fused_row_pairs(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    if (bad_label_recorded(lid.x)) {
+        return;
+    }
+    let scale = gradient_scale();
+    // Words from one class to the next.
+    let stride = params.inner / 2u;
+    let b = lane_walk(block_range(params.rows / 2u, wid.x, nwg.x, WG), lid.x);
+    var pos = walk2(b.x, stride);
+    var total = 0.0;
+    for (var p = b.x; p < b.y; p += LANES) {
+        let s = 2u * pos.at.y;
+        let r = pos.at.x * params.inner + s;
+        let row0 = row_of(r, vec2<u32>(pos.at.x, s));
+        let row1 = row_of(r + 1u, vec2<u32>(pos.at.x, s + 1u));
+        pos = step2(pos);
+        let w0 = row0.base / 2u;
+        var acc0 = acc_new();
+        var acc1 = acc_new();
+        for (var c = 0u; c < params.classes; c++) {
+            let x = raw_pair(w0 + c * stride);
+            let i = row0.base + c * params.inner;
+            acc0 = accumulate(acc0, c, capped(x.x), i, row0);
+            acc1 = accumulate(acc1, c, capped(x.y), i + 1u, row1);
+        }
+        let st0 = finish(acc0);
+        let st1 = finish(acc1);
+        var co0 = Coef(0.0, 0.0, 0.0, 0.0);
+        var co1 = co0;
+        var l = vec2<f32>(0.0);
+        if (!row0.skip) {
+            co0 = coefficients(row0, st0, scale);
+            l.x = row_loss(row0, st0);
+        }
+        if (!row1.skip) {
+            co1 = coefficients(row1, st1, scale);
+            l.y = row_loss(row1, st1);
+        }
+        for (var c = 0u; c < params.classes; c++) {
+            let x = raw_pair(w0 + c * stride);
+            let i = row0.base + c * params.inner;
+            var g = vec2<f32>(0.0);
+            if (!row0.skip) {
+                g.x = class_gradient(c, capped(x.x), i, row0, st0, co0);
+            }
+            if (!row1.skip) {
+                g.y = class_gradient(c, capped(x.y), i + 1u, row1, st1, co1);
+            }
+            grad[w0 + c * stride] = pack_pair(g);
+        }
+        if (params.per_row != 0u) {
+            loss[r] = l.x;
+            loss[r + 1u] = l.y;
+        } else {
+            total += l.x + l.y;
+        }
+    }
+    store_total(lid.x, wid.x, total);
 }

@@ -212,10 +212,13 @@ fn bench(args: &[String]) -> Result<()> {
 }
 
 /// The 16-bit types a loss is benchmarked in besides f32 at `shape`: both where it takes them
-/// (the class-row losses for contiguous rows).
+/// (the class-row losses for contiguous rows or trailing dims of an even size).
 fn half_types(entry: &Entry, shape: &[usize]) -> Vec<DType> {
     let rows_ok = match entry.layout {
-        Layout::Classes { .. } => shape.len() == 2,
+        Layout::Classes { .. } => {
+            let inner: usize = shape.iter().skip(2).product();
+            inner == 1 || inner.is_multiple_of(2)
+        }
         _ => true,
     };
     if entry.half && rows_ok {

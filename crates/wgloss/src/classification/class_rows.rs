@@ -241,16 +241,19 @@ impl ClassRows<'_> {
         target.check_dtype("target", if probs { DType::F32 } else { DType::I32 })?;
         out.grad.check_dtype("grad", values)?;
         let half = values.is_half();
-        if half && d.inner != 1 {
+        if half && !d.inner.is_multiple_of(2) && d.inner != 1 {
             return Err(Error::InvalidShape {
                 name: "logits",
                 got: logits_shape.to_vec(),
-                why: "16-bit logits need contiguous rows (no trailing dimensions)",
+                why: "16-bit logits need contiguous rows or trailing dimensions of an even size",
             });
         }
-        // Rows of an odd class count share 32-bit words: each row keeps its shared element's
-        // gradient in an edge slot of the state, one f32 per row of a segment.
-        let shared_words = half && !d.classes.is_multiple_of(2);
+        // Contiguous rows of an odd class count share 32-bit words: each row keeps its shared
+        // element's gradient in an edge slot of the state, one f32 per row of a segment. With
+        // trailing dims (an even number of positions), one invocation takes rows (n, 2k) and
+        // (n, 2k + 1), which share every word they hold.
+        let shared_words = half && d.inner == 1 && !d.classes.is_multiple_of(2);
+        let pairs = half && d.inner > 1;
         out.loss.check_dtype("loss", DType::F32)?;
         out.status.check_dtype("status", DType::U32)?;
         if out.grad.shape() != logits_shape {
@@ -322,23 +325,26 @@ impl ClassRows<'_> {
             let mut segs = Vec::new();
             let (mut first, mut wg_base) = (0, 0);
             let small = d.classes <= SMALL_C;
-            // Iterations of one invocation per row: its share of the row in the two sweeps,
+            // Rows (or row pairs) an invocation takes whole, else a workgroup per row.
+            let whole = small || pairs;
+            let rows_per_unit = if pairs { 2 } else { 1 };
+            // Iterations of one invocation per unit: its share of the unit in the two sweeps,
             // plus the tree steps of the workgroup path.
-            let per_row = if small {
-                2 * d.classes + 1
+            let per_unit = if whole {
+                rows_per_unit * (2 * d.classes + 1)
             } else {
                 2 * d.classes.div_ceil(256) + 24
             };
             while first < d.samples {
                 let count = seg_samples.min(d.samples - first);
-                let rows = count * d.inner;
-                let per_invocation_rows = (MAX_ITERATIONS / per_row).max(1);
-                let needed = if small {
-                    rows.div_ceil(256 * per_invocation_rows)
+                let units = count * d.inner / rows_per_unit;
+                let per_invocation = (MAX_ITERATIONS / per_unit).max(1);
+                let needed = if whole {
+                    units.div_ceil(256 * per_invocation)
                 } else {
-                    rows.div_ceil(per_invocation_rows)
+                    units.div_ceil(per_invocation)
                 };
-                let cap = if small { rows.div_ceil(256) } else { rows };
+                let cap = if whole { units.div_ceil(256) } else { units };
                 let workgroups = gpu.max_workgroups().max(needed).min(cap).clamp(1, 65_535);
                 segs.push(Seg {
                     first,
@@ -498,7 +504,11 @@ impl ClassRows<'_> {
                 label: Some("class_rows"),
                 timestamp_writes: None,
             });
-            let fused = if small { "fused_rows" } else { "fused" };
+            let fused = match (pairs, small) {
+                (true, _) => "fused_row_pairs",
+                (false, true) => "fused_rows",
+                (false, false) => "fused",
+            };
             for (entry, all) in [
                 ("labels_pass", true),
                 ("labels_reduce", false),
