@@ -12,7 +12,8 @@
 //   giou  1 - IoU + (cw ch - union) / (cw ch + eps)
 //   diou  1 - IoU + rho^2 / (cw^2 + ch^2 + eps)
 //   ciou  diou + alpha v, v = 4/pi^2 (atan(W/H) - atan(w/h))^2, alpha = v / (1 - IoU + v + eps)
-//         held constant in the backward
+//         held constant in the backward; IoU and diou with eps = 1e-7 whatever eps is (as
+//         torchvision, whose complete_box_iou_loss passes its eps to alpha alone)
 //   eiou  diou + (w - W)^2 / (cw^2 + eps) + (h - H)^2 / (ch^2 + eps)
 //   siou  1 - clamp(IoU - (distance + shape) / 2, -1, 1), mmdet siou_loss with neg_gamma false
 // Values carry their gradient w.r.t. the predicted (x1, y1, x2, y2) as a vec4 (forward mode).
@@ -163,8 +164,12 @@ fn aspect_angle(w: f32, h: f32) -> vec3<f32> {
     return vec3<f32>(angle, hn / (s * r2), -wn / (s * r2));
 }
 
+// The eps of CIoU's IoU and DIoU term (torchvision's default, which its CIoU keeps).
+const CIOU_GEOMETRY_EPS: f32 = 1e-7;
+
+// `g` computed with CIOU_GEOMETRY_EPS; `eps` enters alpha.
 fn ciou(g: Geometry, eps: f32) -> V {
-    let d = diou(g, eps);
+    let d = diou(g, CIOU_GEOMETRY_EPS);
     let at = aspect_angle(g.wt, g.ht).x;
     let ap = aspect_angle(g.w, g.h);
     let k = 4.0 / (PI * PI);
@@ -279,7 +284,7 @@ fn box_loss(pb: vec4<f32>, tb: vec4<f32>) -> V {
         return V(any, vec4<f32>(any));
     }
     let eps = params.p.x;
-    let g = geometry(to_xyxy(pb), to_xyxy(tb), eps);
+    let g = geometry(to_xyxy(pb), to_xyxy(tb), select(eps, CIOU_GEOMETRY_EPS, KIND == CIOU));
     var out: V;
     switch KIND {
         case IOU: { out = one_minus_iou(g); }

@@ -224,12 +224,16 @@ impl Geometry {
         (k * delta * delta, comb(-2.0 * k * delta, gd, 0.0, ZERO))
     }
 
-    /// CIoU's `α = v / (1 − IoU + v + eps)`.
+    /// CIoU's `α = v / (1 − IoU + v + eps)` (IoU from a geometry of [`CIOU_GEOMETRY_EPS`]).
     fn ciou_alpha(&self, eps: f64) -> f64 {
         let v = self.ciou_v().0;
         v / (1.0 - self.iou.0 + v + eps)
     }
 }
+
+/// The eps of CIoU's IoU and DIoU term whatever its `eps` (torchvision's default: its
+/// `complete_box_iou_loss` passes `eps` to α alone).
+const CIOU_GEOMETRY_EPS: f64 = 1e-7;
 
 /// One pair's loss and its gradient w.r.t. the prediction, both in `xyxy`. For CIoU,
 /// `frozen_alpha` replaces the computed α (the finite-difference check holds it fixed).
@@ -237,7 +241,12 @@ fn pair_loss(kind: BoxKind, p: [f64; 4], t: [f64; 4], eps: f64, frozen_alpha: Op
     if p.iter().chain(t.iter()).any(|x| x.is_nan()) {
         return (f64::NAN, [f64::NAN; 4]);
     }
-    let g = Geometry::new(p, t, eps);
+    let geometry_eps = if kind == BoxKind::Ciou {
+        CIOU_GEOMETRY_EPS
+    } else {
+        eps
+    };
+    let g = Geometry::new(p, t, geometry_eps);
     match kind {
         BoxKind::Iou => (1.0 - g.iou.0, comb(-1.0, g.iou.1, 0.0, ZERO)),
         BoxKind::Giou => {
@@ -247,7 +256,7 @@ fn pair_loss(kind: BoxKind, p: [f64; 4], t: [f64; 4], eps: f64, frozen_alpha: Op
         }
         BoxKind::Diou => g.diou(eps),
         BoxKind::Ciou => {
-            let d = g.diou(eps);
+            let d = g.diou(CIOU_GEOMETRY_EPS);
             let v = g.ciou_v();
             let alpha = frozen_alpha.unwrap_or_else(|| g.ciou_alpha(eps));
             (d.0 + alpha * v.0, comb(1.0, d.1, alpha, v.1))
@@ -443,7 +452,7 @@ pub fn ciou_alphas(
     rows(&pred)
         .into_iter()
         .zip(rows(&target))
-        .map(|(p, t)| Geometry::new(p, t, eps).ciou_alpha(eps))
+        .map(|(p, t)| Geometry::new(p, t, CIOU_GEOMETRY_EPS).ciou_alpha(eps))
         .collect()
 }
 

@@ -102,7 +102,8 @@ box_losses! {
     Diou => 2;
     /// Complete IoU loss, torchvision `complete_box_iou_loss`: `diou + α v`,
     /// `v = 4/π² (atan(ŵ/ĥ) − atan(w/h))²`, `α = v / (1 − IoU + v + eps)` held constant in the
-    /// backward (as torchvision's `no_grad`).
+    /// backward (as torchvision's `no_grad`). As torchvision, `eps` enters α alone: IoU and the
+    /// DIoU term keep their default 1e-7 whatever `eps` is.
     Ciou => 3;
     /// Efficient IoU loss (Zhang et al. 2021): `diou + (w − ŵ)² / (cw² + eps) + (h − ĥ)² / (ch² + eps)`.
     Eiou => 4;

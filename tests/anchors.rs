@@ -1,0 +1,250 @@
+//! The losses against their anchors' own numbers: `tests/anchors/*.txt` hold loss values and
+//! gradients computed by the anchor libraries (torch, torchvision) in float64 on float32 inputs
+//! (`tests/anchors/generate.py` writes them). Each case names a registry entry, a variant and a
+//! reduction; the f64 reference must agree with the anchor to rounding, and the GPU kernels
+//! within the entry's tolerances. A fixture of no case, an unknown entry or a malformed line
+//! fails the test.
+
+use ndarray::{ArrayD, IxDyn};
+use wgloss::Reduction;
+use wgloss_ref::LossGrad;
+use wgloss_suite::check::{compare_output, loss_tolerance, to_f64, Tolerance};
+use wgloss_suite::registry::{Entry, REGISTRY};
+use wgloss_suite::shared_gpu;
+
+/// The reference against an anchor evaluated in float64: the same formula up to rounding and
+/// summation order (a stable form may differ from the anchor's by a few ulps of the terms it
+/// cancels).
+const REFERENCE: Tolerance = Tolerance {
+    rtol: 1e-10,
+    atol_frac: 1e-12,
+};
+
+/// One array of a case: its shape and values.
+struct Values {
+    shape: Vec<usize>,
+    data: Vec<f64>,
+}
+
+/// One fixture case: what it runs and what the anchor computed.
+struct Case {
+    entry: &'static Entry,
+    variant: usize,
+    reduction: Reduction,
+    pred: Values,
+    target: Values,
+    labels: bool,
+    loss: Values,
+    grad: Values,
+}
+
+fn parse_values(line: &str, key: &str) -> Result<(Values, bool), String> {
+    let mut words = line.split_whitespace();
+    let (Some(k), Some(kind), Some(shape)) = (words.next(), words.next(), words.next()) else {
+        return Err(format!("short line: {line:.60}"));
+    };
+    if k != key {
+        return Err(format!("expected `{key}`, found `{k}`"));
+    }
+    let shape: Vec<usize> = match shape {
+        "scalar" => Vec::new(),
+        s => s
+            .split('x')
+            .map(|d| d.parse().map_err(|e| format!("{key} shape {s}: {e}")))
+            .collect::<Result<_, _>>()?,
+    };
+    let data: Vec<f64> = words
+        .map(|w| w.parse().map_err(|e| format!("{key} value {w}: {e}")))
+        .collect::<Result<_, _>>()?;
+    if data.len() != shape.iter().product::<usize>() {
+        return Err(format!("{key}: {} values for shape {shape:?}", data.len()));
+    }
+    Ok((Values { shape, data }, kind == "i32"))
+}
+
+fn parse(text: &str) -> Result<Vec<Case>, String> {
+    let mut lines = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty());
+    let mut cases = Vec::new();
+    while let Some(head) = lines.next() {
+        let words: Vec<&str> = head.split_whitespace().collect();
+        let ["case", name, variant, reduction] = words[..] else {
+            return Err(format!(
+                "expected `case ENTRY VARIANT REDUCTION`, found {head:.60}"
+            ));
+        };
+        let entry = REGISTRY
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| format!("`{name}` is not registered"))?;
+        let variant: usize = variant.parse().map_err(|e| format!("{head}: {e}"))?;
+        if variant >= entry.variants.len() {
+            return Err(format!(
+                "{head}: {name} has {} variants",
+                entry.variants.len()
+            ));
+        }
+        let reduction = match reduction {
+            "none" => Reduction::None,
+            "mean" => Reduction::Mean,
+            "sum" => Reduction::Sum,
+            r => return Err(format!("{head}: unknown reduction {r}")),
+        };
+        let mut next = |key: &str| {
+            let line = lines
+                .next()
+                .ok_or_else(|| format!("{head}: no `{key}` line"))?;
+            parse_values(line, key)
+        };
+        let (pred, _) = next("pred")?;
+        let (target, labels) = next("target")?;
+        let (loss, _) = next("loss")?;
+        let (grad, _) = next("grad")?;
+        cases.push(Case {
+            entry,
+            variant,
+            reduction,
+            pred,
+            target,
+            labels,
+            loss,
+            grad,
+        });
+    }
+    Ok(cases)
+}
+
+fn array(v: &Values) -> ArrayD<f64> {
+    ArrayD::from_shape_vec(IxDyn(&v.shape), v.data.clone()).expect("checked by parse")
+}
+
+fn f32s(v: &Values) -> Vec<f32> {
+    v.data.iter().map(|&x| x as f32).collect()
+}
+
+/// Runs one case on the reference and the GPU; the mismatches found.
+fn check(gpu: &wgloss::Gpu, case: &Case) -> Vec<String> {
+    let e = case.entry;
+    let what = format!(
+        "{} {} {:?}",
+        e.name, e.variants[case.variant], case.reduction
+    );
+    let want = LossGrad {
+        loss: array(&case.loss),
+        grad: array(&case.grad),
+    };
+    let mut failures = Vec::new();
+    // The entry's own input layout (labels, boxes), with the fixture's values.
+    let mut inputs = e.inputs_shaped(&case.pred.shape, 0);
+    if inputs.labels != case.labels || inputs.target_shape != case.target.shape {
+        return vec![format!(
+            "{what}: the fixture's target ({:?}, labels {}) is not the entry's ({:?}, labels {})",
+            case.target.shape, case.labels, inputs.target_shape, inputs.labels
+        )];
+    }
+    inputs.pred = f32s(&case.pred);
+    inputs.target = f32s(&case.target);
+    let mut instance = match (e.make)(gpu, case.variant, case.reduction) {
+        Ok(i) => i,
+        Err(err) => return vec![format!("{what}: {err}")],
+    };
+    let got = (instance.reference)(
+        to_f64(&inputs.pred, &inputs.pred_shape).view(),
+        to_f64(&inputs.target, &inputs.target_shape).view(),
+    );
+    for (part, g, w) in [
+        ("loss", &got.loss, &want.loss),
+        ("grad", &got.grad, &want.grad),
+    ] {
+        if let Err(m) = compare_f64(&format!("{what} reference {part}"), g, w, REFERENCE) {
+            failures.push(m);
+        }
+    }
+    let run = inputs
+        .upload(gpu)
+        .and_then(|(p, t)| instance.loss.compute(gpu, &p, &t));
+    match run {
+        Ok(out) => failures.extend(compare_output(
+            gpu,
+            &format!("{what} GPU"),
+            &out,
+            &want,
+            loss_tolerance(case.reduction),
+            e.tolerance,
+        )),
+        Err(err) => failures.push(format!("{what} GPU: {err}")),
+    }
+    failures
+}
+
+/// f64 against f64, element-wise (shapes must agree): within `tol.rtol` of each value plus
+/// `tol.atol_frac` of the largest; NaN only where the anchor has NaN.
+fn compare_f64(
+    what: &str,
+    got: &ArrayD<f64>,
+    want: &ArrayD<f64>,
+    tol: Tolerance,
+) -> Result<(), String> {
+    if got.shape() != want.shape() {
+        return Err(format!(
+            "{what}: shape {:?}, expected {:?}",
+            got.shape(),
+            want.shape()
+        ));
+    }
+    let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+    let atol = tol.atol_frac * scale;
+    let bad = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .find(|&(_, (&g, &w))| !(g == w || (g - w).abs() <= atol + tol.rtol * w.abs()));
+    match bad {
+        None => Ok(()),
+        Some((i, (g, w))) => Err(format!("{what}: at {i} got {g:e}, want {w:e}")),
+    }
+}
+
+/// Every case of `tests/anchors/{name}.txt`; fails listing every mismatch.
+fn run_fixture(name: &str) {
+    let Some(gpu) = shared_gpu() else { return };
+    let path = format!("{}/tests/anchors/{name}.txt", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let cases = parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(!cases.is_empty(), "{path}: no case");
+    let failures: Vec<String> = cases.iter().flat_map(|c| check(gpu, c)).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases' checks failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// torch l1_loss, mse_loss (and its square root), huber_loss, smooth_l1_loss.
+#[test]
+fn regression_matches_torch() {
+    run_fixture("regression");
+}
+
+/// torch binary_cross_entropy_with_logits, cross_entropy, multi_margin_loss; torchvision
+/// sigmoid_focal_loss.
+#[test]
+fn classification_matches_torch() {
+    run_fixture("classification");
+}
+
+/// torchvision's IoU losses (generalized, distance, complete; plain IoU as their
+/// intersection over union + eps), in both box formats.
+#[test]
+fn boxes_match_torchvision() {
+    run_fixture("boxes");
+}
+
+/// torch kl_div.
+#[test]
+fn generative_matches_torch() {
+    run_fixture("generative");
+}
