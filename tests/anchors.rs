@@ -206,45 +206,51 @@ fn compare_f64(
     }
 }
 
-/// Every case of `tests/anchors/{name}.txt`; fails listing every mismatch.
-fn run_fixture(name: &str) {
+/// The fixture files, one or more per anchor library (`tests/anchors/generate.py`).
+const FIXTURES: &[&str] = &["torch", "torchvision"];
+
+/// Every case of every fixture (`WGLOSS_ANCHORS=name` runs that file alone, listed or not);
+/// fails listing every mismatch, and when the files present differ from [`FIXTURES`].
+#[test]
+fn losses_match_their_anchors() {
     let Some(gpu) = shared_gpu() else { return };
-    let path = format!("{}/tests/anchors/{name}.txt", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let cases = parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert!(!cases.is_empty(), "{path}: no case");
-    let failures: Vec<String> = cases.iter().flat_map(|c| check(gpu, c)).collect();
+    let dir = format!("{}/tests/anchors", env!("CARGO_MANIFEST_DIR"));
+    let mut present: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|f| {
+            let name = f.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".txt")?.to_string())
+        })
+        .collect();
+    present.sort();
+    let only = std::env::var("WGLOSS_ANCHORS").ok();
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for name in &present {
+        if only.as_ref().is_some_and(|o| o != name) {
+            continue;
+        }
+        let path = format!("{dir}/{name}.txt");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let cases = parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(!cases.is_empty(), "{path}: no case");
+        count += cases.len();
+        failures.extend(
+            cases
+                .iter()
+                .flat_map(|c| check(gpu, c))
+                .map(|f| format!("{name}: {f}")),
+        );
+    }
     assert!(
         failures.is_empty(),
-        "{} of {} cases' checks failed:\n{}",
+        "{} checks failed over {count} cases:\n{}",
         failures.len(),
-        cases.len(),
         failures.join("\n")
     );
-}
-
-/// torch l1_loss, mse_loss (and its square root), huber_loss, smooth_l1_loss.
-#[test]
-fn regression_matches_torch() {
-    run_fixture("regression");
-}
-
-/// torch binary_cross_entropy_with_logits, cross_entropy, multi_margin_loss; torchvision
-/// sigmoid_focal_loss.
-#[test]
-fn classification_matches_torch() {
-    run_fixture("classification");
-}
-
-/// torchvision's IoU losses (generalized, distance, complete; plain IoU as their
-/// intersection over union + eps), in both box formats.
-#[test]
-fn boxes_match_torchvision() {
-    run_fixture("boxes");
-}
-
-/// torch kl_div.
-#[test]
-fn generative_matches_torch() {
-    run_fixture("generative");
+    if only.is_none() {
+        let mut expected: Vec<&str> = FIXTURES.to_vec();
+        expected.sort();
+        assert_eq!(present, expected, "fixture files in {dir}");
+    }
 }
