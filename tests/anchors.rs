@@ -6,7 +6,7 @@
 //! fails the test.
 
 use ndarray::{ArrayD, IxDyn};
-use wgloss::Reduction;
+use wgloss::{DType, Reduction};
 use wgloss_ref::LossGrad;
 use wgloss_suite::check::{compare_output, loss_tolerance, to_f64, Tolerance};
 use wgloss_suite::registry::{Entry, REGISTRY};
@@ -29,6 +29,9 @@ struct Values {
 /// One fixture case: what it runs and what the anchor computed.
 struct Case {
     entry: &'static Entry,
+    /// The shape the entry's layout is given (`Entry::inputs_shaped`), where it differs from
+    /// the prediction's (inputs stacked into one prediction: clouds, tuples, heads).
+    layout: Option<Vec<usize>>,
     variant: usize,
     reduction: Reduction,
     pred: Values,
@@ -69,10 +72,22 @@ fn parse(text: &str) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
     while let Some(head) = lines.next() {
         let words: Vec<&str> = head.split_whitespace().collect();
-        let ["case", name, variant, reduction] = words[..] else {
-            return Err(format!(
-                "expected `case ENTRY VARIANT REDUCTION`, found {head:.60}"
-            ));
+        let (name, variant, reduction, layout) = match words[..] {
+            ["case", name, variant, reduction] => (name, variant, reduction, None),
+            ["case", name, variant, reduction, layout] => {
+                let dims = layout
+                    .strip_prefix("layout=")
+                    .ok_or_else(|| format!("{head}: expected layout=SHAPE"))?
+                    .split('x')
+                    .map(|d| d.parse().map_err(|e| format!("{head}: {e}")))
+                    .collect::<Result<Vec<usize>, String>>()?;
+                (name, variant, reduction, Some(dims))
+            }
+            _ => {
+                return Err(format!(
+                    "expected `case ENTRY VARIANT REDUCTION [layout=SHAPE]`, found {head:.60}"
+                ))
+            }
         };
         let entry = REGISTRY
             .iter()
@@ -103,6 +118,7 @@ fn parse(text: &str) -> Result<Vec<Case>, String> {
         let (grad, _) = next("grad")?;
         cases.push(Case {
             entry,
+            layout,
             variant,
             reduction,
             pred,
@@ -136,11 +152,21 @@ fn check(gpu: &wgloss::Gpu, case: &Case) -> Vec<String> {
     };
     let mut failures = Vec::new();
     // The entry's own input layout (labels, boxes), with the fixture's values.
-    let mut inputs = e.inputs_shaped(&case.pred.shape, 0);
-    if inputs.labels != case.labels || inputs.target_shape != case.target.shape {
+    let mut inputs = e.inputs_shaped(case.layout.as_ref().unwrap_or(&case.pred.shape), 0);
+    let labels = inputs.target_dtype() == DType::I32;
+    if labels != case.labels
+        || inputs.target_shape != case.target.shape
+        || inputs.pred_shape != case.pred.shape
+    {
         return vec![format!(
-            "{what}: the fixture's target ({:?}, labels {}) is not the entry's ({:?}, labels {})",
-            case.target.shape, case.labels, inputs.target_shape, inputs.labels
+            "{what}: the fixture's pred {:?} and target {:?} (labels {}) are not the entry's \
+             ({:?}, {:?}, labels {})",
+            case.pred.shape,
+            case.target.shape,
+            case.labels,
+            inputs.pred_shape,
+            inputs.target_shape,
+            labels
         )];
     }
     inputs.pred = f32s(&case.pred);
