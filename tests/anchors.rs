@@ -1,5 +1,6 @@
 //! The losses against their anchors' own numbers: `tests/anchors/*.txt` hold loss values and
-//! gradients computed by the anchor libraries (torch, torchvision) in float64 on float32 inputs
+//! gradients computed by the anchor libraries (torch, torchvision, optax, geomloss, ...) in
+//! float64 on float32 inputs
 //! (`tests/anchors/generate.py` writes them). Each case names a registry entry, a variant and a
 //! reduction; the f64 reference must agree with the anchor to rounding, and the GPU kernels
 //! within the entry's tolerances. A fixture of no case, an unknown entry or a malformed line
@@ -233,7 +234,7 @@ fn compare_f64(
 }
 
 /// The fixture files, one or more per anchor library (`tests/anchors/generate.py`).
-const FIXTURES: &[&str] = &["torch", "torchvision"];
+const FIXTURES: &[&str] = &["geomloss", "optax", "torch", "torchvision"];
 
 /// Every case of every fixture (`WGLOSS_ANCHORS=name` runs that file alone, listed or not);
 /// fails listing every mismatch, and when the files present differ from [`FIXTURES`].
@@ -268,6 +269,7 @@ fn losses_match_their_anchors() {
                 .map(|f| format!("{name}: {f}")),
         );
     }
+    assert!(count > 0, "no fixture {only:?} in {dir}");
     assert!(
         failures.is_empty(),
         "{} checks failed over {count} cases:\n{}",

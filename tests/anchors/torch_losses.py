@@ -132,6 +132,39 @@ def random_boxes(fx, n):
     return np.array(pred, dtype=np.float32), np.array(target, dtype=np.float32)
 
 
+def ctc(fx):
+    """torch ctc_loss on the registry's stacked form: log_probs [T, N, C], targets padded to S
+    labels, lengths as `stacked::ctc_lengths` implies. torch's backward returns exp(lp) minus
+    the posterior, the gradient w.r.t. the logits of a log_softmax; wgloss returns the gradient
+    w.r.t. log_probs as independent values (its documented convention), so the fixture takes
+    exp(lp) back out of torch's, for the frames within each input length."""
+    frames, n, classes, labels = 12, 8, 6, 4
+    inputs = [frames - i % 3 for i in range(n)]
+    targets = [(i // 4) % (labels + 1) if i % 4 == 3 else labels for i in range(n)]
+    for reduction in REDUCTIONS:
+        for v, (blank, zero_inf, gs) in enumerate([(0, False, 1.0), (5, True, 1.0), (0, False, 0.5)]):
+            lp = fx.uniform((frames, n, classes), -6, 0)
+            y = (1 + np.floor(fx.uniform((n, labels), 0, 1) * (classes - 2))).clip(1, classes - 2)
+            y = y.astype(np.int64)
+            if reduction == "mean":
+                weight = [1 / (n * max(t, 1)) for t in targets]
+            else:
+                weight = [1.0] * n
+
+            def fn(p, t, blank=blank, zero_inf=zero_inf, weight=weight):
+                loss = F.ctc_loss(p, t, inputs, targets, blank=blank, reduction=reduction,
+                                  zero_infinity=zero_inf)
+                # Adds -exp(lp) w_n to the gradient (and nothing to the value).
+                shift = torch.stack(
+                    [weight[j] * torch.exp(p[: inputs[j], j, :]).sum() for j in range(n)]
+                )
+                if reduction != "none":
+                    shift = shift.sum()
+                return loss - shift + shift.detach()
+
+            fx.case("ctc", v, reduction, lp, y, fn, gs)
+
+
 def write():
     fx = Fixture("torch", 1, VERSIONS)
     tv = Fixture("torchvision", 2, VERSIONS)
@@ -139,5 +172,6 @@ def write():
     classification(fx, tv)
     generative(fx)
     boxes(tv)
+    ctc(fx)
     fx.write()
     tv.write()
