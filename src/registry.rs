@@ -1830,9 +1830,10 @@ pub static REGISTRY: &[Entry] = &[
             ignore_index: Some(IGNORE),
             ..Default::default()
         },
+        // The config's f32 values, as the kernel sees them.
         wgloss_ref::Overlap::Tversky {
-            alpha: 0.3,
-            beta: 0.7,
+            alpha: f64::from(0.3f32),
+            beta: f64::from(0.7f32),
             gamma: 1.5
         }
     ),

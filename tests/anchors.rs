@@ -234,7 +234,7 @@ fn compare_f64(
 }
 
 /// The fixture files, one or more per anchor library (`tests/anchors/generate.py`).
-const FIXTURES: &[&str] = &["geomloss", "optax", "torch", "torchvision"];
+const FIXTURES: &[&str] = &["geomloss", "kornia", "optax", "smp", "torch", "torchvision"];
 
 /// Every case of every fixture (`WGLOSS_ANCHORS=name` runs that file alone, listed or not);
 /// fails listing every mismatch, and when the files present differ from [`FIXTURES`].

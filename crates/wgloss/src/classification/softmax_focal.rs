@@ -11,8 +11,9 @@ use crate::{Gpu, Loss, LossOutput, Reduction, Tensor};
 /// ```
 /// `q` is computed as `−expm1(log p_y)`, so confident rows keep their small losses and
 /// gradients, and γ < 1 stays finite as `q → 0`. Rows labelled `ignore_index` have loss 0 and
-/// gradient 0; the mean is over the other rows (kornia's mean over rows; α does not enter the
-/// denominator). Bad labels are reported as for [`crate::CrossEntropy`].
+/// gradient 0; the mean is over the other rows (α does not enter the denominator; kornia's
+/// `focal_loss` divides by every element of its `[N, C, ...]` map instead, ignored rows and the
+/// C classes included, so its mean is this sum over C times all rows). Bad labels are reported as for [`crate::CrossEntropy`].
 /// # Shapes
 /// `logits`: `[N, C]` or `[N, C, d1, ...]`; labels `[N]` or `[N, d1, ...]` (i32).
 /// Defaults: gamma 2, no alpha (all ones), ignore_index −100, reduction mean, grad_scale 1.
