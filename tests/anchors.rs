@@ -234,7 +234,16 @@ fn compare_f64(
 }
 
 /// The fixture files, one or more per anchor library (`tests/anchors/generate.py`).
-const FIXTURES: &[&str] = &["geomloss", "kornia", "optax", "smp", "torch", "torchvision"];
+const FIXTURES: &[&str] = &[
+    "geomloss",
+    "kornia",
+    "optax",
+    "pml",
+    "smp",
+    "torch",
+    "torch_metric",
+    "torchvision",
+];
 
 /// Every case of every fixture (`WGLOSS_ANCHORS=name` runs that file alone, listed or not);
 /// fails listing every mismatch, and when the files present differ from [`FIXTURES`].
