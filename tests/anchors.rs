@@ -1,6 +1,6 @@
 //! The losses against their anchors' own numbers: `tests/anchors/*.txt` hold loss values and
-//! gradients computed by the anchor libraries (torch, torchvision, optax, geomloss, ...) in
-//! float64 on float32 inputs
+//! gradients computed by the anchor libraries (torch, torchvision, optax, geomloss, smp,
+//! kornia, pytorch-metric-learning, mmdet) in float64 on float32 inputs
 //! (`tests/anchors/generate.py` writes them). Each case names a registry entry, a variant and a
 //! reduction; the f64 reference must agree with the anchor to rounding, and the GPU kernels
 //! within the entry's tolerances. A fixture of no case, an unknown entry or a malformed line
@@ -237,6 +237,7 @@ fn compare_f64(
 const FIXTURES: &[&str] = &[
     "geomloss",
     "kornia",
+    "mmdet",
     "optax",
     "pml",
     "smp",
