@@ -9,15 +9,19 @@ target is the i32 labels `[N]` in `[0, C)`; each case gives the layout's shape `
 pml loss's `W` is set to the weight rows (transposed), and the gradient stacks the embeddings'
 gradient over `W.grad` transposed.
 
-Left out: triplet_batch_hard (its anchor is Hermans et al. 2017, not pml: pml's
-TripletMarginLoss normalises the embeddings and averages the non-zero triplets, wgloss's
-batch-hard loss does neither) and the other metric entries, whose anchors name no pml loss.
+triplet_batch_hard (anchored on Hermans et al. 2017) against pml's implementation of it, set to
+the paper's form: BatchHardMiner, TripletMarginLoss over raw Lp distances (no normalisation)
+and the mean over every mined triplet (MeanReducer; pml's default averages the non-zero ones).
+The other metric entries' anchors name no pml loss.
 """
 
 import numpy as np
 import pytorch_metric_learning as pml
 import pytorch_metric_learning.losses as pl
 import torch
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.miners import BatchHardMiner
+from pytorch_metric_learning.reducers import MeanReducer
 
 from fixture import Fixture, f32, values
 
@@ -66,6 +70,33 @@ def in_batch(fx):
         y[-1] = LABELS
         fx.case("supcon", v, "mean", x, y,
                 lambda p, t: pl.SupConLoss(temperature=temperature)(p, t), gs)
+
+
+def batch_hard(fx):
+    """Every anchor has a positive and a negative, so the mean over mined triplets is wgloss's
+    mean over anchors; each anchor's hardest positive and negative are unique by a margin, and
+    no hinge is near its kink."""
+    for v, (margin, squared) in enumerate([(1.0, False), (f32(0.3), True)]):
+        while True:
+            x, y = fx.uniform((N, D), -2, 2), batch_labels(fx)
+            e = torch.tensor(x.astype(np.float64))
+            d = torch.cdist(e, e) ** (2 if squared else 1)
+            same = torch.tensor(y[:, None] == y[None, :])
+            off = ~torch.eye(N, dtype=torch.bool)
+            pos = torch.where(same & off, d, -np.inf).sort(1, descending=True).values
+            neg = torch.where(~same, d, np.inf).sort(1).values
+            hinge = pos[:, 0] - neg[:, 0] + margin
+            unique = ((pos[:, 0] - pos[:, 1]) > KINK).all() and ((neg[:, 1] - neg[:, 0]) > KINK).all()
+            if unique and (hinge.abs() > KINK).all() and (hinge < 0).any():
+                break
+
+        def fn(p, t, margin=margin, squared=squared):
+            dist = LpDistance(normalize_embeddings=False, power=2 if squared else 1)
+            triplets = BatchHardMiner(distance=dist)(p, t)
+            loss = pl.TripletMarginLoss(margin=margin, distance=dist, reducer=MeanReducer())
+            return loss(p, t, triplets)
+
+        fx.case("triplet_batch_hard", v, "mean", x, y, fn)
 
 
 def head_case(fx, entry, variant, pred, labels, make, grad_scale):
@@ -131,4 +162,5 @@ def write():
     fx = Fixture("pml", 4, VERSIONS)
     in_batch(fx)
     heads(fx)
+    batch_hard(fx)
     fx.write()
