@@ -1,6 +1,7 @@
 //! The losses against their anchors' own numbers: `tests/anchors/*.txt` hold loss values and
 //! gradients computed by the anchor libraries (torch, torchvision, optax, geomloss, smp,
-//! kornia, pytorch-metric-learning, mmdet) in float64 on float32 inputs
+//! kornia, pytorch-metric-learning, mmdet; TensorFlow Addons in float32, its only precision) in
+//! float64 on float32 inputs
 //! (`tests/anchors/generate.py` writes them). Each case names a registry entry, a variant and a
 //! reduction; the f64 reference must agree with the anchor to rounding, and the GPU kernels
 //! within the entry's tolerances. A fixture of no case, an unknown entry or a malformed line
@@ -33,6 +34,9 @@ struct Case {
     /// The shape the entry's layout is given (`Entry::inputs_shaped`), where it differs from
     /// the prediction's (inputs stacked into one prediction: clouds, tuples, heads).
     layout: Option<Vec<usize>>,
+    /// The reference's tolerance against the anchor: [`REFERENCE`] unless the fixture sets
+    /// one (`reference-tolerance RTOL ATOL_FRAC`) for an anchor that computes in float32.
+    reference: Tolerance,
     variant: usize,
     reduction: Reduction,
     pred: Values,
@@ -71,8 +75,18 @@ fn parse(text: &str) -> Result<Vec<Case>, String> {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty());
     let mut cases = Vec::new();
+    let mut reference = REFERENCE;
     while let Some(head) = lines.next() {
         let words: Vec<&str> = head.split_whitespace().collect();
+        if let ["reference-tolerance", rtol, atol_frac] = words[..] {
+            // An anchor that computes in float32 only: the reference is held to its rounding.
+            let num = |w: &str| w.parse::<f64>().map_err(|e| format!("{head}: {e}"));
+            reference = Tolerance {
+                rtol: num(rtol)?,
+                atol_frac: num(atol_frac)?,
+            };
+            continue;
+        }
         let (name, variant, reduction, layout) = match words[..] {
             ["case", name, variant, reduction] => (name, variant, reduction, None),
             ["case", name, variant, reduction, layout] => {
@@ -120,6 +134,7 @@ fn parse(text: &str) -> Result<Vec<Case>, String> {
         cases.push(Case {
             entry,
             layout,
+            reference,
             variant,
             reduction,
             pred,
@@ -184,7 +199,7 @@ fn check(gpu: &wgloss::Gpu, case: &Case) -> Vec<String> {
         ("loss", &got.loss, &want.loss),
         ("grad", &got.grad, &want.grad),
     ] {
-        if let Err(m) = compare_f64(&format!("{what} reference {part}"), g, w, REFERENCE) {
+        if let Err(m) = compare_f64(&format!("{what} reference {part}"), g, w, case.reference) {
             failures.push(m);
         }
     }
@@ -242,6 +257,7 @@ const FIXTURES: &[&str] = &[
     "pml",
     "smp",
     "torch",
+    "tf_addons",
     "torch_metric",
     "torchvision",
 ];

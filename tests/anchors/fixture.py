@@ -3,9 +3,13 @@
 import os
 
 import numpy as np
-import torch
 
-torch.set_default_dtype(torch.float64)
+try:
+    import torch
+
+    torch.set_default_dtype(torch.float64)
+except ImportError:  # a module evaluating its anchor without torch (tf_addons_losses.py)
+    torch = None
 HERE = os.path.dirname(os.path.abspath(__file__))
 REDUCTIONS = ("none", "mean", "sum")
 IGNORE = -100
@@ -69,3 +73,19 @@ def values(key, kind, a):
     else:
         body = " ".join(repr(float(v)) for v in np.asarray(a, dtype=np.float64).reshape(-1))
     return f"{key} {kind} {shape} {body}"
+
+
+def in_float64(loss):
+    """`loss` with `Tensor.float` (a cast to float32) made a cast to float64 while it runs, for
+    anchors that cast to float32 whatever the input's type (smp's `_lovasz_grad`, mmdet's
+    GHMC): the anchors are evaluated in float64."""
+
+    def fn(*args):
+        cast = torch.Tensor.float
+        torch.Tensor.float = torch.Tensor.double
+        try:
+            return loss(*args)
+        finally:
+            torch.Tensor.float = cast
+
+    return fn

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torchvision.ops as tvo
 
-from fixture import REDUCTIONS, Fixture, f32
+from fixture import REDUCTIONS, Fixture, f32, in_float64
 
 import mmcv  # noqa: E402  (before mmdet, whose import checks mmcv's version)
 
@@ -91,14 +91,8 @@ def ghm_c(fx, module):
             def fn(p, t, bins=bins, momentum=momentum):
                 mode = "mean" if reduction == "mean" else "none"
                 loss = module.GHMC(bins=bins, momentum=f32(momentum), reduction=mode)
-                # GHMC casts target and label weights with `.float()` (float32, and the loss
-                # with them): float64 here, as every anchor is evaluated.
-                cast = torch.Tensor.float
-                torch.Tensor.float = torch.Tensor.double
-                try:
-                    out = loss(p, t, torch.ones_like(t))
-                finally:
-                    torch.Tensor.float = cast
+                # GHMC casts target and label weights to float32 (and the loss with them).
+                out = in_float64(loss)(p, t, torch.ones_like(t))
                 return out.sum() if reduction == "sum" else out
 
             fx.case("ghm_c", v, reduction, p, t, fn, gs)

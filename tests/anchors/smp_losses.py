@@ -10,9 +10,8 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 from segmentation_models_pytorch.losses import DiceLoss, JaccardLoss, LovaszLoss, TverskyLoss
-from segmentation_models_pytorch.losses import lovasz as smp_lovasz
 
-from fixture import IGNORE, Fixture, f32
+from fixture import IGNORE, Fixture, f32, in_float64
 
 VERSIONS = f"torch {torch.__version__}, segmentation-models-pytorch {smp.__version__}"
 CLASSES = 5
@@ -80,21 +79,6 @@ def separated(errors, gap):
     return e.size < 2 or np.min(np.diff(e)) > gap
 
 
-def _lovasz_grad_f64(gt_sorted):
-    """smp's `_lovasz_grad` line for line, with its two `.float()` casts (to float32) made
-    float64: smp evaluates the Lovász gradient in float32 whatever the input dtype (and its
-    `torch.dot` then refuses float64 errors), the anchors evaluate in float64."""
-    p = len(gt_sorted)
-    gts = gt_sorted.sum()
-    intersection = gts - gt_sorted.double().cumsum(0)
-    union = gts + (1 - gt_sorted).double().cumsum(0)
-    jaccard = 1.0 - intersection / union
-    if p > 1:  # cover 1-pixel case
-        jaccard[1:p] = jaccard[1:p] - jaccard[0:-1]
-    return jaccard
-
-
-smp_lovasz._lovasz_grad = _lovasz_grad_f64
 
 
 def lovasz_softmax(fx):
@@ -102,7 +86,7 @@ def lovasz_softmax(fx):
     # Continuous logits, so errors are never tied (the gradient at ties depends on the sort
     # order, which torch does not promise stable) nor within f32 rounding of one another.
     for v, (per_image, gs) in enumerate([(False, 1.0), (True, 1.0), (False, 0.5)]):
-        loss = LovaszLoss("multiclass", per_image=per_image, ignore_index=IGNORE)
+        loss = in_float64(LovaszLoss("multiclass", per_image=per_image, ignore_index=IGNORE))
         # smp's _flatten_probas reads a 3-D tensor as sigmoid output [B, H, W]: give it the
         # pixels as [N, C, 12, 1].
         fn = lambda x, y: loss(x.unsqueeze(-1), y.unsqueeze(-1))
@@ -120,7 +104,7 @@ def lovasz_softmax(fx):
 def lovasz_hinge(fx):
     # Variants (per_image, grad_scale): (true, 1), (false, 1), (true, 0.5); no ignore index.
     for v, (per_image, gs) in enumerate([(True, 1.0), (False, 1.0), (True, 0.5)]):
-        loss = LovaszLoss("binary", per_image=per_image)
+        loss = in_float64(LovaszLoss("binary", per_image=per_image))
         for n in (2, 2):
             while True:
                 x = fx.uniform((n, 1, 6, 10), -3, 3)
