@@ -1,11 +1,10 @@
 //! The losses against their anchors' own numbers: `tests/anchors/*.txt` hold loss values and
-//! gradients computed by the anchor libraries (torch, torchvision, optax, geomloss, smp,
-//! kornia, pytorch-metric-learning, mmdet; TensorFlow Addons in float32, its only precision) in
-//! float64 on float32 inputs
-//! (`tests/anchors/generate.py` writes them). Each case names a registry entry, a variant and a
-//! reduction; the f64 reference must agree with the anchor to rounding, and the GPU kernels
-//! within the entry's tolerances. A fixture of no case, an unknown entry or a malformed line
-//! fails the test.
+//! gradients computed by the anchors (torch, torchvision, optax, geomloss, smp, kornia,
+//! pytorch-metric-learning, mmdet, AdaFace's head.py in float64; TensorFlow Addons in float32,
+//! its only precision) on float32 inputs (`tests/anchors/generate.py` writes them). Each case
+//! names a registry entry, a variant and a reduction; the f64 reference must agree with the
+//! anchor to rounding, and the GPU kernels within the entry's tolerances. A fixture of no case,
+//! an unknown entry or a malformed line fails the test.
 
 use ndarray::{ArrayD, IxDyn};
 use wgloss::{DType, Reduction};
@@ -250,6 +249,7 @@ fn compare_f64(
 
 /// The fixture files, one or more per anchor library (`tests/anchors/generate.py`).
 const FIXTURES: &[&str] = &[
+    "adaface",
     "geomloss",
     "kornia",
     "mmdet",
