@@ -1,10 +1,10 @@
 //! The losses against their anchors' own numbers: `tests/anchors/*.txt` hold loss values and
 //! gradients computed by the anchors (torch, torchvision, optax, geomloss, smp, kornia,
-//! pytorch-metric-learning, mmdet, AdaFace's head.py in float64; TensorFlow Addons in float32,
-//! its only precision) on float32 inputs (`tests/anchors/generate.py` writes them). Each case
-//! names a registry entry, a variant and a reduction; the f64 reference must agree with the
-//! anchor to rounding, and the GPU kernels within the entry's tolerances. A fixture of no case,
-//! an unknown entry or a malformed line fails the test.
+//! pytorch-metric-learning, mmdet, AdaFace's and RetinaMask's code in float64; TensorFlow
+//! Addons in float32, its only precision) on float32 inputs (`tests/anchors/generate.py` writes
+//! them). Each case names a registry entry, a variant and a reduction; the f64 reference must
+//! agree with the anchor to rounding, and the GPU kernels within the entry's tolerances. A
+//! fixture of no case, an unknown entry or a malformed line fails the test.
 
 use ndarray::{ArrayD, IxDyn};
 use wgloss::{DType, Reduction};
@@ -255,6 +255,7 @@ const FIXTURES: &[&str] = &[
     "mmdet",
     "optax",
     "pml",
+    "retinamask",
     "smp",
     "torch",
     "tf_addons",
