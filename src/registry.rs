@@ -667,6 +667,7 @@ macro_rules! overlap_entry {
         Entry {
             name: $name,
             anchor: $anchor,
+            half: true,
             variants: &["ignore_index=-100", "smooth=1", "per_image"],
             make: |_, v, _| {
                 let ($smooth, $per_image) = [(0.0f32, false), (1.0, false), (0.0, true)][v];
@@ -1840,6 +1841,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "combo",
         vec4: false,
+        half: true,
         anchor: "seeds (Taghanaki 2019)",
         variants: &["alpha=0.5", "alpha=0.3,weight,smooth=1"],
         make: |_, v, _| {
@@ -1885,6 +1887,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "sensitivity_specificity",
         vec4: false,
+        half: true,
         anchor: "Brosch et al. 2015",
         variants: &["w=0.05", "w=0.5,per_image"],
         make: |_, v, _| {

@@ -374,6 +374,14 @@ fn half_inputs_match_reference(entry: &Entry) {
             // beyond (labels from the entry's seven classes); odd class counts share words
             // between rows (an odd row count leaves the last row's word half padding). Trailing
             // dims of an even size: an invocation per pair of rows, of few or many classes.
+            // The segmentation losses (multiclass, the entry's five classes): trailing dims of
+            // an even size, one image or several, with segments of whole images.
+            Layout::Classes { .. } if entry.half && entry.family.starts_with("F4") => vec![
+                vec![1, 5, 2],
+                vec![3, 5, 12],
+                vec![2, 8, 64],
+                vec![5, 6, 1, 10],
+            ],
             Layout::Classes { .. } if entry.half => vec![
                 vec![1, 8],
                 vec![257, 8],

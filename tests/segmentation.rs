@@ -1,11 +1,13 @@
 //! Segmentation overlap losses beyond the registry's multiclass sweep: binary and multilabel
 //! masks, per-image statistics, one class, 1×1 images, images whose size no workgroup divides,
-//! an all-ignored batch and out-of-range labels.
+//! an all-ignored batch and out-of-range labels; 16-bit logits in every mode, across bindings.
 
-use wgloss::{Combo, Dice, Jaccard, Loss, SegMode, SensitivitySpecificity, Tensor, Tversky};
+use wgloss::{
+    Combo, DType, Dice, Gpu, Jaccard, Loss, SegMode, SensitivitySpecificity, Tensor, Tversky,
+};
 use wgloss_ref::{Overlap, SegOptions};
-use wgloss_suite::check::{compare, to_f64, Rng, ELEMENTWISE, REDUCED};
-use wgloss_suite::shared_gpu;
+use wgloss_suite::check::{compare, compare_output, to_f64, Rng, ELEMENTWISE, REDUCED};
+use wgloss_suite::{shared_gpu, small_binding_gpu};
 
 /// The four overlap losses in `mode` with `ignore_index` and `per_image`, with their reference
 /// kinds.
@@ -123,10 +125,17 @@ fn inputs(
 
 fn check(shape: &[usize], mode: SegMode, per_image: bool, smooth: f32) {
     let Some(gpu) = shared_gpu() else { return };
+    check_on(gpu, shape, mode, per_image, smooth, DType::F32);
+}
+
+/// The four losses on `gpu` with logits of `dtype` (the reference on the logits as rounded to
+/// it; a 16-bit gradient within one step of its type).
+fn check_on(gpu: &Gpu, shape: &[usize], mode: SegMode, per_image: bool, smooth: f32, dtype: DType) {
     let ignore = if mode == SegMode::Multiclass { 255 } else { -1 };
-    let (logits, target, target_shape) =
+    let (mut logits, target, target_shape) =
         inputs(shape, mode, ignore, shape.iter().product::<usize>() as u64);
-    let x = Tensor::from_slice(gpu, &logits, shape).unwrap();
+    logits.iter_mut().for_each(|x| *x = dtype.round(*x));
+    let x = Tensor::from_slice_as(gpu, &logits, shape, dtype).unwrap();
     let t = if mode == SegMode::Multiclass {
         let labels: Vec<i32> = target.iter().map(|&v| v as i32).collect();
         Tensor::from_labels(gpu, &labels, &target_shape).unwrap()
@@ -149,22 +158,71 @@ fn check(shape: &[usize], mode: SegMode, per_image: bool, smooth: f32) {
             opts,
             1.0,
         );
-        let what = format!("{kind:?} {mode:?} {shape:?} per_image={per_image} smooth={smooth}");
-        compare(
-            &format!("{what} loss"),
-            &out.loss.to_vec(gpu).unwrap(),
-            want.loss.view(),
-            REDUCED,
-        )
-        .unwrap();
-        compare(
-            &format!("{what} grad"),
-            &out.grad.to_vec(gpu).unwrap(),
-            want.grad.view(),
-            ELEMENTWISE,
-        )
-        .unwrap();
+        let what =
+            format!("{kind:?} {mode:?} {shape:?} {dtype:?} per_image={per_image} smooth={smooth}");
+        assert_eq!(out.grad.dtype(), dtype, "{what}: gradient type");
+        let failures = compare_output(gpu, &what, &out, &want, REDUCED, ELEMENTWISE);
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
+}
+
+/// 16-bit logits (F16 and BF16) in every mode against the reference, the gradient in their
+/// type: binary and multilabel masks of an odd element count (the last word's padding half kept
+/// and given no gradient), multiclass images of an even pixel count (two pixels per word of the
+/// gradient pass), per image or not; then across 1 MiB bindings, several segments each.
+#[test]
+fn half_logits_match_reference() {
+    let Some(gpu) = shared_gpu() else { return };
+    for dtype in [DType::F16, DType::BF16] {
+        check_on(gpu, &[3, 1, 7, 9], SegMode::Binary, false, 0.0, dtype);
+        check_on(gpu, &[2, 4, 5, 7], SegMode::Multilabel, true, 1.0, dtype);
+        check_on(gpu, &[2, 3, 16, 13], SegMode::Multiclass, false, 0.0, dtype);
+        check_on(gpu, &[3, 4, 2, 1], SegMode::Multiclass, true, 1.0, dtype);
+    }
+    let Some(small) = small_binding_gpu() else {
+        return;
+    };
+    check_on(
+        small,
+        &[1301, 3, 11, 13],
+        SegMode::Multilabel,
+        false,
+        0.0,
+        DType::BF16,
+    );
+    check_on(
+        small,
+        &[200, 5, 32, 30],
+        SegMode::Multiclass,
+        true,
+        0.0,
+        DType::F16,
+    );
+}
+
+/// In multiclass mode 16-bit logits need an even pixel count per image (two pixels per word);
+/// a gradient of another type than the logits' is a dtype error.
+#[test]
+fn half_logits_of_odd_images_are_rejected() {
+    let Some(gpu) = shared_gpu() else { return };
+    let x = Tensor::from_slice_as(gpu, &[0.5; 2 * 3 * 25], &[2, 3, 5, 5], DType::F16).unwrap();
+    let y = Tensor::from_labels(gpu, &[1; 50], &[2, 5, 5]).unwrap();
+    let r = Dice::default().compute(gpu, &x, &y);
+    assert!(
+        matches!(r, Err(wgloss::Error::InvalidShape { name: "logits", .. })),
+        "{r:?}"
+    );
+    let x = Tensor::from_slice_as(gpu, &[0.5; 2 * 3 * 4], &[2, 3, 2, 2], DType::BF16).unwrap();
+    let y = Tensor::from_labels(gpu, &[1; 8], &[2, 2, 2]).unwrap();
+    let out = Dice::default()
+        .output(gpu, &[2, 3, 2, 2], &[2, 2, 2])
+        .unwrap();
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    let r = Dice::default().encode(gpu, &mut encoder, &x, &y, &out);
+    assert!(
+        matches!(r, Err(wgloss::Error::DTypeMismatch { name: "grad", .. })),
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -21,6 +21,10 @@
 // The gradient w.r.t. the logits then follows the softmax (p_j (g_j - sum_c p_c g_c)) or the
 // sigmoid (g p (1 - p)).
 //
+// Bindings 0 (logits) and 2 (gradient) are declared by the width file (overlap_f32.wgsl or
+// overlap_half.wgsl), with `logit` and the gradient pass's two walks (`sigmoid_grads`,
+// `softmax_grads`).
+//
 // Passes: `pixel_pass` (multiclass: labels checked into the status word as cross-entropy does,
 // log-sum-exp per pixel into `work`, combo's CE partial sums), `stats_pass` (per group and
 // block, partial statistics), `stats_reduce` (one workgroup per group), `finish` (one
@@ -58,10 +62,8 @@ struct Params {
     pad1: u32,
 }
 
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
 // Labels (i32) or masks (f32), read as bits.
 @group(0) @binding(1) var<storage, read> target_bits: array<u32>;
-@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> work: array<f32>;
 @group(0) @binding(5) var<storage, read> weight: array<f32>;
@@ -140,13 +142,13 @@ fn prob_target(n: u32, c: u32, s: u32) -> vec2<f32> {
             return vec2<f32>(0.0, -1.0);
         }
         let lse = work[params.off_lse + (params.sample_base * params.inner + r)];
-        return softmax_target(logits[i], lse, y, c);
+        return softmax_target(logit(i), lse, y, c);
     }
     let m = bitcast<f32>(target_bits[i]);
     if (mask_ignored(m)) {
         return vec2<f32>(0.0, -1.0);
     }
-    return vec2<f32>(sigmoid(logits[i]), m);
+    return vec2<f32>(sigmoid(logit(i)), m);
 }
 
 @compute @workgroup_size(256)
@@ -169,7 +171,7 @@ fn pixel_pass(
         var mt = LSE_EMPTY;
         let base = elem(n, 0u, s);
         for (var c = 0u; c < params.classes; c++) {
-            mt = lse_add(mt, logits[base + c * params.inner]);
+            mt = lse_add(mt, logit(base + c * params.inner));
         }
         let l = lse_excess(mt);
         let lse = mt.x + l;
@@ -184,7 +186,7 @@ fn pixel_pass(
         }
         let wy = class_weight(u32(y));
         // -log p_y as (m - x_y) + l: no cancellation for a confident pixel.
-        ce += wy * ((mt.x - logits[elem(n, u32(y), s)]) + l);
+        ce += wy * ((mt.x - logit(elem(n, u32(y), s))) + l);
         wsum += wy;
     }
     if (KIND == COMBO) {
@@ -273,7 +275,7 @@ fn stats_pass(
             let lse = work[params.off_lse + params.sample_base * params.inner + n * params.inner + s];
             for (var j = 0u; j < CHUNK; j++) {
                 let c = min(c0 + j, params.classes - 1u);
-                pt[j] = softmax_target(logits[elem(n, c, s)], lse, y, c);
+                pt[j] = softmax_target(logit(elem(n, c, s)), lse, y, c);
             }
         } else {
             for (var j = 0u; j < CHUNK; j++) {
@@ -464,6 +466,58 @@ fn dloss(p: f32, t: f32, a: f32, b: f32) -> f32 {
     return a * t + b;
 }
 
+// The gradient of element (n, c, s) in binary and multilabel modes (0 where ignored).
+fn sigmoid_grad(n: u32, c: u32, s: u32) -> f32 {
+    let pt = prob_target(n, c, s);
+    if (pt.y < 0.0) {
+        return 0.0;
+    }
+    let p = pt.x;
+    return dloss_dp(group_of(params.sample_base + n, c), p, pt.y) * p * (1.0 - p);
+}
+
+// What the softmax's chain needs of a non-ignored pixel (multiclass): its label, log-sum-exp,
+// global sample, A of its label's group and the label's class weight; `dot` is
+// sum_c p_c dloss_c, filled by `pixel_dot` class by class.
+struct Pixel {
+    y: i32,
+    lse: f32,
+    ng: u32,
+    a_y: f32,
+    wy: f32,
+    dot: f32,
+}
+
+// Pixel r (= n S + s of the segment) labelled y, not ignored.
+fn pixel(r: u32, n: u32, y: i32) -> Pixel {
+    let ng = params.sample_base + n;
+    return Pixel(
+        y,
+        work[params.off_lse + params.sample_base * params.inner + r],
+        ng,
+        work[params.off_coef + 2u * group_of(ng, u32(y))],
+        class_weight(u32(y)),
+        0.0,
+    );
+}
+
+// p_c dloss_c of class c (logit x) of the pixel: one term of its `dot`.
+fn pixel_dot(px: Pixel, c: u32, x: f32) -> f32 {
+    let pt = softmax_target(x, px.lse, px.y, c);
+    return pt.x * dloss(pt.x, pt.y, px.a_y, work[params.off_coef + 2u * group_of(px.ng, c) + 1u]);
+}
+
+// The gradient of class c (logit x) of the pixel, its `dot` complete.
+fn pixel_grad(px: Pixel, c: u32, x: f32) -> f32 {
+    let pt = softmax_target(x, px.lse, px.y, c);
+    let b = work[params.off_coef + 2u * group_of(px.ng, c) + 1u];
+    var g = pt.x * (dloss(pt.x, pt.y, px.a_y, b) - px.dot);
+    if (KIND == COMBO) {
+        g += work[params.off_extra] * px.wy * (pt.x - pt.y);
+    }
+    return g;
+}
+
 @compute @workgroup_size(256)
 fn grad_pass(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -474,64 +528,8 @@ fn grad_pass(
         return;
     }
     if (MODE != MULTICLASS) {
-        // One element per step.
-        let len = params.samples * params.classes * params.inner;
-        let b = lane_walk(block_range(len, wid.x, nwg.x, WG), lid.x);
-        // (n, c, s) of element i.
-        var pos = walk3(b.x, params.classes, params.inner);
-        for (var i = b.x; i < b.y; i += LANES) {
-            let ncs = at3(pos);
-            pos = step3(pos);
-            let n = ncs.x;
-            let c = ncs.y;
-            let pt = prob_target(n, c, ncs.z);
-            var g = 0.0;
-            if (pt.y >= 0.0) {
-                let p = pt.x;
-                g = dloss_dp(group_of(params.sample_base + n, c), p, pt.y) * p * (1.0 - p);
-            }
-            grad[i] = g;
-        }
-        return;
-    }
-    // One pixel per step: the softmax's chain over its classes.
-    let rows = params.samples * params.inner;
-    let b = lane_walk(block_range(rows, wid.x, nwg.x, WG), lid.x);
-    let ce_scale = work[params.off_extra];
-    var pos = walk2(b.x, params.inner);
-    for (var r = b.x; r < b.y; r += LANES) {
-        let ns = pos.at;
-        pos = step2(pos);
-        let n = ns.x;
-        let s = ns.y;
-        let base = elem(n, 0u, s);
-        let y = label(r);
-        if (label_ignored(y)) {
-            for (var c = 0u; c < params.classes; c++) {
-                grad[base + c * params.inner] = 0.0;
-            }
-            continue;
-        }
-        // The pixel's label and log-sum-exp once, its probabilities p_c = e^{x_c - lse} and
-        // one-hot targets class by class (what `prob_target` gives, without reloading them).
-        let lse = work[params.off_lse + params.sample_base * params.inner + r];
-        let ng = params.sample_base + n;
-        let a_y = work[params.off_coef + 2u * group_of(ng, u32(y))];
-        var dot = 0.0;
-        for (var c = 0u; c < params.classes; c++) {
-            let pt = softmax_target(logits[base + c * params.inner], lse, y, c);
-            dot += pt.x * dloss(pt.x, pt.y, a_y, work[params.off_coef + 2u * group_of(ng, c) + 1u]);
-        }
-        let wy = class_weight(u32(y));
-        for (var c = 0u; c < params.classes; c++) {
-            let i = base + c * params.inner;
-            let pt = softmax_target(logits[i], lse, y, c);
-            let b = work[params.off_coef + 2u * group_of(ng, c) + 1u];
-            var g = pt.x * (dloss(pt.x, pt.y, a_y, b) - dot);
-            if (KIND == COMBO) {
-                g += ce_scale * wy * (pt.x - pt.y);
-            }
-            grad[i] = g;
-        }
+        sigmoid_grads(lid.x, wid.x, nwg.x);
+    } else {
+        softmax_grads(lid.x, wid.x, nwg.x);
     }
 }

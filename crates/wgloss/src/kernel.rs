@@ -126,7 +126,23 @@ pub(crate) const BOXES: Kernel = Kernel {
 /// Overlap losses of segmentation (dice, jaccard, tversky, sensitivity_specificity, combo).
 pub(crate) const OVERLAP: Kernel = Kernel {
     name: "overlap",
-    parts: &[PRELUDE, shader!("segmentation/overlap.wgsl")],
+    parts: &[
+        PRELUDE,
+        shader!("segmentation/overlap.wgsl"),
+        shader!("segmentation/overlap_f32.wgsl"),
+    ],
+};
+
+/// [`OVERLAP`] over 16-bit logits and gradient: two elements (or, multiclass, two pixels) per
+/// step of the gradient pass.
+pub(crate) const OVERLAP_HALF: Kernel = Kernel {
+    name: "overlap.half",
+    parts: &[
+        PRELUDE,
+        shader!("segmentation/overlap.wgsl"),
+        HALF,
+        shader!("segmentation/overlap_half.wgsl"),
+    ],
 };
 
 /// SSIM: Gaussian blurs, the SSIM map and the blur's adjoint.
@@ -251,7 +267,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, BOXES, OVERLAP, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
+    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, BOXES, OVERLAP, OVERLAP_HALF, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
         MAE, MAE_VEC4, MAE_HALF => "mae",
         MSE, MSE_VEC4, MSE_HALF => "mse",

@@ -80,7 +80,17 @@ impl LossOutput {
     /// that shape and a one-element f32 loss, a u32 status word, all bindable, loss and status
     /// clearable (COPY_DST). For the drivers with their own passes.
     pub(crate) fn check_scalar(&self, gpu: &Gpu, shape: &[usize]) -> Result<()> {
-        self.grad.check_dtype("grad", DType::F32)?;
+        self.check_scalar_typed(gpu, shape, DType::F32)
+    }
+
+    /// [`LossOutput::check_scalar`] with a gradient of `grad_type`.
+    pub(crate) fn check_scalar_typed(
+        &self,
+        gpu: &Gpu,
+        shape: &[usize],
+        grad_type: DType,
+    ) -> Result<()> {
+        self.grad.check_dtype("grad", grad_type)?;
         self.loss.check_dtype("loss", DType::F32)?;
         self.status.check_dtype("status", DType::U32)?;
         if self.grad.shape() != shape {

@@ -1,13 +1,15 @@
 //! F4, segmentation: the overlap losses (dice, jaccard, tversky, sensitivity_specificity,
 //! combo) on logits `[N, C, d...]`, with per-class (or per-image) statistics reduced on the GPU
-//! and the gradient in a second pass (`shaders/segmentation/overlap.wgsl`).
+//! and the gradient in a second pass (`shaders/segmentation/overlap.wgsl`). Logits may be f32
+//! or 16-bit (F16, BF16: the gradient in their type; in multiclass mode for trailing dims of an
+//! even size).
 
 use wgpu::util::DeviceExt;
 
 use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
-use crate::kernel::OVERLAP;
+use crate::kernel::{OVERLAP, OVERLAP_HALF};
 use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor};
 
 /// How logits and targets are laid out (smp's `mode`).
@@ -163,9 +165,20 @@ impl Overlap<'_> {
         if let Some(w) = self.weight {
             crate::classification::check_weight("weight", Some(w), classes)?;
         }
-        logits.check_dtype("logits", DType::F32)?;
+        // f32 logits, or 16-bit ones with a gradient of their type; in multiclass mode the
+        // gradient pass takes two pixels (n, s), (n, s + 1) per word, so S must be even.
+        let values = crate::grad_type(logits);
+        logits.check_dtype("logits", values)?;
+        let half = values.is_half();
+        if half && labels && !inner.is_multiple_of(2) {
+            return Err(Error::InvalidShape {
+                name: "logits",
+                got: shape.to_vec(),
+                why: "16-bit logits in multiclass mode need trailing dimensions of an even size",
+            });
+        }
         target.check_dtype("target", if labels { DType::I32 } else { DType::F32 })?;
-        out.check_scalar(gpu, shape)?;
+        out.check_scalar_typed(gpu, shape, values)?;
         logits.check_bindable(gpu, "logits")?;
         target.check_bindable(gpu, "target")?;
         if logits.len() > u32::MAX as usize / 2 {
@@ -176,7 +189,7 @@ impl Overlap<'_> {
             });
         }
         let sample = classes * inner;
-        let seg_samples = samples_per_segment(gpu, shape, classes, inner, 4, 0)?;
+        let seg_samples = samples_per_segment(gpu, shape, classes, inner, values.size(), 0)?;
         let max_elems = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
         let groups = if self.per_image { n * classes } else { classes };
         if groups > 65_535 * 65_535 {
@@ -221,9 +234,12 @@ impl Overlap<'_> {
                 .max(len.div_ceil(256 * MAX_ITERATIONS))
                 .min(len.div_ceil(256))
                 .clamp(1, 65_535);
-            let elems = if labels { rows } else { count * sample };
+            // Steps of the gradient pass: pixels (multiclass) or elements, two per step for
+            // 16-bit logits.
+            let per_step = if half { 2 } else { 1 };
+            let elems = (if labels { rows } else { count * sample }).div_ceil(per_step);
             let grad_wg = if labels {
-                row_wg(rows)
+                row_wg(elems)
             } else {
                 max_wg
                     .max(elems.div_ceil(256 * MAX_ITERATIONS))
@@ -373,17 +389,21 @@ impl Overlap<'_> {
                     })
                 })
                 .collect();
+            let kernel = if half { &OVERLAP_HALF } else { &OVERLAP };
             let pipeline = |entry: &'static str| {
                 gpu.pipeline(
-                    &OVERLAP,
+                    kernel,
                     PipelineKey {
-                        kernel: OVERLAP.name,
+                        kernel: kernel.name,
                         entry,
-                        overrides: vec![
+                        overrides: [
                             ("KIND", self.kind),
                             ("MODE", self.mode as u32),
                             ("PER_IMAGE", self.per_image.into()),
-                        ],
+                        ]
+                        .into_iter()
+                        .chain(half.then_some(("BF16", (values == DType::BF16).into())))
+                        .collect(),
                     },
                     &pipeline_layout,
                 )
@@ -465,6 +485,10 @@ macro_rules! overlap_loss {
                 let $s = self;
                 let overlap: Overlap<'_> = $overlap;
                 overlap.encode(gpu, encoder, logits, target, out)
+            }
+
+            fn output_for(&self, gpu: &Gpu, input: &Tensor, _target: &Tensor) -> Result<LossOutput> {
+                LossOutput::with_grad_type(gpu, input.shape(), &[], crate::grad_type(input))
             }
 
             fn check(&self, gpu: &Gpu, target: &Tensor, out: &LossOutput) -> Result<()> {
