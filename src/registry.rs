@@ -568,7 +568,7 @@ pub const IGNORE: i64 = -100;
 const F2: Entry = Entry {
     family: "F2 bounding boxes",
     vec4: false,
-    half: false,
+    half: true,
     targets: Targets::Boxes,
     layout: Layout::Elementwise { row: 4 },
     variants: &["xyxy", "cxcywh", "eps=0.01,grad_scale=2"],

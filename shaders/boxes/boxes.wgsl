@@ -1,8 +1,10 @@
 // Box losses (F2): iou, giou, diou, ciou, eiou, siou of predicted boxes against target boxes,
 // one invocation per pair, fused forward+backward. Composed after `elementwise.wgsl`, whose
 // Params (n = 4 x boxes in the segment, elem_base, scales; p.x = eps), loss/partials bindings
-// `fused` and `reduce` it shares (this file gives `fused` its `walk`). Bindings 0-2 hold one box
-// per vec4.
+// `fused` and `reduce` it shares (this file gives `fused` its `walk`). Bindings 0-2 (one box per
+// step) are declared by the width file with `load_pred`, `load_targ`, `store_grad` and
+// `scale_grad`: boxes_f32.wgsl (a vec4 per box) or boxes_half.wgsl (16-bit coordinates, two
+// words per box).
 //
 // Per pair, in (x1, y1, x2, y2) (cxcywh inputs are converted, and their gradient chained back):
 //   iw = min(x2, X2) - max(x1, X1), ih likewise; inter = iw ih if both > 0, else 0
@@ -20,10 +22,6 @@
 // A min / max whose two sides tie splits its gradient evenly (torch maximum / minimum), so
 // identical boxes get a zero gradient; the intersection is a constant 0 once iw or ih <= 0.
 // The f64 reference (`wgloss_ref::box_loss`) follows the same steps.
-
-@group(0) @binding(0) var<storage, read> pred: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> targ: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> grad: array<vec4<f32>>;
 
 const IOU: u32 = 0u;
 const GIOU: u32 = 1u;
@@ -302,18 +300,13 @@ fn steps() -> u32 {
     return params.n / 4u;
 }
 
-// Scales the gradient of step s (a box) by c (the driver's `apply`).
-fn scale_grad(s: u32, c: f32) {
-    grad[s] = grad[s] * c;
-}
-
 // The driver's walk for boxes: one box (four elements) per step.
 fn walk(lid: u32, wid: u32, nwg: u32) -> f32 {
     let b = lane_walk(block_range(steps(), wid, nwg, WG), lid);
     var acc = 0.0;
     for (var i = b.x; i < b.y; i += LANES) {
-        let v = box_loss(pred[i], targ[i]);
-        grad[i] = v.g * params.grad_scale;
+        let v = box_loss(load_pred(i), load_targ(i));
+        store_grad(i, v.g * params.grad_scale);
         if (PER_ELEMENT) {
             loss[i] = v.v;
         } else {

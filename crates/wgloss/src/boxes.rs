@@ -1,10 +1,11 @@
 //! F2, bounding boxes: the IoU family of losses of predicted boxes `[N, 4]` against target boxes,
 //! one kernel (`shaders/boxes/boxes.wgsl`) specialised by loss and format, one invocation per
-//! pair, reading each box once as a 16-byte vector and writing its gradient once.
+//! pair, reading each box once as a 16-byte vector (8 bytes for F16 and BF16 boxes, whose
+//! gradient is of their type) and writing its gradient once.
 
 use crate::elementwise::ElementwiseSpec;
 use crate::error::{check_param, Error, Result};
-use crate::kernel::BOXES;
+use crate::kernel::{BOXES, BOXES_HALF};
 use crate::Reduction;
 
 /// Coordinates of a box.
@@ -35,7 +36,9 @@ fn box_spec(
     }
     check_param("eps", eps.into(), ">= 0", eps >= 0.0)?;
     crate::config::check_grad_scale(grad_scale)?;
-    let mut spec = ElementwiseSpec::new(&BOXES, reduction, grad_scale).params([eps, 0.0, 0.0, 0.0]);
+    let mut spec = ElementwiseSpec::new(&BOXES, reduction, grad_scale)
+        .params([eps, 0.0, 0.0, 0.0])
+        .half(&BOXES_HALF);
     spec.group = 4;
     spec.overrides = vec![
         ("KIND", kind),

@@ -120,7 +120,30 @@ pub(crate) const CLASS_ROWS_HALF4: Kernel = Kernel {
 /// Box losses (IoU family): the element-wise driver's reductions with a pass over boxes.
 pub(crate) const BOXES: Kernel = Kernel {
     name: "boxes",
-    parts: &[PRELUDE, ELEMENTWISE, shader!("boxes/boxes.wgsl")],
+    parts: &[
+        PRELUDE,
+        ELEMENTWISE,
+        shader!("boxes/boxes.wgsl"),
+        shader!("boxes/boxes_f32.wgsl"),
+    ],
+};
+
+/// [`BOXES`] over 16-bit coordinates and gradient, two words per box.
+pub(crate) const BOXES_HALF_KERNEL: Kernel = Kernel {
+    name: "boxes.half",
+    parts: &[
+        PRELUDE,
+        ELEMENTWISE,
+        HALF,
+        shader!("boxes/boxes.wgsl"),
+        shader!("boxes/boxes_half.wgsl"),
+    ],
+};
+
+/// The box losses' 16-bit kernels: one box per step at either of the driver's widths.
+pub(crate) const BOXES_HALF: HalfKernels = HalfKernels {
+    two: BOXES_HALF_KERNEL,
+    four: BOXES_HALF_KERNEL,
 };
 
 /// Overlap losses of segmentation (dice, jaccard, tversky, sensitivity_specificity, combo).
@@ -267,7 +290,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, BOXES, OVERLAP, OVERLAP_HALF, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
+    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, BOXES, BOXES_HALF_KERNEL, OVERLAP, OVERLAP_HALF, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
         MAE, MAE_VEC4, MAE_HALF => "mae",
         MSE, MSE_VEC4, MSE_HALF => "mse",
