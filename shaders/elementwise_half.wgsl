@@ -27,7 +27,8 @@ fn scale_grad(s: u32, c: f32) {
 }
 
 // Losses and derivatives of the two elements of word s, the first at (row, col) `rc`; `one` is
-// row_col(1). The padding half of an odd segment's last word gives 0 for both.
+// row_col(1). The padding half of an odd segment's last word gives 0 for both, and is not
+// passed to `loss_elem` (whose state, as dynamic_smooth_l1's candidates, it must not enter).
 fn loss_pair(s: u32, rc: vec2<u32>, one: vec2<u32>) -> mat2x2<f32> {
     let p = unpack_pair(pred[s]);
     let t = unpack_pair(targ[s]);
@@ -35,7 +36,10 @@ fn loss_pair(s: u32, rc: vec2<u32>, one: vec2<u32>) -> mat2x2<f32> {
     at_elem(rc);
     let v0 = loss_elem(p.x, t.x, i);
     at_elem(advance(rc, one));
-    let v1 = select(loss_elem(p.y, t.y, i + 1u), vec2<f32>(0.0), 2u * s + 1u >= params.n);
+    var v1 = vec2<f32>(0.0);
+    if (2u * s + 1u < params.n) {
+        v1 = loss_elem(p.y, t.y, i + 1u);
+    }
     return mat2x2<f32>(vec2<f32>(v0.x, v1.x), vec2<f32>(v0.y, v1.y));
 }
 

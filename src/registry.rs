@@ -1007,6 +1007,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "dynamic_smooth_l1",
+        half: true,
         variants: &["default", "initial_beta=0.5,k=3,update_iters=2"],
         anchor: "mmdet DynamicRoIHead",
         allows_empty: false,

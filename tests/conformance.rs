@@ -436,19 +436,25 @@ fn half_inputs_match_reference(entry: &Entry) {
                     }
                     continue;
                 }
-                let want = reference(&mut inst, &inputs, &inputs.pred);
-                let out = match inst.loss.compute(gpu, &p, &t) {
-                    Ok(out) => out,
-                    Err(e) => {
-                        failures.push(format!("{what}: {e}"));
-                        continue;
+                // A stateful loss (dynamic smooth L1's β history) for three consecutive calls,
+                // its state advancing on the GPU and in the reference alike.
+                let calls = if inst.stateful { 3 } else { 1 };
+                for call in 0..calls {
+                    let what = format!("{what} call {call}");
+                    let want = reference(&mut inst, &inputs, &inputs.pred);
+                    let out = match inst.loss.compute(gpu, &p, &t) {
+                        Ok(out) => out,
+                        Err(e) => {
+                            failures.push(format!("{what}: {e}"));
+                            break;
+                        }
+                    };
+                    if out.grad.dtype() != dtype {
+                        failures.push(format!("{what}: gradient of {:?}", out.grad.dtype()));
                     }
-                };
-                if out.grad.dtype() != dtype {
-                    failures.push(format!("{what}: gradient of {:?}", out.grad.dtype()));
+                    let (loss_tol, grad_tol) = (tolerance(reduction), entry.tolerance);
+                    failures.extend(compare_output(gpu, &what, &out, &want, loss_tol, grad_tol));
                 }
-                let (loss_tol, grad_tol) = (tolerance(reduction), entry.tolerance);
-                failures.extend(compare_output(gpu, &what, &out, &want, loss_tol, grad_tol));
             }
             if !entry.half {
                 break;

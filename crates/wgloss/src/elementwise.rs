@@ -393,7 +393,8 @@ fn validate(
     // them); the loss, mask and weights f32.
     let values = match pred.dtype() {
         DType::F16 | DType::BF16
-            if spec.kernel_half.is_some() && matches!(spec.plan, Plan::OnePass | Plan::Root) =>
+            if spec.kernel_half.is_some()
+                && matches!(spec.plan, Plan::OnePass | Plan::Root | Plan::Kth) =>
         {
             pred.dtype()
         }

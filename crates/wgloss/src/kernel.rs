@@ -301,7 +301,7 @@ elementwise_kernels! {
         SMOOTH_L1, SMOOTH_L1_VEC4, SMOOTH_L1_HALF => "smooth_l1",
         QUANTILE, QUANTILE_VEC4, QUANTILE_HALF => "quantile",
         BALANCED_L1, BALANCED_L1_VEC4, BALANCED_L1_HALF => "balanced_l1",
-        DYNAMIC_SMOOTH_L1, DYNAMIC_SMOOTH_L1_VEC4 => "dynamic_smooth_l1",
+        DYNAMIC_SMOOTH_L1, DYNAMIC_SMOOTH_L1_VEC4, DYNAMIC_SMOOTH_L1_HALF => "dynamic_smooth_l1",
         SELF_ADJUSTING_SMOOTH_L1, SELF_ADJUSTING_SMOOTH_L1_VEC4 => "self_adjusting_smooth_l1",
     }
     classification in "classification" {

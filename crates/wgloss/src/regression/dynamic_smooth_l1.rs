@@ -2,7 +2,9 @@ use wgpu::util::DeviceExt;
 
 use crate::elementwise::{ElementwiseSpec, Plan};
 use crate::error::{check_param, Error, Result};
-use crate::kernel::regression::{DYNAMIC_SMOOTH_L1, DYNAMIC_SMOOTH_L1_VEC4};
+use crate::kernel::regression::{
+    DYNAMIC_SMOOTH_L1, DYNAMIC_SMOOTH_L1_HALF, DYNAMIC_SMOOTH_L1_VEC4,
+};
 use crate::{ElementwiseLoss, Gpu, Reduction, TENSOR_USAGES};
 
 /// Largest `k` of [`DynamicSmoothL1Config`].
@@ -128,7 +130,8 @@ impl ElementwiseLoss for DynamicSmoothL1 {
         let mut spec = ElementwiseSpec::new(&DYNAMIC_SMOOTH_L1, c.reduction, c.grad_scale)
             .params([c.initial_beta, 0.0, 0.0, 0.0])
             .plan(Plan::Kth)
-            .vec4(&DYNAMIC_SMOOTH_L1_VEC4);
+            .vec4(&DYNAMIC_SMOOTH_L1_VEC4)
+            .half(&DYNAMIC_SMOOTH_L1_HALF);
         spec.k = c.k;
         spec.iters = c.update_iters;
         spec.state = Some(&self.state);
