@@ -1,5 +1,6 @@
-"""segmentation_models_pytorch: the overlap losses (dice, jaccard, tversky) and the Lovász losses
-(lovasz_softmax, lovasz_hinge), from smp's own loss classes.
+"""segmentation_models_pytorch: the overlap losses (dice, jaccard, tversky; combo with torch's
+cross_entropy) and the Lovász losses (lovasz_softmax, lovasz_hinge), from smp's own loss
+classes.
 
 The registry's F4 layout: logits `[N, 5, 12]`, labels `[N, 12]` with some pixels labelled -100
 (ignored), reduction mean only (the loss is a scalar). lovasz_hinge: logits `[N, 1, 6, 10]` and
@@ -116,9 +117,26 @@ def lovasz_hinge(fx):
             fx.case("lovasz_hinge", v, "mean", x, t, loss, gs)
 
 
+def combo(fx):
+    """combo's variant 0 (α 0.5, no class weights, no smoothing) as torch's cross_entropy plus
+    smp's DiceLoss, each at half weight (variant 1's smoothing is where smp 0.6's Dice departs,
+    see `overlap`)."""
+    dice = DiceLoss("multiclass", ignore_index=IGNORE, smooth=0.0, eps=f32(1e-7))
+
+    def fn(x, y):
+        ce = torch.nn.functional.cross_entropy(x, y, ignore_index=IGNORE)
+        return 0.5 * ce + 0.5 * dice(x, y)
+
+    for n, present in [(2, None), (3, [0, 1, 2, 4])]:
+        x = fx.uniform((n, CLASSES, PIXELS), -4, 4)
+        y = seg_labels(fx, n, present=present)
+        fx.case("combo", 0, "mean", x, y, fn)
+
+
 def write():
     fx = Fixture("smp", 3, VERSIONS)
     overlap(fx)
     lovasz_softmax(fx)
     lovasz_hinge(fx)
+    combo(fx)
     fx.write()
