@@ -4,7 +4,8 @@
 // stored gradients are rounded to nearest even. An odd segment's last word holds one element
 // and a padding half: the second element is not counted and its gradient half is written as 0.
 // Runs any length (with `Gpu::vec4`, only what `elementwise_half4.wgsl` leaves). Composed after
-// `elementwise.wgsl`; `steps`, the walk of the fused pass, `scale_grad` and `elem_inputs`.
+// `elementwise.wgsl`; `steps`, `step_inputs`, the walk of the fused pass, `scale_grad` and
+// `elem_inputs`.
 
 @group(0) @binding(0) var<storage, read> pred: array<u32>;
 @group(0) @binding(1) var<storage, read> targ: array<u32>;
@@ -41,6 +42,14 @@ fn loss_pair(s: u32, rc: vec2<u32>, one: vec2<u32>) -> mat2x2<f32> {
         v1 = loss_elem(p.y, t.y, i + 1u);
     }
     return mat2x2<f32>(vec2<f32>(v0.x, v1.x), vec2<f32>(v0.y, v1.y));
+}
+
+// Predictions and targets of step s (components x, y; the others 0, and y 0 for the padding
+// half: passes that read steps themselves skip elements past `params.n`).
+fn step_inputs(s: u32) -> mat2x4<f32> {
+    let p = unpack_pair(pred[s]);
+    let t = unpack_pair(targ[s]);
+    return mat2x4<f32>(vec4<f32>(p, 0.0, 0.0), vec4<f32>(t, 0.0, 0.0));
 }
 
 // Prediction and target of element j of the segment.

@@ -1447,6 +1447,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "ghm_c",
         vec4: true,
+        half: true,
         variants: &[
             "bins=10",
             "bins=30,momentum=0.75",

@@ -69,13 +69,14 @@ fn hist_pass(
     let bins = params.k;
     atomicStore(&counts[lid.x], 0u);
     workgroupBarrier();
-    // The driver's steps (one or four elements each, whichever width this kernel is).
+    // The driver's steps (one, two or four elements each, whichever width this kernel is).
     let b = lane_walk(block_range(steps(), wid.x, nwg.x, WG), lid.x);
     var valid = 0u;
     for (var s = b.x; s < b.y; s += LANES) {
         let pt = step_inputs(s);
         for (var j = 0u; j < STEP; j++) {
-            if (!is_valid(s * STEP + j)) {
+            // (Past the segment: the padding half of 16-bit inputs.)
+            if (s * STEP + j >= params.n || !is_valid(s * STEP + j)) {
                 continue;
             }
             valid += 1u;

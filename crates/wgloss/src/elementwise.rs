@@ -394,7 +394,10 @@ fn validate(
     let values = match pred.dtype() {
         DType::F16 | DType::BF16
             if spec.kernel_half.is_some()
-                && matches!(spec.plan, Plan::OnePass | Plan::Root | Plan::Kth) =>
+                && matches!(
+                    spec.plan,
+                    Plan::OnePass | Plan::Root | Plan::Kth | Plan::Histogram
+                ) =>
         {
             pred.dtype()
         }

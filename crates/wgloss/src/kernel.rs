@@ -312,7 +312,7 @@ elementwise_kernels! {
         SMOOTHED_HINGE, SMOOTHED_HINGE_VEC4, SMOOTHED_HINGE_HALF => "smoothed_hinge",
         RAMP, RAMP_VEC4, RAMP_HALF => "ramp",
         EXPONENTIAL, EXPONENTIAL_VEC4, EXPONENTIAL_HALF => "exponential",
-        GHM_C, GHM_C_VEC4 => "ghm_c",
+        GHM_C, GHM_C_VEC4, GHM_C_HALF => "ghm_c",
     }
     generative in "generative" {
         DIFFUSION_MSE, DIFFUSION_MSE_VEC4, DIFFUSION_MSE_HALF => "diffusion_mse",

@@ -2,7 +2,7 @@ use wgpu::util::DeviceExt;
 
 use crate::elementwise::{ElementwiseSpec, Plan};
 use crate::error::{check_param, Result};
-use crate::kernel::classification::{GHM_C, GHM_C_VEC4};
+use crate::kernel::classification::{GHM_C, GHM_C_HALF, GHM_C_VEC4};
 use crate::{ElementwiseLoss, Gpu, LossOutput, Reduction, Tensor, TENSOR_USAGES};
 
 /// Largest `bins` of [`GhmCConfig`].
@@ -121,7 +121,7 @@ impl GhmC {
         target: &Tensor,
         mask: &Tensor,
     ) -> Result<LossOutput> {
-        let out = LossOutput::new(gpu, pred.shape(), self.config.reduction)?;
+        let out = crate::elementwise::output(self, gpu, pred.shape(), crate::grad_type(pred))?;
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         self.encode_masked(gpu, &mut encoder, pred, target, mask, &out)?;
         gpu.submit_and_wait(encoder)?;
@@ -140,7 +140,8 @@ impl ElementwiseLoss for GhmC {
         let mut spec = ElementwiseSpec::new(&GHM_C, c.reduction, c.grad_scale)
             .params([c.momentum, mean, 0.0, 0.0])
             .plan(Plan::Histogram)
-            .vec4(&GHM_C_VEC4);
+            .vec4(&GHM_C_VEC4)
+            .half(&GHM_C_HALF);
         spec.k = c.bins as u32;
         spec.state = Some(&self.state);
         Ok(spec)
