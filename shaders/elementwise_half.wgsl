@@ -47,9 +47,15 @@ fn loss_pair(s: u32, rc: vec2<u32>, one: vec2<u32>) -> mat2x2<f32> {
 // Predictions and targets of step s (components x, y; the others 0, and y 0 for the padding
 // half: passes that read steps themselves skip elements past `params.n`).
 fn step_inputs(s: u32) -> mat2x4<f32> {
-    let p = unpack_pair(pred[s]);
-    let t = unpack_pair(targ[s]);
+    let real = vec2<f32>(1.0, f32(2u * s + 1u < params.n));
+    let p = unpack_pair(pred[s]) * real;
+    let t = unpack_pair(targ[s]) * real;
     return mat2x4<f32>(vec4<f32>(p, 0.0, 0.0), vec4<f32>(t, 0.0, 0.0));
+}
+
+// Stores the gradients of step s (components x, y; the padding half's as 0, as `walk` does).
+fn store_grads(s: u32, g: vec4<f32>) {
+    grad[s] = pack_pair(select(g.xy, vec2<f32>(g.x, 0.0), 2u * s + 1u >= params.n));
 }
 
 // Prediction and target of element j of the segment.

@@ -1080,6 +1080,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "self_adjusting_smooth_l1",
+        half: true,
         variants: &["default", "beta_max=0.5,momentum=0.5"],
         anchor: "RetinaMask",
         domain: (-0.1, 0.1),

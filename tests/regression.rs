@@ -21,10 +21,58 @@ use wgloss_suite::registry::IntoRef;
 use wgloss_suite::{shared_gpu, small_binding_gpu};
 use wgpu::util::DeviceExt;
 
+/// Self-adjusting smooth L1 over `rows` × `d` inputs of `dtype` (rounded to it), under both
+/// reductions, for three calls (the running statistics evolve), against the f64 reference: the
+/// mismatches found.
+fn self_adjusting_calls(
+    gpu: &wgloss::Gpu,
+    (d, rows, dtype, momentum): (usize, usize, DType, f32),
+    rng: &mut Rng,
+) -> Vec<String> {
+    let n = rows * d;
+    let mut failures = Vec::new();
+    let mut draw = || -> Vec<f32> {
+        let v = rng.uniform(n, -0.1, 0.1);
+        v.into_iter().map(|x| dtype.round(x)).collect()
+    };
+    for reduction in [Reduction::Mean, Reduction::None] {
+        let config = SelfAdjustingSmoothL1Config {
+            num_features: d,
+            reduction,
+            momentum,
+            ..Default::default()
+        };
+        let loss = SelfAdjustingSmoothL1::new(gpu, config).unwrap();
+        let mut state = SelfAdjustingState::new(d, config.beta_max.into());
+        for step in 0..3 {
+            let (pred, target) = (draw(), draw());
+            let want = wgloss_ref::self_adjusting_smooth_l1(
+                to_f64(&pred, &[rows, d]).view(),
+                to_f64(&target, &[rows, d]).view(),
+                &mut state,
+                config.momentum.into(),
+                config.beta_max.into(),
+                reduction.into_ref(),
+                1.0,
+            );
+            let p = Tensor::from_slice_as(gpu, &pred, &[rows, d], dtype).unwrap();
+            let t = Tensor::from_slice_as(gpu, &target, &[rows, d], dtype).unwrap();
+            let out = loss.compute(gpu, &p, &t).unwrap();
+            let what = format!(
+                "D={d} rows={rows} {dtype:?} vec4={} lanes={} {reduction:?} step {step}",
+                gpu.vec4(),
+                gpu.lanes()
+            );
+            let tol = loss_tolerance(reduction);
+            failures.extend(compare_output(gpu, &what, &out, &want, tol, ELEMENTWISE));
+        }
+    }
+    failures
+}
+
 /// Self-adjusting smooth L1 for D that do not divide four (the per-coordinate walks' groups,
 /// the four-element prefix ending on a row) and that four does not divide, over rows that end
-/// mid-vec4, at both step widths and several walks, for three calls (the running statistics
-/// evolve), against the f64 reference.
+/// mid-vec4, at both step widths and several walks.
 #[test]
 fn self_adjusting_smooth_l1_matches_reference_for_any_feature_count() {
     let Some(gpu) = shared_gpu() else { return };
@@ -32,7 +80,6 @@ fn self_adjusting_smooth_l1_matches_reference_for_any_feature_count() {
     let mut failures = Vec::new();
     for d in [1usize, 2, 3, 5, 6, 7, 12, 64, 129, 255, 256] {
         let rows = 70_001 / d + 3;
-        let n = rows * d;
         for (vec4, lanes) in [
             (true, gpu.lanes()),
             (false, gpu.lanes()),
@@ -40,37 +87,112 @@ fn self_adjusting_smooth_l1_matches_reference_for_any_feature_count() {
             (true, 256),
         ] {
             let gpu = gpu.with_vec4(vec4).with_lanes(lanes);
-            for reduction in [Reduction::Mean, Reduction::None] {
-                let config = SelfAdjustingSmoothL1Config {
-                    num_features: d,
-                    reduction,
-                    ..Default::default()
-                };
-                let loss = SelfAdjustingSmoothL1::new(&gpu, config).unwrap();
-                let mut state = SelfAdjustingState::new(d, config.beta_max.into());
-                for step in 0..3 {
-                    let pred = rng.uniform(n, -0.1, 0.1);
-                    let target = rng.uniform(n, -0.1, 0.1);
-                    let want = wgloss_ref::self_adjusting_smooth_l1(
-                        to_f64(&pred, &[rows, d]).view(),
-                        to_f64(&target, &[rows, d]).view(),
-                        &mut state,
-                        config.momentum.into(),
-                        config.beta_max.into(),
-                        reduction.into_ref(),
-                        1.0,
-                    );
-                    let p = Tensor::from_slice(&gpu, &pred, &[rows, d]).unwrap();
-                    let t = Tensor::from_slice(&gpu, &target, &[rows, d]).unwrap();
-                    let out = loss.compute(&gpu, &p, &t).unwrap();
-                    let what = format!("D={d} vec4={vec4} lanes={lanes} {reduction:?} step {step}");
-                    let tol = loss_tolerance(reduction);
-                    failures.extend(compare_output(&gpu, &what, &out, &want, tol, ELEMENTWISE));
-                }
-            }
+            let case = (d, rows, DType::F32, 0.1);
+            failures.extend(self_adjusting_calls(&gpu, case, &mut rng));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Self-adjusting smooth L1 over 16-bit inputs: D odd and even, row counts that leave an odd
+/// element count (the last word's padding half is no element of any coordinate), at both step
+/// widths (four per step over the prefix, two over the rest) and on 1 MiB bindings. Momentum
+/// 0.9 and batches of a few rows among them, so that a padding half counted as an element would
+/// move β past the tolerance.
+#[test]
+fn self_adjusting_smooth_l1_matches_reference_for_16_bit_inputs() {
+    let Some(gpu) = shared_gpu() else { return };
+    let Some(small) = small_binding_gpu() else {
+        return;
+    };
+    let mut rng = Rng::new(19);
+    let mut failures = Vec::new();
+    for (gpu, d, rows, dtype) in [
+        (gpu.with_vec4(false), 3usize, 7usize, DType::BF16),
+        (gpu.with_vec4(true), 5, 9, DType::F16),
+        (gpu.with_vec4(true), 3, 7_001, DType::F16),
+        (gpu.with_vec4(false), 5, 4_001, DType::BF16),
+        (gpu.with_vec4(true), 4, 3_001, DType::BF16),
+        (gpu.with_vec4(true), 6, 2_001, DType::F16),
+        (small.clone(), 7, 100_001, DType::F16),
+    ] {
+        failures.extend(self_adjusting_calls(&gpu, (d, rows, dtype, 0.9), &mut rng));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Builds a loss afresh.
+type MakeLoss<'a> = Box<dyn Fn() -> Box<dyn Loss> + 'a>;
+
+/// A 16-bit input of odd length whose last word's padding half holds a value (a view of a
+/// caller's longer buffer) gives what the same input with a zero padding half gives, bit for
+/// bit, loss and gradient, for the stateful losses whose own passes read the steps: nothing of
+/// the padding half enters their statistics or sums.
+#[test]
+fn padding_halves_of_16_bit_views_are_no_elements() {
+    let Some(gpu) = shared_gpu() else { return };
+    let (d, rows) = (3usize, 7usize);
+    let n = d * rows;
+    let mut rng = Rng::new(23);
+    let pred: Vec<f32> = rng.uniform(n, -0.1, 0.1);
+    let target: Vec<f32> = rng.uniform(n, -0.1, 0.1);
+    let binary: Vec<f32> = target.iter().map(|&t| f32::from(t > 0.0)).collect();
+    let make: [(&str, MakeLoss<'_>, &[f32]); 3] = [
+        (
+            "self_adjusting_smooth_l1",
+            Box::new(|| {
+                let config = SelfAdjustingSmoothL1Config {
+                    num_features: d,
+                    momentum: 0.9,
+                    ..Default::default()
+                };
+                Box::new(SelfAdjustingSmoothL1::new(gpu, config).unwrap())
+            }),
+            &target,
+        ),
+        (
+            "ghm_c",
+            Box::new(|| Box::new(wgloss::GhmC::new(gpu, Default::default()).unwrap())),
+            &binary,
+        ),
+        (
+            "dynamic_smooth_l1",
+            Box::new(|| {
+                let config = DynamicSmoothL1Config {
+                    k: 2,
+                    update_iters: 1,
+                    ..Default::default()
+                };
+                Box::new(DynamicSmoothL1::new(gpu, config).unwrap())
+            }),
+            &target,
+        ),
+    ];
+    for dtype in [DType::F16, DType::BF16] {
+        for (name, make, target) in &make {
+            // Padding halves of prediction and target (a residual of 7.5 where both are read).
+            let run = |pads: Option<(f32, f32)>| -> (Vec<f32>, Vec<f32>) {
+                let tensor = |v: &[f32], pad: Option<f32>| -> Tensor {
+                    let Some(pad) = pad else {
+                        return Tensor::from_slice_as(gpu, v, &[rows, d], dtype).unwrap();
+                    };
+                    let longer: Vec<f32> = v.iter().copied().chain([pad]).collect();
+                    let t = Tensor::from_slice_as(gpu, &longer, &[n + 1], dtype).unwrap();
+                    Tensor::new_typed(t.buffer().clone(), 0, &[rows, d], dtype).unwrap()
+                };
+                let loss = make();
+                // Two calls: the second sees the state the first left.
+                let (p, t) = (
+                    tensor(&pred, pads.map(|p| p.0)),
+                    tensor(target, pads.map(|p| p.1)),
+                );
+                loss.compute(gpu, &p, &t).unwrap();
+                let out = loss.compute(gpu, &p, &t).unwrap();
+                (out.loss.to_vec(gpu).unwrap(), out.grad.to_vec(gpu).unwrap())
+            };
+            assert_eq!(run(None), run(Some((-6.5, 1.0))), "{name} {dtype:?}");
+        }
+    }
 }
 
 /// The k-th smallest |p − t| as the kernel computes it (f32).

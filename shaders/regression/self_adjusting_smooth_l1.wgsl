@@ -6,8 +6,9 @@
 // state: [0, D) running mean, [D, 2D) running variance, [2D, 3D) beta.
 // Passes: `coord_stats` (per-workgroup sums of |r| - mu and its square per coordinate, shifted by
 // the running mean for accuracy), `coord_update` (one workgroup), then `coord_fused` (the driver's
-// `fused` with fixed betas per invocation) and the driver's `reduce`; both widths of the driver
-// (`steps`, `step_inputs`, `store_grads`, STEP). The update is skipped when any
+// `fused` with fixed betas per invocation) and the driver's `reduce`; every width of the driver
+// (`steps`, `step_inputs`, `store_grads`, STEP: 1, 4, and 2 for 16-bit inputs, whose odd
+// segment ends in a padding half that these passes skip). The update is skipped when any
 // variance is NaN (one row, or NaN input), as the anchor does. params.p = (beta_max, momentum, -,
 // -).
 
@@ -28,10 +29,12 @@ var<workgroup> flat_q: array<f32, 1024>;
 // then sits at coordinate (l % G * STEP + k) % D, since every run starts on a row.
 fn coord_group() -> u32 {
     let d = params.coords;
-    // D / gcd(D, STEP), STEP being 1 or 4.
+    // D / gcd(D, STEP), STEP being 1, 2 or 4.
     var unit = d;
     if (STEP == 4u) {
         unit = d / select(select(1u, 2u, d % 2u == 0u), 4u, d % 4u == 0u);
+    } else if (STEP == 2u) {
+        unit = d / select(1u, 2u, d % 2u == 0u);
     }
     return max(unit, LANES / unit * unit);
 }
@@ -55,7 +58,7 @@ fn coord_walk(wid: u32, nwg: u32, lid: u32) -> vec3<u32> {
 fn coords_of(lid: u32) -> vec4<u32> {
     let d = params.coords;
     let first = lid % coord_group() * STEP;
-    let k = vec4<u32>(0u, 1u, 2u, 3u) * u32(STEP == 4u);
+    let k = min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(STEP - 1u));
     return (vec4<u32>(first) + k) % vec4<u32>(d);
 }
 
@@ -78,7 +81,11 @@ fn coord_stats(
     var q = vec4<f32>(0.0);
     for (var s = w.x; s < w.y; s += w.z) {
         let pt = step_inputs(s);
-        let x = abs(pt[0] - pt[1]) - shift;
+        var x = abs(pt[0] - pt[1]) - shift;
+        if (STEP == 2u && 2u * s + 1u >= params.n) {
+            // The padding half of 16-bit inputs.
+            x.y = 0.0;
+        }
         a += x;
         q += x * x;
     }
@@ -123,14 +130,19 @@ fn coord_fused(
         store_grads(s, select(sign(r), r / beta, near) * params.grad_scale);
         if (PER_ELEMENT) {
             for (var k = 0u; k < STEP; k++) {
-                loss[s * STEP + k] = v[k];
+                if (s * STEP + k < params.n) {
+                    loss[s * STEP + k] = v[k];
+                }
             }
         } else {
             acc += v;
         }
     }
+    // (The components past STEP, and the padding half, saw r = 0: a loss of 0.)
     var total = acc.x;
-    if (STEP == 4u) {
+    if (STEP == 2u) {
+        total = acc.x + acc.y;
+    } else if (STEP == 4u) {
         total = (acc.x + acc.y) + (acc.z + acc.w);
     }
     write_partial(lid.x, wid.x, total);

@@ -396,7 +396,7 @@ fn validate(
             if spec.kernel_half.is_some()
                 && matches!(
                     spec.plan,
-                    Plan::OnePass | Plan::Root | Plan::Kth | Plan::Histogram
+                    Plan::OnePass | Plan::Root | Plan::Kth | Plan::Histogram | Plan::CoordStats
                 ) =>
         {
             pred.dtype()

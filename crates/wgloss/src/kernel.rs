@@ -302,7 +302,8 @@ elementwise_kernels! {
         QUANTILE, QUANTILE_VEC4, QUANTILE_HALF => "quantile",
         BALANCED_L1, BALANCED_L1_VEC4, BALANCED_L1_HALF => "balanced_l1",
         DYNAMIC_SMOOTH_L1, DYNAMIC_SMOOTH_L1_VEC4, DYNAMIC_SMOOTH_L1_HALF => "dynamic_smooth_l1",
-        SELF_ADJUSTING_SMOOTH_L1, SELF_ADJUSTING_SMOOTH_L1_VEC4 => "self_adjusting_smooth_l1",
+        SELF_ADJUSTING_SMOOTH_L1, SELF_ADJUSTING_SMOOTH_L1_VEC4, SELF_ADJUSTING_SMOOTH_L1_HALF =>
+            "self_adjusting_smooth_l1",
     }
     classification in "classification" {
         BCE_WITH_LOGITS, BCE_WITH_LOGITS_VEC4, BCE_WITH_LOGITS_HALF => "bce_with_logits",

@@ -2,7 +2,9 @@ use wgpu::util::DeviceExt;
 
 use crate::elementwise::{ElementwiseSpec, Plan};
 use crate::error::{check_param, Error, Result};
-use crate::kernel::regression::{SELF_ADJUSTING_SMOOTH_L1, SELF_ADJUSTING_SMOOTH_L1_VEC4};
+use crate::kernel::regression::{
+    SELF_ADJUSTING_SMOOTH_L1, SELF_ADJUSTING_SMOOTH_L1_HALF, SELF_ADJUSTING_SMOOTH_L1_VEC4,
+};
 use crate::{ElementwiseLoss, Gpu, Reduction, TENSOR_USAGES};
 
 /// Largest `num_features` of [`SelfAdjustingSmoothL1Config`].
@@ -116,7 +118,8 @@ impl ElementwiseLoss for SelfAdjustingSmoothL1 {
         let mut spec = ElementwiseSpec::new(&SELF_ADJUSTING_SMOOTH_L1, c.reduction, c.grad_scale)
             .params([c.beta_max, c.momentum, 0.0, 0.0])
             .plan(Plan::CoordStats)
-            .vec4(&SELF_ADJUSTING_SMOOTH_L1_VEC4);
+            .vec4(&SELF_ADJUSTING_SMOOTH_L1_VEC4)
+            .half(&SELF_ADJUSTING_SMOOTH_L1_HALF);
         spec.coords = c.num_features as u32;
         spec.state = Some(&self.state);
         Ok(spec)
