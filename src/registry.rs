@@ -1570,6 +1570,20 @@ pub static REGISTRY: &[Entry] = &[
                 loss,
                 move |p, t| {
                     let r = reduction.into_ref();
+                    // Probability targets (the logits' shape), as the config takes them; the
+                    // suite's inputs are labels.
+                    if t.shape() == p.shape() {
+                        return wgloss_ref::cross_entropy_probs(
+                            p,
+                            t,
+                            w.as_deref(),
+                            label_smoothing.into(),
+                            z_loss.into(),
+                            logit_softcap.map(f64::from),
+                            r,
+                            grad_scale.into(),
+                        );
+                    }
                     wgloss_ref::cross_entropy_extras(
                         p,
                         t,

@@ -33,6 +33,9 @@ struct Case {
     /// The shape the entry's layout is given (`Entry::inputs_shaped`), where it differs from
     /// the prediction's (inputs stacked into one prediction: clouds, tuples, heads).
     layout: Option<Vec<usize>>,
+    /// Probability targets of the prediction's shape where the entry's layout has labels
+    /// (cross-entropy).
+    probs: bool,
     /// The reference's tolerance against the anchor: [`REFERENCE`] unless the fixture sets
     /// one (`reference-tolerance RTOL ATOL_FRAC`) for an anchor that computes in float32.
     reference: Tolerance,
@@ -86,22 +89,27 @@ fn parse(text: &str) -> Result<Vec<Case>, String> {
             };
             continue;
         }
-        let (name, variant, reduction, layout) = match words[..] {
+        let (name, variant, reduction, option) = match words[..] {
             ["case", name, variant, reduction] => (name, variant, reduction, None),
-            ["case", name, variant, reduction, layout] => {
-                let dims = layout
-                    .strip_prefix("layout=")
-                    .ok_or_else(|| format!("{head}: expected layout=SHAPE"))?
-                    .split('x')
-                    .map(|d| d.parse().map_err(|e| format!("{head}: {e}")))
-                    .collect::<Result<Vec<usize>, String>>()?;
-                (name, variant, reduction, Some(dims))
-            }
+            ["case", name, variant, reduction, option] => (name, variant, reduction, Some(option)),
             _ => {
                 return Err(format!(
-                    "expected `case ENTRY VARIANT REDUCTION [layout=SHAPE]`, found {head:.60}"
+                    "expected `case ENTRY VARIANT REDUCTION [layout=SHAPE | probs]`, found \
+                     {head:.60}"
                 ))
             }
+        };
+        let probs = option == Some("probs");
+        let layout = match option.and_then(|o| o.strip_prefix("layout=")) {
+            Some(dims) => Some(
+                dims.split('x')
+                    .map(|d| d.parse().map_err(|e| format!("{head}: {e}")))
+                    .collect::<Result<Vec<usize>, String>>()?,
+            ),
+            None if option.is_some() && !probs => {
+                return Err(format!("{head}: expected layout=SHAPE or probs"))
+            }
+            None => None,
         };
         let entry = REGISTRY
             .iter()
@@ -133,6 +141,7 @@ fn parse(text: &str) -> Result<Vec<Case>, String> {
         cases.push(Case {
             entry,
             layout,
+            probs,
             reference,
             variant,
             reduction,
@@ -168,6 +177,10 @@ fn check(gpu: &wgloss::Gpu, case: &Case) -> Vec<String> {
     let mut failures = Vec::new();
     // The entry's own input layout (labels, boxes), with the fixture's values.
     let mut inputs = e.inputs_shaped(case.layout.as_ref().unwrap_or(&case.pred.shape), 0);
+    if case.probs {
+        inputs.labels = false;
+        inputs.target_shape = inputs.pred_shape.clone();
+    }
     let labels = inputs.target_dtype() == DType::I32;
     if labels != case.labels
         || inputs.target_shape != case.target.shape

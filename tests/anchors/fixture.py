@@ -33,10 +33,12 @@ class Fixture:
             flat[:: ignore_every] = IGNORE
         return y.astype(np.int64)
 
-    def case(self, entry, variant, reduction, pred, target, fn, grad_scale=1.0, layout=None):
+    def case(self, entry, variant, reduction, pred, target, fn, grad_scale=1.0, layout=None,
+             probs=False):
         """Evaluates `fn(pred, target) -> loss` in float64 with autograd on pred. `layout`: the
         shape the entry's layout takes (`Entry::inputs_shaped` in src/registry.rs) where it is
-        not pred's own, as for inputs stacked into one pred (clouds, tuples, heads)."""
+        not pred's own, as for inputs stacked into one pred (clouds, tuples, heads). `probs`:
+        probability targets of pred's shape where the layout has labels (cross-entropy)."""
         p = torch.tensor(pred.astype(np.float64), requires_grad=True)
         labels = target.dtype.kind == "i"
         t = torch.tensor(target) if labels else torch.tensor(target.astype(np.float64))
@@ -44,8 +46,9 @@ class Fixture:
         loss.sum().backward()
         grad = p.grad * grad_scale
         kind = "i32" if labels else "f32"
-        shape = "" if layout is None else " layout=" + "x".join(str(d) for d in layout)
-        self.lines.append(f"case {entry} {variant} {reduction}{shape}")
+        option = "" if layout is None else " layout=" + "x".join(str(d) for d in layout)
+        option += " probs" if probs else ""
+        self.lines.append(f"case {entry} {variant} {reduction}{option}")
         self.lines.append(values("pred", "f32", pred))
         self.lines.append(values("target", kind, target))
         self.lines.append(values("loss", "f64", loss.detach().numpy()))

@@ -65,6 +65,14 @@ def classification(fx, tv):
                     lambda x, y: F.cross_entropy(
                         x, y, weight=wt, ignore_index=IGNORE, label_smoothing=eps,
                         reduction=reduction), gs)
+            # Class-probability targets (torch normalises nothing: rows summing to 1 here).
+            x = fx.uniform((5, 7, 3), -4, 4)
+            t = fx.uniform((5, 7, 3), 0, 1)
+            t = (t / t.sum(axis=1, keepdims=True)).astype(np.float32)
+            fx.case("cross_entropy", v, reduction, x, t,
+                    lambda x, t: F.cross_entropy(
+                        x, t, weight=wt, label_smoothing=eps, reduction=reduction), gs,
+                    probs=True)
         for v, (pp, margin, gs) in enumerate([(1, 1.0, 1.0), (2, 1.0, 1.0), (1, 0.5, 0.5)]):
             x = fx.uniform((9, 7), -4, 4)
             y = fx.labels(9, 7)
