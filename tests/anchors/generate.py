@@ -3,7 +3,7 @@ them (in float64), on inputs drawn here, for tests/anchors.rs to hold the refere
 GPU kernels to.
 
     python3 tests/anchors/generate.py    # needs the anchor packages the modules import
-                                         # (requirements.txt says which, and how)
+                                         # (requirements.pip says which, and how)
 
 One module per anchor library (torch_losses.py: torch and torchvision, ...), each writing its
 fixture files from `write()`. Inputs are float32 values (exact on upload), the anchors evaluate them in
