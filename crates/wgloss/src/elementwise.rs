@@ -39,7 +39,7 @@ pub struct ElementwiseSpec<'a> {
     /// The same loss four elements per step.
     pub(crate) kernel4: Option<&'static Kernel>,
     /// The same loss over 16-bit inputs and gradient (`elementwise_half.wgsl`, and
-    /// `elementwise_half4.wgsl` for the aligned prefix): losses of the one-pass and root plans.
+    /// `elementwise_half4.wgsl` for the aligned prefix), for every plan.
     pub(crate) kernel_half: Option<&'static HalfKernels>,
     pub(crate) plan: Plan,
     pub(crate) p: [f32; 4],
@@ -392,15 +392,7 @@ fn validate(
     // Inputs and gradient of one float type (16-bit ones where the loss has a kernel for
     // them); the loss, mask and weights f32.
     let values = match pred.dtype() {
-        DType::F16 | DType::BF16
-            if spec.kernel_half.is_some()
-                && matches!(
-                    spec.plan,
-                    Plan::OnePass | Plan::Root | Plan::Kth | Plan::Histogram | Plan::CoordStats
-                ) =>
-        {
-            pred.dtype()
-        }
+        DType::F16 | DType::BF16 if spec.kernel_half.is_some() => pred.dtype(),
         _ => DType::F32,
     };
     for (t, name, dtype) in [
