@@ -81,6 +81,17 @@ pub fn compare(
     want: ArrayViewD<'_, f64>,
     tol: Tolerance,
 ) -> Result<(), String> {
+    let got: Vec<f64> = got.iter().map(|&g| f64::from(g)).collect();
+    compare_f64(what, &got, want, tol)
+}
+
+/// [`compare`] for values computed in f64 (the reference against an anchor).
+pub fn compare_f64(
+    what: &str,
+    got: &[f64],
+    want: ArrayViewD<'_, f64>,
+    tol: Tolerance,
+) -> Result<(), String> {
     if got.len() != want.len() {
         return Err(format!(
             "{what}: {} values, expected {}",
@@ -104,7 +115,6 @@ pub fn compare(
     let mut bad = 0usize;
     let mut worst: Option<(usize, f64, f64, f64)> = None;
     for (i, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
-        let g = f64::from(g);
         let (ok, err) = if w.is_nan() || g.is_nan() {
             (w.is_nan() && g.is_nan(), f64::INFINITY)
         } else if w.is_infinite() || g.is_infinite() {

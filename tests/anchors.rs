@@ -9,7 +9,7 @@
 use ndarray::{ArrayD, IxDyn};
 use wgloss::{DType, Reduction};
 use wgloss_ref::LossGrad;
-use wgloss_suite::check::{compare_output, loss_tolerance, to_f64, Tolerance};
+use wgloss_suite::check::{compare_f64, compare_output, loss_tolerance, to_f64, Tolerance};
 use wgloss_suite::registry::{Entry, REGISTRY};
 use wgloss_suite::shared_gpu;
 
@@ -211,9 +211,22 @@ fn check(gpu: &wgloss::Gpu, case: &Case) -> Vec<String> {
         ("loss", &got.loss, &want.loss),
         ("grad", &got.grad, &want.grad),
     ] {
-        if let Err(m) = compare_f64(&format!("{what} reference {part}"), g, w, case.reference) {
-            failures.push(m);
-        }
+        let what = format!("{what} reference {part}");
+        let checked = if g.shape() == w.shape() {
+            compare_f64(
+                &what,
+                &g.iter().copied().collect::<Vec<_>>(),
+                w.view(),
+                case.reference,
+            )
+        } else {
+            Err(format!(
+                "{what}: shape {:?}, expected {:?}",
+                g.shape(),
+                w.shape()
+            ))
+        };
+        failures.extend(checked.err());
     }
     let run = inputs
         .upload(gpu)
@@ -230,34 +243,6 @@ fn check(gpu: &wgloss::Gpu, case: &Case) -> Vec<String> {
         Err(err) => failures.push(format!("{what} GPU: {err}")),
     }
     failures
-}
-
-/// f64 against f64, element-wise (shapes must agree): within `tol.rtol` of each value plus
-/// `tol.atol_frac` of the largest; NaN only where the anchor has NaN.
-fn compare_f64(
-    what: &str,
-    got: &ArrayD<f64>,
-    want: &ArrayD<f64>,
-    tol: Tolerance,
-) -> Result<(), String> {
-    if got.shape() != want.shape() {
-        return Err(format!(
-            "{what}: shape {:?}, expected {:?}",
-            got.shape(),
-            want.shape()
-        ));
-    }
-    let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
-    let atol = tol.atol_frac * scale;
-    let bad = got
-        .iter()
-        .zip(want)
-        .enumerate()
-        .find(|&(_, (&g, &w))| !(g == w || (g - w).abs() <= atol + tol.rtol * w.abs()));
-    match bad {
-        None => Ok(()),
-        Some((i, (g, w))) => Err(format!("{what}: at {i} got {g:e}, want {w:e}")),
-    }
 }
 
 /// The fixture files, one or more per anchor library (`tests/anchors/generate.py`).
