@@ -245,6 +245,69 @@ fn dynamic_smooth_l1_records_exact_kth_across_shifts() {
     }
 }
 
+/// Residuals with ties and runs: the selection keeps each invocation's two smallest residuals
+/// under the bound and, from an invocation that met more, the floor below which it dropped
+/// nothing. Ties at the k-th smallest (a third of the residuals exactly 0, as when predictions
+/// match quantised targets) keep the filtered selection exact; a run of small residuals whose
+/// third smallest lies in one invocation's dropped values must not be passed over for a larger
+/// candidate of another invocation (the floor sends it to the fallback); and a call with no
+/// residual under the bound 0 that zeros leave falls back.
+#[test]
+fn dynamic_smooth_l1_records_exact_kth_with_ties_and_runs() {
+    let Some(gpu) = shared_gpu() else { return };
+    for vec4 in [false, true] {
+        let gpu = gpu.with_vec4(vec4);
+        let loss = DynamicSmoothL1::new(
+            &gpu,
+            DynamicSmoothL1Config {
+                k: 3,
+                update_iters: 16,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut rng = Rng::new(8);
+        let n = 200_003;
+        let target = rng.uniform(n, -1.0, 1.0);
+        let t = Tensor::from_slice(&gpu, &target, &[n]).unwrap();
+        let ties = |rng: &mut Rng| -> Vec<f32> {
+            let shift = rng.uniform(n, -0.5, 0.5);
+            (0..n)
+                .map(|i| if i % 3 == 0 { 0.0 } else { shift[i] })
+                .collect()
+        };
+        // Residuals 1e-3 (1 + j / 4096) over a run of 2048 consecutive elements, the rest at
+        // least 1: after a call of residuals in [1e-3, 2e-3] (bound about 4e-3) only the run
+        // is under the bound, and each invocation meets several of its values.
+        let run = |rng: &mut Rng| -> Vec<f32> {
+            let mut shift = rng.uniform(n, 1.0, 2.0);
+            for (j, s) in shift[50_000..52_048].iter_mut().enumerate() {
+                *s = 1e-3 * (1.0 + j as f32 / 4096.0);
+            }
+            shift
+        };
+        let near = |rng: &mut Rng| -> Vec<f32> { rng.uniform(n, 1e-3, 2e-3) };
+        let far = |rng: &mut Rng| -> Vec<f32> { rng.uniform(n, 0.5, 1.0) };
+        let shifts = [
+            ties(&mut rng),
+            ties(&mut rng),
+            ties(&mut rng),
+            far(&mut rng),
+            near(&mut rng),
+            run(&mut rng),
+            run(&mut rng),
+        ];
+        let mut want = Vec::new();
+        for (call, shift) in shifts.iter().enumerate() {
+            let pred: Vec<f32> = target.iter().zip(shift).map(|(t, s)| t + s).collect();
+            let p = Tensor::from_slice(&gpu, &pred, &[n]).unwrap();
+            loss.compute(&gpu, &p, &t).unwrap();
+            want.push(kth_smallest(&pred, &target, 3));
+            assert_eq!(loss.history(&gpu).unwrap(), want, "vec4={vec4} call {call}");
+        }
+    }
+}
+
 /// The k-th smallest record from 16-bit inputs of odd lengths, at both step widths: the padding
 /// half of the last word is no residual (a zero one would be the smallest). The second call's
 /// residuals are wide, so that few fall under the first call's bound and the filtered path,

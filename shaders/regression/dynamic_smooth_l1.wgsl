@@ -3,19 +3,23 @@
 // min(initial_beta, median(history)) and the history restarts. No host round-trip.
 //
 // state: [0] beta, [1] calls recorded so far, [2 .. 2 + iters] history, then the filter bound τ
-// and the fallback flag. params.p.x = initial_beta.
+// and whether the last call fell back (1) or not (0). params.p.x = initial_beta.
 // `fused_kth` is the fused pass: loss, gradient, partial sums and each workgroup's k smallest
 // |r| among those ≤ τ (after the sums, in partials[num_partials + slot * k ..]; on a CPU adapter,
-// without a barrier, each invocation's sum and its KEPT candidates: `fused_lists`); `reduce_kth`
-// finishes the loss and selects the global k-th smallest. τ is four times the previous call's
-// k-th smallest (BIG at first): the k smallest of the call are all ≤ τ as soon as k values are,
-// and then they are among the candidates kept, so the selection is exact while the pass keeps
-// two values per invocation (a list of k in the loop halved its speed). When fewer than k
-// values are ≤ τ, or an invocation met more than two (every value, at the first call),
-// the flag goes up and `kth_fallback` / `reduce_fallback` select again over every value. The
-// host dispatches those two indirectly from `fallback_dispatch`, where `reduce_kth` sets their
-// workgroup counts: zero unless the flag is up (a CPU adapter pays for every launched workgroup
-// of a kernel with barriers even when it returns at once, about 0.8 ms a call on lavapipe).
+// without a barrier, each invocation's sum and its KEPT candidates: `fused_lists`), and each
+// slot's floor (`floors_at`); `reduce_kth` finishes the loss and selects the k-th smallest
+// candidate. τ is four times the previous call's k-th smallest (BIG at first): the k smallest of
+// the call are all ≤ τ as soon as k values are. An invocation keeps its two smallest values ≤ τ
+// (a list of k in the loop halved its speed); one that met more leaves its second smallest as
+// its floor, below which it dropped nothing. Every value under the k-th smallest candidate is
+// then a candidate as long as that candidate is ≤ τ and ≤ every floor, and the selection is
+// exact: ties included (many zero residuals, or 16-bit inputs' coarse steps, leave floors equal
+// to the k-th smallest). Otherwise (fewer than k values ≤ τ, every value at the first call, a
+// floor under the candidate) `kth_fallback` / `reduce_fallback` select again over every value.
+// The host dispatches those two indirectly from `fallback_dispatch`, where `reduce_kth` sets
+// their workgroup counts: zero unless the selection falls back (a CPU adapter pays for every
+// launched workgroup of a kernel with barriers even when it returns at once, about 0.8 ms a call
+// on lavapipe).
 // Both widths of the driver run these passes: `fused_kth` walks through the driver's `walk`,
 // whose `loss_elem` also keeps the candidates.
 
@@ -52,6 +56,8 @@ const HMAX: u32 = 1024u;
 var<workgroup> exchange: array<f32, 2048>;
 // Candidates appended to `exchange` by `fused_kth` (at most KEPT per invocation).
 var<workgroup> candidates: atomic<u32>;
+// The workgroup's lowest floor, as bits (non-negative floats order as their bits).
+var<workgroup> lowest: atomic<u32>;
 var<workgroup> history: array<f32, HMAX>;
 var<workgroup> flag: u32;
 // Whether the selection falls back to every value (reduce_kth).
@@ -131,11 +137,11 @@ fn fused_kth(
     count = 0u;
     if (lid.x == 0u) {
         atomicStore(&candidates, 0u);
+        atomicStore(&lowest, bitcast<u32>(BIG));
     }
     let sum = walk(lid.x, wid.x, nwg.x);
-    if (count > KEPT) {
-        state[tau_at() + 1u] = 1.0;
-    }
+    // Every value ≤ τ this invocation dropped is ≥ m2.
+    let floor = select(BIG, m2, count > KEPT);
     if (LANES < WG) {
         // A CPU adapter: slots of this invocation's own (see `partial_slots`).
         let slot = invocation_slot(lid.x, wid.x);
@@ -143,9 +149,11 @@ fn fused_kth(
         let at = fused_lists().z + KEPT * slot;
         partials[at] = m1;
         partials[at + 1u] = m2;
+        partials[floors_at() + slot] = floor;
         return;
     }
     let s = workgroup_sum(lid.x, sum);
+    atomicMin(&lowest, bitcast<u32>(floor));
     // Candidates are few once τ is set: each invocation appends its own (in any order), and
     // invocation 0 keeps the k smallest, a set whatever the order (one barrier; a merge tree
     // takes two per stage).
@@ -170,10 +178,11 @@ fn fused_kth(
         for (var j = 0u; j < k; j++) {
             partials[params.num_partials + slot * k + j] = best[j];
         }
+        partials[floors_at() + slot] = bitcast<f32>(atomicLoad(&lowest));
     }
 }
 
-// Position of τ in the state; the fallback flag follows it.
+// Position of τ in the state; whether the last call fell back follows it.
 fn tau_at() -> u32 {
     return 2u + params.iters;
 }
@@ -183,6 +192,12 @@ fn tau_at() -> u32 {
 fn fused_lists() -> vec3<u32> {
     let slots = params.num_partials * partial_slots();
     return vec3<u32>(slots, select(params.k, KEPT, LANES < WG), slots);
+}
+
+// Offset of the slots' floors in `partials`, after the candidate lists.
+fn floors_at() -> u32 {
+    let lists = fused_lists();
+    return lists.z + lists.x * lists.y;
 }
 
 // The k smallest of the ascending `lists` (as `fused_lists`) in the partial slots.
@@ -241,20 +256,26 @@ fn record_kth(lid: u32, kth: f32) {
 fn reduce_kth(@builtin(local_invocation_id) lid: vec3<u32>) {
     params = uniforms;
     let k = params.k;
+    if (lid.x == 0u) {
+        atomicStore(&lowest, bitcast<u32>(BIG));
+    }
     var acc = 0.0;
-    for (var slot = lid.x; slot < params.num_partials * partial_slots(); slot += WG) {
+    var floor = BIG;
+    let slots = params.num_partials * partial_slots();
+    for (var slot = lid.x; slot < slots; slot += WG) {
         acc += partials[slot];
+        floor = min(floor, partials[floors_at() + slot]);
     }
     let total = workgroup_sum(lid.x, acc);
+    atomicMin(&lowest, bitcast<u32>(floor));
     let merged = merge_partials(lid.x, k, fused_lists());
     if (lid.x == 0u) {
         if (!PER_ELEMENT) {
             loss[0] = total * params.loss_scale;
         }
         // k' = min(k, n), 1-based; BIG when fewer than k' values were ≤ τ (or all are NaN).
-        // An invocation with more candidates than it keeps raised the flag already.
         let kth = merged[min(k, params.total) - 1u];
-        let short = state[tau_at() + 1u] != 0.0 || (kth == BIG && state[tau_at()] < BIG);
+        let short = kth > bitcast<f32>(atomicLoad(&lowest)) || (kth == BIG && state[tau_at()] < BIG);
         state[tau_at() + 1u] = select(0.0, 1.0, short);
         gate = u32(short);
         for (var j = 0u; j < arrayLength(&fallback_dispatch) / 4u; j++) {
@@ -300,8 +321,5 @@ fn reduce_fallback(@builtin(local_invocation_id) lid: vec3<u32>) {
     // `kth_fallback`'s lists: k per workgroup.
     let lists = vec3<u32>(params.num_partials, params.k, params.num_partials);
     let merged = merge_partials(lid.x, params.k, lists);
-    if (lid.x == 0u) {
-        state[tau_at() + 1u] = 0.0;
-    }
     record_kth(lid.x, merged[min(params.k, params.total) - 1u]);
 }

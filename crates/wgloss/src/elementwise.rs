@@ -576,9 +576,9 @@ pub(crate) fn encode(
     let partial_floats = (num_partials * partial_slots(gpu)).max(match spec.plan {
         Plan::OnePass | Plan::Root => 0,
         Plan::CoordStats => num_partials * coords * 2,
-        // A sum and a candidate list per slot: k per workgroup, or two per invocation (KEPT in
-        // `dynamic_smooth_l1.wgsl`) on a CPU adapter.
-        Plan::Kth => num_partials * (1 + spec.k as usize).max(partial_slots(gpu) * 3),
+        // A sum, a candidate list and a floor per slot: k per workgroup, or two per invocation
+        // (KEPT in `dynamic_smooth_l1.wgsl`) on a CPU adapter.
+        Plan::Kth => num_partials * (2 + spec.k as usize).max(partial_slots(gpu) * 4),
         Plan::Histogram => num_partials * (1 + spec.k as usize),
     });
     let partials = scratch(gpu, "wgloss partials", partial_floats);
