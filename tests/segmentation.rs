@@ -416,6 +416,72 @@ fn ssim_small_and_cropped_images_match_reference() {
     }
 }
 
+/// A NaN pixel reaches exactly the loss and gradient entries whose windows hold it, as in the
+/// reference: not their neighbours in a run of rows or columns a pass computes together (a
+/// weight of 0 times NaN would be NaN), on lines long enough for runs and the border passes and
+/// on short ones, near an edge and inside.
+#[test]
+fn ssim_nan_reaches_only_the_windows_that_hold_it() {
+    let Some(gpu) = shared_gpu() else { return };
+    for (shape, at) in [
+        ([1, 1, 30, 26], (13, 9)),
+        ([1, 1, 30, 26], (1, 24)),
+        ([1, 1, 13, 11], (6, 2)),
+    ] {
+        let len: usize = shape.iter().product();
+        let mut rng = Rng::new(len as u64 + at.0 as u64);
+        let (mut x, y) = (rng.uniform(len, 0.0, 1.0), rng.uniform(len, 0.0, 1.0));
+        x[at.0 * shape[3] + at.1] = f32::NAN;
+        let loss = wgloss::Ssim {
+            reduction: wgloss::Reduction::None,
+            ..Default::default()
+        };
+        let out = loss
+            .compute(
+                gpu,
+                &Tensor::from_slice(gpu, &x, &shape).unwrap(),
+                &Tensor::from_slice(gpu, &y, &shape).unwrap(),
+            )
+            .unwrap();
+        let want = wgloss_ref::ssim_loss(
+            to_f64(&x, &shape).view(),
+            to_f64(&y, &shape).view(),
+            11,
+            1.5,
+            1.0,
+            0.01,
+            0.03,
+            1e-12,
+            wgloss_ref::SsimPadding::Same,
+            wgloss_ref::Reduction::None,
+            1.0,
+        );
+        let loss_map = out.loss.to_vec(gpu).unwrap();
+        let grad = out.grad.to_vec(gpu).unwrap();
+        let nans = |v: &[f32]| v.iter().filter(|g| g.is_nan()).count();
+        // Some entries are NaN and some are not, so that the comparison is of the pattern.
+        assert!(
+            nans(&loss_map) > 0 && nans(&loss_map) < len,
+            "{shape:?} {at:?}"
+        );
+        let what = format!("ssim {shape:?} NaN at {at:?}");
+        compare(
+            &format!("{what} loss"),
+            &loss_map,
+            want.loss.view(),
+            ELEMENTWISE,
+        )
+        .unwrap();
+        compare(
+            &format!("{what} grad"),
+            &grad,
+            want.grad.view(),
+            ELEMENTWISE,
+        )
+        .unwrap();
+    }
+}
+
 /// Under valid padding a window larger than the image is rejected; so is a rank other than 4.
 #[test]
 fn ssim_rejects_windows_larger_than_the_image_and_bad_ranks() {

@@ -14,6 +14,8 @@
 // Passes (each over the segment's pixels): `blur_h`, `blur_v` (SSIM, loss, coefficients),
 // `adjoint_v`, `adjoint_h` (the gradient), each adjoint followed by its border pass on long lines
 // (`border_v`, `border_h`: the taps of reflected positions); `reduce` finishes the loss.
+// `blur_v`, and the adjoint passes on long lines, take a run of RUN outputs along their direction
+// per step (2r + RUN loads of each map for RUN outputs, instead of RUN (2r + 1)).
 // The radius is a pipeline constant; pixel coordinates advance without a division, and unless a
 // window reaches past the far side of an image (WIDE) a position reflects at most once, without
 // the periodic extension's division per tap.
@@ -136,6 +138,89 @@ fn blur_h(
     }
 }
 
+// Rows a vertical pass (columns a horizontal one) computes per invocation: the taps of a run
+// of RUN outputs are 2r + RUN loads of each map instead of RUN (2r + 1).
+const RUN: u32 = 4u;
+
+// Source index of padded position j of a line of n samples, for a tap of a run: `reflect`,
+// clamped for the taps past the far end that only outputs beyond the line would take (their
+// weight for every output of the line is zero, and their value must not be read out of range).
+fn run_tap(j: i32, n: u32) -> u32 {
+    return min(reflect(j, n), n - 1u);
+}
+
+// Adds tap t of a run (padded position first - r + t) with the value `v` of each map into the
+// run's sums: output o of the run takes it with weight(t - o) where 0 <= t - o <= 2r. Taps
+// RUN - 1 ..= 2r reach every output of the run (one vector of weights); the others only some,
+// under a condition uniform across invocations (t is the loop's), so that a value outside an
+// output's window is never multiplied in (a NaN there would spread to its neighbours).
+fn run_add(sums: ptr<function, array<vec4<f32>, 5>>, t: u32, v: array<f32, 5>, maps: u32) {
+    if (t >= RUN - 1u && t <= 2u * RADIUS) {
+        let wv = vec4<f32>(weight(t), weight(t - 1u), weight(t - 2u), weight(t - 3u));
+        for (var q = 0u; q < maps; q++) {
+            (*sums)[q] += wv * v[q];
+        }
+        return;
+    }
+    for (var o = 0u; o < RUN; o++) {
+        if (t >= o && t - o <= 2u * RADIUS) {
+            let wk = weight(t - o);
+            for (var q = 0u; q < maps; q++) {
+                (*sums)[q][o] += wk * v[q];
+            }
+        }
+    }
+}
+
+// The SSIM of output pixel (y, x) of `plane` (index e) from its five blurred maps `m`: writes
+// its loss (per pixel) and the coefficients a, b, c of the adjoint passes; returns its loss for
+// the partial sum (0 outside the map or per pixel).
+fn ssim_pixel(plane: u32, y: u32, x: u32, e: u32, m: array<f32, 5>) -> f32 {
+    let h = params.height;
+    let w = params.width;
+    let mu1 = m[0];
+    let mu2 = m[1];
+    let a1 = 2.0 * mu1 * mu2 + params.c1;
+    let a2 = 2.0 * (m[4] - mu1 * mu2) + params.c2;
+    let b1 = mu1 * mu1 + mu2 * mu2 + params.c1;
+    let b2 = (m[2] - mu1 * mu1) + (m[3] - mu2 * mu2) + params.c2;
+    let num = a1 * a2;
+    let den = b1 * b2 + params.eps;
+    let ssim = num / den;
+    let value = (1.0 - ssim) * 0.5;
+    var ca = 0.0;
+    var cb = 0.0;
+    var cc = 0.0;
+    var acc = 0.0;
+    if (in_map(y, x)) {
+        let l = clamp(value, 0.0, 1.0);
+        // NaN passes through (clamp of NaN is not guaranteed to be NaN).
+        let lv = select(l, value, is_nan(value));
+        if (params.per_pixel != 0u) {
+            let r0 = RADIUS * params.valid;
+            let ow = w - 2u * r0;
+            let oh = h - 2u * r0;
+            loss[(plane * oh + (y - r0)) * ow + (x - r0)] = lv;
+        } else {
+            acc = lv;
+        }
+        // Where the clamp is active the gradient is 0; a NaN value passes (its coefficients are
+        // NaN, and so is every gradient entry whose window holds it, as in the reference).
+        if (!(value < 0.0 || value > 1.0)) {
+            // d loss / d SSIM = -1/2, times the reduction's scale.
+            let s = -0.5 * params.grad_scale;
+            ca = s * (2.0 * mu2 * (a2 - a1) / den - 2.0 * mu1 * num * (b2 - b1) / (den * den));
+            cb = s * (-num * b1 / (den * den));
+            cc = s * (2.0 * a1 / den);
+        }
+    }
+    work[5u * pixels() + e] = ca;
+    work[6u * pixels() + e] = cb;
+    work[7u * pixels() + e] = cc;
+    return acc;
+}
+
+// The vertical blur of the five maps and the SSIM, a run of RUN rows of one column per step.
 @compute @workgroup_size(256)
 fn blur_v(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -145,60 +230,33 @@ fn blur_v(
     let h = params.height;
     let w = params.width;
     let r = i32(RADIUS);
-    let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
+    let runs = (h + RUN - 1u) / RUN;
+    let b = lane_walk(block_range(params.planes * runs * w, wid.x, nwg.x, WG), lid.x);
     var acc = 0.0;
-    // (plane, y, x) of pixel e.
-    var pos = walk3(b.x, h, w);
-    for (var e = b.x; e < b.y; e += LANES) {
-        let pyx = at3(pos);
+    // (plane, run, x) of step u.
+    var pos = walk3(b.x, runs, w);
+    for (var u = b.x; u < b.y; u += LANES) {
+        let prx = at3(pos);
         pos = step3(pos);
-        let plane = pyx.x;
-        let y = pyx.y;
-        let x = pyx.z;
-        var m = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
-        for (var k = 0; k <= 2 * r; k++) {
-            let i = (plane * h + reflect(i32(y) + k - r, h)) * w + x;
-            let wk = weight(u32(k));
+        let plane = prx.x;
+        let y0 = prx.y * RUN;
+        let x = prx.z;
+        var sums: array<vec4<f32>, 5>;
+        for (var t = 0u; t < 2u * RADIUS + RUN; t++) {
+            let i = (plane * h + run_tap(i32(y0 + t) - r, h)) * w + x;
+            var v: array<f32, 5>;
             for (var q = 0u; q < 5u; q++) {
-                m[q] += wk * map_at(q, i);
+                v[q] = map_at(q, i);
+            }
+            run_add(&sums, t, v, 5u);
+        }
+        for (var o = 0u; o < RUN; o++) {
+            let y = y0 + o;
+            if (y < h) {
+                let m = array<f32, 5>(sums[0][o], sums[1][o], sums[2][o], sums[3][o], sums[4][o]);
+                acc += ssim_pixel(plane, y, x, (plane * h + y) * w + x, m);
             }
         }
-        let mu1 = m[0];
-        let mu2 = m[1];
-        let a1 = 2.0 * mu1 * mu2 + params.c1;
-        let a2 = 2.0 * (m[4] - mu1 * mu2) + params.c2;
-        let b1 = mu1 * mu1 + mu2 * mu2 + params.c1;
-        let b2 = (m[2] - mu1 * mu1) + (m[3] - mu2 * mu2) + params.c2;
-        let num = a1 * a2;
-        let den = b1 * b2 + params.eps;
-        let ssim = num / den;
-        let value = (1.0 - ssim) * 0.5;
-        var ca = 0.0;
-        var cb = 0.0;
-        var cc = 0.0;
-        if (in_map(y, x)) {
-            let l = clamp(value, 0.0, 1.0);
-            // NaN passes through (clamp of NaN is not guaranteed to be NaN).
-            let lv = select(l, value, is_nan(value));
-            if (params.per_pixel != 0u) {
-                let r0 = RADIUS * params.valid;
-                let ow = w - 2u * r0;
-                let oh = h - 2u * r0;
-                loss[(plane * oh + (y - r0)) * ow + (x - r0)] = lv;
-            } else {
-                acc += lv;
-            }
-            if (value >= 0.0 && value <= 1.0) {
-                // d loss / d SSIM = -1/2, times the reduction's scale.
-                let s = -0.5 * params.grad_scale;
-                ca = s * (2.0 * mu2 * (a2 - a1) / den - 2.0 * mu1 * num * (b2 - b1) / (den * den));
-                cb = s * (-num * b1 / (den * den));
-                cc = s * (2.0 * a1 / den);
-            }
-        }
-        work[5u * pixels() + e] = ca;
-        work[6u * pixels() + e] = cb;
-        work[7u * pixels() + e] = cc;
     }
     if (params.per_pixel == 0u) {
         let total = workgroup_sum(lid.x, acc);
@@ -298,6 +356,11 @@ fn border_position(b: u32, n: u32) -> u32 {
     return select(b, n - border_count(n) + b, b > RADIUS);
 }
 
+// The adjoint of the vertical blur of a, b, c (maps 5..8 into 0..3). On long lines (SPLIT_V)
+// a run of RUN rows of one column per step: the window is symmetric, so that the adjoint's taps
+// of a run take the weights of the blur's (`run_add`), and positions off the line add nothing
+// here (`border_v` adds their reflected taps). Short lines, whose pixels nearly all have
+// reflected taps, go a pixel per step through `adjoint`.
 @compute @workgroup_size(256)
 fn adjoint_v(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -306,15 +369,47 @@ fn adjoint_v(
 ) {
     let h = params.height;
     let w = params.width;
-    let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
-    var pos = walk3(b.x, h, w);
-    for (var e = b.x; e < b.y; e += LANES) {
-        let pyx = at3(pos);
+    if (!SPLIT_V) {
+        let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
+        var pos = walk3(b.x, h, w);
+        for (var e = b.x; e < b.y; e += LANES) {
+            let pyx = at3(pos);
+            pos = step3(pos);
+            let base = pyx.x * h * w + pyx.z;
+            for (var q = 0u; q < 3u; q++) {
+                work[q * pixels() + e] = adjoint(5u + q, pyx.y, h, base, w, false);
+            }
+        }
+        return;
+    }
+    let runs = (h + RUN - 1u) / RUN;
+    let b = lane_walk(block_range(params.planes * runs * w, wid.x, nwg.x, WG), lid.x);
+    // (plane, run, x) of step u.
+    var pos = walk3(b.x, runs, w);
+    for (var u = b.x; u < b.y; u += LANES) {
+        let prx = at3(pos);
         pos = step3(pos);
-        let y = pyx.y;
-        let base = pyx.x * h * w + pyx.z;
-        for (var q = 0u; q < 3u; q++) {
-            work[q * pixels() + e] = adjoint(5u + q, y, h, base, w, SPLIT_V);
+        let y0 = prx.y * RUN;
+        let base = prx.x * h * w + prx.z;
+        var sums: array<vec4<f32>, 5>;
+        for (var t = 0u; t < 2u * RADIUS + RUN; t++) {
+            let src = i32(y0 + t) - i32(RADIUS);
+            var v = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
+            if (src >= 0 && src < i32(h)) {
+                let i = base + u32(src) * w;
+                for (var q = 0u; q < 3u; q++) {
+                    v[q] = map_at(5u + q, i);
+                }
+            }
+            run_add(&sums, t, v, 3u);
+        }
+        for (var o = 0u; o < RUN; o++) {
+            let y = y0 + o;
+            if (y < h) {
+                for (var q = 0u; q < 3u; q++) {
+                    work[q * pixels() + base + y * w] = sums[q][o];
+                }
+            }
         }
     }
 }
@@ -351,17 +446,46 @@ fn adjoint_h(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let w = params.width;
-    let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
-    var pos = walk2(b.x, w);
-    for (var e = b.x; e < b.y; e += LANES) {
-        let rx = pos.at;
+    if (!SPLIT_H) {
+        let b = lane_walk(block_range(pixels(), wid.x, nwg.x, WG), lid.x);
+        var pos = walk2(b.x, w);
+        for (var e = b.x; e < b.y; e += LANES) {
+            let rx = pos.at;
+            pos = step2(pos);
+            let row = rx.x * w;
+            let x = rx.y;
+            let ga = adjoint(0u, x, w, row, 1u, false);
+            let gb = adjoint(1u, x, w, row, 1u, false);
+            let gc = adjoint(2u, x, w, row, 1u, false);
+            grad[e] = ga + 2.0 * pred[e] * gb + targ[e] * gc;
+        }
+        return;
+    }
+    let runs = (w + RUN - 1u) / RUN;
+    let b = lane_walk(block_range(params.planes * params.height * runs, wid.x, nwg.x, WG), lid.x);
+    var pos = walk2(b.x, runs);
+    for (var u = b.x; u < b.y; u += LANES) {
+        let rr = pos.at;
         pos = step2(pos);
-        let row = rx.x * w;
-        let x = rx.y;
-        let ga = adjoint(0u, x, w, row, 1u, SPLIT_H);
-        let gb = adjoint(1u, x, w, row, 1u, SPLIT_H);
-        let gc = adjoint(2u, x, w, row, 1u, SPLIT_H);
-        grad[e] = ga + 2.0 * pred[e] * gb + targ[e] * gc;
+        let row = rr.x * w;
+        let x0 = rr.y * RUN;
+        var sums: array<vec4<f32>, 5>;
+        for (var t = 0u; t < 2u * RADIUS + RUN; t++) {
+            let src = i32(x0 + t) - i32(RADIUS);
+            var v = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
+            if (src >= 0 && src < i32(w)) {
+                for (var q = 0u; q < 3u; q++) {
+                    v[q] = map_at(q, row + u32(src));
+                }
+            }
+            run_add(&sums, t, v, 3u);
+        }
+        for (var o = 0u; o < RUN; o++) {
+            let e = row + x0 + o;
+            if (x0 + o < w) {
+                grad[e] = sums[0][o] + 2.0 * pred[e] * sums[1][o] + targ[e] * sums[2][o];
+            }
+        }
     }
 }
 
