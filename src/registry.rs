@@ -74,9 +74,8 @@ pub struct Entry {
     /// without one, the suite runs it at one width only.
     pub vec4: bool,
     /// Whether the loss takes F16 and BF16 inputs (and gives a gradient of their type; the
-    /// losses over a class dimension for contiguous rows or trailing dims of an even size); the
-    /// others
-    /// must reject them.
+    /// overlap losses in multiclass mode for an even pixel count per image); the others must
+    /// reject them.
     pub half: bool,
     /// The variant run past the dispatch and binding limits: 0 (the default configuration)
     /// unless that one is too slow there on a software adapter (Lovász-softmax over the whole

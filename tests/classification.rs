@@ -345,7 +345,8 @@ fn in_place_gradient_overwrites_the_logits() {
 fn in_place_on(gpu: &Gpu) {
     // f32 logits, and 16-bit ones: rows of an even class count, and of an odd one (sharing
     // words with their neighbours; an odd row count ends in half a word of padding), and rows
-    // with trailing dims (pairs of rows sharing words).
+    // with trailing dims of an even size (pairs of rows sharing words) and of an odd one (the
+    // gradient staged in f32, packed over the logits once every row has read them).
     let cases = [
         ([64usize, 5], DType::F32),
         ([9, 1000], DType::F32),
@@ -356,7 +357,12 @@ fn in_place_on(gpu: &Gpu) {
     ]
     .map(|(s, d)| (s.to_vec(), d))
     .into_iter()
-    .chain([(vec![3, 5, 6], DType::F16), (vec![2, 40, 4], DType::BF16)]);
+    .chain([
+        (vec![3, 5, 6], DType::F16),
+        (vec![2, 40, 4], DType::BF16),
+        (vec![3, 5, 7], DType::BF16),
+        (vec![2, 40, 3, 3], DType::F16),
+    ]);
     for (shape, dtype) in cases {
         let (n, c) = (shape[0], shape[1]);
         let rows = n * shape[2..].iter().product::<usize>();
@@ -403,7 +409,8 @@ fn in_place_on(gpu: &Gpu) {
 
 /// 16-bit logits against the reference on the rounded logits, in segments of 1 MiB bindings
 /// through a GPU's walks: rows of 1,030 and 1,031 classes (a workgroup per row) and of 10 and 11
-/// (an invocation per row), and rows with trailing dims (an invocation per pair of rows), with
+/// (an invocation per row), and rows with trailing dims (an invocation per pair of rows; of an
+/// odd size, the gradient staged and packed per segment, the last word half padding), with
 /// weights, label smoothing, z-loss, a soft cap and ignored rows; the gradient in the logits'
 /// type within one step of it. The odd counts share words between rows, and their segments hold
 /// a multiple of 128 rows but the last (odd here).
@@ -419,6 +426,8 @@ fn half_logits_match_reference_in_segments() {
         (vec![40_001, 11], DType::F16),
         (vec![1500, 5, 64], DType::F16),
         (vec![400, 40, 20], DType::BF16),
+        (vec![1501, 5, 63], DType::BF16),
+        (vec![301, 40, 21], DType::F16),
     ] {
         let (n, c) = (shape[0], shape[1]);
         let rows = n * shape[2..].iter().product::<usize>();
@@ -472,24 +481,12 @@ fn half_logits_match_reference_in_segments() {
     }
 }
 
-/// 16-bit logits need contiguous rows or trailing dims of an even size: an odd size is a shape
-/// error, and a gradient of another type a dtype error.
+/// 16-bit logits need a gradient of their own type: f32 or the other 16-bit type is a dtype
+/// error.
 #[test]
-fn half_logits_of_other_layouts_are_rejected() {
+fn half_logits_need_a_gradient_of_their_type() {
     let Some(gpu) = shared_gpu() else { return };
     let ce = CrossEntropy::default();
-    for shape in [vec![2, 4, 3], vec![2, 3, 5, 1]] {
-        let len = shape.iter().product();
-        let x = Tensor::from_slice_as(gpu, &vec![0.5; len], &shape, DType::F16).unwrap();
-        let label_shape: Vec<usize> = [shape[0]].into_iter().chain(shape[2..].to_vec()).collect();
-        let rows = label_shape.iter().product();
-        let y = Tensor::from_labels(gpu, &vec![1; rows], &label_shape).unwrap();
-        let r = ce.compute(gpu, &x, &y);
-        assert!(
-            matches!(r, Err(wgloss::Error::InvalidShape { name: "logits", .. })),
-            "{shape:?}: {r:?}"
-        );
-    }
     let x = Tensor::from_slice_as(gpu, &[0.5; 8], &[2, 4], DType::BF16).unwrap();
     let y = Tensor::from_labels(gpu, &[1, 2], &[2]).unwrap();
     let mut out = ce.output(gpu, &[2, 4], &[2]).unwrap();
@@ -509,18 +506,31 @@ fn half_logits_of_other_layouts_are_rejected() {
 
 /// A bad label is still reported in place, and the logits are then left as they were: f32
 /// logits, and 16-bit ones of an odd class count (whose shared words are packed by a pass of
-/// their own), on both row paths.
+/// their own), on both row paths, and with trailing dims of an odd size (staged and packed).
 #[test]
 fn in_place_with_a_bad_label_keeps_the_logits() {
     let Some(gpu) = shared_gpu() else { return };
-    for (c, dtype) in [(5, DType::F32), (5, DType::F16), (45, DType::BF16)] {
+    for (c, inner, dtype) in [
+        (5, 1, DType::F32),
+        (5, 1, DType::F16),
+        (45, 1, DType::BF16),
+        (5, 3, DType::F16),
+        (45, 3, DType::BF16),
+    ] {
         let logits: Vec<f32> = Rng::new(9)
-            .uniform(8 * c, -1.0, 1.0)
+            .uniform(8 * c * inner, -1.0, 1.0)
             .into_iter()
             .map(|x| dtype.round(x))
             .collect();
-        let x = Tensor::from_slice_as(gpu, &logits, &[8, c], dtype).unwrap();
-        let y = Tensor::from_labels(gpu, &[0, 1, 2, 90, 4, 0, 1, 2], &[8]).unwrap();
+        let (shape, label_shape) = if inner == 1 {
+            (vec![8, c], vec![8])
+        } else {
+            (vec![8, c, inner], vec![8, inner])
+        };
+        let x = Tensor::from_slice_as(gpu, &logits, &shape, dtype).unwrap();
+        let mut labels = vec![1; 8 * inner];
+        labels[3] = 90;
+        let y = Tensor::from_labels(gpu, &labels, &label_shape).unwrap();
         let r = CrossEntropy::default().compute_in_place(gpu, x.clone(), &y);
         assert!(
             matches!(
@@ -531,9 +541,35 @@ fn in_place_with_a_bad_label_keeps_the_logits() {
                     classes,
                 }) if classes == c
             ),
-            "{c} {dtype:?}: {r:?}"
+            "{shape:?} {dtype:?}: {r:?}"
         );
-        assert_eq!(x.to_vec(gpu).unwrap(), logits, "{c} {dtype:?}");
+        assert_eq!(x.to_vec(gpu).unwrap(), logits, "{shape:?} {dtype:?}");
+    }
+}
+
+/// A 16-bit gradient view of an odd length with trailing dims of an odd size (staged, then
+/// packed): the high half of its last word belongs to the buffer's next value, which keeps its
+/// bits, and the view gets the gradient of the logits' own call.
+#[test]
+fn staged_half_gradient_keeps_the_half_word_past_its_view() {
+    let Some(gpu) = shared_gpu() else { return };
+    for dtype in [DType::F16, DType::BF16] {
+        let shape = [3, 5, 7];
+        let n = 3 * 5 * 7;
+        let logits: Vec<f32> = Rng::new(11).uniform(n, -2.0, 2.0);
+        let x = Tensor::from_slice_as(gpu, &logits, &shape, dtype).unwrap();
+        let y = Tensor::from_labels(gpu, &[2; 21], &[3, 7]).unwrap();
+        let ce = CrossEntropy::default();
+        let want = ce.compute(gpu, &x, &y).unwrap();
+        let mut out = ce.output_for(gpu, &x, &y).unwrap();
+        let backing = Tensor::from_slice_as(gpu, &vec![7.5; n + 1], &[n + 1], dtype).unwrap();
+        out.grad = Tensor::new_typed(backing.buffer().clone(), 0, &shape, dtype).unwrap();
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        ce.encode(gpu, &mut encoder, &x, &y, &out).unwrap();
+        gpu.submit_and_wait(encoder).unwrap();
+        let all = backing.to_vec(gpu).unwrap();
+        assert_eq!(all[n], 7.5, "{dtype:?}: the value past the view");
+        assert_eq!(all[..n], want.grad.to_vec(gpu).unwrap()[..], "{dtype:?}");
     }
 }
 

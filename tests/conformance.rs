@@ -373,7 +373,9 @@ fn half_inputs_match_reference(entry: &Entry) {
             // Contiguous rows: one invocation per row for few classes, a workgroup per row
             // beyond (labels from the entry's seven classes); odd class counts share words
             // between rows (an odd row count leaves the last row's word half padding). Trailing
-            // dims of an even size: an invocation per pair of rows, of few or many classes.
+            // dims of an even size: an invocation per pair of rows, of few or many classes; of
+            // an odd size: the gradient staged in f32 and packed after the rows (an odd total
+            // leaves the last word's high half padding).
             // The segmentation losses (multiclass, the entry's five classes): trailing dims of
             // an even size, one image or several, with segments of whole images.
             Layout::Classes { .. } if entry.half && entry.family.starts_with("F4") => vec![
@@ -394,6 +396,9 @@ fn half_inputs_match_reference(entry: &Entry) {
                 vec![1, 7, 2],
                 vec![3, 8, 6],
                 vec![2, 45, 4, 3],
+                vec![3, 7, 5],
+                vec![2, 8, 3, 3],
+                vec![1, 40, 1, 3],
             ],
             _ => [1, 7, 257, 100_003].map(|n| entry.shape(n)).to_vec(),
         };

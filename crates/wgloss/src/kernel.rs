@@ -80,8 +80,11 @@ pub(crate) const CLASS_ROWS: Kernel = Kernel {
         PRELUDE,
         shader!("classification/class_rows.wgsl"),
         shader!("classification/class_rows_f32.wgsl"),
+        CLASS_ROWS_SWEEPS,
     ],
 };
+/// The one-logit-per-step sweeps of the widths with an f32 gradient array.
+const CLASS_ROWS_SWEEPS: &str = shader!("classification/class_rows_sweeps.wgsl");
 /// The two sweeps of the four-per-step class-row widths.
 const CLASS_ROWS_QUADS: &str = shader!("classification/class_rows_quads.wgsl");
 /// [`CLASS_ROWS`] four logits per step, for contiguous rows of a multiple of four classes.
@@ -104,6 +107,23 @@ pub(crate) const CLASS_ROWS_HALF: Kernel = Kernel {
         HALF,
         shader!("classification/class_rows_half.wgsl"),
     ],
+};
+/// [`CLASS_ROWS`] over 16-bit logits with trailing dims of an odd size: the gradient in an f32
+/// staging array, packed by [`NARROW`].
+pub(crate) const CLASS_ROWS_STAGED: Kernel = Kernel {
+    name: "class_rows.staged",
+    parts: &[
+        PRELUDE,
+        shader!("classification/class_rows.wgsl"),
+        HALF,
+        shader!("classification/class_rows_staged.wgsl"),
+        CLASS_ROWS_SWEEPS,
+    ],
+};
+/// Packs an f32 staging gradient into a 16-bit one.
+pub(crate) const NARROW: Kernel = Kernel {
+    name: "narrow",
+    parts: &[PRELUDE, HALF, shader!("util/narrow.wgsl")],
 };
 /// [`CLASS_ROWS_HALF`] four logits per step, for contiguous rows of a multiple of four classes.
 pub(crate) const CLASS_ROWS_HALF4: Kernel = Kernel {
@@ -290,7 +310,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, BOXES, BOXES_HALF_KERNEL, OVERLAP, OVERLAP_HALF, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
+    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_STAGED, NARROW, BOXES, BOXES_HALF_KERNEL, OVERLAP, OVERLAP_HALF, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
         MAE, MAE_VEC4, MAE_HALF => "mae",
         MSE, MSE_VEC4, MSE_HALF => "mse",

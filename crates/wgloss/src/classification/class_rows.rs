@@ -7,7 +7,9 @@ use wgpu::util::DeviceExt;
 use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
-use crate::kernel::{CLASS_ROWS, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_VEC4};
+use crate::kernel::{
+    CLASS_ROWS, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_STAGED, CLASS_ROWS_VEC4, NARROW,
+};
 use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 
 /// Which loss a row computes (the kernel's `KIND`).
@@ -241,19 +243,14 @@ impl ClassRows<'_> {
         target.check_dtype("target", if probs { DType::F32 } else { DType::I32 })?;
         out.grad.check_dtype("grad", values)?;
         let half = values.is_half();
-        if half && !d.inner.is_multiple_of(2) && d.inner != 1 {
-            return Err(Error::InvalidShape {
-                name: "logits",
-                got: logits_shape.to_vec(),
-                why: "16-bit logits need contiguous rows or trailing dimensions of an even size",
-            });
-        }
         // Contiguous rows of an odd class count share 32-bit words: each row keeps its shared
         // element's gradient in an edge slot of the state, one f32 per row of a segment. With
-        // trailing dims (an even number of positions), one invocation takes rows (n, 2k) and
-        // (n, 2k + 1), which share every word they hold.
+        // trailing dims of an even size, one invocation takes rows (n, 2k) and (n, 2k + 1),
+        // which share every word they hold. Of an odd size, rows share words in every class:
+        // the gradient is staged in f32 and packed after each segment (`narrow`).
         let shared_words = half && d.inner == 1 && !d.classes.is_multiple_of(2);
-        let pairs = half && d.inner > 1;
+        let staged = half && d.inner > 1 && !d.inner.is_multiple_of(2);
+        let pairs = half && d.inner > 1 && !staged;
         out.loss.check_dtype("loss", DType::F32)?;
         out.status.check_dtype("status", DType::U32)?;
         if out.grad.shape() != logits_shape {
@@ -408,6 +405,11 @@ impl ClassRows<'_> {
                 })
             };
             let partials = scratch("class_rows partials", num_partials);
+            // The f32 gradient of the largest segment, when staged.
+            let staging = staged.then(|| {
+                let most = segs.iter().map(|s| s.count).max().unwrap_or(0);
+                scratch("class_rows staged gradient", most * sample)
+            });
             let edges = if shared_words { seg_samples } else { 0 };
             let state = scratch("class_rows state", STATE_HEAD + edges);
             // Stand-in for the bindings a configuration does not read.
@@ -431,9 +433,20 @@ impl ClassRows<'_> {
                     (s.first * sample, s.count * sample),
                     (s.first * d.inner, s.count * d.inner),
                 );
-                let logits = match logits {
-                    Some(l) => l.binding(whole.0, whole.1),
-                    None => unused.as_entire_binding(),
+                let logits = match (logits, staged) {
+                    (Some(l), _) => l.binding(whole.0, whole.1),
+                    // In place and staged: the caller's gradient holds the logits until the
+                    // segment is packed.
+                    (None, true) => out.grad.binding(whole.0, whole.1),
+                    (None, false) => unused.as_entire_binding(),
+                };
+                let grad = match &staging {
+                    Some(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(4 * whole.1.max(1) as u64),
+                    }),
+                    None => out.grad.binding(whole.0, whole.1),
                 };
                 let (labels, probabilities) = if probs {
                     (unused.as_entire_binding(), target.binding(whole.0, whole.1))
@@ -449,7 +462,7 @@ impl ClassRows<'_> {
                     entries: &[
                         entry(0, logits),
                         entry(1, labels),
-                        entry(2, out.grad.binding(whole.0, whole.1)),
+                        entry(2, grad),
                         entry(3, loss),
                         entry(4, partials.as_entire_binding()),
                         entry(5, weight.as_entire_binding()),
@@ -474,6 +487,7 @@ impl ClassRows<'_> {
             // 16-bit logits likewise four per step, else two.
             let quads = gpu.vec4() && !small && d.inner == 1 && d.classes.is_multiple_of(4);
             let kernel = match (half, quads) {
+                _ if staged => &CLASS_ROWS_STAGED,
                 (true, true) => &CLASS_ROWS_HALF4,
                 (true, false) => &CLASS_ROWS_HALF,
                 (false, true) => &CLASS_ROWS_VEC4,
@@ -489,7 +503,7 @@ impl ClassRows<'_> {
                             ("KIND", self.kind as u32),
                             ("SOFTCAP", self.logit_softcap.is_some().into()),
                             ("PROBS", probs.into()),
-                            ("IN_PLACE", logits.is_none().into()),
+                            ("IN_PLACE", (logits.is_none() && !staged).into()),
                             ("WEIGHTED", self.weight.is_some().into()),
                             ("SHARED_WORDS", shared_words.into()),
                         ]
@@ -500,6 +514,71 @@ impl ClassRows<'_> {
                     &pipeline_layout,
                 )
             };
+            // Staged: per segment, `narrow` over its values (a layout of its own: the caller's
+            // gradient is written there, and read as the logits in place by the loss passes).
+            let narrow = staging.as_ref().map(|staging| {
+                let (narrow_bgl, narrow_layout) = gpu.layout(
+                    "narrow",
+                    &[
+                        storage(0, true),
+                        storage(1, false),
+                        storage(2, true),
+                        uniform(3),
+                    ],
+                );
+                let mut counts = vec![0u8; PARAMS_STRIDE as usize * segs.len()];
+                for (i, s) in segs.iter().enumerate() {
+                    let at = i * PARAMS_STRIDE as usize;
+                    let n = (s.count * sample) as u32;
+                    counts[at..at + 4].copy_from_slice(&n.to_le_bytes());
+                }
+                let counts = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("narrow counts"),
+                    contents: &counts,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+                let groups: Vec<wgpu::BindGroup> = segs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let (start, len) = (s.first * sample, s.count * sample);
+                        device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("narrow"),
+                            layout: &narrow_bgl,
+                            entries: &[
+                                entry(
+                                    0,
+                                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: staging,
+                                        offset: 0,
+                                        size: wgpu::BufferSize::new(4 * len.max(1) as u64),
+                                    }),
+                                ),
+                                entry(1, out.grad.binding(start, len)),
+                                entry(2, out.status.binding(0, 1)),
+                                entry(
+                                    3,
+                                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: &counts,
+                                        offset: i as u64 * PARAMS_STRIDE,
+                                        size: wgpu::BufferSize::new(16),
+                                    }),
+                                ),
+                            ],
+                        })
+                    })
+                    .collect();
+                let pipeline = gpu.pipeline(
+                    &NARROW,
+                    PipelineKey {
+                        kernel: NARROW.name,
+                        entry: "narrow",
+                        overrides: vec![("BF16", (values == DType::BF16).into())],
+                    },
+                    &narrow_layout,
+                );
+                (pipeline, groups)
+            });
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("class_rows"),
                 timestamp_writes: None,
@@ -529,9 +608,20 @@ impl ClassRows<'_> {
                 let pack = (entry == fused && shared_words).then(|| pipeline("shared_words"));
                 pass.set_pipeline(&main);
                 if all {
-                    for (s, g) in segs.iter().zip(&groups) {
+                    for (i, (s, g)) in segs.iter().zip(&groups).enumerate() {
                         pass.set_bind_group(0, g, &[]);
                         pass.dispatch_workgroups(s.workgroups as u32, 1, 1);
+                        if let (true, Some((narrow, narrow_groups))) = (entry == fused, &narrow) {
+                            let words = (s.count * sample).div_ceil(2);
+                            pass.set_pipeline(narrow);
+                            pass.set_bind_group(0, &narrow_groups[i], &[]);
+                            pass.dispatch_workgroups(
+                                words.div_ceil(256).clamp(1, 65_535) as u32,
+                                1,
+                                1,
+                            );
+                            pass.set_pipeline(&main);
+                        }
                         if let Some(pack) = &pack {
                             let pairs = (s.count * d.inner).div_ceil(2);
                             pass.set_pipeline(pack);
