@@ -28,6 +28,7 @@ mod gpu;
 pub mod kernel;
 mod lovasz;
 pub mod metric;
+mod narrow;
 pub mod regression;
 pub mod segmentation;
 mod sort;

@@ -8,8 +8,9 @@ use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::{
-    CLASS_ROWS, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_STAGED, CLASS_ROWS_VEC4, NARROW,
+    CLASS_ROWS, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_STAGED, CLASS_ROWS_VEC4,
 };
+use crate::narrow::Narrow;
 use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 
 /// Which loss a row computes (the kernel's `KIND`).
@@ -405,10 +406,13 @@ impl ClassRows<'_> {
                 })
             };
             let partials = scratch("class_rows partials", num_partials);
-            // The f32 gradient of the largest segment, when staged.
-            let staging = staged.then(|| {
-                let most = segs.iter().map(|s| s.count).max().unwrap_or(0);
-                scratch("class_rows staged gradient", most * sample)
+            // The f32 gradient of a segment and its packing, when staged.
+            let narrow = staged.then(|| {
+                let ranges: Vec<(usize, usize)> = segs
+                    .iter()
+                    .map(|s| (s.first * sample, s.count * sample))
+                    .collect();
+                Narrow::new(gpu, &out.grad, &out.status, &ranges)
             });
             let edges = if shared_words { seg_samples } else { 0 };
             let state = scratch("class_rows state", STATE_HEAD + edges);
@@ -440,12 +444,8 @@ impl ClassRows<'_> {
                     (None, true) => out.grad.binding(whole.0, whole.1),
                     (None, false) => unused.as_entire_binding(),
                 };
-                let grad = match &staging {
-                    Some(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: b,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(4 * whole.1.max(1) as u64),
-                    }),
+                let grad = match &narrow {
+                    Some(n) => n.staging(i),
                     None => out.grad.binding(whole.0, whole.1),
                 };
                 let (labels, probabilities) = if probs {
@@ -514,71 +514,6 @@ impl ClassRows<'_> {
                     &pipeline_layout,
                 )
             };
-            // Staged: per segment, `narrow` over its values (a layout of its own: the caller's
-            // gradient is written there, and read as the logits in place by the loss passes).
-            let narrow = staging.as_ref().map(|staging| {
-                let (narrow_bgl, narrow_layout) = gpu.layout(
-                    "narrow",
-                    &[
-                        storage(0, true),
-                        storage(1, false),
-                        storage(2, true),
-                        uniform(3),
-                    ],
-                );
-                let mut counts = vec![0u8; PARAMS_STRIDE as usize * segs.len()];
-                for (i, s) in segs.iter().enumerate() {
-                    let at = i * PARAMS_STRIDE as usize;
-                    let n = (s.count * sample) as u32;
-                    counts[at..at + 4].copy_from_slice(&n.to_le_bytes());
-                }
-                let counts = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("narrow counts"),
-                    contents: &counts,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
-                let groups: Vec<wgpu::BindGroup> = segs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        let (start, len) = (s.first * sample, s.count * sample);
-                        device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some("narrow"),
-                            layout: &narrow_bgl,
-                            entries: &[
-                                entry(
-                                    0,
-                                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                        buffer: staging,
-                                        offset: 0,
-                                        size: wgpu::BufferSize::new(4 * len.max(1) as u64),
-                                    }),
-                                ),
-                                entry(1, out.grad.binding(start, len)),
-                                entry(2, out.status.binding(0, 1)),
-                                entry(
-                                    3,
-                                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                        buffer: &counts,
-                                        offset: i as u64 * PARAMS_STRIDE,
-                                        size: wgpu::BufferSize::new(16),
-                                    }),
-                                ),
-                            ],
-                        })
-                    })
-                    .collect();
-                let pipeline = gpu.pipeline(
-                    &NARROW,
-                    PipelineKey {
-                        kernel: NARROW.name,
-                        entry: "narrow",
-                        overrides: vec![("BF16", (values == DType::BF16).into())],
-                    },
-                    &narrow_layout,
-                );
-                (pipeline, groups)
-            });
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("class_rows"),
                 timestamp_writes: None,
@@ -611,15 +546,8 @@ impl ClassRows<'_> {
                     for (i, (s, g)) in segs.iter().zip(&groups).enumerate() {
                         pass.set_bind_group(0, g, &[]);
                         pass.dispatch_workgroups(s.workgroups as u32, 1, 1);
-                        if let (true, Some((narrow, narrow_groups))) = (entry == fused, &narrow) {
-                            let words = (s.count * sample).div_ceil(2);
-                            pass.set_pipeline(narrow);
-                            pass.set_bind_group(0, &narrow_groups[i], &[]);
-                            pass.dispatch_workgroups(
-                                words.div_ceil(256).clamp(1, 65_535) as u32,
-                                1,
-                                1,
-                            );
+                        if let (true, Some(narrow)) = (entry == fused, &narrow) {
+                            narrow.dispatch(&mut pass, i);
                             pass.set_pipeline(&main);
                         }
                         if let Some(pack) = &pack {
