@@ -73,9 +73,8 @@ pub struct Entry {
     /// Whether the loss has a four-elements-per-step path (`Gpu::vec4` changes its kernel);
     /// without one, the suite runs it at one width only.
     pub vec4: bool,
-    /// Whether the loss takes F16 and BF16 inputs (and gives a gradient of their type; the
-    /// overlap losses in multiclass mode for an even pixel count per image); the others must
-    /// reject them.
+    /// Whether the loss takes F16 and BF16 inputs (and gives a gradient of their type); the
+    /// others must reject them.
     pub half: bool,
     /// The variant run past the dispatch and binding limits: 0 (the default configuration)
     /// unless that one is too slow there on a software adapter (Lovász-softmax over the whole

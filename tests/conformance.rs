@@ -377,12 +377,15 @@ fn half_inputs_match_reference(entry: &Entry) {
             // an odd size: the gradient staged in f32 and packed after the rows (an odd total
             // leaves the last word's high half padding).
             // The segmentation losses (multiclass, the entry's five classes): trailing dims of
-            // an even size, one image or several, with segments of whole images.
+            // an even size, one image or several, with segments of whole images; of an odd
+            // size (the gradient staged in f32 and packed).
             Layout::Classes { .. } if entry.half && entry.family.starts_with("F4") => vec![
                 vec![1, 5, 2],
                 vec![3, 5, 12],
                 vec![2, 8, 64],
                 vec![5, 6, 1, 10],
+                vec![3, 5, 7],
+                vec![2, 5, 3, 3],
             ],
             Layout::Classes { .. } if entry.half => vec![
                 vec![1, 8],

@@ -180,7 +180,7 @@ fn bench(args: &[String]) -> Result<()> {
                 &mut best_copy,
             )?;
             rows.push(row);
-            for dtype in half_types(entry, &inputs.pred_shape) {
+            for dtype in half_types(entry) {
                 let name = format!("{} {}", entry.name, format!("{dtype:?}").to_lowercase());
                 rows.push(measure(&gpu, entry, name, &inputs, dtype, &mut best_copy)?);
             }
@@ -193,7 +193,7 @@ fn bench(args: &[String]) -> Result<()> {
         for entry in &selected {
             for shape in entry.bench_shapes {
                 let inputs = entry.inputs_shaped(shape, 2);
-                for dtype in [DType::F32].into_iter().chain(half_types(entry, shape)) {
+                for dtype in [DType::F32].into_iter().chain(half_types(entry)) {
                     let name = match dtype {
                         DType::F32 => format!("{} {shape:?}", entry.name),
                         _ => format!(
@@ -211,16 +211,9 @@ fn bench(args: &[String]) -> Result<()> {
     write_reports(&adapter, &copies, &rows)
 }
 
-/// The 16-bit types a loss is benchmarked in besides f32 at `shape`: both where it takes them
-/// (the overlap losses in multiclass mode for an even pixel count per image).
-fn half_types(entry: &Entry, shape: &[usize]) -> Vec<DType> {
-    let rows_ok = match entry.layout {
-        Layout::Classes { .. } if entry.family.starts_with("F4") => {
-            shape.iter().skip(2).product::<usize>().is_multiple_of(2)
-        }
-        _ => true,
-    };
-    if entry.half && rows_ok {
+/// The 16-bit types a loss is benchmarked in besides f32: both where it takes them.
+fn half_types(entry: &Entry) -> Vec<DType> {
+    if entry.half {
         vec![DType::F16, DType::BF16]
     } else {
         Vec::new()

@@ -173,6 +173,21 @@ pub(crate) const OVERLAP: Kernel = Kernel {
         PRELUDE,
         shader!("segmentation/overlap.wgsl"),
         shader!("segmentation/overlap_f32.wgsl"),
+        OVERLAP_GRADS_F32,
+    ],
+};
+/// The gradient pass of the overlap widths with an f32 gradient array.
+const OVERLAP_GRADS_F32: &str = shader!("segmentation/overlap_grads_f32.wgsl");
+/// [`OVERLAP`] over 16-bit logits in multiclass mode with trailing dims of an odd size: the
+/// gradient in an f32 staging array, packed by [`NARROW`].
+pub(crate) const OVERLAP_STAGED: Kernel = Kernel {
+    name: "overlap.staged",
+    parts: &[
+        PRELUDE,
+        shader!("segmentation/overlap.wgsl"),
+        HALF,
+        shader!("segmentation/overlap_staged.wgsl"),
+        OVERLAP_GRADS_F32,
     ],
 };
 
@@ -310,7 +325,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_STAGED, NARROW, BOXES, BOXES_HALF_KERNEL, OVERLAP, OVERLAP_HALF, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
+    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_STAGED, NARROW, BOXES, BOXES_HALF_KERNEL, OVERLAP, OVERLAP_HALF, OVERLAP_STAGED, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
         MAE, MAE_VEC4, MAE_HALF => "mae",
         MSE, MSE_VEC4, MSE_HALF => "mse",

@@ -23,9 +23,16 @@ pub(crate) struct Narrow {
 }
 
 impl Narrow {
-    /// Staging for the largest of the segments `(first element, elements)` of `grad` (16-bit),
-    /// which `narrow` packs unless `status` reports a bad label.
-    pub(crate) fn new(gpu: &Gpu, grad: &Tensor, status: &Tensor, segs: &[(usize, usize)]) -> Self {
+    /// Staging for the largest of the segments `(first sample, samples)` of `grad` (16-bit,
+    /// `sample` values a sample), which `narrow` packs unless `status` reports a bad label.
+    pub(crate) fn new(
+        gpu: &Gpu,
+        grad: &Tensor,
+        status: &Tensor,
+        sample: usize,
+        segs: impl Iterator<Item = (usize, usize)>,
+    ) -> Self {
+        let segs: Vec<(usize, usize)> = segs.map(|(f, c)| (f * sample, c * sample)).collect();
         let device = gpu.device();
         let most = segs.iter().map(|s| s.1).max().unwrap_or(0);
         let staging = device.create_buffer(&wgpu::BufferDescriptor {

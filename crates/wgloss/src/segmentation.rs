@@ -1,15 +1,16 @@
 //! F4, segmentation: the overlap losses (dice, jaccard, tversky, sensitivity_specificity,
 //! combo) on logits `[N, C, d...]`, with per-class (or per-image) statistics reduced on the GPU
 //! and the gradient in a second pass (`shaders/segmentation/overlap.wgsl`). Logits may be f32
-//! or 16-bit (F16, BF16: the gradient in their type; in multiclass mode for trailing dims of an
-//! even size).
+//! or 16-bit (F16, BF16: the gradient in their type; in multiclass mode with trailing dims of
+//! an odd size it is staged in f32 and packed, `narrow`).
 
 use wgpu::util::DeviceExt;
 
 use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
-use crate::kernel::{OVERLAP, OVERLAP_HALF};
+use crate::kernel::{OVERLAP, OVERLAP_HALF, OVERLAP_STAGED};
+use crate::narrow::Narrow;
 use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor};
 
 /// How logits and targets are laid out (smp's `mode`).
@@ -166,17 +167,12 @@ impl Overlap<'_> {
             crate::classification::check_weight("weight", Some(w), classes)?;
         }
         // f32 logits, or 16-bit ones with a gradient of their type; in multiclass mode the
-        // gradient pass takes two pixels (n, s), (n, s + 1) per word, so S must be even.
+        // gradient pass takes two pixels (n, s), (n, s + 1) per word when S is even, and
+        // otherwise (pixels sharing words in every class) stages the gradient in f32.
         let values = crate::grad_type(logits);
         logits.check_dtype("logits", values)?;
         let half = values.is_half();
-        if half && labels && !inner.is_multiple_of(2) {
-            return Err(Error::InvalidShape {
-                name: "logits",
-                got: shape.to_vec(),
-                why: "16-bit logits in multiclass mode need trailing dimensions of an even size",
-            });
-        }
+        let staged = half && labels && !inner.is_multiple_of(2);
         target.check_dtype("target", if labels { DType::I32 } else { DType::F32 })?;
         out.check_scalar_typed(gpu, shape, values)?;
         logits.check_bindable(gpu, "logits")?;
@@ -235,8 +231,8 @@ impl Overlap<'_> {
                 .min(len.div_ceil(256))
                 .clamp(1, 65_535);
             // Steps of the gradient pass: pixels (multiclass) or elements, two per step for
-            // 16-bit logits.
-            let per_step = if half { 2 } else { 1 };
+            // 16-bit logits (but staged).
+            let per_step = if half && !staged { 2 } else { 1 };
             let elems = (if labels { rows } else { count * sample }).div_ceil(per_step);
             let grad_wg = if labels {
                 row_wg(elems)
@@ -355,6 +351,11 @@ impl Overlap<'_> {
                     mapped_at_creation: false,
                 }),
             };
+            // The f32 gradient of a segment and its packing, when staged.
+            let narrow = staged.then(|| {
+                let firsts = segs.iter().map(|s| (s.first, s.count));
+                Narrow::new(gpu, &out.grad, &out.status, sample, firsts)
+            });
             let (bgl, pipeline_layout) = layout(gpu);
             let groups_bound: Vec<wgpu::BindGroup> = segs
                 .iter()
@@ -372,7 +373,13 @@ impl Overlap<'_> {
                         entries: &[
                             entry(0, logits.binding(start, len)),
                             entry(1, t),
-                            entry(2, out.grad.binding(start, len)),
+                            entry(
+                                2,
+                                match &narrow {
+                                    Some(n) => n.staging(i),
+                                    None => out.grad.binding(start, len),
+                                },
+                            ),
                             entry(3, out.loss.binding(0, 1)),
                             entry(4, work.as_entire_binding()),
                             entry(5, weight.as_entire_binding()),
@@ -389,7 +396,11 @@ impl Overlap<'_> {
                     })
                 })
                 .collect();
-            let kernel = if half { &OVERLAP_HALF } else { &OVERLAP };
+            let kernel = match (half, staged) {
+                (true, true) => &OVERLAP_STAGED,
+                (true, false) => &OVERLAP_HALF,
+                (false, _) => &OVERLAP,
+            };
             let pipeline = |entry: &'static str| {
                 gpu.pipeline(
                     kernel,
@@ -430,10 +441,15 @@ impl Overlap<'_> {
             pass.dispatch_workgroups(gx as u32, gy as u32, 1);
             pass.set_pipeline(&pipeline("finish"));
             pass.dispatch_workgroups(1, 1, 1);
-            pass.set_pipeline(&pipeline("grad_pass"));
-            for (s, g) in segs.iter().zip(&groups_bound) {
+            let grad_pass = pipeline("grad_pass");
+            pass.set_pipeline(&grad_pass);
+            for (i, (s, g)) in segs.iter().zip(&groups_bound).enumerate() {
                 pass.set_bind_group(0, g, &[]);
                 pass.dispatch_workgroups(s.grad_wg as u32, 1, 1);
+                if let Some(narrow) = &narrow {
+                    narrow.dispatch(&mut pass, i);
+                    pass.set_pipeline(&grad_pass);
+                }
             }
             Ok(())
         })

@@ -408,11 +408,8 @@ impl ClassRows<'_> {
             let partials = scratch("class_rows partials", num_partials);
             // The f32 gradient of a segment and its packing, when staged.
             let narrow = staged.then(|| {
-                let ranges: Vec<(usize, usize)> = segs
-                    .iter()
-                    .map(|s| (s.first * sample, s.count * sample))
-                    .collect();
-                Narrow::new(gpu, &out.grad, &out.status, &ranges)
+                let firsts = segs.iter().map(|s| (s.first, s.count));
+                Narrow::new(gpu, &out.grad, &out.status, sample, firsts)
             });
             let edges = if shared_words { seg_samples } else { 0 };
             let state = scratch("class_rows state", STATE_HEAD + edges);
