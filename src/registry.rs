@@ -1941,6 +1941,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "lovasz_softmax",
         anchor: "smp LovaszLoss(multiclass)",
+        half: true,
         variants: &["ignore_index=-100", "per_image", "grad_scale=0.5"],
         // Three logit levels: a pixel's probabilities then take 43 values (86 errors with
         // 1 − p) at least 5.8e-4 apart, so errors are either exactly tied (and tie the same way
@@ -2001,6 +2002,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "lovasz_hinge",
         anchor: "smp LovaszLoss(binary)",
+        half: true,
         variants: &["per_image", "batch", "grad_scale=0.5"],
         targets: Targets::Binary,
         layout: Layout::Images {
@@ -2567,6 +2569,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "ssim",
         vec4: false,
+        half: true,
         anchor: "kornia ssim_loss",
         family: "F4 segmentation",
         variants: &[

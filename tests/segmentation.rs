@@ -211,6 +211,114 @@ fn half_logits_match_reference() {
     );
 }
 
+/// The losses that compute in f32 arrays (Lovász, SSIM) take 16-bit inputs through f32 copies:
+/// the loss is that of the f32 call on the rounded inputs, bit for bit, and the gradient its
+/// rounding to the inputs' type, across storage bindings of 1 MiB (conversions in runs, an odd
+/// total); a gradient of another type, or a target of the other 16-bit type, is a dtype error.
+#[test]
+fn f32_kernels_take_16_bit_inputs_through_copies() {
+    // A loss, its input's shape and values, and its target in 16 bits (or labels) and in f32.
+    type Case<'a> = (&'a dyn Loss, &'a [usize], &'a [f32], Tensor, Tensor);
+    let Some(gpu) = small_binding_gpu() else {
+        return;
+    };
+    let hinge_shape = [3, 1, 300, 301];
+    let hinge: &dyn Loss = &wgloss::LovaszHinge::default();
+    let softmax: &dyn Loss = &wgloss::LovaszSoftmax::default();
+    let ssim: &dyn Loss = &wgloss::Ssim::default();
+    for dtype in [DType::F16, DType::BF16] {
+        let mut rng = Rng::new(17);
+        let n = hinge_shape.iter().product();
+        let logits: Vec<f32> = rng
+            .uniform(n, -2.0, 2.0)
+            .iter()
+            .map(|&x| dtype.round(x))
+            .collect();
+        let masks: Vec<f32> = (0..n).map(|i| (i % 3 == 0) as u8 as f32).collect();
+        let labels: Vec<i32> = (0..2 * 15 * 17).map(|i| i % 4).collect();
+        let images: Vec<f32> = rng
+            .uniform(2 * 3 * 40 * 41, 0.0, 1.0)
+            .iter()
+            .map(|&x| dtype.round(x))
+            .collect();
+        let noisy: Vec<f32> = images
+            .iter()
+            .map(|&x| dtype.round(x * 0.9 + 0.05))
+            .collect();
+        let cases: [Case; 3] = [
+            (
+                hinge,
+                &hinge_shape,
+                &logits,
+                Tensor::from_slice_as(gpu, &masks, &hinge_shape, dtype).unwrap(),
+                Tensor::from_slice(gpu, &masks, &hinge_shape).unwrap(),
+            ),
+            (
+                softmax,
+                &[2, 4, 15, 17],
+                &logits[..2 * 4 * 15 * 17],
+                Tensor::from_labels(gpu, &labels, &[2, 15, 17]).unwrap(),
+                Tensor::from_labels(gpu, &labels, &[2, 15, 17]).unwrap(),
+            ),
+            (
+                ssim,
+                &[2, 3, 40, 41],
+                &images,
+                Tensor::from_slice_as(gpu, &noisy, &[2, 3, 40, 41], dtype).unwrap(),
+                Tensor::from_slice(gpu, &noisy, &[2, 3, 40, 41]).unwrap(),
+            ),
+        ];
+        for (loss, shape, x, target16, target32) in cases {
+            let x16 = Tensor::from_slice_as(gpu, x, shape, dtype).unwrap();
+            let x32 = Tensor::from_slice(gpu, x, shape).unwrap();
+            let want = loss.compute(gpu, &x32, &target32).unwrap();
+            let got = loss.compute(gpu, &x16, &target16).unwrap();
+            let what = format!("{shape:?} {dtype:?}");
+            assert_eq!(got.grad.dtype(), dtype, "{what}");
+            assert_eq!(
+                got.loss.to_vec(gpu).unwrap(),
+                want.loss.to_vec(gpu).unwrap(),
+                "{what}"
+            );
+            let rounded: Vec<f32> = want
+                .grad
+                .to_vec(gpu)
+                .unwrap()
+                .iter()
+                .map(|&g| dtype.round(g))
+                .collect();
+            assert_eq!(got.grad.to_vec(gpu).unwrap(), rounded, "{what}");
+            // An f32 gradient for 16-bit inputs, and a target of the other 16-bit type.
+            let mut encoder = gpu.device().create_command_encoder(&Default::default());
+            let f32_out = loss.output(gpu, shape, target32.shape()).unwrap();
+            let r = loss.encode(gpu, &mut encoder, &x16, &target16, &f32_out);
+            assert!(
+                matches!(r, Err(wgloss::Error::DTypeMismatch { name: "grad", .. })),
+                "{what}: {r:?}"
+            );
+            if target16.dtype().is_half() {
+                let other = if dtype == DType::F16 {
+                    DType::BF16
+                } else {
+                    DType::F16
+                };
+                let t = Tensor::from_slice_as(
+                    gpu,
+                    &target16.to_vec(gpu).unwrap(),
+                    target16.shape(),
+                    other,
+                )
+                .unwrap();
+                let r = loss.compute(gpu, &x16, &t);
+                assert!(
+                    matches!(r, Err(wgloss::Error::DTypeMismatch { name: "target", .. })),
+                    "{what}: {r:?}"
+                );
+            }
+        }
+    }
+}
+
 /// A gradient of another type than the 16-bit logits' is a dtype error.
 #[test]
 fn half_logits_need_a_gradient_of_their_type() {

@@ -125,6 +125,11 @@ pub(crate) const NARROW: Kernel = Kernel {
     name: "narrow",
     parts: &[PRELUDE, HALF, shader!("util/narrow.wgsl")],
 };
+/// Widens 16-bit values into an f32 array.
+pub(crate) const WIDEN: Kernel = Kernel {
+    name: "widen",
+    parts: &[PRELUDE, HALF, shader!("util/widen.wgsl")],
+};
 /// [`CLASS_ROWS_HALF`] four logits per step, for contiguous rows of a multiple of four classes.
 pub(crate) const CLASS_ROWS_HALF4: Kernel = Kernel {
     name: "class_rows.half4",
@@ -325,7 +330,7 @@ macro_rules! elementwise_kernels {
 }
 
 elementwise_kernels! {
-    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_STAGED, NARROW, BOXES, BOXES_HALF_KERNEL, OVERLAP, OVERLAP_HALF, OVERLAP_STAGED, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
+    others: [CLASS_ROWS, CLASS_ROWS_VEC4, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_STAGED, NARROW, WIDEN, BOXES, BOXES_HALF_KERNEL, OVERLAP, OVERLAP_HALF, OVERLAP_STAGED, SSIM, SORT, RADIX_SORT, LOVASZ, IN_BATCH, MARGIN_HEADS, ROW_TUPLES, COMBINE, STYLE, SINKHORN, CTC]
     regression in "regression" {
         MAE, MAE_VEC4, MAE_HALF => "mae",
         MSE, MSE_VEC4, MSE_HALF => "mse",

@@ -9,6 +9,7 @@ use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::LOVASZ;
+use crate::narrow::{typed_output, via_f32};
 use crate::sort::{encode_sort, grid, tile_invocations, SORT_BLOCK};
 use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor, TENSOR_USAGES};
 
@@ -57,6 +58,18 @@ impl Lovasz {
         out: &LossOutput,
     ) -> Result<()> {
         crate::config::check_grad_scale(self.grad_scale)?;
+        if logits.dtype().is_half() {
+            // 16-bit logits (and hinge targets) through f32 copies; the gradient packed back.
+            let hinge_target = [("target", target)];
+            let values: Vec<_> = [("logits", logits)]
+                .into_iter()
+                .chain(hinge_target.into_iter().filter(|_| self.hinge))
+                .collect();
+            return via_f32(gpu, encoder, &values, out, |encoder, wide, out| {
+                let target = if self.hinge { &wide[1] } else { target };
+                self.encode(gpu, encoder, &wide[0], target, out)
+            });
+        }
         let shape = logits.shape();
         if shape.len() < 2 || shape[1] == 0 || (self.hinge && shape[1] != 1) {
             return Err(Error::InvalidShape {
@@ -396,6 +409,15 @@ macro_rules! lovasz_loss {
                 Reduction::Mean
             }
 
+            fn output_for(
+                &self,
+                gpu: &Gpu,
+                input: &Tensor,
+                target: &Tensor,
+            ) -> Result<LossOutput> {
+                typed_output(gpu, self.output(gpu, input.shape(), target.shape())?, input)
+            }
+
             fn encode(
                 &self,
                 gpu: &Gpu,
@@ -433,8 +455,9 @@ lovasz_loss!(
     /// a valid pixel gives 0. A label outside [0, C) that is not ignore_index is reported as for
     /// [`crate::CrossEntropy`].
     /// # Shapes
-    /// `logits`: `[N, C, d...]`; labels `[N, d...]` (i32); the loss is a scalar. Defaults:
-    /// per_image false, no ignore index, grad_scale 1.
+    /// `logits`: `[N, C, d...]` (f32, or F16 / BF16 through f32 copies, the gradient in their
+    /// type); labels `[N, d...]` (i32); the loss is a scalar. Defaults: per_image false, no
+    /// ignore index, grad_scale 1.
     LovaszSoftmax, hinge: false, per_image: false
 );
 
@@ -444,7 +467,8 @@ lovasz_loss!(
     /// sorted masks; per image and then the mean over images by default (the catalogue's
     /// default; smp's `LovaszLoss` defaults to the whole batch). Masks are 0 or 1.
     /// # Shapes
-    /// `logits` and masks: `[N, 1, d...]` (f32); the loss is a scalar. Defaults: per_image true,
-    /// no ignore index, grad_scale 1.
+    /// `logits` and masks: `[N, 1, d...]` (f32, or F16 / BF16 through f32 copies, the gradient in
+    /// their type; masks f32 or the logits' type); the loss is a scalar. Defaults: per_image
+    /// true, no ignore index, grad_scale 1.
     LovaszHinge, hinge: true, per_image: true
 );

@@ -1,124 +1,92 @@
-//! Packing an f32 staging gradient into a caller's 16-bit one (`shaders/util/narrow.wgsl`), for
-//! the 16-bit layouts whose rows share 32-bit words across invocations (class rows and overlap
-//! losses with trailing dims of an odd size): the loss passes write a segment's gradient in
-//! f32, and one `narrow` dispatch per segment packs it.
+//! Conversions between 16-bit values and f32 ones on the GPU (`shaders/util/narrow.wgsl`,
+//! `shaders/util/widen.wgsl`), for 16-bit inputs where a kernel computes in f32 arrays:
+//! - the 16-bit layouts whose rows share 32-bit words across invocations (class rows and
+//!   overlap losses with trailing dims of an odd size): the loss passes write a segment's
+//!   gradient to an f32 staging buffer, and one `narrow` dispatch per segment packs it;
+//! - the losses whose kernels read f32 only (SSIM, Lovász): [`via_f32`] widens the 16-bit
+//!   inputs, runs the f32 loss and narrows its gradient.
 
 use wgpu::util::DeviceExt;
 
 use crate::elementwise::{entry, storage, uniform};
+use crate::error::{Error, Result};
 use crate::gpu::PipelineKey;
-use crate::kernel::NARROW;
-use crate::{DType, Gpu, Tensor};
+use crate::kernel::{Kernel, NARROW, WIDEN};
+use crate::{DType, Gpu, LossOutput, Tensor};
 
 /// Stride of the per-segment counts in their uniform buffer (the largest uniform offset
 /// alignment WebGPU allows).
 const STRIDE: u64 = 256;
 
-/// The staging buffer and the `narrow` dispatches of one call's segments.
-pub(crate) struct Narrow {
-    staging: wgpu::Buffer,
+/// One conversion kernel's dispatches, a bind group per segment of `lens` values.
+struct Convert {
     pipeline: wgpu::ComputePipeline,
     groups: Vec<wgpu::BindGroup>,
     lens: Vec<usize>,
 }
 
-impl Narrow {
-    /// Staging for the largest of the segments `(first sample, samples)` of `grad` (16-bit,
-    /// `sample` values a sample), which `narrow` packs unless `status` reports a bad label.
-    pub(crate) fn new(
+impl Convert {
+    /// `kernel`'s entry `name` (layout: `layout`, then the per-segment count as the last
+    /// binding) over segments whose other bindings `bind` gives.
+    fn new<'a>(
         gpu: &Gpu,
-        grad: &Tensor,
-        status: &Tensor,
-        sample: usize,
-        segs: impl Iterator<Item = (usize, usize)>,
+        kernel: &Kernel,
+        name: &'static str,
+        layout: &[wgpu::BindGroupLayoutEntry],
+        bf16: bool,
+        lens: Vec<usize>,
+        bind: impl Fn(usize) -> Vec<wgpu::BindGroupEntry<'a>>,
     ) -> Self {
-        let segs: Vec<(usize, usize)> = segs.map(|(f, c)| (f * sample, c * sample)).collect();
         let device = gpu.device();
-        let most = segs.iter().map(|s| s.1).max().unwrap_or(0);
-        let staging = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgloss staged gradient"),
-            size: 4 * most.max(4) as u64,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let mut counts = vec![0u8; STRIDE as usize * segs.len().max(1)];
-        for (i, s) in segs.iter().enumerate() {
+        let mut counts = vec![0u8; STRIDE as usize * lens.len().max(1)];
+        for (i, &n) in lens.iter().enumerate() {
             let at = i * STRIDE as usize;
-            counts[at..at + 4].copy_from_slice(&(s.1 as u32).to_le_bytes());
+            counts[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
         }
         let counts = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("narrow counts"),
+            label: Some("wgloss conversion counts"),
             contents: &counts,
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let (bgl, layout) = gpu.layout(
-            "narrow",
-            &[
-                storage(0, true),
-                storage(1, false),
-                storage(2, true),
-                uniform(3),
-            ],
-        );
-        let groups = segs
-            .iter()
-            .enumerate()
-            .map(|(i, &(start, len))| {
+        let last = layout.len() as u32;
+        let mut entries = layout.to_vec();
+        entries.push(uniform(last));
+        let (bgl, pipeline_layout) = gpu.layout(name, &entries);
+        let groups = (0..lens.len())
+            .map(|i| {
+                let mut entries = bind(i);
+                entries.push(entry(
+                    last,
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &counts,
+                        offset: i as u64 * STRIDE,
+                        size: wgpu::BufferSize::new(16),
+                    }),
+                ));
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("narrow"),
+                    label: Some(name),
                     layout: &bgl,
-                    entries: &[
-                        entry(
-                            0,
-                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &staging,
-                                offset: 0,
-                                size: wgpu::BufferSize::new(4 * len.max(1) as u64),
-                            }),
-                        ),
-                        entry(1, grad.binding(start, len)),
-                        entry(2, status.binding(0, 1)),
-                        entry(
-                            3,
-                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &counts,
-                                offset: i as u64 * STRIDE,
-                                size: wgpu::BufferSize::new(16),
-                            }),
-                        ),
-                    ],
+                    entries: &entries,
                 })
             })
             .collect();
         let pipeline = gpu.pipeline(
-            &NARROW,
+            kernel,
             PipelineKey {
-                kernel: NARROW.name,
-                entry: "narrow",
-                overrides: vec![("BF16", (grad.dtype() == DType::BF16).into())],
+                kernel: kernel.name,
+                entry: name,
+                overrides: vec![("BF16", bf16.into())],
             },
-            &layout,
+            &pipeline_layout,
         );
         Self {
-            staging,
             pipeline,
             groups,
-            lens: segs.iter().map(|s| s.1).collect(),
+            lens,
         }
     }
 
-    /// Segment `seg`'s f32 gradient, as the loss passes bind it.
-    pub(crate) fn staging(&self, seg: usize) -> wgpu::BindingResource<'_> {
-        let len = self.lens[seg];
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: &self.staging,
-            offset: 0,
-            size: wgpu::BufferSize::new(4 * len.max(1) as u64),
-        })
-    }
-
-    /// Packs segment `seg`; the caller sets its own pipeline and bind group again after.
-    pub(crate) fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, seg: usize) {
+    fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, seg: usize) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.groups[seg], &[]);
         pass.dispatch_workgroups(
@@ -127,4 +95,200 @@ impl Narrow {
             1,
         );
     }
+}
+
+/// Runs of a tensor of `n` values whose f32 form fits a storage binding and whose 16-bit and
+/// f32 bindings start aligned: `(first value, values)` (none for an empty tensor).
+fn chunks(gpu: &Gpu, n: usize) -> Vec<(usize, usize)> {
+    let limits = gpu.limits();
+    let align = limits.min_storage_buffer_offset_alignment as usize / 2;
+    let most = ((limits.max_storage_buffer_binding_size / 4) as usize / align).max(1) * align;
+    (0..n)
+        .step_by(most)
+        .map(|start| (start, most.min(n - start)))
+        .collect()
+}
+
+/// An f32 gradient packed into a caller's 16-bit one, segment by segment.
+pub(crate) struct Narrow {
+    staging: wgpu::Buffer,
+    /// Byte offset and length of each segment's f32 values in `staging`.
+    ranges: Vec<(u64, usize)>,
+    convert: Convert,
+}
+
+impl Narrow {
+    /// Staging for the largest of the segments `(first sample, samples)` of `grad` (16-bit,
+    /// `sample` values a sample), reused by each, which `narrow` packs unless `status` reports
+    /// a bad label.
+    pub(crate) fn new(
+        gpu: &Gpu,
+        grad: &Tensor,
+        status: &Tensor,
+        sample: usize,
+        segs: impl Iterator<Item = (usize, usize)>,
+    ) -> Self {
+        let segs: Vec<(usize, usize)> = segs.map(|(f, c)| (f * sample, c * sample)).collect();
+        let most = segs.iter().map(|s| s.1).max().unwrap_or(0);
+        let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgloss staged gradient"),
+            size: 4 * most.max(4) as u64,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let ranges = segs.iter().map(|s| (0, s.1)).collect();
+        Self::over(gpu, staging, ranges, &segs, grad, status)
+    }
+
+    /// Packs the whole f32 tensor `source` into `grad` (16-bit, the same length).
+    fn of(gpu: &Gpu, source: &Tensor, grad: &Tensor, status: &Tensor) -> Self {
+        let segs = chunks(gpu, grad.len());
+        let ranges = segs
+            .iter()
+            .map(|s| (source.offset() + 4 * s.0 as u64, s.1))
+            .collect();
+        Self::over(gpu, source.buffer().clone(), ranges, &segs, grad, status)
+    }
+
+    fn over(
+        gpu: &Gpu,
+        staging: wgpu::Buffer,
+        ranges: Vec<(u64, usize)>,
+        segs: &[(usize, usize)],
+        grad: &Tensor,
+        status: &Tensor,
+    ) -> Self {
+        let convert = Convert::new(
+            gpu,
+            &NARROW,
+            "narrow",
+            &[storage(0, true), storage(1, false), storage(2, true)],
+            grad.dtype() == DType::BF16,
+            segs.iter().map(|s| s.1).collect(),
+            |i| {
+                vec![
+                    entry(0, staged(&staging, ranges[i])),
+                    entry(1, grad.binding(segs[i].0, segs[i].1)),
+                    entry(2, status.binding(0, 1)),
+                ]
+            },
+        );
+        Self {
+            staging,
+            ranges,
+            convert,
+        }
+    }
+
+    /// Segment `seg`'s f32 gradient, as the loss passes bind it.
+    pub(crate) fn staging(&self, seg: usize) -> wgpu::BindingResource<'_> {
+        staged(&self.staging, self.ranges[seg])
+    }
+
+    /// Packs segment `seg`; the caller sets its own pipeline and bind group again after.
+    pub(crate) fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, seg: usize) {
+        self.convert.dispatch(pass, seg);
+    }
+}
+
+fn staged(buffer: &wgpu::Buffer, (offset, len): (u64, usize)) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset,
+        size: wgpu::BufferSize::new(4 * len.max(1) as u64),
+    })
+}
+
+/// Records the loss `encode_f32` over f32 copies of the 16-bit tensors among `values` (the
+/// others as they are), with its gradient in an f32 tensor packed afterwards into `out.grad`,
+/// which must have the values' 16-bit type. Checked before anything is recorded: the types
+/// agree, `out.grad` has the first value's shape and every 16-bit view is bindable; errors of
+/// `encode_f32` come after the conversions were recorded (into the call's own buffers: the
+/// caller's outputs are untouched).
+pub(crate) fn via_f32(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    values: &[(&'static str, &Tensor)],
+    out: &LossOutput,
+    encode_f32: impl FnOnce(&mut wgpu::CommandEncoder, &[Tensor], &LossOutput) -> Result<()>,
+) -> Result<()> {
+    let half = values[0].1.dtype();
+    for &(name, t) in values {
+        if t.dtype().is_half() {
+            t.check_dtype(name, half)?;
+            t.check_bindable(gpu, name)?;
+        }
+    }
+    out.grad.check_dtype("grad", half)?;
+    out.grad.check_bindable(gpu, "grad")?;
+    if out.grad.shape() != values[0].1.shape() {
+        return Err(Error::ShapeMismatch {
+            name: "grad",
+            expected: values[0].1.shape().to_vec(),
+            got: out.grad.shape().to_vec(),
+        });
+    }
+    gpu.scoped(|| {
+        let mut wide = Vec::with_capacity(values.len());
+        for &(_, t) in values {
+            wide.push(if t.dtype().is_half() {
+                widen(gpu, encoder, t)?
+            } else {
+                t.clone()
+            });
+        }
+        let out32 = LossOutput {
+            loss: out.loss.clone(),
+            grad: Tensor::zeros(gpu, out.grad.shape())?,
+            status: out.status.clone(),
+        };
+        encode_f32(encoder, &wide, &out32)?;
+        let narrow = Narrow::of(gpu, &out32.grad, &out.grad, &out.status);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("narrow"),
+            timestamp_writes: None,
+        });
+        for seg in 0..narrow.ranges.len() {
+            narrow.dispatch(&mut pass, seg);
+        }
+        Ok(())
+    })
+}
+
+/// An f32 copy of the 16-bit tensor `t`, recorded into `encoder`.
+fn widen(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, t: &Tensor) -> Result<Tensor> {
+    let wide = Tensor::zeros(gpu, t.shape())?;
+    let segs = chunks(gpu, t.len());
+    let convert = Convert::new(
+        gpu,
+        &WIDEN,
+        "widen",
+        &[storage(0, true), storage(1, false)],
+        t.dtype() == DType::BF16,
+        segs.iter().map(|s| s.1).collect(),
+        |i| {
+            vec![
+                entry(0, t.binding(segs[i].0, segs[i].1)),
+                entry(1, wide.binding(segs[i].0, segs[i].1)),
+            ]
+        },
+    );
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("widen"),
+        timestamp_writes: None,
+    });
+    for seg in 0..segs.len() {
+        convert.dispatch(&mut pass, seg);
+    }
+    drop(pass);
+    Ok(wide)
+}
+
+/// `out` with its gradient in `input`'s type where that is a 16-bit one (`Loss::output_for` of
+/// the losses that take 16-bit inputs through [`via_f32`]).
+pub(crate) fn typed_output(gpu: &Gpu, mut out: LossOutput, input: &Tensor) -> Result<LossOutput> {
+    if input.dtype().is_half() {
+        out.grad = Tensor::zeros_typed(gpu, input.shape(), input.dtype())?;
+    }
+    Ok(out)
 }

@@ -7,6 +7,7 @@ use crate::elementwise::{entry, gcd, lcm, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::SSIM;
+use crate::narrow::{typed_output, via_f32};
 use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor};
 
 /// Which part of the SSIM map the loss covers.
@@ -30,7 +31,8 @@ pub enum SsimPadding {
 /// than the image (torch would refuse it) is defined too. The gradient is w.r.t. `pred`;
 /// `target` is a constant.
 /// # Shapes
-/// `pred`, `target`: `[N, C, H, W]`; loss under reduction none: `[N, C, H', W']` (H' = H under
+/// `pred`, `target`: `[N, C, H, W]` (f32, or both F16 or both BF16 through f32 copies, the
+/// gradient in their type); loss under reduction none: `[N, C, H', W']` (H' = H under
 /// same padding, H − window + 1 under valid). Defaults: window 11, sigma 1.5, max_val 1,
 /// k1 0.01, k2 0.03, eps 1e-12, same padding, reduction mean, grad_scale 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -172,6 +174,10 @@ impl Loss for Ssim {
         LossOutput::with_loss_shape(gpu, input_shape, &loss_shape)
     }
 
+    fn output_for(&self, gpu: &Gpu, input: &Tensor, target: &Tensor) -> Result<LossOutput> {
+        typed_output(gpu, self.output(gpu, input.shape(), target.shape())?, input)
+    }
+
     fn encode(
         &self,
         gpu: &Gpu,
@@ -181,6 +187,13 @@ impl Loss for Ssim {
         out: &LossOutput,
     ) -> Result<()> {
         self.validate()?;
+        if pred.dtype().is_half() {
+            // 16-bit images through f32 copies; the gradient packed back.
+            let values = [("pred", pred), ("target", target)];
+            return via_f32(gpu, encoder, &values, out, |encoder, wide, out| {
+                self.encode(gpu, encoder, &wide[0], &wide[1], out)
+            });
+        }
         let &[n, c, h, w] = pred.shape() else {
             return Err(Error::InvalidShape {
                 name: "pred",
