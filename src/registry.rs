@@ -2058,6 +2058,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "supcon",
+        half: true,
         anchor: "pml SupConLoss",
         variants: &["temperature=0.1", "temperature=0.5,grad_scale=0.5"],
         make: |_, v, _| {
@@ -2091,6 +2092,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "nt_xent",
+        half: true,
         anchor: "pml NTXentLoss (labels); SimCLR (views, tests/metric.rs)",
         variants: &[
             "labels,temperature=0.07",
@@ -2128,6 +2130,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "contrastive_batch",
+        half: true,
         anchor: "pml ContrastiveLoss (all pairs of a labelled batch)",
         variants: &[
             "pos_margin=0,neg_margin=1",
@@ -2160,6 +2163,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "triplet_batch_hard",
+        half: true,
         anchor: "Hermans et al. 2017 (batch-hard mining)",
         variants: &["margin=1", "margin=0.3,squared"],
         make: |_, v, _| {
@@ -2192,6 +2196,7 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "triplet_semi_hard",
+        half: true,
         anchor: "TF Addons triplet_semihard_loss (FaceNet semi-hard mining)",
         variants: &["margin=1", "margin=0.3,squared"],
         make: |_, v, _| {

@@ -403,6 +403,9 @@ fn half_inputs_match_reference(entry: &Entry) {
                 vec![2, 8, 3, 3],
                 vec![1, 40, 1, 3],
             ],
+            // The in-batch losses (all pairs of rows): a few rows and a few dozen (even, for
+            // views mode).
+            Layout::Embeddings { dim, .. } if entry.half => vec![vec![8, dim], vec![34, dim]],
             _ => [1, 7, 257, 100_003].map(|n| entry.shape(n)).to_vec(),
         };
         for (seed, shape) in shapes.iter().enumerate() {

@@ -178,9 +178,9 @@ pub trait Loss {
     }
 
     /// Outputs for these inputs, as `compute` allocates them: [`Loss::output`], with the
-    /// gradient of a 16-bit input in its type for the losses that take one.
+    /// gradient of a 16-bit input in its type (the losses that do not take one reject it).
     fn output_for(&self, gpu: &Gpu, input: &Tensor, target: &Tensor) -> Result<LossOutput> {
-        self.output(gpu, input.shape(), target.shape())
+        narrow::typed_output(gpu, self.output(gpu, input.shape(), target.shape())?, input)
     }
 
     /// Records the fused forward+backward into `encoder`, writing `out`. Arguments are validated

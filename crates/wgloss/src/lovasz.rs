@@ -9,7 +9,7 @@ use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::LOVASZ;
-use crate::narrow::{typed_output, via_f32};
+use crate::narrow::via_f32;
 use crate::sort::{encode_sort, grid, tile_invocations, SORT_BLOCK};
 use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor, TENSOR_USAGES};
 
@@ -407,15 +407,6 @@ macro_rules! lovasz_loss {
         impl Loss for $name {
             fn reduction(&self) -> Reduction {
                 Reduction::Mean
-            }
-
-            fn output_for(
-                &self,
-                gpu: &Gpu,
-                input: &Tensor,
-                target: &Tensor,
-            ) -> Result<LossOutput> {
-                typed_output(gpu, self.output(gpu, input.shape(), target.shape())?, input)
             }
 
             fn encode(

@@ -284,8 +284,7 @@ fn widen(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, t: &Tensor) -> Result<Te
     Ok(wide)
 }
 
-/// `out` with its gradient in `input`'s type where that is a 16-bit one (`Loss::output_for` of
-/// the losses that take 16-bit inputs through [`via_f32`]).
+/// `out` with its gradient in `input`'s type where that is a 16-bit one (`Loss::output_for`).
 pub(crate) fn typed_output(gpu: &Gpu, mut out: LossOutput, input: &Tensor) -> Result<LossOutput> {
     if input.dtype().is_half() {
         out.grad = Tensor::zeros_typed(gpu, input.shape(), input.dtype())?;

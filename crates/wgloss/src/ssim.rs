@@ -7,7 +7,7 @@ use crate::elementwise::{entry, gcd, lcm, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::SSIM;
-use crate::narrow::{typed_output, via_f32};
+use crate::narrow::via_f32;
 use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor};
 
 /// Which part of the SSIM map the loss covers.
@@ -172,10 +172,6 @@ impl Loss for Ssim {
             (Reduction::Mean | Reduction::Sum, _) => Vec::new(),
         };
         LossOutput::with_loss_shape(gpu, input_shape, &loss_shape)
-    }
-
-    fn output_for(&self, gpu: &Gpu, input: &Tensor, target: &Tensor) -> Result<LossOutput> {
-        typed_output(gpu, self.output(gpu, input.shape(), target.shape())?, input)
     }
 
     fn encode(

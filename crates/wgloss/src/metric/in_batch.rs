@@ -7,6 +7,7 @@ use crate::elementwise::{dynamic_uniform, entry, storage};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::IN_BATCH;
+use crate::narrow::via_f32;
 use crate::{DType, Gpu, Loss, LossOutput, Reduction, Tensor};
 
 /// Anchors per workgroup of the tiled passes.
@@ -115,6 +116,16 @@ impl InBatch {
             self.temperature > 0.0,
         )?;
         crate::config::check_grad_scale(self.grad_scale)?;
+        if emb.dtype().is_half() {
+            // 16-bit embeddings through an f32 copy; the gradient packed back.
+            return via_f32(
+                gpu,
+                encoder,
+                &[("embeddings", emb)],
+                out,
+                |encoder, wide, out| self.encode(gpu, encoder, &wide[0], labels, out),
+            );
+        }
         let (margin_a, margin_b) = self.margins;
         check_param("margin", margin_a.into(), "finite", margin_a.is_finite())?;
         check_param(
@@ -395,7 +406,7 @@ impl InBatch {
 /// pair, as pml. Embeddings are L2-normalised first (clamp 1e-12), and the gradient goes
 /// through the normalisation. The similarity matrix is never stored: O(N·D) memory.
 /// # Shapes
-/// `embeddings`: `[N, D]` (f32); labels `[N]` (i32, any values); the loss is a scalar.
+/// `embeddings`: `[N, D]` (f32, or F16 / BF16 through an f32 copy); labels `[N]` (i32, any values); the loss is a scalar.
 /// Defaults: temperature 0.1, grad_scale 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SupCon {
@@ -422,7 +433,7 @@ impl Default for SupCon {
 /// is not read (pass the embeddings themselves). Embeddings are L2-normalised (clamp 1e-12);
 /// O(N·D) memory.
 /// # Shapes
-/// `embeddings`: `[N, D]` (f32); labels `[N]` (i32); the loss is a scalar. Defaults: labels
+/// `embeddings`: `[N, D]` (f32, or F16 / BF16 through an f32 copy); labels `[N]` (i32); the loss is a scalar. Defaults: labels
 /// mode, temperature 0.07 (views mode: 0.5), grad_scale 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NtXent {
@@ -505,7 +516,7 @@ impl Loss for NtXent {
 /// the non-zero negative ones (pml's `AvgNonZeroReducer`; 0 for an empty group). Distances are
 /// recomputed in tiles from the differences (exact for close rows): O(N·D) memory.
 /// # Shapes
-/// `embeddings`: `[N, D]` (f32); labels `[N]` (i32); the loss is a scalar. Defaults:
+/// `embeddings`: `[N, D]` (f32, or F16 / BF16 through an f32 copy); labels `[N]` (i32); the loss is a scalar. Defaults:
 /// pos_margin 0, neg_margin 1, grad_scale 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ContrastiveBatch {
@@ -603,7 +614,7 @@ mined_triplet!(
     /// its gradient at 0; the mining is constant for the gradient. Distances are recomputed in
     /// tiles: O(N·D) memory.
     /// # Shapes
-    /// `embeddings`: `[N, D]` (f32); labels `[N]` (i32); the loss is a scalar. Defaults: margin 1,
+    /// `embeddings`: `[N, D]` (f32, or F16 / BF16 through an f32 copy); labels `[N]` (i32); the loss is a scalar. Defaults: margin 1,
     /// squared false, grad_scale 1.
     TripletBatchHard,
     Kind::TripletHard
@@ -622,7 +633,7 @@ mined_triplet!(
     /// when no label has more than 17 members). N is at most 16,384 (each row scans the labels in
     /// one loop).
     /// # Shapes
-    /// `embeddings`: `[N, D]` (f32); labels `[N]` (i32); the loss is a scalar. Defaults: margin 1,
+    /// `embeddings`: `[N, D]` (f32, or F16 / BF16 through an f32 copy); labels `[N]` (i32); the loss is a scalar. Defaults: margin 1,
     /// squared false, grad_scale 1.
     TripletSemiHard,
     Kind::TripletSemi
