@@ -2,7 +2,7 @@
 //! mode, classes with a single member, all-same labels, zero vectors, a near-zero temperature,
 //! and the tuple losses (pairs, triplets, InfoNCE) at their edges and on bad input.
 
-use wgloss::{Loss, NtXent, SupCon, Tensor};
+use wgloss::{DType, Loss, NtXent, SupCon, Tensor, TupleLoss};
 use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
 use wgloss_suite::shared_gpu;
 
@@ -703,6 +703,73 @@ fn supcon_runs_at_n_32768() {
                 (got - want[j]).abs() <= 1e-3 * largest,
                 "row {i} dim {j}: {got} vs {}",
                 want[j]
+            );
+        }
+    }
+}
+
+/// The tuple kernel's losses take 16-bit inputs through f32 copies: the loss is that of the f32
+/// call on the rounded inputs, bit for bit, and each gradient its rounding to the inputs' type
+/// (an odd element count, so that the last word holds padding); an f32 gradient for 16-bit
+/// inputs is a dtype error.
+#[test]
+fn tuple_losses_take_16_bit_inputs_through_copies() {
+    let Some(gpu) = shared_gpu() else { return };
+    let (n, d) = (33, 7);
+    let pm: Vec<i32> = (0..n as i32)
+        .map(|i| if i % 3 == 0 { -1 } else { 1 })
+        .collect();
+    let losses: [(&dyn TupleLoss, Option<&[i32]>); 5] = [
+        (&wgloss::Triplet::default(), None),
+        (&wgloss::Contrastive::default(), Some(&pm)),
+        (&wgloss::CosineEmbedding::default(), Some(&pm)),
+        (&wgloss::GaussianKl::default(), None),
+        (&wgloss::GradientPenalty::default(), None),
+    ];
+    for dtype in [DType::F16, DType::BF16] {
+        for (j, (loss, labels)) in losses.iter().enumerate() {
+            let k = loss.inputs().len();
+            let values: Vec<Vec<f32>> = (0..k)
+                .map(|i| {
+                    let x = embeddings(n, d, (10 * j + i) as u64);
+                    x.into_iter().map(|v| dtype.round(v)).collect()
+                })
+                .collect();
+            let wide: Vec<Tensor> = values
+                .iter()
+                .map(|x| Tensor::from_slice(gpu, x, &[n, d]).unwrap())
+                .collect();
+            let narrow: Vec<Tensor> = values
+                .iter()
+                .map(|x| Tensor::from_slice_as(gpu, x, &[n, d], dtype).unwrap())
+                .collect();
+            let y = labels.map(|l| Tensor::from_labels(gpu, l, &[n]).unwrap());
+            let want = loss
+                .compute(gpu, &wide.iter().collect::<Vec<_>>(), y.as_ref())
+                .unwrap();
+            let views: Vec<&Tensor> = narrow.iter().collect();
+            let got = loss.compute(gpu, &views, y.as_ref()).unwrap();
+            let what = format!("{:?} {dtype:?}", loss.inputs());
+            assert_eq!(
+                got.loss.to_vec(gpu).unwrap(),
+                want.loss.to_vec(gpu).unwrap(),
+                "{what}"
+            );
+            for (g, w) in got.grads.iter().zip(&want.grads) {
+                assert_eq!(g.dtype(), dtype, "{what}");
+                let rounded: Vec<f32> = w
+                    .to_vec(gpu)
+                    .unwrap()
+                    .into_iter()
+                    .map(|x| dtype.round(x))
+                    .collect();
+                assert_eq!(g.to_vec(gpu).unwrap(), rounded, "{what}");
+            }
+            let mut encoder = gpu.device().create_command_encoder(&Default::default());
+            let r = loss.encode(gpu, &mut encoder, &views, y.as_ref(), &want);
+            assert!(
+                matches!(r, Err(wgloss::Error::DTypeMismatch { .. })),
+                "{what}: {r:?}"
             );
         }
     }

@@ -201,16 +201,45 @@ fn staged(buffer: &wgpu::Buffer, (offset, len): (u64, usize)) -> wgpu::BindingRe
 
 /// Records the loss `encode_f32` over f32 copies of the 16-bit tensors among `values` (the
 /// others as they are), with its gradient in an f32 tensor packed afterwards into `out.grad`,
-/// which must have the values' 16-bit type. Checked before anything is recorded: the types
-/// agree, `out.grad` has the first value's shape and every 16-bit view is bindable; errors of
-/// `encode_f32` come after the conversions were recorded (into the call's own buffers: the
-/// caller's outputs are untouched).
+/// which must have the values' 16-bit type and the first value's shape. See [`via_f32_grads`].
 pub(crate) fn via_f32(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     values: &[(&'static str, &Tensor)],
     out: &LossOutput,
     encode_f32: impl FnOnce(&mut wgpu::CommandEncoder, &[Tensor], &LossOutput) -> Result<()>,
+) -> Result<()> {
+    let grads = [("grad", &out.grad, values[0].1.shape())];
+    via_f32_grads(
+        gpu,
+        encoder,
+        values,
+        &grads,
+        Some(&out.status),
+        |encoder, wide, grads| {
+            let out32 = LossOutput {
+                loss: out.loss.clone(),
+                grad: grads[0].clone(),
+                status: out.status.clone(),
+            };
+            encode_f32(encoder, wide, &out32)
+        },
+    )
+}
+
+/// Records the loss `encode_f32` over f32 copies of the 16-bit tensors among `values` (the
+/// others as they are), with f32 gradients that are packed afterwards into `grads` (name,
+/// tensor, expected shape; the values' 16-bit type), unless `status` reports a bad label.
+/// Checked before anything is recorded: the types agree, the gradients' shapes, the views
+/// bindable; errors of `encode_f32` come after the conversions were recorded (into the call's
+/// own buffers: the caller's outputs are untouched).
+pub(crate) fn via_f32_grads(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    values: &[(&'static str, &Tensor)],
+    grads: &[(&'static str, &Tensor, &[usize])],
+    status: Option<&Tensor>,
+    encode_f32: impl FnOnce(&mut wgpu::CommandEncoder, &[Tensor], &[Tensor]) -> Result<()>,
 ) -> Result<()> {
     let half = values[0].1.dtype();
     for &(name, t) in values {
@@ -219,14 +248,16 @@ pub(crate) fn via_f32(
             t.check_bindable(gpu, name)?;
         }
     }
-    out.grad.check_dtype("grad", half)?;
-    out.grad.check_bindable(gpu, "grad")?;
-    if out.grad.shape() != values[0].1.shape() {
-        return Err(Error::ShapeMismatch {
-            name: "grad",
-            expected: values[0].1.shape().to_vec(),
-            got: out.grad.shape().to_vec(),
-        });
+    for &(name, g, shape) in grads {
+        g.check_dtype(name, half)?;
+        g.check_bindable(gpu, name)?;
+        if g.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                name,
+                expected: shape.to_vec(),
+                got: g.shape().to_vec(),
+            });
+        }
     }
     gpu.scoped(|| {
         let mut wide = Vec::with_capacity(values.len());
@@ -237,19 +268,32 @@ pub(crate) fn via_f32(
                 t.clone()
             });
         }
-        let out32 = LossOutput {
-            loss: out.loss.clone(),
-            grad: Tensor::zeros(gpu, out.grad.shape())?,
-            status: out.status.clone(),
+        let grads32 = grads
+            .iter()
+            .map(|g| Tensor::zeros(gpu, g.1.shape()))
+            .collect::<Result<Vec<_>>>()?;
+        encode_f32(encoder, &wide, &grads32)?;
+        let clear;
+        let status = match status {
+            Some(s) => s,
+            None => {
+                clear = Tensor::zeros_typed(gpu, &[1], DType::U32)?;
+                &clear
+            }
         };
-        encode_f32(encoder, &wide, &out32)?;
-        let narrow = Narrow::of(gpu, &out32.grad, &out.grad, &out.status);
+        let narrows: Vec<Narrow> = grads
+            .iter()
+            .zip(&grads32)
+            .map(|(g, g32)| Narrow::of(gpu, g32, g.1, status))
+            .collect();
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("narrow"),
             timestamp_writes: None,
         });
-        for seg in 0..narrow.ranges.len() {
-            narrow.dispatch(&mut pass, seg);
+        for narrow in &narrows {
+            for seg in 0..narrow.ranges.len() {
+                narrow.dispatch(&mut pass, seg);
+            }
         }
         Ok(())
     })

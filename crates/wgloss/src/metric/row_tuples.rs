@@ -8,6 +8,7 @@ use crate::elementwise::{entry, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::PipelineKey;
 use crate::kernel::ROW_TUPLES;
+use crate::narrow::via_f32_grads;
 use crate::{DType, Gpu, Reduction, Tensor};
 
 /// Segments start at multiples of this many rows: 256-byte aligned offsets for any D.
@@ -139,10 +140,13 @@ pub trait TupleLoss {
     ) -> Result<TupleOutput> {
         let shape = inputs.first().map(|t| t.shape()).unwrap_or(&[]);
         let mut out = TupleOutput::new(gpu, 0, shape, self.reduction())?;
-        // One gradient per input, of its shape (info_nce's negatives have their own length).
+        // One gradient per input, of its shape (info_nce's negatives have their own length)
+        // and, for a 16-bit input, of its type.
         for j in 0..self.inputs().len() {
-            let shape = inputs.get(j).map_or(shape, |t| t.shape());
-            out.grads.push(Tensor::zeros(gpu, shape)?);
+            let input = inputs.get(j);
+            let shape = input.map_or(shape, |t| t.shape());
+            let dtype = input.map_or(DType::F32, |t| crate::grad_type(t));
+            out.grads.push(Tensor::zeros_typed(gpu, shape, dtype)?);
         }
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         self.encode(gpu, &mut encoder, inputs, target, &out)?;
@@ -294,6 +298,34 @@ impl Tuples {
             });
         }
         let (n, d) = (shape[0], shape[1]);
+        if first.dtype().is_half() {
+            // 16-bit inputs through f32 copies; the gradients packed back.
+            let values: Vec<_> = self
+                .names
+                .iter()
+                .copied()
+                .zip(inputs.iter().copied())
+                .collect();
+            let grads: Vec<_> = (self.names.iter().copied())
+                .zip(&out.grads)
+                .map(|(name, g)| (name, g, shape))
+                .collect();
+            return via_f32_grads(
+                gpu,
+                encoder,
+                &values,
+                &grads,
+                None,
+                |encoder, wide, grads| {
+                    let wide: Vec<&Tensor> = wide.iter().collect();
+                    let out32 = TupleOutput {
+                        loss: out.loss.clone(),
+                        grads: grads.to_vec(),
+                    };
+                    self.encode(gpu, encoder, &wide, target, &out32)
+                },
+            );
+        }
         for (t, &name) in inputs.iter().zip(self.names) {
             if t.shape() != shape {
                 return Err(Error::ShapeMismatch {
@@ -560,7 +592,7 @@ pair_loss!(
     /// `max(0, cos − margin)` where it is −1 (0 for any other target), with
     /// `cos = x1·x2 / √((‖x1‖² + 1e-12)(‖x2‖² + 1e-12))`, so zero rows are finite.
     /// # Shapes
-    /// inputs `[x1, x2]`, each `[N, D]` (f32); target `[N]` (i32, ±1); the loss `[]`, or `[N]`
+    /// inputs `[x1, x2]`, each `[N, D]` (f32, or all F16 or all BF16 through f32 copies); target `[N]` (i32, ±1); the loss `[]`, or `[N]`
     /// under reduction none. Defaults: margin 0, reduction mean, grad_scale 1.
     CosineEmbedding,
     Kind::CosineEmbedding,
@@ -572,7 +604,7 @@ pair_loss!(
     /// `½ D²` for a similar pair (target 1) and `½ max(0, margin − D)²` for a dissimilar one
     /// (target 0); a dissimilar pair at `D = 0` gets the subgradient 0.
     /// # Shapes
-    /// inputs `[x1, x2]`, each `[N, D]` (f32); target `[N]` (i32, 0 or 1); the loss `[]`, or
+    /// inputs `[x1, x2]`, each `[N, D]` (f32, or all F16 or all BF16 through f32 copies); target `[N]` (i32, 0 or 1); the loss `[]`, or
     /// `[N]` under reduction none. Defaults: margin 1, reduction mean, grad_scale 1.
     Contrastive,
     Kind::Contrastive,
@@ -583,7 +615,7 @@ pair_loss!(
 /// `d(u, v) = ‖u − v + eps‖_p`; with `swap`, `d(a, n)` is replaced by `min(d(a, n), d(p, n))`
 /// (a tie shares the gradient evenly, as torch's `min`). The hinge passes its gradient at 0.
 /// # Shapes
-/// inputs `[anchor, positive, negative]`, each `[N, D]` (f32); no target; the loss `[]`, or
+/// inputs `[anchor, positive, negative]`, each `[N, D]` (f32, or all F16 or all BF16 through f32 copies); no target; the loss `[]`, or
 /// `[N]` under reduction none. Defaults: margin 1, p 2, eps 1e-6, swap false, reduction mean,
 /// grad_scale 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
