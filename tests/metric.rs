@@ -708,7 +708,8 @@ fn supcon_runs_at_n_32768() {
     }
 }
 
-/// The tuple kernel's losses take 16-bit inputs through f32 copies: the loss is that of the f32
+/// The losses of several inputs (the tuple kernel's, info_nce, the GAN losses,
+/// cycle_consistency) take 16-bit inputs through f32 copies: the loss is that of the f32
 /// call on the rounded inputs, bit for bit, and each gradient its rounding to the inputs' type
 /// (an odd element count, so that the last word holds padding); an f32 gradient for 16-bit
 /// inputs is a dtype error.
@@ -719,12 +720,16 @@ fn tuple_losses_take_16_bit_inputs_through_copies() {
     let pm: Vec<i32> = (0..n as i32)
         .map(|i| if i % 3 == 0 { -1 } else { 1 })
         .collect();
-    let losses: [(&dyn TupleLoss, Option<&[i32]>); 5] = [
+    let losses: [(&dyn TupleLoss, Option<&[i32]>); 9] = [
         (&wgloss::Triplet::default(), None),
         (&wgloss::Contrastive::default(), Some(&pm)),
         (&wgloss::CosineEmbedding::default(), Some(&pm)),
         (&wgloss::GaussianKl::default(), None),
         (&wgloss::GradientPenalty::default(), None),
+        (&wgloss::InfoNce::default(), None),
+        (&wgloss::GanGenerator::default(), None),
+        (&wgloss::GanDiscriminator::default(), None),
+        (&wgloss::CycleConsistency::default(), None),
     ];
     for dtype in [DType::F16, DType::BF16] {
         for (j, (loss, labels)) in losses.iter().enumerate() {

@@ -1,6 +1,7 @@
 use crate::config::check_grad_scale;
 use crate::error::{check_param, Error, Result};
 use crate::metric::info_nce::{combine, Mix};
+use crate::metric::row_tuples::half_tuple;
 use crate::{DType, Gpu, Loss, LossOutput, Mae, Reduction, Tensor, TupleLoss, TupleOutput};
 
 /// CycleGAN's cycle-consistency loss (Zhu et al. 2017): the L1 distance of each domain's
@@ -53,6 +54,10 @@ impl TupleLoss for CycleConsistency {
         check_param("lambda", lambda.into(), "finite", lambda.is_finite())?;
         check_grad_scale(self.grad_scale)?;
         let names = self.inputs();
+        if let Some(r) = half_tuple(self, gpu, encoder, inputs, out) {
+            // 16-bit inputs through f32 copies; the gradients packed back.
+            return r;
+        }
         let &[rec_x, x, rec_y, y] = inputs else {
             return Err(Error::InvalidShape {
                 name: names[0],

@@ -3,6 +3,7 @@ use crate::elementwise;
 use crate::error::{check_param, Error, Result};
 use crate::kernel::generative::{GAN, GAN_VEC4};
 use crate::metric::info_nce::{combine, Mix};
+use crate::metric::row_tuples::half_tuple;
 use crate::{DType, ElementwiseSpec, Gpu, LossOutput, Reduction, Tensor, TupleLoss, TupleOutput};
 
 /// The GAN objective ([`GanGenerator`], [`GanDiscriminator`]): the terms per critic logit `x`.
@@ -151,7 +152,7 @@ fn outputs(gpu: &Gpu, inputs: &[&Tensor], reduction: Reduction, len: usize) -> R
         loss: Tensor::zeros(gpu, &loss_shape)?,
         grads: inputs
             .iter()
-            .map(|t| Tensor::zeros(gpu, t.shape()))
+            .map(|t| Tensor::zeros_typed(gpu, t.shape(), crate::grad_type(t)))
             .collect::<Result<_>>()?,
     })
 }
@@ -187,6 +188,10 @@ impl TupleLoss for GanGenerator {
     ) -> Result<()> {
         check_param("c", self.c.into(), "finite", self.c.is_finite())?;
         check_grad_scale(self.grad_scale)?;
+        if let Some(r) = half_tuple(self, gpu, encoder, inputs, out) {
+            // 16-bit inputs through f32 copies; the gradients packed back.
+            return r;
+        }
         check_inputs(gpu, self.inputs(), inputs, out)?;
         let fake = inputs[0];
         check_loss(gpu, out, self.reduction, fake.len())?;
@@ -235,6 +240,10 @@ impl TupleLoss for GanDiscriminator {
         check_param("a", self.a.into(), "finite", self.a.is_finite())?;
         check_param("b", self.b.into(), "finite", self.b.is_finite())?;
         check_grad_scale(self.grad_scale)?;
+        if let Some(r) = half_tuple(self, gpu, encoder, inputs, out) {
+            // 16-bit inputs through f32 copies; the gradients packed back.
+            return r;
+        }
         check_inputs(gpu, self.inputs(), inputs, out)?;
         let (real, fake) = (inputs[0], inputs[1]);
         check_loss(gpu, out, self.reduction, real.len() + fake.len())?;

@@ -12,6 +12,7 @@ use crate::elementwise::{entry, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::PipelineKey;
 use crate::kernel::COMBINE;
+use crate::metric::row_tuples::half_tuple;
 use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 
 /// InfoNCE (van den Oord et al. 2018; MoCo with a queue of extra negatives; CLIP when
@@ -21,7 +22,8 @@ use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 /// keys' cross-entropy over the N queries (the extra negatives take no part in that direction).
 /// # Shapes
 /// inputs `[query, key]`, or `[query, key, negatives]` with `negatives: true`: query and key
-/// `[N, D]`, negatives `[M, D]` (f32); no target; the loss is a scalar (mean). N = 0 gives 0.
+/// `[N, D]`, negatives `[M, D]` (f32, or all F16 or all BF16 through f32 copies); no target;
+/// the loss is a scalar (mean). N = 0 gives 0.
 /// Defaults: temperature 0.07, normalize true, symmetric false, no negatives, grad_scale 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct InfoNce {
@@ -195,6 +197,10 @@ impl TupleLoss for InfoNce {
                 got: vec![inputs.len()],
                 why: "expected [query, key] (and negatives when `negatives`)",
             });
+        }
+        if let Some(r) = half_tuple(self, gpu, encoder, inputs, out) {
+            // 16-bit inputs through f32 copies; the gradients packed back.
+            return r;
         }
         let (query, key) = (inputs[0], inputs[1]);
         let shape = query.shape();

@@ -155,6 +155,60 @@ pub trait TupleLoss {
     }
 }
 
+/// A tuple loss over 16-bit `inputs` (named `names`): `encode_f32` over their f32 copies, each
+/// gradient of `out` (its input's shape and type) packed back from an f32 one
+/// ([`via_f32_grads`]).
+pub(crate) fn via_f32_tuple(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    names: &[&'static str],
+    inputs: &[&Tensor],
+    out: &TupleOutput,
+    encode_f32: impl FnOnce(&mut wgpu::CommandEncoder, &[&Tensor], &TupleOutput) -> Result<()>,
+) -> Result<()> {
+    let values: Vec<_> = names.iter().copied().zip(inputs.iter().copied()).collect();
+    let grads: Vec<_> = values
+        .iter()
+        .zip(&out.grads)
+        .map(|(&(name, t), g)| (name, g, t.shape()))
+        .collect();
+    via_f32_grads(
+        gpu,
+        encoder,
+        &values,
+        &grads,
+        None,
+        |encoder, wide, grads| {
+            let wide: Vec<&Tensor> = wide.iter().collect();
+            let out32 = TupleOutput {
+                loss: out.loss.clone(),
+                grads: grads.to_vec(),
+            };
+            encode_f32(encoder, &wide, &out32)
+        },
+    )
+}
+
+/// For 16-bit inputs, `loss`'s call (it takes no target) over their f32 copies
+/// ([`via_f32_tuple`]); `None` for f32 inputs.
+pub(crate) fn half_tuple<L: TupleLoss>(
+    loss: &L,
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    inputs: &[&Tensor],
+    out: &TupleOutput,
+) -> Option<Result<()>> {
+    inputs.first().filter(|t| t.dtype().is_half())?;
+    Some(via_f32_tuple(
+        gpu,
+        encoder,
+        loss.inputs(),
+        inputs,
+        out,
+        |encoder, wide, out| loss.encode(gpu, encoder, wide, None, out),
+    ))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     CosineEmbedding = 0,
@@ -300,30 +354,13 @@ impl Tuples {
         let (n, d) = (shape[0], shape[1]);
         if first.dtype().is_half() {
             // 16-bit inputs through f32 copies; the gradients packed back.
-            let values: Vec<_> = self
-                .names
-                .iter()
-                .copied()
-                .zip(inputs.iter().copied())
-                .collect();
-            let grads: Vec<_> = (self.names.iter().copied())
-                .zip(&out.grads)
-                .map(|(name, g)| (name, g, shape))
-                .collect();
-            return via_f32_grads(
+            return via_f32_tuple(
                 gpu,
                 encoder,
-                &values,
-                &grads,
-                None,
-                |encoder, wide, grads| {
-                    let wide: Vec<&Tensor> = wide.iter().collect();
-                    let out32 = TupleOutput {
-                        loss: out.loss.clone(),
-                        grads: grads.to_vec(),
-                    };
-                    self.encode(gpu, encoder, &wide, target, &out32)
-                },
+                self.names,
+                inputs,
+                out,
+                |encoder, wide, out| self.encode(gpu, encoder, wide, target, out),
             );
         }
         for (t, &name) in inputs.iter().zip(self.names) {
