@@ -198,3 +198,22 @@ pub fn compare_half(
         Err(bad.join("; "))
     }
 }
+
+/// A 16-bit gradient of a loss that computes in f32 arrays against the f32 call's on the same
+/// (rounded) inputs: of type `dtype` and, value for value, the f32 gradient rounded to it.
+pub fn assert_rounded(
+    gpu: &wgloss::Gpu,
+    what: &str,
+    got: &wgloss::Tensor,
+    want: &wgloss::Tensor,
+    dtype: wgloss::DType,
+) {
+    assert_eq!(got.dtype(), dtype, "{what}: gradient type");
+    let rounded: Vec<f32> = want
+        .to_vec(gpu)
+        .unwrap()
+        .into_iter()
+        .map(|x| dtype.round(x))
+        .collect();
+    assert_eq!(got.to_vec(gpu).unwrap(), rounded, "{what}: gradient");
+}

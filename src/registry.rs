@@ -73,8 +73,10 @@ pub struct Entry {
     /// Whether the loss has a four-elements-per-step path (`Gpu::vec4` changes its kernel);
     /// without one, the suite runs it at one width only.
     pub vec4: bool,
-    /// Whether the loss takes F16 and BF16 inputs (and gives a gradient of their type); the
-    /// others must reject them.
+    /// Whether the loss takes F16 and BF16 inputs in the registry's form (and gives a gradient of
+    /// their type); the others must reject them. The stacked forms (`stacked.rs`) take f32
+    /// only: the 16-bit inputs of the tuple losses, the margin heads and CTC are tested on their
+    /// own APIs (tests/metric.rs, tests/ctc.rs).
     pub half: bool,
     /// The variant run past the dispatch and binding limits: 0 (the default configuration)
     /// unless that one is too slow there on a software adapter (Lovász-softmax over the whole

@@ -2,8 +2,8 @@
 //! mode, classes with a single member, all-same labels, zero vectors, a near-zero temperature,
 //! and the tuple losses (pairs, triplets, InfoNCE) at their edges and on bad input.
 
-use wgloss::{DType, Loss, NtXent, SupCon, Tensor, TupleLoss};
-use wgloss_suite::check::{compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
+use wgloss::{DType, Loss, MarginHead, NtXent, SupCon, Tensor, TupleLoss};
+use wgloss_suite::check::{assert_rounded, compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED};
 use wgloss_suite::shared_gpu;
 
 type Reference<'a> =
@@ -761,14 +761,7 @@ fn tuple_losses_take_16_bit_inputs_through_copies() {
                 "{what}"
             );
             for (g, w) in got.grads.iter().zip(&want.grads) {
-                assert_eq!(g.dtype(), dtype, "{what}");
-                let rounded: Vec<f32> = w
-                    .to_vec(gpu)
-                    .unwrap()
-                    .into_iter()
-                    .map(|x| dtype.round(x))
-                    .collect();
-                assert_eq!(g.to_vec(gpu).unwrap(), rounded, "{what}");
+                assert_rounded(gpu, &what, g, w, dtype);
             }
             let mut encoder = gpu.device().create_command_encoder(&Default::default());
             let r = loss.encode(gpu, &mut encoder, &views, y.as_ref(), &want);
@@ -776,6 +769,59 @@ fn tuple_losses_take_16_bit_inputs_through_copies() {
                 matches!(r, Err(wgloss::Error::DTypeMismatch { .. })),
                 "{what}: {r:?}"
             );
+        }
+    }
+}
+
+/// The margin heads take 16-bit embeddings and class weights through f32 copies: the loss of
+/// the f32 call on the rounded inputs bit for bit, both gradients its rounded ones (AdaFace's
+/// running statistics start alike in two instances).
+#[test]
+fn margin_heads_take_16_bit_inputs_through_copies() {
+    let Some(gpu) = shared_gpu() else { return };
+    let (n, d, classes) = (13, 9, 11);
+    let labels: Vec<i32> = (0..n as i32).map(|i| i * 5 % classes as i32).collect();
+    let y = Tensor::from_labels(gpu, &labels, &[n]).unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        let heads = || -> Vec<Box<dyn MarginHead>> {
+            vec![
+                Box::new(wgloss::CosFace::default()),
+                Box::new(wgloss::ArcFace::default()),
+                Box::new(wgloss::SphereFace::default()),
+                Box::new(wgloss::AdaFace::new(gpu, Default::default()).unwrap()),
+            ]
+        };
+        let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| dtype.round(x)).collect() };
+        let emb = round(embeddings(n, d, 21));
+        let weight = round(embeddings(classes, d, 22));
+        for (h32, h16) in heads().iter().zip(heads()) {
+            let want = h32
+                .compute(
+                    gpu,
+                    &Tensor::from_slice(gpu, &emb, &[n, d]).unwrap(),
+                    &Tensor::from_slice(gpu, &weight, &[classes, d]).unwrap(),
+                    &y,
+                )
+                .unwrap();
+            let got = h16
+                .compute(
+                    gpu,
+                    &Tensor::from_slice_as(gpu, &emb, &[n, d], dtype).unwrap(),
+                    &Tensor::from_slice_as(gpu, &weight, &[classes, d], dtype).unwrap(),
+                    &y,
+                )
+                .unwrap();
+            assert_eq!(
+                got.out.loss.to_vec(gpu).unwrap(),
+                want.out.loss.to_vec(gpu).unwrap(),
+                "{dtype:?}"
+            );
+            for (g, w) in [
+                (&got.out.grad, &want.out.grad),
+                (&got.grad_weight, &want.grad_weight),
+            ] {
+                assert_rounded(gpu, &format!("{dtype:?}"), g, w, dtype);
+            }
         }
     }
 }

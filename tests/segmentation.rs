@@ -6,7 +6,9 @@ use wgloss::{
     Combo, DType, Dice, Gpu, Jaccard, Loss, SegMode, SensitivitySpecificity, Tensor, Tversky,
 };
 use wgloss_ref::{Overlap, SegOptions};
-use wgloss_suite::check::{compare, compare_output, to_f64, Rng, ELEMENTWISE, REDUCED};
+use wgloss_suite::check::{
+    assert_rounded, compare, compare_output, to_f64, Rng, ELEMENTWISE, REDUCED,
+};
 use wgloss_suite::{shared_gpu, small_binding_gpu};
 
 /// The four overlap losses in `mode` with `ignore_index` and `per_image`, with their reference
@@ -274,20 +276,12 @@ fn f32_kernels_take_16_bit_inputs_through_copies() {
             let want = loss.compute(gpu, &x32, &target32).unwrap();
             let got = loss.compute(gpu, &x16, &target16).unwrap();
             let what = format!("{shape:?} {dtype:?}");
-            assert_eq!(got.grad.dtype(), dtype, "{what}");
             assert_eq!(
                 got.loss.to_vec(gpu).unwrap(),
                 want.loss.to_vec(gpu).unwrap(),
                 "{what}"
             );
-            let rounded: Vec<f32> = want
-                .grad
-                .to_vec(gpu)
-                .unwrap()
-                .iter()
-                .map(|&g| dtype.round(g))
-                .collect();
-            assert_eq!(got.grad.to_vec(gpu).unwrap(), rounded, "{what}");
+            assert_rounded(gpu, &what, &got.grad, &want.grad, dtype);
             // An f32 gradient for 16-bit inputs, and a target of the other 16-bit type.
             let mut encoder = gpu.device().create_command_encoder(&Default::default());
             let f32_out = loss.output(gpu, shape, target32.shape()).unwrap();

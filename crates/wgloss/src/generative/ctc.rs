@@ -5,6 +5,7 @@ use crate::elementwise::{dynamic_uniform, entry, storage};
 use crate::error::{Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS, WG};
 use crate::kernel::CTC;
+use crate::narrow::{typed_output, via_f32};
 use crate::{DType, Gpu, LossOutput, Reduction, Tensor};
 
 /// Longest target (`SMAX` in `ctc.wgsl`): its `2S + 1` states live in workgroup memory.
@@ -85,7 +86,8 @@ struct Seq {
 /// [`LossOutput::first_bad_label`] after [`Ctc::encode`]). Lengths are checked on the host
 /// before anything is recorded.
 /// # Shapes
-/// `log_probs`: `[T, N, C]` f32, time-major as torch. `targets`: i32, padded `[N, S_max]` (row
+/// `log_probs`: `[T, N, C]` f32 (or F16 / BF16 through an f32 copy, the gradient in their
+/// type), time-major as torch. `targets`: i32, padded `[N, S_max]` (row
 /// `n` holds its `target_lengths[n]` labels first) or concatenated `[Σ_n target_lengths[n]]`.
 /// `input_lengths`, `target_lengths`: N entries each, `input_lengths[n] ≤ T` and
 /// `target_lengths[n] ≤ S_max` (padded). Gradient: `[T, N, C]`; loss: `[N]` under reduction
@@ -474,6 +476,15 @@ impl Ctc {
         target_lengths: &[usize],
         out: &LossOutput,
     ) -> Result<()> {
+        if log_probs.dtype().is_half() {
+            // 16-bit log-probabilities through an f32 copy; the gradient packed back.
+            check_grad_scale(self.grad_scale)?;
+            let values = [("log_probs", log_probs)];
+            return via_f32(gpu, encoder, &values, out, |encoder, wide, out| {
+                let (t, lengths) = (targets, (input_lengths, target_lengths));
+                self.encode(gpu, encoder, &wide[0], t, lengths.0, lengths.1, out)
+            });
+        }
         let plan = self.plan(gpu, log_probs, targets, input_lengths, target_lengths, out)?;
         gpu.scoped(|| {
             self.record(gpu, encoder, log_probs, targets, out, &plan);
@@ -491,7 +502,7 @@ impl Ctc {
         input_lengths: &[usize],
         target_lengths: &[usize],
     ) -> Result<LossOutput> {
-        let out = self.output(gpu, log_probs.shape())?;
+        let out = typed_output(gpu, self.output(gpu, log_probs.shape())?, log_probs)?;
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         self.encode(
             gpu,

@@ -9,6 +9,7 @@ use crate::elementwise::{entry, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::PipelineKey;
 use crate::kernel::MARGIN_HEADS;
+use crate::narrow::via_f32_grads;
 use crate::{DType, Gpu, LossOutput, Reduction, Tensor, TENSOR_USAGES};
 
 /// Rows or classes per workgroup of the tiled passes.
@@ -122,7 +123,12 @@ pub trait MarginHead {
             }
         };
         let classes = weight.shape().first().copied().unwrap_or(0);
-        let out = HeadOutput::new(gpu, n, d, classes)?;
+        let mut out = HeadOutput::new(gpu, n, d, classes)?;
+        // 16-bit inputs: gradients of their type.
+        if embeddings.dtype().is_half() {
+            out.out.grad = Tensor::zeros_typed(gpu, &[n, d], embeddings.dtype())?;
+            out.grad_weight = Tensor::zeros_typed(gpu, &[classes, d], weight.dtype())?;
+        }
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         self.encode(gpu, &mut encoder, embeddings, weight, labels, &out)?;
         gpu.submit_and_wait(encoder)?;
@@ -206,6 +212,26 @@ impl Head {
         state: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         crate::config::check_grad_scale(self.grad_scale)?;
+        if emb.dtype().is_half() {
+            // 16-bit embeddings and weights through f32 copies; both gradients packed back.
+            let values = [("embeddings", emb), ("weight", weight)];
+            let grads = [
+                ("grad", &out.out.grad, emb.shape()),
+                ("grad_weight", &out.grad_weight, weight.shape()),
+            ];
+            let status = Some(&out.out.status);
+            return via_f32_grads(gpu, encoder, &values, &grads, status, |encoder, wide, g| {
+                let out32 = HeadOutput {
+                    out: LossOutput {
+                        loss: out.out.loss.clone(),
+                        grad: g[0].clone(),
+                        status: out.out.status.clone(),
+                    },
+                    grad_weight: g[1].clone(),
+                };
+                self.encode(gpu, encoder, &wide[0], &wide[1], labels, &out32, state)
+            });
+        }
         let shape = emb.shape();
         if shape.len() != 2 || shape[1] == 0 {
             return Err(Error::InvalidShape {
