@@ -199,21 +199,22 @@ pub fn compare_half(
     }
 }
 
-/// A 16-bit gradient of a loss that computes in f32 arrays against the f32 call's on the same
-/// (rounded) inputs: of type `dtype` and, value for value, the f32 gradient rounded to it.
-pub fn assert_rounded(
+/// A loss that computes in f32 arrays, called on 16-bit inputs, against its f32 call on the
+/// same (rounded) inputs: the loss bit for bit, and each gradient of type `dtype` and, value for
+/// value, the f32 gradient rounded to it.
+pub fn assert_like_f32_call(
     gpu: &wgloss::Gpu,
     what: &str,
-    got: &wgloss::Tensor,
-    want: &wgloss::Tensor,
+    (got_loss, got_grads): (&wgloss::Tensor, &[&wgloss::Tensor]),
+    (want_loss, want_grads): (&wgloss::Tensor, &[&wgloss::Tensor]),
     dtype: wgloss::DType,
 ) {
-    assert_eq!(got.dtype(), dtype, "{what}: gradient type");
-    let rounded: Vec<f32> = want
-        .to_vec(gpu)
-        .unwrap()
-        .into_iter()
-        .map(|x| dtype.round(x))
-        .collect();
-    assert_eq!(got.to_vec(gpu).unwrap(), rounded, "{what}: gradient");
+    let values = |t: &wgloss::Tensor| t.to_vec(gpu).unwrap();
+    assert_eq!(values(got_loss), values(want_loss), "{what}: loss");
+    assert_eq!(got_grads.len(), want_grads.len(), "{what}: gradients");
+    for (j, (got, want)) in got_grads.iter().zip(want_grads).enumerate() {
+        assert_eq!(got.dtype(), dtype, "{what}: gradient {j}'s type");
+        let rounded: Vec<f32> = values(want).into_iter().map(|x| dtype.round(x)).collect();
+        assert_eq!(values(got), rounded, "{what}: gradient {j}");
+    }
 }

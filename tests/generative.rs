@@ -6,7 +6,8 @@
 
 use wgloss::{DType, DiffusionMse, KlDiv, KlReduction, Loss, Reduction, Tensor};
 use wgloss_suite::check::{
-    compare, compare_output, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED, SINKHORN,
+    assert_like_f32_call, compare, compare_output, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED,
+    SINKHORN,
 };
 use wgloss_suite::registry::IntoRef;
 use wgloss_suite::shared_gpu;
@@ -465,6 +466,67 @@ fn style_layers_of_different_shapes() {
         },
         |p, t, w| wgloss_ref::style(p, t, w, 1.0),
     );
+}
+
+/// Perceptual and style losses take 16-bit feature maps through f32 copies: the loss of the f32
+/// call on the rounded maps bit for bit, each layer's gradient its rounding (layers of odd
+/// sizes: the last word's padding).
+#[test]
+fn perceptual_and_style_take_16_bit_maps_through_copies() {
+    let Some(gpu) = shared_gpu() else { return };
+    let shapes: [&[usize]; 2] = [&[2, 5, 3, 3], &[2, 4, 7]];
+    let weights = [0.5f32, 2.0];
+    let perceptual = wgloss::Perceptual {
+        layer_weights: &weights,
+        ..Default::default()
+    };
+    let style = wgloss::Style {
+        layer_weights: &weights,
+        grad_scale: 1.0,
+    };
+    let mut rng = Rng::new(31);
+    for dtype in [DType::F16, DType::BF16] {
+        // Per layer, its prediction and target maps.
+        let maps: Vec<[Vec<f32>; 2]> = shapes
+            .iter()
+            .map(|s| {
+                let n = s.iter().product();
+                let mut draw = || -> Vec<f32> {
+                    let v = rng.uniform(n, -1.0, 1.0);
+                    v.into_iter().map(|x| dtype.round(x)).collect()
+                };
+                [draw(), draw()]
+            })
+            .collect();
+        let upload = |dtype: DType, k: usize| {
+            (maps.iter().zip(shapes))
+                .map(|(m, s)| Tensor::from_slice_as(gpu, &m[k], s, dtype).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (p32, t32) = (upload(DType::F32, 0), upload(DType::F32, 1));
+        let (p16, t16) = (upload(dtype, 0), upload(dtype, 1));
+        let [p32, t32, p16, t16] = [&p32, &t32, &p16, &t16].map(|v| v.iter().collect::<Vec<_>>());
+        for (name, want, got) in [
+            (
+                "perceptual",
+                perceptual.compute(gpu, &p32, &t32).unwrap(),
+                perceptual.compute(gpu, &p16, &t16).unwrap(),
+            ),
+            (
+                "style",
+                style.compute(gpu, &p32, &t32).unwrap(),
+                style.compute(gpu, &p16, &t16).unwrap(),
+            ),
+        ] {
+            assert_like_f32_call(
+                gpu,
+                &format!("{name} {dtype:?}"),
+                (&got.loss, &got.grads.iter().collect::<Vec<_>>()),
+                (&want.loss, &want.grads.iter().collect::<Vec<_>>()),
+                dtype,
+            );
+        }
+    }
 }
 
 /// Sinkhorn: GPU against the f64 reference over clouds of different sizes, dimensions (past 64:

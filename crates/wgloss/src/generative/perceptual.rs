@@ -3,6 +3,7 @@ use crate::elementwise;
 use crate::error::{check_param, Error, Result};
 use crate::kernel::regression::{MAE, MAE_VEC4, MSE, MSE_VEC4};
 use crate::metric::info_nce::{combine, Mix};
+use crate::narrow::via_f32_grads;
 use crate::{DType, ElementwiseSpec, Gpu, LossOutput, Reduction, Tensor, TupleOutput};
 
 /// The distance [`Perceptual`] takes between feature maps.
@@ -23,7 +24,8 @@ pub enum PerceptualDistance {
 /// The gradients are w.r.t. the prediction's feature maps, one per layer (push them back
 /// through the feature network).
 /// # Shapes
-/// `pred[l]` and `target[l]` equal (f32; layers may differ in shape); the loss is a scalar.
+/// `pred[l]` and `target[l]` equal (f32, or F16 / BF16 through f32 copies, the gradients in
+/// their type; layers may differ in shape); the loss is a scalar.
 /// Defaults: distance mse, every layer weight 1 (`layer_weights` empty), grad_scale 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Perceptual<'a> {
@@ -56,6 +58,13 @@ impl Perceptual<'_> {
         target: &[&Tensor],
         out: &TupleOutput,
     ) -> Result<()> {
+        let f32_call = |encoder: &mut _, p: &[&Tensor], t: &[&Tensor], out: &_| {
+            self.encode(gpu, encoder, p, t, out)
+        };
+        if let Some(r) = half_layers(gpu, encoder, pred, target, out, f32_call) {
+            // 16-bit layers through f32 copies; the gradients packed back.
+            return r;
+        }
         check_layers(gpu, self.grad_scale, self.layer_weights, pred, target)?;
         let layers = pred.len();
         out.check_scalar(gpu, pred)?;
@@ -191,13 +200,53 @@ pub(crate) fn compute_layers(
         loss: Tensor::zeros(gpu, &[])?,
         grads: pred
             .iter()
-            .map(|t| Tensor::zeros(gpu, t.shape()))
+            .map(|t| Tensor::zeros_typed(gpu, t.shape(), crate::grad_type(t)))
             .collect::<Result<_>>()?,
     };
     let mut encoder = gpu.device().create_command_encoder(&Default::default());
     encode(&mut encoder, &out)?;
     gpu.submit_and_wait(encoder)?;
     Ok(out)
+}
+
+/// For 16-bit layers, `encode_f32` over f32 copies of `pred` and `target`, each layer's gradient
+/// packed back ([`via_f32_grads`]); `None` for f32 ones.
+pub(crate) fn half_layers(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    pred: &[&Tensor],
+    target: &[&Tensor],
+    out: &TupleOutput,
+    encode_f32: impl FnOnce(
+        &mut wgpu::CommandEncoder,
+        &[&Tensor],
+        &[&Tensor],
+        &TupleOutput,
+    ) -> Result<()>,
+) -> Option<Result<()>> {
+    pred.first().filter(|t| t.dtype().is_half())?;
+    let values: Vec<(&'static str, &Tensor)> = (pred.iter().map(|&t| ("pred", t)))
+        .chain(target.iter().map(|&t| ("target", t)))
+        .collect();
+    let grads: Vec<_> = (out.grads.iter().zip(pred))
+        .map(|(g, p)| ("grad", g, p.shape()))
+        .collect();
+    Some(via_f32_grads(
+        gpu,
+        encoder,
+        &values,
+        &grads,
+        None,
+        |encoder, wide, g| {
+            let (p, t) = wide.split_at(pred.len().min(wide.len()));
+            let (p, t): (Vec<&Tensor>, Vec<&Tensor>) = (p.iter().collect(), t.iter().collect());
+            let out32 = TupleOutput {
+                loss: out.loss.clone(),
+                grads: g.to_vec(),
+            };
+            encode_f32(encoder, &p, &t, &out32)
+        },
+    ))
 }
 
 /// Layer `l`'s weight: the given one, or 1 when no weights are given.

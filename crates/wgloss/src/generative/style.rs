@@ -2,7 +2,9 @@ use wgpu::util::DeviceExt;
 
 use crate::elementwise::{self, entry, storage, uniform};
 use crate::error::{Error, Result};
-use crate::generative::perceptual::{check_layers, compute_layers, layer_weight, weighted_sum};
+use crate::generative::perceptual::{
+    check_layers, compute_layers, half_layers, layer_weight, weighted_sum,
+};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::regression::{MSE, MSE_VEC4};
 use crate::kernel::STYLE;
@@ -33,7 +35,8 @@ struct Params {
 /// prediction's feature maps, one per layer.
 /// # Shapes
 /// `pred[l]` and `target[l]`: `[B, C, ...]` (the trailing dimensions are flattened), equal; each
-/// within one storage binding, C and the flattened size at most 16,384; the loss is a scalar.
+/// within one storage binding, C and the flattened size at most 16,384 (f32, or F16 / BF16
+/// through f32 copies, the gradients in their type); the loss is a scalar.
 /// Defaults: every layer weight 1 (`layer_weights` empty), grad_scale 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Style<'a> {
@@ -63,6 +66,13 @@ impl Style<'_> {
         target: &[&Tensor],
         out: &TupleOutput,
     ) -> Result<()> {
+        let f32_call = |encoder: &mut _, p: &[&Tensor], t: &[&Tensor], out: &_| {
+            self.encode(gpu, encoder, p, t, out)
+        };
+        if let Some(r) = half_layers(gpu, encoder, pred, target, out, f32_call) {
+            // 16-bit layers through f32 copies; the gradients packed back.
+            return r;
+        }
         check_layers(gpu, self.grad_scale, self.layer_weights, pred, target)?;
         let layers = pred.len();
         let max_floats = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
