@@ -78,6 +78,10 @@ pub struct Entry {
     /// only: the 16-bit inputs of the tuple losses, the margin heads and CTC are tested on their
     /// own APIs (tests/metric.rs, tests/ctc.rs).
     pub half: bool,
+    /// Whether those 16-bit inputs go through f32 copies of them (the losses whose kernels read
+    /// f32 arrays): the bench leaves out their 16-bit rows, which would time the f32 call plus
+    /// the conversions.
+    pub half_copies: bool,
     /// The variant run past the dispatch and binding limits: 0 (the default configuration)
     /// unless that one is too slow there on a software adapter (Lovász-softmax over the whole
     /// batch sorts 8M-pixel groups; per image, the same split paths run on short groups).
@@ -1944,6 +1948,7 @@ pub static REGISTRY: &[Entry] = &[
         name: "lovasz_softmax",
         anchor: "smp LovaszLoss(multiclass)",
         half: true,
+        half_copies: true,
         variants: &["ignore_index=-100", "per_image", "grad_scale=0.5"],
         // Three logit levels: a pixel's probabilities then take 43 values (86 errors with
         // 1 − p) at least 5.8e-4 apart, so errors are either exactly tied (and tie the same way
@@ -2005,6 +2010,7 @@ pub static REGISTRY: &[Entry] = &[
         name: "lovasz_hinge",
         anchor: "smp LovaszLoss(binary)",
         half: true,
+        half_copies: true,
         variants: &["per_image", "batch", "grad_scale=0.5"],
         targets: Targets::Binary,
         layout: Layout::Images {
@@ -2061,6 +2067,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "supcon",
         half: true,
+        half_copies: true,
         anchor: "pml SupConLoss",
         variants: &["temperature=0.1", "temperature=0.5,grad_scale=0.5"],
         make: |_, v, _| {
@@ -2095,6 +2102,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "nt_xent",
         half: true,
+        half_copies: true,
         anchor: "pml NTXentLoss (labels); SimCLR (views, tests/metric.rs)",
         variants: &[
             "labels,temperature=0.07",
@@ -2133,6 +2141,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "contrastive_batch",
         half: true,
+        half_copies: true,
         anchor: "pml ContrastiveLoss (all pairs of a labelled batch)",
         variants: &[
             "pos_margin=0,neg_margin=1",
@@ -2166,6 +2175,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "triplet_batch_hard",
         half: true,
+        half_copies: true,
         anchor: "Hermans et al. 2017 (batch-hard mining)",
         variants: &["margin=1", "margin=0.3,squared"],
         make: |_, v, _| {
@@ -2199,6 +2209,7 @@ pub static REGISTRY: &[Entry] = &[
     Entry {
         name: "triplet_semi_hard",
         half: true,
+        half_copies: true,
         anchor: "TF Addons triplet_semihard_loss (FaceNet semi-hard mining)",
         variants: &["margin=1", "margin=0.3,squared"],
         make: |_, v, _| {
@@ -2577,6 +2588,7 @@ pub static REGISTRY: &[Entry] = &[
         name: "ssim",
         vec4: false,
         half: true,
+        half_copies: true,
         anchor: "kornia ssim_loss",
         family: "F4 segmentation",
         variants: &[
@@ -3305,6 +3317,7 @@ const F1: Entry = Entry {
     extreme_tolerance: crate::check::ELEMENTWISE,
     vec4: true,
     half: false,
+    half_copies: false,
     snap: None,
     limits_variant: 0,
     layout: Layout::Elementwise { row: 1 },

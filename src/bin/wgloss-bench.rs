@@ -211,9 +211,10 @@ fn bench(args: &[String]) -> Result<()> {
     write_reports(&adapter, &copies, &rows)
 }
 
-/// The 16-bit types a loss is benchmarked in besides f32: both where it takes them.
+/// The 16-bit types a loss is benchmarked in besides f32: both where its kernels take them
+/// (not through f32 copies).
 fn half_types(entry: &Entry) -> Vec<DType> {
-    if entry.half {
+    if entry.half && !entry.half_copies {
         vec![DType::F16, DType::BF16]
     } else {
         Vec::new()
