@@ -529,6 +529,57 @@ fn perceptual_and_style_take_16_bit_maps_through_copies() {
     }
 }
 
+/// Sinkhorn takes 16-bit clouds through f32 copies, through `compute` (which reads the
+/// schedule's length back) and `encode` alike: the f32 call's loss on the rounded clouds bit for
+/// bit, both gradients rounded (odd element counts).
+#[test]
+fn sinkhorn_takes_16_bit_clouds_through_copies() {
+    let Some(gpu) = shared_gpu() else { return };
+    let mut rng = Rng::new(41);
+    let ((n, m, d), loss) = ((5, 7, 3), wgloss::Sinkhorn::default());
+    for dtype in [DType::F16, DType::BF16] {
+        let mut draw = |rows: usize| -> Vec<f32> {
+            let v = rng.uniform(rows * d, -1.0, 1.0);
+            v.into_iter().map(|x| dtype.round(x)).collect()
+        };
+        let (x, y) = (draw(n), draw(m));
+        let up = |v: &[f32], rows: usize, t: DType| Tensor::from_slice_as(gpu, v, &[rows, d], t);
+        let (x32, y32) = (
+            up(&x, n, DType::F32).unwrap(),
+            up(&y, m, DType::F32).unwrap(),
+        );
+        let (x16, y16) = (up(&x, n, dtype).unwrap(), up(&y, m, dtype).unwrap());
+        let outputs = |t: DType| wgloss::TupleOutput {
+            loss: Tensor::zeros(gpu, &[]).unwrap(),
+            grads: vec![
+                Tensor::zeros_typed(gpu, &[n, d], t).unwrap(),
+                Tensor::zeros_typed(gpu, &[m, d], t).unwrap(),
+            ],
+        };
+        let (encoded32, encoded16) = (outputs(DType::F32), outputs(dtype));
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        loss.encode(gpu, &mut encoder, &x32, &y32, None, &encoded32)
+            .unwrap();
+        loss.encode(gpu, &mut encoder, &x16, &y16, None, &encoded16)
+            .unwrap();
+        gpu.submit_and_wait(encoder).unwrap();
+        let computed32 = loss.compute(gpu, &x32, &y32, None).unwrap();
+        let computed16 = loss.compute(gpu, &x16, &y16, None).unwrap();
+        for (how, got, want) in [
+            ("compute", &computed16, &computed32),
+            ("encode", &encoded16, &encoded32),
+        ] {
+            assert_like_f32_call(
+                gpu,
+                &format!("sinkhorn {how} {dtype:?}"),
+                (&got.loss, &got.grads.iter().collect::<Vec<_>>()),
+                (&want.loss, &want.grads.iter().collect::<Vec<_>>()),
+                dtype,
+            );
+        }
+    }
+}
+
 /// Sinkhorn: GPU against the f64 reference over clouds of different sizes, dimensions (past 64:
 /// the bounding box runs one workgroup per dimension) and weights (one in five 0), every option;
 /// `compute` and `encode` (which records the longest schedule possible, its steps past the end

@@ -299,8 +299,27 @@ pub(crate) fn via_f32_grads(
     })
 }
 
+/// Records the packing of the f32 tensor `source` into the 16-bit `dst` (the same length).
+pub(crate) fn narrow_into(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    source: &Tensor,
+    dst: &Tensor,
+) -> Result<()> {
+    let status = Tensor::zeros_typed(gpu, &[1], DType::U32)?;
+    let narrow = Narrow::of(gpu, source, dst, &status);
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("narrow"),
+        timestamp_writes: None,
+    });
+    for seg in 0..narrow.ranges.len() {
+        narrow.dispatch(&mut pass, seg);
+    }
+    Ok(())
+}
+
 /// An f32 copy of the 16-bit tensor `t`, recorded into `encoder`.
-fn widen(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, t: &Tensor) -> Result<Tensor> {
+pub(crate) fn widen(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, t: &Tensor) -> Result<Tensor> {
     let wide = Tensor::zeros(gpu, t.shape())?;
     let segs = chunks(gpu, t.len());
     let convert = Convert::new(

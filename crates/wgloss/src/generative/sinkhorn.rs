@@ -4,6 +4,7 @@ use crate::elementwise::{dynamic_uniform, entry, storage};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::SINKHORN;
+use crate::narrow::{narrow_into, via_f32_grads, widen};
 use crate::{DType, Gpu, Tensor, TupleOutput};
 
 /// Uniform block of `sinkhorn.wgsl`.
@@ -85,7 +86,8 @@ fn key_range(d: usize) -> usize {
 /// points stay on the device: a negative or NaN weight, or a NaN coordinate, makes the loss NaN.
 ///
 /// # Shapes
-/// `x [N, D]`, `y [M, D]` f32 with N, M ≥ 1, N + M at most 1,048,560 and D at most 8,190;
+/// `x [N, D]`, `y [M, D]` f32 (or both F16 or both BF16 through f32 copies, the gradients in
+/// their type) with N, M ≥ 1, N + M at most 1,048,560 and D at most 8,190;
 /// weights `a [N]`, `b [M]` (≥ 0) or `None` for uniform `1/N`, `1/M`; the loss is a scalar and
 /// the gradients have the shapes of `x` and `y`. Inputs are copied (they need `COPY_SRC`, as every
 /// [`Tensor`] made by this crate has; the outputs need `COPY_DST`).
@@ -258,6 +260,26 @@ impl Sinkhorn {
         weights: Option<(&Tensor, &Tensor)>,
         out: &TupleOutput,
     ) -> Result<()> {
+        if x.dtype().is_half() {
+            // 16-bit clouds through f32 copies; both gradients packed back.
+            self.check_params()?;
+            let values = [("x", x), ("y", y)];
+            let [gx, gy] = out.grads.as_slice() else {
+                return Err(Error::ShapeMismatch {
+                    name: "grads",
+                    expected: vec![2],
+                    got: vec![out.grads.len()],
+                });
+            };
+            let grads = [("grad_x", gx, x.shape()), ("grad_y", gy, y.shape())];
+            return via_f32_grads(gpu, encoder, &values, &grads, None, |encoder, wide, g| {
+                let out32 = TupleOutput {
+                    loss: out.loss.clone(),
+                    grads: g.to_vec(),
+                };
+                self.encode(gpu, encoder, &wide[0], &wide[1], weights, &out32)
+            });
+        }
         let dims = self.check(gpu, x, y, weights, out)?;
         gpu.scoped(|| {
             let scratch = self.setup(gpu, encoder, dims, x, y, weights)?;
@@ -274,6 +296,33 @@ impl Sinkhorn {
         y: &Tensor,
         weights: Option<(&Tensor, &Tensor)>,
     ) -> Result<TupleOutput> {
+        if x.dtype().is_half() {
+            // 16-bit clouds: the f32 call (which reads its schedule's length back) on copies of
+            // them, its gradients packed into tensors of their type.
+            self.check_params()?;
+            y.check_dtype("y", x.dtype())?;
+            let mut encoder = gpu.device().create_command_encoder(&Default::default());
+            let (x32, y32) =
+                gpu.scoped(|| Ok((widen(gpu, &mut encoder, x)?, widen(gpu, &mut encoder, y)?)))?;
+            gpu.submit_and_wait(encoder)?;
+            let out32 = self.compute(gpu, &x32, &y32, weights)?;
+            let grads = [x, y]
+                .map(|t| Tensor::zeros_typed(gpu, t.shape(), t.dtype()))
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
+            let mut encoder = gpu.device().create_command_encoder(&Default::default());
+            gpu.scoped(|| {
+                for (src, dst) in out32.grads.iter().zip(&grads) {
+                    narrow_into(gpu, &mut encoder, src, dst)?;
+                }
+                Ok(())
+            })?;
+            gpu.submit_and_wait(encoder)?;
+            return Ok(TupleOutput {
+                loss: out32.loss,
+                grads,
+            });
+        }
         let out = TupleOutput {
             loss: Tensor::zeros(gpu, &[])?,
             grads: vec![
