@@ -75,8 +75,8 @@ pub struct Entry {
     pub vec4: bool,
     /// Whether the loss takes F16 and BF16 inputs in the registry's form (and gives a gradient of
     /// their type); the others must reject them. The stacked forms (`stacked.rs`) take f32
-    /// only: the 16-bit inputs of the tuple losses, the margin heads and CTC are tested on their
-    /// own APIs (tests/metric.rs, tests/ctc.rs).
+    /// only: the 16-bit inputs of the tuple losses, the margin heads and Sinkhorn are tested on
+    /// their own APIs (tests/metric.rs, tests/generative.rs).
     pub half: bool,
     /// Whether those 16-bit inputs go through f32 copies of them (the losses whose kernels read
     /// f32 arrays): the bench leaves out their 16-bit rows, which would time the f32 call plus
@@ -3186,6 +3186,8 @@ pub static REGISTRY: &[Entry] = &[
     },
     Entry {
         name: "ctc",
+        half: true,
+        half_copies: true,
         anchor: "torch ctc_loss (concatenated targets, bad labels and lengths: tests/ctc.rs)",
         variants: &["blank=0", "blank=5,zero_infinity", "blank=0,grad_scale=0.5"],
         make: |_, v, reduction| {
