@@ -3,8 +3,9 @@
 //! - the 16-bit layouts whose rows share 32-bit words across invocations (class rows and
 //!   overlap losses with trailing dims of an odd size): the loss passes write a segment's
 //!   gradient to an f32 staging buffer, and one `narrow` dispatch per segment packs it;
-//! - the losses whose kernels read f32 only (SSIM, Lovász): [`via_f32`] widens the 16-bit
-//!   inputs, runs the f32 loss and narrows its gradient.
+//! - the losses whose kernels read f32 arrays (SSIM, Lovász, the metric losses, the tuple and
+//!   layered generative losses, CTC, Sinkhorn): [`via_f32`] and [`via_f32_grads`] widen the
+//!   16-bit inputs, run the f32 loss and narrow its gradients.
 
 use wgpu::util::DeviceExt;
 
@@ -209,7 +210,8 @@ pub(crate) fn via_f32(
     out: &LossOutput,
     encode_f32: impl FnOnce(&mut wgpu::CommandEncoder, &[Tensor], &LossOutput) -> Result<()>,
 ) -> Result<()> {
-    let grads = [("grad", &out.grad, values[0].1.shape())];
+    let shape = values.first().map_or(&[][..], |v| v.1.shape());
+    let grads = [("grad", &out.grad, shape)];
     via_f32_grads(
         gpu,
         encoder,
@@ -241,7 +243,8 @@ pub(crate) fn via_f32_grads(
     status: Option<&Tensor>,
     encode_f32: impl FnOnce(&mut wgpu::CommandEncoder, &[Tensor], &[Tensor]) -> Result<()>,
 ) -> Result<()> {
-    let half = values[0].1.dtype();
+    // The first value's type (an empty list is the f32 call's to reject).
+    let half = values.first().map_or(DType::F32, |v| v.1.dtype());
     for &(name, t) in values {
         if t.dtype().is_half() {
             t.check_dtype(name, half)?;
