@@ -255,8 +255,13 @@ fn dynamic_smooth_l1_records_exact_kth_across_shifts() {
 #[test]
 fn dynamic_smooth_l1_records_exact_kth_with_ties_and_runs() {
     let Some(gpu) = shared_gpu() else { return };
-    for vec4 in [false, true] {
-        let gpu = gpu.with_vec4(vec4);
+    // Both widths, each with the adapter's walk and with the whole workgroup stepping together
+    // (a GPU's: the workgroup merges its invocations' candidates and floors).
+    let runs = [false, true]
+        .into_iter()
+        .flat_map(|v| [2, 256].map(move |l| (v, l)));
+    for (vec4, lanes) in runs {
+        let gpu = gpu.with_vec4(vec4).with_lanes(lanes);
         let loss = DynamicSmoothL1::new(
             &gpu,
             DynamicSmoothL1Config {
@@ -303,7 +308,8 @@ fn dynamic_smooth_l1_records_exact_kth_with_ties_and_runs() {
             let p = Tensor::from_slice(&gpu, &pred, &[n]).unwrap();
             loss.compute(&gpu, &p, &t).unwrap();
             want.push(kth_smallest(&pred, &target, 3));
-            assert_eq!(loss.history(&gpu).unwrap(), want, "vec4={vec4} call {call}");
+            let what = format!("vec4={vec4} lanes={lanes} call {call}");
+            assert_eq!(loss.history(&gpu).unwrap(), want, "{what}");
         }
     }
 }
