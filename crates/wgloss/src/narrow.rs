@@ -276,47 +276,43 @@ pub(crate) fn via_f32_grads(
             .map(|g| Tensor::zeros(gpu, g.1.shape()))
             .collect::<Result<Vec<_>>>()?;
         encode_f32(encoder, &wide, &grads32)?;
-        let clear;
-        let status = match status {
-            Some(s) => s,
-            None => {
-                clear = Tensor::zeros_typed(gpu, &[1], DType::U32)?;
-                &clear
-            }
-        };
-        let narrows: Vec<Narrow> = grads
+        let pairs: Vec<(&Tensor, &Tensor)> = grads32
             .iter()
-            .zip(&grads32)
-            .map(|(g, g32)| Narrow::of(gpu, g32, g.1, status))
+            .zip(grads)
+            .map(|(g32, g)| (g32, g.1))
             .collect();
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("narrow"),
-            timestamp_writes: None,
-        });
-        for narrow in &narrows {
-            for seg in 0..narrow.ranges.len() {
-                narrow.dispatch(&mut pass, seg);
-            }
-        }
+        narrow_into(gpu, encoder, &pairs, status)?;
         Ok(())
     })
 }
 
-/// Records the packing of the f32 tensor `source` into the 16-bit `dst` (the same length).
+/// Records the packing of each f32 tensor `source` into its 16-bit `dst` (the same length),
+/// unless `status` reports a bad label (without one, a zero word).
 pub(crate) fn narrow_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
-    source: &Tensor,
-    dst: &Tensor,
+    pairs: &[(&Tensor, &Tensor)],
+    status: Option<&Tensor>,
 ) -> Result<()> {
-    let status = Tensor::zeros_typed(gpu, &[1], DType::U32)?;
-    let narrow = Narrow::of(gpu, source, dst, &status);
+    let clear;
+    let status = match status {
+        Some(s) => s,
+        None => {
+            clear = Tensor::zeros_typed(gpu, &[1], DType::U32)?;
+            &clear
+        }
+    };
+    let narrows: Vec<Narrow> = (pairs.iter())
+        .map(|&(source, dst)| Narrow::of(gpu, source, dst, status))
+        .collect();
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("narrow"),
         timestamp_writes: None,
     });
-    for seg in 0..narrow.ranges.len() {
-        narrow.dispatch(&mut pass, seg);
+    for narrow in &narrows {
+        for seg in 0..narrow.ranges.len() {
+            narrow.dispatch(&mut pass, seg);
+        }
     }
     Ok(())
 }

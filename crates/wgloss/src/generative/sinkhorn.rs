@@ -311,12 +311,8 @@ impl Sinkhorn {
                 .into_iter()
                 .collect::<Result<Vec<_>>>()?;
             let mut encoder = gpu.device().create_command_encoder(&Default::default());
-            gpu.scoped(|| {
-                for (src, dst) in out32.grads.iter().zip(&grads) {
-                    narrow_into(gpu, &mut encoder, src, dst)?;
-                }
-                Ok(())
-            })?;
+            let pairs: Vec<_> = out32.grads.iter().zip(&grads).collect();
+            gpu.scoped(|| narrow_into(gpu, &mut encoder, &pairs, None))?;
             gpu.submit_and_wait(encoder)?;
             return Ok(TupleOutput {
                 loss: out32.loss,
