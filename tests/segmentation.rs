@@ -424,6 +424,42 @@ fn bad_shapes_are_rejected() {
     ));
 }
 
+/// SSIM with `loss`'s window, padding and reduction (σ, max_val, k1, k2 and eps at their
+/// defaults, grad_scale 1) on `x` and `y` of `shape`: the GPU's outputs and the f64 reference's.
+fn ssim_and_reference(
+    gpu: &Gpu,
+    loss: wgloss::Ssim,
+    x: &[f32],
+    y: &[f32],
+    shape: &[usize],
+) -> (wgloss::LossOutput, wgloss_ref::LossGrad) {
+    let tensor = |v: &[f32]| Tensor::from_slice(gpu, v, shape).unwrap();
+    let out = loss.compute(gpu, &tensor(x), &tensor(y)).unwrap();
+    let padding = match loss.padding {
+        wgloss::SsimPadding::Same => wgloss_ref::SsimPadding::Same,
+        wgloss::SsimPadding::Valid => wgloss_ref::SsimPadding::Valid,
+    };
+    let reduction = match loss.reduction {
+        wgloss::Reduction::None => wgloss_ref::Reduction::None,
+        wgloss::Reduction::Mean => wgloss_ref::Reduction::Mean,
+        wgloss::Reduction::Sum => wgloss_ref::Reduction::Sum,
+    };
+    let want = wgloss_ref::ssim_loss(
+        to_f64(x, shape).view(),
+        to_f64(y, shape).view(),
+        loss.window_size,
+        1.5,
+        1.0,
+        0.01,
+        0.03,
+        1e-12,
+        padding,
+        reduction,
+        1.0,
+    );
+    (out, want)
+}
+
 /// SSIM on 1×1 images, on images smaller than the window (reflection wraps), on images whose
 /// columns, rows or both are long enough for the border passes (the adjoint's reflected taps in
 /// passes of their own), and under valid padding with its cropped per-pixel map, against the
@@ -459,35 +495,7 @@ fn ssim_small_and_cropped_images_match_reference() {
             reduction,
             ..Default::default()
         };
-        let out = loss
-            .compute(
-                gpu,
-                &Tensor::from_slice(gpu, &x, &shape).unwrap(),
-                &Tensor::from_slice(gpu, &y, &shape).unwrap(),
-            )
-            .unwrap();
-        let pad = match padding {
-            wgloss::SsimPadding::Same => wgloss_ref::SsimPadding::Same,
-            wgloss::SsimPadding::Valid => wgloss_ref::SsimPadding::Valid,
-        };
-        let r = match reduction {
-            wgloss::Reduction::None => wgloss_ref::Reduction::None,
-            wgloss::Reduction::Mean => wgloss_ref::Reduction::Mean,
-            wgloss::Reduction::Sum => wgloss_ref::Reduction::Sum,
-        };
-        let want = wgloss_ref::ssim_loss(
-            to_f64(&x, &shape).view(),
-            to_f64(&y, &shape).view(),
-            window_size,
-            1.5,
-            1.0,
-            0.01,
-            0.03,
-            1e-12,
-            pad,
-            r,
-            1.0,
-        );
+        let (out, want) = ssim_and_reference(gpu, loss, &x, &y, &shape);
         let what = format!("ssim {shape:?} window {window_size} {padding:?} {reduction:?}");
         assert_eq!(out.loss.shape(), want.loss.shape(), "{what}: loss shape");
         let tol = if reduction == wgloss::Reduction::None {
@@ -542,26 +550,7 @@ fn ssim_nan_reaches_only_the_windows_that_hold_it() {
             reduction: wgloss::Reduction::None,
             ..Default::default()
         };
-        let out = loss
-            .compute(
-                gpu,
-                &Tensor::from_slice(gpu, &x, &shape).unwrap(),
-                &Tensor::from_slice(gpu, &y, &shape).unwrap(),
-            )
-            .unwrap();
-        let want = wgloss_ref::ssim_loss(
-            to_f64(&x, &shape).view(),
-            to_f64(&y, &shape).view(),
-            11,
-            1.5,
-            1.0,
-            0.01,
-            0.03,
-            1e-12,
-            wgloss_ref::SsimPadding::Same,
-            wgloss_ref::Reduction::None,
-            1.0,
-        );
+        let (out, want) = ssim_and_reference(gpu, loss, &x, &y, &shape);
         let loss_map = out.loss.to_vec(gpu).unwrap();
         let grad = out.grad.to_vec(gpu).unwrap();
         let nans = |v: &[f32]| v.iter().filter(|g| g.is_nan()).count();
