@@ -269,9 +269,9 @@ fn blur_v(
 // sum over padded positions j that reflect to index i of a line of n samples, of
 // sum_{o in [j - r, j + r] within [0, n)} win[j - o + r] * f(o): the adjoint of the blur along
 // the line. `f(o)` reads map q at line position o via `base + o * stride`. Unless WIDE: j = i
-// itself, and the two reflected positions (`adjoint_reflected`) unless `split` leaves them to a
-// border pass.
-fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32, split: bool) -> f32 {
+// itself, and the two reflected positions (`adjoint_reflected`). Lines long enough for the
+// border passes (SPLIT_V, SPLIT_H) take runs instead (`run_add`).
+fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32) -> f32 {
     let r = i32(RADIUS);
     if (!WIDE) {
         let ii = i32(i);
@@ -285,10 +285,7 @@ fn adjoint(q: u32, i: u32, n: u32, base: u32, stride: u32, split: bool) -> f32 {
             }
             total += weight(u32(k)) * v;
         }
-        if (!split) {
-            total += adjoint_reflected(q, i, n, base, stride);
-        }
-        return total;
+        return total + adjoint_reflected(q, i, n, base, stride);
     }
     let lo = -r;
     let hi = i32(n) - 1 + r;
@@ -377,7 +374,7 @@ fn adjoint_v(
             pos = step3(pos);
             let base = pyx.x * h * w + pyx.z;
             for (var q = 0u; q < 3u; q++) {
-                work[q * pixels() + e] = adjoint(5u + q, pyx.y, h, base, w, false);
+                work[q * pixels() + e] = adjoint(5u + q, pyx.y, h, base, w);
             }
         }
         return;
@@ -454,9 +451,9 @@ fn adjoint_h(
             pos = step2(pos);
             let row = rx.x * w;
             let x = rx.y;
-            let ga = adjoint(0u, x, w, row, 1u, false);
-            let gb = adjoint(1u, x, w, row, 1u, false);
-            let gc = adjoint(2u, x, w, row, 1u, false);
+            let ga = adjoint(0u, x, w, row, 1u);
+            let gb = adjoint(1u, x, w, row, 1u);
+            let gc = adjoint(2u, x, w, row, 1u);
             grad[e] = ga + 2.0 * pred[e] * gb + targ[e] * gc;
         }
         return;
