@@ -3,7 +3,7 @@
 // min(initial_beta, median(history)) and the history restarts. No host round-trip.
 //
 // state: [0] beta, [1] calls recorded so far, [2 .. 2 + iters] history, then the filter bound τ
-// and whether the last call fell back (1) or not (0). params.p.x = initial_beta.
+// (the last slot). params.p.x = initial_beta.
 // `fused_kth` is the fused pass: loss, gradient, partial sums and each workgroup's k smallest
 // |r| among those ≤ τ (after the sums, in partials[num_partials + slot * k ..]; on a CPU adapter,
 // without a barrier, each invocation's sum and its KEPT candidates: `fused_lists`), and each
@@ -182,7 +182,7 @@ fn fused_kth(
     }
 }
 
-// Position of τ in the state; whether the last call fell back follows it.
+// Position of τ in the state (its last slot).
 fn tau_at() -> u32 {
     return 2u + params.iters;
 }
@@ -276,7 +276,6 @@ fn reduce_kth(@builtin(local_invocation_id) lid: vec3<u32>) {
         // k' = min(k, n), 1-based; BIG when fewer than k' values were ≤ τ (or all are NaN).
         let kth = merged[min(k, params.total) - 1u];
         let short = kth > bitcast<f32>(atomicLoad(&lowest)) || (kth == BIG && state[tau_at()] < BIG);
-        state[tau_at() + 1u] = select(0.0, 1.0, short);
         gate = u32(short);
         for (var j = 0u; j < arrayLength(&fallback_dispatch) / 4u; j++) {
             fallback_dispatch[4u * j] = select(0u, fallback_dispatch[4u * j + 3u], short);

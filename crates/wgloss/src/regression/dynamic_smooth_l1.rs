@@ -81,9 +81,8 @@ impl DynamicSmoothL1 {
             (1..=DYNAMIC_MAX_UPDATE_ITERS).contains(&c.update_iters),
         )?;
         crate::config::check_grad_scale(c.grad_scale)?;
-        // β, the record count, the records, the selection's filter bound (none yet) and whether
-        // the last call's selection fell back to every residual.
-        let mut init = vec![0.0f32; 4 + c.update_iters as usize];
+        // β, the record count, the records and the selection's filter bound (none yet).
+        let mut init = vec![0.0f32; 3 + c.update_iters as usize];
         init[0] = c.initial_beta;
         init[2 + c.update_iters as usize] = f32::MAX;
         let state = gpu.scoped(|| {
