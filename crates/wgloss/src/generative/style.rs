@@ -10,6 +10,17 @@ use crate::kernel::regression::{MSE, MSE_VEC4};
 use crate::kernel::STYLE;
 use crate::{DType, ElementwiseSpec, Gpu, LossOutput, Reduction, Tensor, TupleOutput};
 
+/// Output rows and columns of a workgroup's tile in `style.wgsl`.
+const TILE: usize = 64;
+
+/// The largest C and H·W: `style.wgsl` sums over them in chunks of 32, an iteration each (and a
+/// few more to store the tile).
+const MAX_SIDE: usize = 32 * (MAX_ITERATIONS - 16);
+
+/// Channel counts below this take `style.wgsl`'s one-invocation-per-output kernels (a tile would
+/// stay mostly idle).
+const SMALL_C: usize = 16;
+
 /// Uniform block of `style.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -35,7 +46,7 @@ struct Params {
 /// prediction's feature maps, one per layer.
 /// # Shapes
 /// `pred[l]` and `target[l]`: `[B, C, ...]` (the trailing dimensions are flattened), equal; each
-/// within one storage binding, C and the flattened size at most 16,384 (f32, or F16 / BF16
+/// within one storage binding, C and the flattened size at most 523,776 (f32, or F16 / BF16
 /// through f32 copies, the gradients in their type); the loss is a scalar.
 /// Defaults: every layer weight 1 (`layer_weights` empty), grad_scale 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -90,21 +101,18 @@ impl Style<'_> {
                 }
             };
             let s: usize = shape[2..].iter().product();
-            if c > MAX_ITERATIONS
-                || s > MAX_ITERATIONS
-                || p.len() > max_floats
-                || b * c * c > max_floats
-            {
+            if c > MAX_SIDE || s > MAX_SIDE || p.len() > max_floats || b * c * c > max_floats {
                 return Err(Error::InvalidShape {
                     name: "pred",
                     got: shape.to_vec(),
-                    why: "C and H·W at most 16,384, the maps and their Gram matrices within one storage binding",
+                    why: "C and H·W at most 523,776, the maps and their Gram matrices within one storage binding",
                 });
             }
             dims.push((b, c, s));
         }
         out.check_scalar(gpu, pred)?;
         let device = gpu.device();
+        let max_dispatch = gpu.limits().max_compute_workgroups_per_dimension as usize;
         let (bgl, layout) = gpu.layout(
             "style",
             &[
@@ -152,11 +160,15 @@ impl Style<'_> {
                     Tensor::zeros(gpu, &[b, c, c])?,
                 ];
                 let dgram = Tensor::zeros(gpu, &[b, c, c])?;
+                // Tiled: one workgroup per output tile, x its column tile, y and z together its
+                // (batch entry, row tile) pair. Few channels: one invocation per output.
+                let small = c < SMALL_C && s <= MAX_ITERATIONS;
                 let run = |encoder: &mut wgpu::CommandEncoder,
-                           name: &'static str,
+                           names: [&'static str; 2],
                            feats: &Tensor,
                            dg: &Tensor,
-                           to: &Tensor| {
+                           to: &Tensor,
+                           columns: usize| {
                     let n = to.len();
                     if n == 0 || feats.is_empty() {
                         return;
@@ -171,15 +183,26 @@ impl Style<'_> {
                             entry(3, uniforms.as_entire_binding()),
                         ],
                     });
-                    let workgroups = n.div_ceil(256);
-                    let x = workgroups.min(gpu.max_workgroups());
                     let mut pass = encoder.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(&pipeline(name));
                     pass.set_bind_group(0, &group, &[]);
-                    pass.dispatch_workgroups(x as u32, workgroups.div_ceil(x) as u32, 1);
+                    pass.set_pipeline(&pipeline(names[usize::from(small)]));
+                    if small {
+                        let workgroups = n.div_ceil(256);
+                        let x = workgroups.min(gpu.max_workgroups());
+                        pass.dispatch_workgroups(x as u32, workgroups.div_ceil(x) as u32, 1);
+                        return;
+                    }
+                    let pairs = b * c.div_ceil(TILE);
+                    let y = pairs.min(max_dispatch);
+                    pass.dispatch_workgroups(
+                        columns.div_ceil(TILE) as u32,
+                        y as u32,
+                        pairs.div_ceil(y) as u32,
+                    );
                 };
-                run(encoder, "gram", pred[l], &spare, &grams[0]);
-                run(encoder, "gram", target[l], &spare, &grams[1]);
+                let gram = ["gram", "gram_small"];
+                run(encoder, gram, pred[l], &spare, &grams[0], c);
+                run(encoder, gram, target[l], &spare, &grams[1], c);
                 // mean (G(F̂) − G(F))² and its gradient w.r.t. G(F̂), times w_l·grad_scale.
                 let gs = layer_weight(self.layer_weights, l) * self.grad_scale;
                 let spec = ElementwiseSpec::new(&MSE, Reduction::Mean, gs).vec4(&MSE_VEC4);
@@ -189,7 +212,8 @@ impl Style<'_> {
                     status: status.clone(),
                 };
                 elementwise::encode(gpu, encoder, &spec, &grams[0], &grams[1], &own)?;
-                run(encoder, "gram_backward", pred[l], &dgram, &out.grads[l]);
+                let backward = ["gram_backward", "gram_backward_small"];
+                run(encoder, backward, pred[l], &dgram, &out.grads[l], s);
             }
             weighted_sum(
                 gpu,
