@@ -4,29 +4,42 @@
 // The slope below beta is alpha ln(b d / beta + 1) + alpha (1 - beta) / (b d + beta).
 // Below beta the loss is evaluated without the cancellation of its two terms near 0: with
 // x = b d / beta and g(x) = (1 + x) ln(1 + x) - x (about x^2 / 2), it is
-// alpha/b (beta g(x) + (1 - beta) ln(1 + x)). Up to x = 1 both logarithm and g come from one
-// series: with s = x / (2 + x), ln(1 + x) = 2 s P and g = s^2 (s T + P) (2 + x), where
-// P = 1 + s^2 T and T = atanh_tail(s^2) (all terms positive); beyond, the direct forms.
-// params.p = (alpha, beta, b, b / beta) and params.p2 = (alpha / b, gamma, gamma / b - alpha beta),
-// computed on the host in f64 so that the kernel divides once.
+// alpha/b (beta g(x) + (1 - beta) ln(1 + x)), and the slope's second term is
+// alpha (1 - beta) / beta / (1 + x). The logarithm is k ln 2 + 2 atanh(s) with |s| <= 1/3 by the
+// prelude's series (no `log`, whose cost a CPU adapter pays on every element):
+// - up to x = 1: k = 0 and s = x / (2 + x), so that 1 + x is never rounded; g comes from the
+//   same series, g = s^2 (s T + P) (2 + x) with P = 1 + s^2 T and T = atanh_tail(s^2) (all
+//   terms positive);
+// - beyond: 1 + x = f 2^k with f in [1, 2), s = (f - 1) / (f + 1), and g = (1 + x) ln(1 + x) - x.
+// One division serves s and 1 / (1 + x) = (den q) 2^-k with q = 1 / (den f), den = s's
+// denominator; 2^-k of 1 + x past 2^126 flushes to 0, where that term is below the first's last
+// bit.
+// params.p = (alpha, beta, b, b / beta) and params.p2 = (alpha / b, gamma, gamma / b - alpha beta,
+// alpha (1 - beta) / beta), computed on the host in f64.
 fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     let r = p - t;
-    let alpha = params.p.x;
     let beta = params.p.y;
-    let b = params.p.z;
     let d = abs(r);
-    // Both pieces, without a branch (lavapipe runs both sides of one anyway); the logarithm's
-    // argument is clamped below beta so that the unused piece stays finite.
-    let ds = min(d, beta);
-    let x = params.p.w * ds;
-    let s = x / (2.0 + x);
+    // Both pieces, without a branch (lavapipe runs both sides of one anyway); x is clamped at
+    // the piece's end so that the unused piece stays finite.
+    let x = params.p.w * min(d, beta);
+    let u = 1.0 + x;
+    let bu = bitcast<u32>(u);
+    let series = x <= 1.0;
+    let fm = bitcast<f32>((bu & 0x007fffffu) | 0x3f800000u);
+    let f = select(fm, u, series);
+    let den = select(fm + 1.0, 2.0 + x, series);
+    let q = 1.0 / (den * f);
+    let s = select(fm - 1.0, x, series) * f * q;
     let s2 = s * s;
     let tail = atanh_tail(s2);
     let pw = 1.0 + s2 * tail;
-    let series = x <= 1.0;
-    let lg = select(log(1.0 + x), 2.0 * s * pw, series);
-    let g = select((1.0 + x) * lg - x, s2 * (s * tail + pw) * (2.0 + x), series);
-    let near = vec2<f32>(params.p2.x * (beta * g + (1.0 - beta) * lg), alpha * lg + alpha * (1.0 - beta) / (b * ds + beta));
+    let k = select(f32(bu >> 23u) - 127.0, 0.0, series);
+    let lg = k * LN2 + 2.0 * s * pw;
+    let g = select(u * lg - x, s2 * (s * tail + pw) * den, series);
+    let inv_u = den * q * select(bitcast<f32>((254u - (bu >> 23u)) << 23u), 1.0, series);
+    let alpha = params.p.x;
+    let near = vec2<f32>(params.p2.x * (beta * g + (1.0 - beta) * lg), alpha * lg + params.p2.w * inv_u);
     let gamma = params.p2.y;
     let far = vec2<f32>(gamma * d + params.p2.z, gamma);
     let v = select(far, near, d < beta);

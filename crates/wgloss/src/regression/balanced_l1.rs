@@ -66,7 +66,7 @@ impl ElementwiseLoss for BalancedL1 {
                     (alpha / b) as f32,
                     self.gamma,
                     (gamma / b - alpha * beta) as f32,
-                    0.0,
+                    (alpha * (1.0 - beta) / beta) as f32,
                 ]),
         )
     }
