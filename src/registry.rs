@@ -1540,7 +1540,7 @@ pub static REGISTRY: &[Entry] = &[
             "weight,z_loss=0.1,logit_softcap=2",
         ],
         anchor: "torch cross_entropy",
-        bench_shapes: &[&[4096, 32_000], &[1024, 131_072]],
+        bench_shapes: &[&[16_384, 1000], &[4096, 32_000], &[1024, 131_072]],
         layout: Layout::Classes {
             classes: 7,
             inner: 3,

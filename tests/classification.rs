@@ -26,11 +26,25 @@ struct Case {
     extras: (f32, Option<f32>),
 }
 
-/// The shared GPU at one and at four logits per step.
+/// The shared GPU at one and at four logits per step, on both row paths.
 fn widths() -> Vec<Gpu> {
     shared_gpu().map_or_else(Vec::new, |gpu| {
-        vec![gpu.with_vec4(true), gpu.with_vec4(false)]
+        [gpu.with_vec4(true), gpu.with_vec4(false)]
+            .iter()
+            .flat_map(row_paths)
+            .collect()
     })
+}
+
+/// `gpu` as it is and, where it differs, with a GPU adapter's row paths: rows of more than
+/// `Gpu::GPU_WHOLE_ROW_CLASSES` classes take a workgroup each there, where a CPU adapter gives
+/// rows of up to 8,191 classes an invocation.
+fn row_paths(gpu: &Gpu) -> Vec<Gpu> {
+    let mut paths = vec![gpu.clone()];
+    if gpu.whole_row_classes() != Gpu::GPU_WHOLE_ROW_CLASSES {
+        paths.push(gpu.with_whole_row_classes(Gpu::GPU_WHOLE_ROW_CLASSES));
+    }
+    paths
 }
 
 fn check(case: &Case) {
@@ -177,7 +191,7 @@ cases! {
 #[test]
 fn all_ignored_batch_gives_zero() {
     let Some(gpu) = shared_gpu() else { return };
-    for c in [3, 300] {
+    for (gpu, c) in row_paths(gpu).iter().flat_map(|g| [(g, 3), (g, 300)]) {
         let logits = Rng::new(3).uniform(4 * c, -1.0, 1.0);
         let x = Tensor::from_slice(gpu, &logits, &[4, c]).unwrap();
         let y = Tensor::from_labels(gpu, &[-100; 4], &[4]).unwrap();
@@ -408,9 +422,11 @@ fn in_place_on(gpu: &Gpu) {
 }
 
 /// 16-bit logits against the reference on the rounded logits, in segments of 1 MiB bindings
-/// through a GPU's walks: rows of 1,030 and 1,031 classes (a workgroup per row) and of 10 and 11
-/// (an invocation per row), and rows with trailing dims (an invocation per pair of rows; of an
-/// odd size, the gradient staged and packed per segment, the last word half padding), with
+/// through a GPU's walks: rows of 1,030 and 1,031 classes (a workgroup per row on a GPU adapter's
+/// row paths, an invocation per row on a CPU adapter's; both run) and of 10 and 11 (an
+/// invocation per row), and rows with trailing dims (an invocation per pair of rows; of an
+/// odd size, or rows of 40,000 classes, too long for one invocation's loop budget, the gradient
+/// staged and packed per segment, the last word half padding), with
 /// weights, label smoothing, z-loss, a soft cap and ignored rows; the gradient in the logits'
 /// type within one step of it. The odd counts share words between rows, and their segments hold
 /// a multiple of 128 rows but the last (odd here).
@@ -419,6 +435,12 @@ fn half_logits_match_reference_in_segments() {
     let Some(gpu) = small_binding_gpu() else {
         return;
     };
+    for gpu in &row_paths(gpu) {
+        half_logits_in_segments_on(gpu);
+    }
+}
+
+fn half_logits_in_segments_on(gpu: &Gpu) {
     for (shape, dtype) in [
         (vec![700usize, 1030], DType::F16),
         (vec![40_000, 10], DType::BF16),
@@ -428,6 +450,7 @@ fn half_logits_match_reference_in_segments() {
         (vec![400, 40, 20], DType::BF16),
         (vec![1501, 5, 63], DType::BF16),
         (vec![301, 40, 21], DType::F16),
+        (vec![2, 40_000, 2], DType::F16),
     ] {
         let (n, c) = (shape[0], shape[1]);
         let rows = n * shape[2..].iter().product::<usize>();
@@ -510,6 +533,12 @@ fn half_logits_need_a_gradient_of_their_type() {
 #[test]
 fn in_place_with_a_bad_label_keeps_the_logits() {
     let Some(gpu) = shared_gpu() else { return };
+    for gpu in &row_paths(gpu) {
+        in_place_bad_label_on(gpu);
+    }
+}
+
+fn in_place_bad_label_on(gpu: &Gpu) {
     for (c, inner, dtype) in [
         (5, 1, DType::F32),
         (5, 1, DType::F16),

@@ -29,7 +29,7 @@
 // workgroup; `labels_reduce` leaves D in state[0]; `fused` (one workgroup per row, rows strided
 // over the workgroups) streams each row twice (statistics, then the gradient) and writes
 // nothing at all if a bad label was recorded; `fused_rows` does the same with one invocation per
-// row, for few classes; `reduce` finishes the loss. Probability targets skip the label passes.
+// row (few classes, or any row a CPU adapter's loop budget allows); `reduce` finishes the loss. Probability targets skip the label passes.
 // With IN_PLACE the logits are read from the gradient binding, which they share: every logit is
 // read before the invocation that reads it last overwrites it, and a row's label logit before
 // the workgroup's first barrier.
@@ -493,8 +493,9 @@ fn fused(
 }
 
 // The row loss and, unless the row is ignored, its gradient for a whole row in one invocation:
-// the path for few classes (C <= SMALL_C), where a workgroup per row would leave most
-// invocations idle.
+// the path for few classes on a GPU (C <= 32), where a workgroup per row would leave most
+// invocations idle, and for every row within the loop budget on a CPU adapter, where the
+// workgroup path's barriers cost more than the row (the host's `Gpu::whole_row_classes`).
 @compute @workgroup_size(256)
 fn fused_rows(
     @builtin(local_invocation_id) lid: vec3<u32>,

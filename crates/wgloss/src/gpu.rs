@@ -16,6 +16,10 @@ pub const INSTALL_HINT: &str =
 /// every kernel spreads its work over enough workgroups to stay well below.
 pub(crate) const MAX_ITERATIONS: usize = 16_384;
 
+/// The most classes a row may have for one invocation to take it whole: its two sweeps stay
+/// within [`MAX_ITERATIONS`].
+pub(crate) const MAX_WHOLE_ROW_CLASSES: usize = (MAX_ITERATIONS - 1) / 2;
+
 /// Invocations per workgroup of every kernel (the shaders' `WG`).
 pub(crate) const WG: usize = 256;
 
@@ -37,6 +41,7 @@ pub struct Gpu {
     inner: Arc<Inner>,
     vec4: bool,
     lanes: u32,
+    whole_row_classes: usize,
 }
 
 struct Inner {
@@ -159,6 +164,20 @@ impl Gpu {
             .and_then(|v| v.parse().ok())
             .filter(|&n: &u32| n.is_power_of_two() && n as usize <= WG)
             .unwrap_or(if cpu { 2 } else { WG as u32 });
+        // A workgroup per class row pays a tree of barriers per row, which a CPU adapter runs as
+        // a round of coroutine switches each (about 25 µs a row on lavapipe): there one
+        // invocation takes every row its loop budget allows ([32768, 1000] 910 -> 145 ms,
+        // [524288, 64] 13.2 -> 0.16 s, [4096, 8000] 209 -> 142 ms). A GPU gives rows of more
+        // than a few classes a workgroup, whose invocations stream the row together.
+        let whole_row_classes = std::env::var("WGLOSS_WHOLE_ROW_CLASSES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if cpu {
+                MAX_WHOLE_ROW_CLASSES
+            } else {
+                Self::GPU_WHOLE_ROW_CLASSES
+            })
+            .min(MAX_WHOLE_ROW_CLASSES);
         Self {
             inner: Arc::new(Inner {
                 device,
@@ -171,6 +190,7 @@ impl Gpu {
             }),
             vec4,
             lanes,
+            whole_row_classes,
         }
     }
 
@@ -225,6 +245,27 @@ impl Gpu {
         let lanes = lanes.clamp(1, WG as u32);
         Self {
             lanes: 1 << lanes.ilog2(),
+            ..self.clone()
+        }
+    }
+
+    /// The largest class count whose rows the class-row losses (cross-entropy, poly1,
+    /// softmax_focal, multiclass_hinge) give one invocation each; longer rows get a workgroup.
+    /// [`Gpu::GPU_WHOLE_ROW_CLASSES`] on GPU adapters, 8,191 (the most one invocation's loop
+    /// budget allows) on CPU adapters; `WGLOSS_WHOLE_ROW_CLASSES` overrides it. Both paths
+    /// compute the same values up to the order of a row's sums.
+    pub fn whole_row_classes(&self) -> usize {
+        self.whole_row_classes
+    }
+
+    /// The default of [`Gpu::whole_row_classes`] on a GPU adapter.
+    pub const GPU_WHOLE_ROW_CLASSES: usize = 32;
+
+    /// The same device and caches with [`Gpu::whole_row_classes`] set explicitly (at most
+    /// 8,191).
+    pub fn with_whole_row_classes(&self, classes: usize) -> Self {
+        Self {
+            whole_row_classes: classes.min(MAX_WHOLE_ROW_CLASSES),
             ..self.clone()
         }
     }

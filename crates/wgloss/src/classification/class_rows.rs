@@ -6,7 +6,7 @@ use wgpu::util::DeviceExt;
 
 use crate::elementwise::{entry, samples_per_segment, storage, uniform};
 use crate::error::{check_param, Error, Result};
-use crate::gpu::{PipelineKey, MAX_ITERATIONS};
+use crate::gpu::{PipelineKey, MAX_ITERATIONS, MAX_WHOLE_ROW_CLASSES};
 use crate::kernel::{
     CLASS_ROWS, CLASS_ROWS_HALF, CLASS_ROWS_HALF4, CLASS_ROWS_STAGED, CLASS_ROWS_VEC4,
 };
@@ -94,9 +94,6 @@ struct Params {
 }
 
 const PARAMS_STRIDE: u64 = 256;
-/// Largest class count handled with one invocation per row; more classes get a workgroup per
-/// row.
-const SMALL_C: usize = 32;
 
 /// Words of the state before its edge slots (`EDGES` in class_rows.wgsl): D, then padding.
 const STATE_HEAD: usize = 4;
@@ -247,10 +244,13 @@ impl ClassRows<'_> {
         // Contiguous rows of an odd class count share 32-bit words: each row keeps its shared
         // element's gradient in an edge slot of the state, one f32 per row of a segment. With
         // trailing dims of an even size, one invocation takes rows (n, 2k) and (n, 2k + 1),
-        // which share every word they hold. Of an odd size, rows share words in every class:
-        // the gradient is staged in f32 and packed after each segment (`narrow`).
+        // which share every word they hold, while such a pair fits its loop budget. Of an odd
+        // size (or rows too long for that), rows share words in every class: the gradient is
+        // staged in f32 and packed after each segment (`narrow`).
         let shared_words = half && d.inner == 1 && !d.classes.is_multiple_of(2);
-        let staged = half && d.inner > 1 && !d.inner.is_multiple_of(2);
+        let staged = half
+            && d.inner > 1
+            && (!d.inner.is_multiple_of(2) || d.classes > MAX_WHOLE_ROW_CLASSES);
         let pairs = half && d.inner > 1 && !staged;
         out.loss.check_dtype("loss", DType::F32)?;
         out.status.check_dtype("status", DType::U32)?;
@@ -322,7 +322,8 @@ impl ClassRows<'_> {
             }
             let mut segs = Vec::new();
             let (mut first, mut wg_base) = (0, 0);
-            let small = d.classes <= SMALL_C;
+            // One invocation per row up to `Gpu::whole_row_classes`, else a workgroup per row.
+            let small = d.classes <= gpu.whole_row_classes();
             // Rows (or row pairs) an invocation takes whole, else a workgroup per row.
             let whole = small || pairs;
             let rows_per_unit = if pairs { 2 } else { 1 };
