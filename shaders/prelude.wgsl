@@ -28,6 +28,12 @@ fn log1p_near(x: f32) -> f32 {
     return 2.0 * s * (1.0 + s2 * atanh_tail(s2));
 }
 
+// The mantissa in [1/2, 1) of the positive normal f32 of bits b (the exponent is b >> 23 less
+// 126): `frexp` costs a CPU adapter several times as much.
+fn mantissa(b: u32) -> f32 {
+    return bitcast<f32>((b & 0x007fffffu) | 0x3f000000u);
+}
+
 // (atanh(s) / s - 1) / s^2 (1/3 + s^2/5 + s^4/7 + ...) for |s| <= 1/3: a minimax cubic in s^2,
 // so that 1 + s^2 atanh_tail(s^2) is within 6e-9 relative of atanh(s) / s there (its f32
 // coefficients included). Each term of the series costs a CPU adapter as much as a memory access.

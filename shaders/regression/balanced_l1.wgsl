@@ -14,7 +14,7 @@
 // One division serves s and 1 / (1 + x) = (den q) 2^-k with q = 1 / (den f), den = s's
 // denominator; 2^-k of 1 + x past 2^126 flushes to 0, where that term is below the first's last
 // bit.
-// params.p = (alpha, beta, b, b / beta) and params.p2 = (alpha / b, gamma, gamma / b - alpha beta,
+// params.p = (alpha, beta, 0, b / beta) and params.p2 = (alpha / b, gamma, gamma / b - alpha beta,
 // alpha (1 - beta) / beta), computed on the host in f64.
 fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     let r = p - t;
@@ -26,7 +26,7 @@ fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     let u = 1.0 + x;
     let bu = bitcast<u32>(u);
     let series = x <= 1.0;
-    let fm = bitcast<f32>((bu & 0x007fffffu) | 0x3f800000u);
+    let fm = 2.0 * mantissa(bu);
     let f = select(fm, u, series);
     let den = select(fm + 1.0, 2.0 + x, series);
     let q = 1.0 / (den * f);

@@ -28,9 +28,3 @@ fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     let nan = bitcast<f32>(0x7fc00000u);
     return select(v, vec2<f32>(nan, nan), p <= -1.0 || t <= -1.0 || is_nan(p - t));
 }
-
-// The mantissa in [1/2, 1) of the positive normal f32 of bits b (the exponent is b >> 23 less
-// 126): `frexp` costs a CPU adapter several times as much.
-fn mantissa(b: u32) -> f32 {
-    return bitcast<f32>((b & 0x007fffffu) | 0x3f000000u);
-}

@@ -61,7 +61,7 @@ impl ElementwiseLoss for BalancedL1 {
             ElementwiseSpec::new(&BALANCED_L1, self.reduction, self.grad_scale)
                 .vec4(&BALANCED_L1_VEC4)
                 .half(&BALANCED_L1_HALF)
-                .params([self.alpha, self.beta, b as f32, (b / beta) as f32])
+                .params([self.alpha, self.beta, 0.0, (b / beta) as f32])
                 .params2([
                     (alpha / b) as f32,
                     self.gamma,
