@@ -29,7 +29,8 @@
 // workgroup; `labels_reduce` leaves D in state[0]; `fused` (one workgroup per row, rows strided
 // over the workgroups) streams each row twice (statistics, then the gradient) and writes
 // nothing at all if a bad label was recorded; `fused_rows` does the same with one invocation per
-// row (few classes, or any row a CPU adapter's loop budget allows); `reduce` finishes the loss. Probability targets skip the label passes.
+// row (few classes, or any row a CPU adapter's loop budget allows); `reduce` finishes the loss.
+// Probability targets skip the label passes.
 // With IN_PLACE the logits are read from the gradient binding, which they share: every logit is
 // read before the invocation that reads it last overwrites it, and a row's label logit before
 // the workgroup's first barrier.

@@ -62,6 +62,11 @@ impl std::fmt::Debug for Gpu {
     }
 }
 
+/// The value of the environment variable `name`, where it is set and parses.
+fn env_setting<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -146,9 +151,7 @@ impl Gpu {
         // A GPU needs thousands of workgroups to fill its cores.
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        let max_workgroups = std::env::var("WGLOSS_MAX_WORKGROUPS")
-            .ok()
-            .and_then(|v| v.parse().ok())
+        let max_workgroups = env_setting("WGLOSS_MAX_WORKGROUPS")
             .filter(|&n: &usize| (1..=65_535).contains(&n))
             .unwrap_or(if cpu { (8 * cores).clamp(8, 64) } else { 4096 });
         // 16-byte accesses, on every adapter.
@@ -159,9 +162,7 @@ impl Gpu {
         // runs of their own (the fastest of 1-256 on lavapipe, for one- and four-element steps
         // alike). On a GPU the whole workgroup steps through its block together, each step one
         // coalesced access.
-        let lanes = std::env::var("WGLOSS_LANES")
-            .ok()
-            .and_then(|v| v.parse().ok())
+        let lanes = env_setting("WGLOSS_LANES")
             .filter(|&n: &u32| n.is_power_of_two() && n as usize <= WG)
             .unwrap_or(if cpu { 2 } else { WG as u32 });
         // A workgroup per class row pays a tree of barriers per row, which a CPU adapter runs as
@@ -169,9 +170,7 @@ impl Gpu {
         // invocation takes every row its loop budget allows ([32768, 1000] 910 -> 145 ms,
         // [524288, 64] 13.2 -> 0.16 s, [4096, 8000] 209 -> 142 ms). A GPU gives rows of more
         // than a few classes a workgroup, whose invocations stream the row together.
-        let whole_row_classes = std::env::var("WGLOSS_WHOLE_ROW_CLASSES")
-            .ok()
-            .and_then(|v| v.parse().ok())
+        let whole_row_classes = env_setting("WGLOSS_WHOLE_ROW_CLASSES")
             .unwrap_or(if cpu {
                 MAX_WHOLE_ROW_CLASSES
             } else {

@@ -322,9 +322,9 @@ impl ClassRows<'_> {
             }
             let mut segs = Vec::new();
             let (mut first, mut wg_base) = (0, 0);
-            // One invocation per row up to `Gpu::whole_row_classes`, else a workgroup per row.
             let small = d.classes <= gpu.whole_row_classes();
-            // Rows (or row pairs) an invocation takes whole, else a workgroup per row.
+            // Rows (up to `Gpu::whole_row_classes`, or row pairs) an invocation takes whole,
+            // else a workgroup per row.
             let whole = small || pairs;
             let rows_per_unit = if pairs { 2 } else { 1 };
             // Iterations of one invocation per unit: its share of the unit in the two sweeps,
