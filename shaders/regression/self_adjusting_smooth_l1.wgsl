@@ -119,6 +119,7 @@ fn coord_fused(
     let d = params.coords;
     let w = coord_walk(wid.x, nwg.x, lid.x);
     let beta = state_at(2u * d, coords_of(lid.x));
+    let inv_beta = 1.0 / beta;
     var acc = vec4<f32>(0.0);
     for (var s = w.x; s < w.y; s += w.z) {
         let pt = step_inputs(s);
@@ -126,8 +127,9 @@ fn coord_fused(
         // smooth_l1 of the prelude, four at once.
         let a = abs(r);
         let near = a < beta;
-        let v = select(a - 0.5 * beta, 0.5 * r * r / beta, near);
-        store_grads(s, select(sign(r), r / beta, near) * params.grad_scale);
+        let ri = r * inv_beta;
+        let v = select(a - 0.5 * beta, 0.5 * r * ri, near);
+        store_grads(s, select(sign(r), ri, near) * params.grad_scale);
         if (PER_ELEMENT) {
             for (var k = 0u; k < STEP; k++) {
                 if (s * STEP + k < params.n) {
