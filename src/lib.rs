@@ -40,8 +40,8 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// A device whose storage bindings hold 1 MiB, so that small batches run in chunks, with a GPU's
-/// walks (whole-workgroup lanes, recursions of 256 invocations) whatever the adapter, so that a
-/// CPU adapter runs those too.
+/// walks (whole-workgroup lanes, recursions of 256 invocations) and workgroup counts whatever the
+/// adapter, so that a CPU adapter runs those too.
 pub fn small_binding_gpu() -> Option<&'static wgloss::Gpu> {
     static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
     shared_gpu()?;
@@ -68,7 +68,11 @@ pub fn small_binding_gpu() -> Option<&'static wgloss::Gpu> {
             ..Default::default()
         }))
         .expect("a device");
-        Some(wgloss::Gpu::from_wgpu(device, queue).with_lanes(256))
+        Some(
+            wgloss::Gpu::from_wgpu(device, queue)
+                .with_lanes(256)
+                .with_max_workgroups(wgloss::Gpu::GPU_MAX_WORKGROUPS),
+        )
     })
     .as_ref()
 }

@@ -38,8 +38,8 @@ struct Params {
     sample_base: u32,   // global index of the segment's first sample
     groups: u32,        // G over all samples
     wx: u32,            // stats workgroups per group in this segment
-    wx_total: u32,      // stats workgroup slots per group over all segments
-    wx_base: u32,       // this segment's first slot
+    slots: u32,         // stats partials' slots per group (every segment's, or its own)
+    slot_base: u32,     // this segment's first slot
     pix_base: u32,      // this segment's first pixel-pass partial slot
     pix_total: u32,     // pixel-pass partial slots over all segments
     off_stat: u32,      // offsets in `work` (floats): stats partials, statistics, coefficients,
@@ -302,7 +302,7 @@ fn stats_pass(
         let total = reduce6(lid.x, v[j]);
         if (lid.x == 0u && c < params.classes) {
             let g = group_of(params.sample_base + first_n, c);
-            let slot = g * params.wx_total + params.wx_base + wid.x;
+            let slot = g * params.slots + params.slot_base + wid.x;
             for (var i = 0u; i < STATS; i++) {
                 work[params.off_stat + slot * STATS + i] = total[i];
             }
@@ -324,9 +324,9 @@ fn stats_reduce(
         return;
     }
     var v = array<f32, 6>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    for (var k = lid.x; k < params.wx_total; k += WG) {
+    for (var k = lid.x; k < params.slots; k += WG) {
         for (var j = 0u; j < STATS; j++) {
-            v[j] += work[params.off_stat + (g * params.wx_total + k) * STATS + j];
+            v[j] += work[params.off_stat + (g * params.slots + k) * STATS + j];
         }
     }
     let total = reduce6(lid.x, v);

@@ -39,6 +39,7 @@ pub(crate) struct PipelineKey {
 #[derive(Clone)]
 pub struct Gpu {
     inner: Arc<Inner>,
+    max_workgroups: usize,
     vec4: bool,
     lanes: u32,
     whole_row_classes: usize,
@@ -48,7 +49,6 @@ struct Inner {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
-    max_workgroups: usize,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     layouts: Mutex<HashMap<&'static str, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
@@ -153,7 +153,11 @@ impl Gpu {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let max_workgroups = env_setting("WGLOSS_MAX_WORKGROUPS")
             .filter(|&n: &usize| (1..=65_535).contains(&n))
-            .unwrap_or(if cpu { (8 * cores).clamp(8, 64) } else { 4096 });
+            .unwrap_or(if cpu {
+                (8 * cores).clamp(8, 64)
+            } else {
+                Self::GPU_MAX_WORKGROUPS
+            });
         // 16-byte accesses, on every adapter.
         let vec4 = std::env::var("WGLOSS_VEC4").as_deref() != Ok("0");
         // A CPU adapter runs each group of SIMD-width invocations through its whole loop before
@@ -182,11 +186,11 @@ impl Gpu {
                 device,
                 queue,
                 info,
-                max_workgroups,
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
                 layouts: Mutex::default(),
             }),
+            max_workgroups,
             vec4,
             lanes,
             whole_row_classes,
@@ -212,7 +216,19 @@ impl Gpu {
     /// core of this host (8 to 64) on a CPU adapter, 4096 otherwise; `WGLOSS_MAX_WORKGROUPS`
     /// overrides it (1..=65535).
     pub fn max_workgroups(&self) -> usize {
-        self.inner.max_workgroups
+        self.max_workgroups
+    }
+
+    /// The default of [`Gpu::max_workgroups`] on a GPU adapter.
+    pub const GPU_MAX_WORKGROUPS: usize = 4096;
+
+    /// The same device and caches with [`Gpu::max_workgroups`] set explicitly (clamped to
+    /// 1..=65535).
+    pub fn with_max_workgroups(&self, workgroups: usize) -> Self {
+        Self {
+            max_workgroups: workgroups.clamp(1, 65_535),
+            ..self.clone()
+        }
     }
 
     /// Whether element-wise kernels move four elements per step with 16-byte accesses (the

@@ -59,8 +59,8 @@ struct Params {
     sample_base: u32,
     groups: u32,
     wx: u32,
-    wx_total: u32,
-    wx_base: u32,
+    slots: u32,
+    slot_base: u32,
     pix_base: u32,
     pix_total: u32,
     off_stat: u32,
@@ -202,13 +202,16 @@ impl Overlap<'_> {
             pix_wg: usize,
             pix_base: usize,
             wx: usize,
-            wx_base: usize,
+            slot_base: usize,
             local_chunks: usize,
             grad_wg: usize,
         }
         let max_wg = gpu.max_workgroups();
+        // The stats partials' slots per group: a group of every sample takes a slot from each
+        // workgroup of each segment, a group of one image (one segment writes it) from each of
+        // its segment's.
         let mut segs = Vec::new();
-        let (mut first, mut pix_base, mut wx_base) = (0, 0, 0);
+        let (mut first, mut pix_base, mut slots) = (0, 0, 0);
         while first < n {
             let count = seg_samples.min(n - first);
             let rows = count * inner;
@@ -242,25 +245,30 @@ impl Overlap<'_> {
                     .min(elems.div_ceil(256))
                     .clamp(1, 65_535)
             };
+            let slot_base = if self.per_image { 0 } else { slots };
             segs.push(Seg {
                 first,
                 count,
                 pix_wg: row_wg(rows),
                 pix_base,
                 wx,
-                wx_base,
+                slot_base,
                 local_chunks,
                 grad_wg,
             });
             pix_base += row_wg(rows);
-            wx_base += wx;
+            slots = if self.per_image {
+                slots.max(wx)
+            } else {
+                slots + wx
+            };
             first += count;
         }
-        let (pix_total, wx_total) = (pix_base, wx_base);
+        let pix_total = pix_base;
         // The scratch buffer: pixel-pass partials, statistics partials, statistics,
         // coefficients, extras, and the log-sum-exp of every pixel.
         let off_stat = 2 * pix_total;
-        let off_stats = off_stat + groups * wx_total * STATS;
+        let off_stats = off_stat + groups * slots * STATS;
         let off_coef = off_stats + groups * STATS;
         let off_extra = off_coef + 2 * groups;
         let off_lse = off_extra + 4;
@@ -300,8 +308,8 @@ impl Overlap<'_> {
                     sample_base: s.first as u32,
                     groups: groups as u32,
                     wx: s.wx as u32,
-                    wx_total: wx_total as u32,
-                    wx_base: s.wx_base as u32,
+                    slots: slots as u32,
+                    slot_base: s.slot_base as u32,
                     pix_base: s.pix_base as u32,
                     pix_total: pix_total as u32,
                     off_stat: off_stat as u32,
