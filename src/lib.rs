@@ -45,34 +45,48 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 pub fn small_binding_gpu() -> Option<&'static wgloss::Gpu> {
     static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
     shared_gpu()?;
-    GPU.get_or_init(|| {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            force_fallback_adapter: false,
+    GPU.get_or_init(|| Some(restricted_gpu(None))).as_ref()
+}
+
+/// As [`small_binding_gpu`], with storage and uniform views aligned to 256 bytes, as under
+/// wgpu's default limits (`wgpu::Limits::default()`, which a caller's device may have).
+pub fn wide_alignment_gpu() -> Option<&'static wgloss::Gpu> {
+    static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
+    shared_gpu()?;
+    GPU.get_or_init(|| Some(restricted_gpu(Some(256)))).as_ref()
+}
+
+/// A device of 1 MiB storage bindings (and views aligned to `align` bytes, where given) with a
+/// GPU's walks and workgroup counts.
+fn restricted_gpu(align: Option<u32>) -> wgloss::Gpu {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        force_fallback_adapter: false,
+        ..Default::default()
+    }))
+    .or_else(|_| {
+        block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            force_fallback_adapter: true,
             ..Default::default()
         }))
-        .or_else(|_| {
-            block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-                force_fallback_adapter: true,
-                ..Default::default()
-            }))
-        })
-        .expect("an adapter");
-        let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("small bindings"),
-            required_limits: wgpu::Limits {
-                max_storage_buffer_binding_size: 1 << 20,
-                ..adapter.limits()
-            },
-            ..Default::default()
-        }))
-        .expect("a device");
-        Some(
-            wgloss::Gpu::from_wgpu(device, queue)
-                .with_lanes(256)
-                .with_max_workgroups(wgloss::Gpu::GPU_MAX_WORKGROUPS),
-        )
     })
-    .as_ref()
+    .expect("an adapter");
+    let limits = adapter.limits();
+    let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("small bindings"),
+        required_limits: wgpu::Limits {
+            max_storage_buffer_binding_size: 1 << 20,
+            min_storage_buffer_offset_alignment:
+                align.unwrap_or(limits.min_storage_buffer_offset_alignment),
+            min_uniform_buffer_offset_alignment:
+                align.unwrap_or(limits.min_uniform_buffer_offset_alignment),
+            ..limits
+        },
+        ..Default::default()
+    }))
+    .expect("a device");
+    wgloss::Gpu::from_wgpu(device, queue)
+        .with_lanes(256)
+        .with_max_workgroups(wgloss::Gpu::GPU_MAX_WORKGROUPS)
 }

@@ -192,56 +192,59 @@ fn boxes_of_the_wrong_rank_are_rejected() {
 /// formats against the reference on the rounded coordinates, the gradient in the boxes' type.
 #[test]
 fn half_boxes_split_across_bindings() {
-    let Some(gpu) = wgloss_suite::small_binding_gpu() else {
-        return;
-    };
-    let n = 300_001;
-    let mut rng = wgloss_suite::check::Rng::new(11);
-    for (format, dtype) in [
-        (BoxFormat::Xyxy, wgloss::DType::F16),
-        (BoxFormat::Cxcywh, wgloss::DType::BF16),
-    ] {
-        // Positive coordinates, valid as corners and as centre and size: an overlapping pair
-        // in most rows.
-        let target: Vec<f32> = (0..n)
-            .flat_map(|_| {
-                let u = rng.uniform(4, 0.0, 1.0);
-                [4.0 * u[0], 4.0 * u[1], 4.5 + 3.0 * u[2], 4.5 + 3.0 * u[3]]
-            })
-            .map(|x| dtype.round(x))
-            .collect();
-        let pred: Vec<f32> = target
-            .iter()
-            .zip(rng.uniform(4 * n, -0.4, 0.4))
-            .map(|(&t, d)| dtype.round(t + d))
-            .collect();
-        let p = Tensor::from_slice_as(gpu, &pred, &[n, 4], dtype).unwrap();
-        let t = Tensor::from_slice_as(gpu, &target, &[n, 4], dtype).unwrap();
-        let fmt = match format {
-            BoxFormat::Xyxy => wgloss_ref::BoxFormat::Xyxy,
-            BoxFormat::Cxcywh => wgloss_ref::BoxFormat::Cxcywh,
-        };
-        for (name, kind, loss) in losses(format) {
-            let out = loss.compute(gpu, &p, &t).unwrap();
-            let want = wgloss_ref::box_loss(
-                kind,
-                to_f64(&pred, &[n, 4]).view(),
-                to_f64(&target, &[n, 4]).view(),
-                fmt,
-                1e-7,
-                wgloss_ref::Reduction::None,
-                1.0,
-            );
-            let what = format!("{name} {format:?} {dtype:?}");
-            let failures = wgloss_suite::check::compare_output(
-                gpu,
-                &what,
-                &out,
-                &want,
-                wgloss_suite::check::ELEMENTWISE,
-                wgloss_suite::check::ELEMENTWISE,
-            );
-            assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let devices = [
+        wgloss_suite::small_binding_gpu(),
+        wgloss_suite::wide_alignment_gpu(),
+    ];
+    for gpu in devices.into_iter().flatten() {
+        let n = 300_001;
+        let mut rng = wgloss_suite::check::Rng::new(11);
+        for (format, dtype) in [
+            (BoxFormat::Xyxy, wgloss::DType::F16),
+            (BoxFormat::Cxcywh, wgloss::DType::BF16),
+        ] {
+            // Positive coordinates, valid as corners and as centre and size: an overlapping pair
+            // in most rows.
+            let target: Vec<f32> = (0..n)
+                .flat_map(|_| {
+                    let u = rng.uniform(4, 0.0, 1.0);
+                    [4.0 * u[0], 4.0 * u[1], 4.5 + 3.0 * u[2], 4.5 + 3.0 * u[3]]
+                })
+                .map(|x| dtype.round(x))
+                .collect();
+            let pred: Vec<f32> = target
+                .iter()
+                .zip(rng.uniform(4 * n, -0.4, 0.4))
+                .map(|(&t, d)| dtype.round(t + d))
+                .collect();
+            let p = Tensor::from_slice_as(gpu, &pred, &[n, 4], dtype).unwrap();
+            let t = Tensor::from_slice_as(gpu, &target, &[n, 4], dtype).unwrap();
+            let fmt = match format {
+                BoxFormat::Xyxy => wgloss_ref::BoxFormat::Xyxy,
+                BoxFormat::Cxcywh => wgloss_ref::BoxFormat::Cxcywh,
+            };
+            for (name, kind, loss) in losses(format) {
+                let out = loss.compute(gpu, &p, &t).unwrap();
+                let want = wgloss_ref::box_loss(
+                    kind,
+                    to_f64(&pred, &[n, 4]).view(),
+                    to_f64(&target, &[n, 4]).view(),
+                    fmt,
+                    1e-7,
+                    wgloss_ref::Reduction::None,
+                    1.0,
+                );
+                let what = format!("{name} {format:?} {dtype:?}");
+                let failures = wgloss_suite::check::compare_output(
+                    gpu,
+                    &what,
+                    &out,
+                    &want,
+                    wgloss_suite::check::ELEMENTWISE,
+                    wgloss_suite::check::ELEMENTWISE,
+                );
+                assert!(failures.is_empty(), "{}", failures.join("\n"));
+            }
         }
     }
 }

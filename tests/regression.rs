@@ -18,7 +18,7 @@ use wgloss_suite::check::{
     compare_output, loss_tolerance, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED,
 };
 use wgloss_suite::registry::IntoRef;
-use wgloss_suite::{shared_gpu, small_binding_gpu};
+use wgloss_suite::{shared_gpu, small_binding_gpu, wide_alignment_gpu};
 use wgpu::util::DeviceExt;
 
 /// Self-adjusting smooth L1 over `rows` × `d` inputs of `dtype` (rounded to it), under both
@@ -604,35 +604,38 @@ fn half_values_convert_exactly() {
 /// reference on the rounded inputs, every reduction, both types.
 #[test]
 fn half_inputs_split_across_bindings() {
-    let Some(gpu) = small_binding_gpu() else {
-        return;
-    };
-    let n = 1_300_001;
-    let mut rng = Rng::new(31);
-    for dtype in [DType::F16, DType::BF16] {
-        let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| dtype.round(x)).collect() };
-        let pred = round(rng.uniform(n, -3.0, 3.0));
-        let target = round(rng.uniform(n, -3.0, 3.0));
-        let p = Tensor::from_slice_as(gpu, &pred, &[n], dtype).unwrap();
-        let t = Tensor::from_slice_as(gpu, &target, &[n], dtype).unwrap();
-        for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
-            let loss = wgloss::Huber {
-                reduction,
-                grad_scale: 1024.0,
-                ..Default::default()
-            };
-            let out = loss.compute(gpu, &p, &t).unwrap();
-            let want = wgloss_ref::huber(
-                to_f64(&pred, &[n]).view(),
-                to_f64(&target, &[n]).view(),
-                1.0,
-                reduction.into_ref(),
-                1024.0,
-            );
-            let what = format!("huber {dtype:?} {reduction:?}");
-            let tol = loss_tolerance(reduction);
-            let failures = compare_output(gpu, &what, &out, &want, tol, ELEMENTWISE);
-            assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for gpu in [small_binding_gpu(), wide_alignment_gpu()]
+        .into_iter()
+        .flatten()
+    {
+        let n = 1_300_001;
+        let mut rng = Rng::new(31);
+        for dtype in [DType::F16, DType::BF16] {
+            let round =
+                |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| dtype.round(x)).collect() };
+            let pred = round(rng.uniform(n, -3.0, 3.0));
+            let target = round(rng.uniform(n, -3.0, 3.0));
+            let p = Tensor::from_slice_as(gpu, &pred, &[n], dtype).unwrap();
+            let t = Tensor::from_slice_as(gpu, &target, &[n], dtype).unwrap();
+            for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+                let loss = wgloss::Huber {
+                    reduction,
+                    grad_scale: 1024.0,
+                    ..Default::default()
+                };
+                let out = loss.compute(gpu, &p, &t).unwrap();
+                let want = wgloss_ref::huber(
+                    to_f64(&pred, &[n]).view(),
+                    to_f64(&target, &[n]).view(),
+                    1.0,
+                    reduction.into_ref(),
+                    1024.0,
+                );
+                let what = format!("huber {dtype:?} {reduction:?}");
+                let tol = loss_tolerance(reduction);
+                let failures = compare_output(gpu, &what, &out, &want, tol, ELEMENTWISE);
+                assert!(failures.is_empty(), "{}", failures.join("\n"));
+            }
         }
     }
 }

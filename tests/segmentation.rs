@@ -9,7 +9,7 @@ use wgloss_ref::{Overlap, SegOptions};
 use wgloss_suite::check::{
     assert_like_f32_call, compare, compare_output, to_f64, Rng, ELEMENTWISE, REDUCED,
 };
-use wgloss_suite::{shared_gpu, small_binding_gpu};
+use wgloss_suite::{shared_gpu, small_binding_gpu, wide_alignment_gpu};
 
 /// The four overlap losses in `mode` with `ignore_index` and `per_image`, with their reference
 /// kinds.
@@ -397,6 +397,33 @@ fn out_of_range_labels_are_reported() {
         ),
         "{r:?}"
     );
+}
+
+/// Under 256-byte view alignment (wgpu's default limits) an input of several segments needs runs
+/// of whole samples that end aligned. Where none fits a binding ([201, 5, 31, 29]: 4,495
+/// elements a sample, 58 samples to 1 MiB, the shortest aligned run 128 samples in bf16 and 64
+/// in f32), an overlap loss, Lovász (on its f32 copy) and cross-entropy return a typed error.
+#[test]
+fn unaligned_segments_are_typed_errors() {
+    let Some(gpu) = wide_alignment_gpu() else {
+        return;
+    };
+    let shape = [201, 5, 31, 29];
+    let values = vec![0.0; shape.iter().product()];
+    let x = Tensor::from_slice_as(gpu, &values, &shape, DType::BF16).unwrap();
+    let labels = Tensor::from_labels(gpu, &vec![0; 201 * 31 * 29], &[201, 31, 29]).unwrap();
+    let losses: [&dyn Loss; 3] = [
+        &Dice::default(),
+        &wgloss::LovaszSoftmax::default(),
+        &wgloss::CrossEntropy::default(),
+    ];
+    for loss in losses {
+        let r = loss.compute(gpu, &x, &labels);
+        assert!(
+            matches!(r, Err(wgloss::Error::InvalidShape { name: "logits", .. })),
+            "{r:?}"
+        );
+    }
 }
 
 /// Binary mode takes one channel; masks must have the logits' shape.

@@ -177,7 +177,8 @@ pub(crate) fn lcm(a: usize, b: usize) -> usize {
 /// Samples per segment when `[N, C, S]` inputs (`logits_shape`) are split into runs of whole
 /// samples: each run fits one storage binding and starts at an offset aligned for views over
 /// samples (`C·S` elements each) and over their rows (`S` each). Fails when one sample exceeds
-/// a binding. `size` is the inputs' element size in bytes (the bound stays that of f32 values,
+/// a binding, or when the input needs several segments and the device's storage offset
+/// alignment (256 bytes under wgpu's default limits) admits none of whole samples. `size` is the inputs' element size in bytes (the bound stays that of f32 values,
 /// which probability targets and per-element losses beside them take). `scratch` bytes per row
 /// of the segment go to one more binding, beside 16 bytes of its own.
 pub(crate) fn samples_per_segment(
@@ -211,7 +212,20 @@ pub(crate) fn samples_per_segment(
     {
         samples = samples.min(rows / inner.max(1));
     }
-    Ok((samples / unit).max(1) * unit)
+    // One segment needs no aligned start; more need runs of `unit` samples that fit.
+    let fit = samples.max(1);
+    let n = logits_shape.first().copied().unwrap_or(1);
+    if n <= fit {
+        return Ok(n.max(1));
+    }
+    if unit > fit {
+        return Err(Error::InvalidShape {
+            name: "logits",
+            got: logits_shape.to_vec(),
+            why: "no run of whole samples that fits a storage binding ends at an offset aligned for the next",
+        });
+    }
+    Ok(fit / unit * unit)
 }
 
 /// Largest element count per segment of `size`-byte inputs: fits the device's storage binding
@@ -527,14 +541,7 @@ pub(crate) fn encode(
         n,
         seg_len,
         max_workgroups,
-        kernel4.map(|_| {
-            let unit = vec4_unit(gpu, pred.dtype().size());
-            if spec.plan == Plan::CoordStats {
-                lcm(unit, coords)
-            } else {
-                unit
-            }
-        }),
+        kernel4.map(|_| lcm(vec4_unit(gpu, pred.dtype().size()), row)),
     );
     let num_partials: usize = segs.iter().map(|s| s.workgroups).sum();
     let per_element = spec.reduction == Reduction::None;
