@@ -69,14 +69,15 @@ struct Params {
 
 // Bindings 0 (logits) and 2 (gradient) are declared by the width file (class_rows_f32.wgsl or
 // class_rows_vec4.wgsl), with `raw_logit`, `store_grad` and the two sweeps of `fused`.
-@group(0) @binding(1) var<storage, read> labels: array<i32>;
+// Class labels (i32) or probability targets (f32, under PROBS), read as bits: one binding, so
+// that the kernel stays within eight storage bindings (wgpu's default limits).
+@group(0) @binding(1) var<storage, read> target_bits: array<u32>;
 @group(0) @binding(3) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(5) var<storage, read> weight: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
 @group(0) @binding(7) var<storage, read_write> status: array<atomic<u32>>;
 @group(0) @binding(8) var<storage, read_write> state: array<f32>;
-@group(0) @binding(9) var<storage, read> targets: array<f32>;
 
 // status[0] is 0 (no bad label) or 0xffffffff - p for the smallest bad position p, so that
 // atomicMax keeps the first and a zero-filled buffer starts clean.
@@ -91,7 +92,7 @@ const MARGIN: u32 = 2u;
 override KIND: u32 = 0u;
 // Whether logits are soft-capped.
 override SOFTCAP: bool = false;
-// Whether targets are probabilities (binding 9) rather than labels (binding 1).
+// Whether targets are probabilities rather than labels (binding 1 either way).
 override PROBS: bool = false;
 // Whether the logits are read from the gradient binding, which the gradient overwrites.
 override IN_PLACE: bool = false;
@@ -176,7 +177,7 @@ fn cap_slope(xc: f32) -> f32 {
 // The smoothed probability target t'_i of element i.
 fn smoothed_target(i: u32) -> f32 {
     let eps = params.smoothing;
-    return (1.0 - eps) * targets[i] + eps / f32(params.classes);
+    return (1.0 - eps) * bitcast<f32>(target_bits[i]) + eps / f32(params.classes);
 }
 
 // h^power and its derivative for multiclass_hinge.
@@ -207,7 +208,7 @@ fn row_of(r: u32, sp: vec2<u32>) -> Row {
     let base = sp.x * params.classes * params.inner + sp.y;
     var y = -1;
     if (!PROBS) {
-        y = labels[r];
+        y = bitcast<i32>(target_bits[r]);
     }
     let skip = ignored(y);
     var xy = 0.0;
@@ -409,7 +410,7 @@ fn labels_pass(
     let b = lane_walk(block_range(params.rows, wid.x, nwg.x, WG), lid.x);
     var acc = 0.0;
     for (var r = b.x; r < b.y; r += LANES) {
-        let y = labels[r];
+        let y = bitcast<i32>(target_bits[r]);
         if (ignored(y)) {
             continue;
         }

@@ -169,7 +169,6 @@ fn layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
             uniform(6),
             storage(7, false),
             storage(8, false),
-            storage(9, true),
         ],
     )
 }
@@ -446,20 +445,17 @@ impl ClassRows<'_> {
                     Some(n) => n.staging(i),
                     None => out.grad.binding(whole.0, whole.1),
                 };
-                let (labels, probabilities) = if probs {
-                    (unused.as_entire_binding(), target.binding(whole.0, whole.1))
+                let targets = if probs {
+                    target.binding(whole.0, whole.1)
                 } else {
-                    (
-                        target.binding(per_row.0, per_row.1),
-                        unused.as_entire_binding(),
-                    )
+                    target.binding(per_row.0, per_row.1)
                 };
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("class_rows"),
                     layout: &bgl,
                     entries: &[
                         entry(0, logits),
-                        entry(1, labels),
+                        entry(1, targets),
                         entry(2, grad),
                         entry(3, loss),
                         entry(4, partials.as_entire_binding()),
@@ -474,7 +470,6 @@ impl ClassRows<'_> {
                         ),
                         entry(7, out.status.binding(0, 1)),
                         entry(8, state.as_entire_binding()),
-                        entry(9, probabilities),
                     ],
                 })
             };
