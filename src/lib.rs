@@ -56,12 +56,26 @@ pub fn wide_alignment_gpu() -> Option<&'static wgloss::Gpu> {
     GPU.get_or_init(|| Some(restricted_gpu(Some(256)))).as_ref()
 }
 
-/// A device of 1 MiB storage bindings (and views aligned to `align` bytes, where given) with a
-/// GPU's walks and workgroup counts.
-fn restricted_gpu(align: Option<u32>) -> wgloss::Gpu {
+/// A device with wgpu's default limits (`wgpu::DeviceDescriptor::default()`), as a caller's
+/// engine may create it and hand it to [`wgloss::Gpu::from_wgpu`]: eight storage buffers per
+/// shader stage, 256-byte view alignment, 128 MiB bindings.
+pub fn default_limits_gpu() -> Option<&'static wgloss::Gpu> {
+    static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
+    shared_gpu()?;
+    GPU.get_or_init(|| {
+        let adapter = adapter();
+        let (device, queue) = block_on(adapter.request_device(&Default::default()))
+            .expect("a device with the default limits");
+        Some(wgloss::Gpu::from_wgpu(device, queue))
+    })
+    .as_ref()
+}
+
+/// The adapter the environment selects, else the fallback adapter.
+fn adapter() -> wgpu::Adapter {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+    block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
         force_fallback_adapter: false,
         ..Default::default()
     }))
@@ -71,7 +85,13 @@ fn restricted_gpu(align: Option<u32>) -> wgloss::Gpu {
             ..Default::default()
         }))
     })
-    .expect("an adapter");
+    .expect("an adapter")
+}
+
+/// A device of 1 MiB storage bindings (and views aligned to `align` bytes, where given) with a
+/// GPU's walks and workgroup counts.
+fn restricted_gpu(align: Option<u32>) -> wgloss::Gpu {
+    let adapter = adapter();
     let limits = adapter.limits();
     let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("small bindings"),

@@ -187,6 +187,40 @@ cases! {
     spatial_dims_with_many_classes_match_reference: Case { shape: &[2, 40, 5, 3], weighted: false, smoothing: 0.0, reduction: Reduction::None, extreme: false, poly: None, extras: (0.0, None) };
 }
 
+/// A device with wgpu's default limits (eight storage buffers per stage, as a caller's engine
+/// may create it) runs the class-row kernels: weighted and smoothed rows of 1,000 classes and
+/// rows with trailing dims, on both row paths.
+#[test]
+fn class_rows_run_under_default_limits() {
+    let Some(gpu) = wgloss_suite::default_limits_gpu() else {
+        return;
+    };
+    for case in [
+        Case {
+            shape: &[9, 1000],
+            weighted: true,
+            smoothing: 0.1,
+            reduction: Reduction::Mean,
+            extreme: false,
+            poly: None,
+            extras: (0.0, None),
+        },
+        Case {
+            shape: &[2, 40, 5, 3],
+            weighted: false,
+            smoothing: 0.0,
+            reduction: Reduction::None,
+            extreme: false,
+            poly: Some(1.0),
+            extras: (0.0, None),
+        },
+    ] {
+        for gpu in row_paths(gpu) {
+            check_on(&gpu, &case);
+        }
+    }
+}
+
 /// A batch whose every row is ignored has loss 0 and a zero gradient under mean (torch: NaN).
 #[test]
 fn all_ignored_batch_gives_zero() {

@@ -668,3 +668,24 @@ fn rmse_of_f16_inputs_with_residuals_past_half_range() {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }
+
+/// Uploading past the device's `max_buffer_size` (256 MiB under wgpu's default limits) is a
+/// typed error, not a panic inside wgpu's initialised-buffer helper; so is a zeroed tensor.
+#[test]
+fn tensors_past_the_buffer_limit_are_typed_errors() {
+    let Some(gpu) = wgloss_suite::default_limits_gpu() else {
+        return;
+    };
+    let n = (gpu.limits().max_buffer_size / 4 + 1) as usize;
+    let data = vec![0.0f32; n];
+    let past = |r: wgloss::Result<Tensor>| {
+        assert!(
+            matches!(r, Err(wgloss::Error::InvalidShape { name: "data", .. })),
+            "{:?}",
+            r.map(|t| t.shape().to_vec())
+        );
+    };
+    past(Tensor::from_slice(gpu, &data, &[n]));
+    past(Tensor::zeros(gpu, &[n]));
+    assert!(Tensor::from_slice(gpu, &data[..n - 1], &[n - 1]).is_ok());
+}

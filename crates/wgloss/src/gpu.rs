@@ -212,6 +212,16 @@ impl Gpu {
         self.inner.device.limits()
     }
 
+    /// Fails with [`Error::StorageBindings`] unless the device allows `needed` storage buffers
+    /// per shader stage to the kernel of `what`.
+    pub(crate) fn check_storage_buffers(&self, what: &'static str, needed: u32) -> Result<()> {
+        let got = self.limits().max_storage_buffers_per_shader_stage;
+        if got < needed {
+            return Err(Error::StorageBindings { what, needed, got });
+        }
+        Ok(())
+    }
+
     /// Most workgroups one element-wise dispatch uses; invocations stride over the rest. Eight per
     /// core of this host (8 to 64) on a CPU adapter, 4096 otherwise; `WGLOSS_MAX_WORKGROUPS`
     /// overrides it (1..=65535).

@@ -209,6 +209,7 @@ impl Tensor {
                 got: vec![elements],
             });
         }
+        check_buffer_size(gpu, std::mem::size_of_val(data) as u64, shape)?;
         // wgpu rejects zero-sized bindings; an empty tensor still owns a 4-byte buffer.
         let buffer = gpu.scoped(|| {
             Ok(if data.is_empty() {
@@ -239,6 +240,7 @@ impl Tensor {
     /// A new zero-filled tensor of `dtype`.
     pub fn zeros_typed(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Self> {
         let bytes = (dtype.size() * shape.iter().product::<usize>()).next_multiple_of(4) as u64;
+        check_buffer_size(gpu, bytes, shape)?;
         let buffer = gpu.scoped(|| Ok(Self::raw_buffer(gpu, bytes.max(4))))?;
         Self::new_typed(buffer, 0, shape, dtype)
     }
@@ -391,6 +393,19 @@ impl Tensor {
         }
         Ok(())
     }
+}
+
+/// Fails unless a buffer of `bytes` fits the device's `max_buffer_size` (256 MiB under wgpu's
+/// default limits): past it wgpu's initialised buffers cannot be mapped.
+fn check_buffer_size(gpu: &Gpu, bytes: u64, shape: &[usize]) -> Result<()> {
+    if bytes > gpu.limits().max_buffer_size {
+        return Err(Error::InvalidShape {
+            name: "data",
+            got: shape.to_vec(),
+            why: "larger than the device's max_buffer_size",
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -190,6 +190,7 @@ impl TupleLoss for InfoNce {
             t > 0.0 && t.is_finite(),
         )?;
         crate::config::check_grad_scale(self.grad_scale)?;
+        gpu.check_storage_buffers("the margin-head kernel", 10)?;
         let names = self.inputs();
         if inputs.len() != names.len() {
             return Err(Error::InvalidShape {

@@ -212,6 +212,7 @@ impl Head {
         state: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         crate::config::check_grad_scale(self.grad_scale)?;
+        gpu.check_storage_buffers("the margin-head kernel", 10)?;
         if emb.dtype().is_half() {
             // 16-bit embeddings and weights through f32 copies; both gradients packed back.
             let values = [("embeddings", emb), ("weight", weight)];

@@ -331,6 +331,7 @@ impl Tuples {
         out: &TupleOutput,
     ) -> Result<()> {
         crate::config::check_grad_scale(self.grad_scale)?;
+        gpu.check_storage_buffers("the row-tuple kernel", 9)?;
         check_param(
             "margin",
             self.margin.into(),
