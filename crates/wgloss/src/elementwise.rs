@@ -178,9 +178,10 @@ pub(crate) fn lcm(a: usize, b: usize) -> usize {
 /// samples: each run fits one storage binding and starts at an offset aligned for views over
 /// samples (`C·S` elements each) and over their rows (`S` each). Fails when one sample exceeds
 /// a binding, or when the input needs several segments and the device's storage offset
-/// alignment (256 bytes under wgpu's default limits) admits none of whole samples. `size` is the inputs' element size in bytes (the bound stays that of f32 values,
-/// which probability targets and per-element losses beside them take). `scratch` bytes per row
-/// of the segment go to one more binding, beside 16 bytes of its own.
+/// alignment (256 bytes under wgpu's default limits) admits none of whole samples. `size` is
+/// the inputs' element size in bytes (the bound stays that of f32 values, which probability
+/// targets and per-element losses beside them take). `scratch` bytes per row of the segment go
+/// to one more binding, beside 16 bytes of its own.
 pub(crate) fn samples_per_segment(
     gpu: &Gpu,
     logits_shape: &[usize],

@@ -190,7 +190,8 @@ impl TupleLoss for InfoNce {
             t > 0.0 && t.is_finite(),
         )?;
         crate::config::check_grad_scale(self.grad_scale)?;
-        gpu.check_storage_buffers("the margin-head kernel", 10)?;
+        // Before anything is recorded (an empty batch's clears, the combining passes).
+        super::margin_heads::check_bindings(gpu)?;
         let names = self.inputs();
         if inputs.len() != names.len() {
             return Err(Error::InvalidShape {

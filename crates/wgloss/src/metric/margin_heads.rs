@@ -212,7 +212,7 @@ impl Head {
         state: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         crate::config::check_grad_scale(self.grad_scale)?;
-        gpu.check_storage_buffers("the margin-head kernel", 10)?;
+        check_bindings(gpu)?;
         if emb.dtype().is_half() {
             // 16-bit embeddings and weights through f32 copies; both gradients packed back.
             let values = [("embeddings", emb), ("weight", weight)];
@@ -465,6 +465,12 @@ impl Head {
             Ok(())
         })
     }
+}
+
+/// Fails unless the device allows the margin-head kernel's ten storage buffers (wgpu's default
+/// limits allow eight).
+pub(crate) fn check_bindings(gpu: &Gpu) -> Result<()> {
+    gpu.check_storage_buffers("the margin-head kernel", 10)
 }
 
 fn check_finite(name: &'static str, v: f32) -> Result<()> {
