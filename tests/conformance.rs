@@ -245,18 +245,24 @@ fn matches_reference(entry: &Entry) {
     report(failures);
 }
 
+/// A prediction shape for `entry`: row `k` of the (N, D) grid for the losses on it (with the
+/// heads' class count), else `n` elements in the entry's layout.
+fn shape_of(entry: &Entry, k: usize, n: usize) -> Vec<usize> {
+    match entry.layout {
+        Layout::Heads { classes, .. } => {
+            let [rows, d] = EMBEDDING_SHAPES[k];
+            vec![rows, d, classes]
+        }
+        _ if on_grid(entry) => EMBEDDING_SHAPES[k].to_vec(),
+        _ => entry.shape(n),
+    }
+}
+
 /// The other walks of a workgroup's block (see [`other_walks`]) give the same values, at both
 /// step widths: one shape spanning many workgroups, the first variant, every reduction.
 fn every_walk_matches_reference(entry: &Entry) {
     let Some(gpu) = shared_gpu() else { return };
-    let shape = match entry.layout {
-        Layout::Heads { classes, .. } => {
-            let [n, d] = EMBEDDING_SHAPES[2];
-            vec![n, d, classes]
-        }
-        _ if on_grid(entry) => EMBEDDING_SHAPES[2].to_vec(),
-        _ => entry.shape(100_003),
-    };
+    let shape = shape_of(entry, 2, 100_003);
     let inputs = entry.inputs_shaped(&shape, 11);
     let mut failures = Vec::new();
     for &reduction in entry.reductions {
@@ -278,6 +284,54 @@ fn every_walk_matches_reference(entry: &Entry) {
         }
     }
     report(failures);
+}
+
+/// The losses whose kernels bind more storage buffers than wgpu's default limits allow (eight):
+/// the row-tuple kernel (nine) and the margin-head kernel (ten).
+const PAST_DEFAULT_BINDINGS: &[&str] = &[
+    "cosine_embedding",
+    "contrastive",
+    "triplet",
+    "gaussian_kl",
+    "score_matching",
+    "gradient_penalty",
+    "arcface",
+    "cosface",
+    "sphereface",
+    "adaface",
+    "info_nce",
+];
+
+/// On a device with wgpu's default limits (eight storage buffers per stage, 256-byte view
+/// alignment, as a caller's engine may hand to `Gpu::from_wgpu`) a small input matches the
+/// reference, the first variant and reduction; the kernels past eight storage buffers give
+/// `Error::StorageBindings` instead.
+fn runs_under_default_limits(entry: &Entry) {
+    let Some(gpu) = wgloss_suite::default_limits_gpu() else {
+        return;
+    };
+    let shape = shape_of(entry, 0, 257);
+    let inputs = entry.inputs_shaped(&shape, 13);
+    let reduction = entry.reductions[0];
+    let mut inst = (entry.make)(gpu, 0, reduction).expect("valid variant");
+    let what = format!(
+        "{} {:?} under default limits",
+        entry.name, inputs.pred_shape
+    );
+    if PAST_DEFAULT_BINDINGS.contains(&entry.name) {
+        let (p, t) = inputs.upload(gpu).expect("uploads");
+        let r = inst.loss.compute(gpu, &p, &t);
+        assert!(
+            matches!(r, Err(Error::StorageBindings { .. })),
+            "{what}: {:?}",
+            r.err()
+        );
+        return;
+    }
+    let want = reference(&mut inst, &inputs, &inputs.pred);
+    if let Err(e) = run_against(entry, gpu, &inst, reduction, &inputs, &want, &what) {
+        panic!("{e}");
+    }
 }
 
 /// Inputs needing more than 65,535 workgroups, and inputs larger than one storage binding
@@ -822,6 +876,10 @@ macro_rules! conformance {
             #[test]
             fn matches_reference_beyond_limits() {
                 super::matches_reference_beyond_limits(entry());
+            }
+            #[test]
+            fn runs_under_default_limits() {
+                super::runs_under_default_limits(entry());
             }
             #[test]
             fn encode_into_views_matches_reference() {
