@@ -43,32 +43,45 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// walks (whole-workgroup lanes, recursions of 256 invocations) and workgroup counts whatever the
 /// adapter, so that a CPU adapter runs those too.
 pub fn small_binding_gpu() -> Option<&'static wgloss::Gpu> {
-    static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
-    shared_gpu()?;
-    GPU.get_or_init(|| Some(restricted_gpu(None))).as_ref()
+    static GPU: OnceLock<wgloss::Gpu> = OnceLock::new();
+    made_once(&GPU, || restricted_gpu(None))
 }
 
 /// As [`small_binding_gpu`], with storage and uniform views aligned to 256 bytes, as under
 /// wgpu's default limits (`wgpu::Limits::default()`, which a caller's device may have).
 pub fn wide_alignment_gpu() -> Option<&'static wgloss::Gpu> {
-    static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
-    shared_gpu()?;
-    GPU.get_or_init(|| Some(restricted_gpu(Some(256)))).as_ref()
+    static GPU: OnceLock<wgloss::Gpu> = OnceLock::new();
+    made_once(&GPU, || restricted_gpu(Some(256)))
+}
+
+/// The 1 MiB-binding devices: [`small_binding_gpu`] and [`wide_alignment_gpu`].
+pub fn small_binding_gpus() -> Vec<&'static wgloss::Gpu> {
+    [small_binding_gpu(), wide_alignment_gpu()]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// A device with wgpu's default limits (`wgpu::DeviceDescriptor::default()`), as a caller's
 /// engine may create it and hand it to [`wgloss::Gpu::from_wgpu`]: eight storage buffers per
 /// shader stage, 256-byte view alignment, 128 MiB bindings.
 pub fn default_limits_gpu() -> Option<&'static wgloss::Gpu> {
-    static GPU: std::sync::OnceLock<Option<wgloss::Gpu>> = std::sync::OnceLock::new();
-    shared_gpu()?;
-    GPU.get_or_init(|| {
-        let adapter = adapter();
-        let (device, queue) = block_on(adapter.request_device(&Default::default()))
+    static GPU: OnceLock<wgloss::Gpu> = OnceLock::new();
+    made_once(&GPU, || {
+        let (device, queue) = block_on(adapter().request_device(&Default::default()))
             .expect("a device with the default limits");
-        Some(wgloss::Gpu::from_wgpu(device, queue))
+        wgloss::Gpu::from_wgpu(device, queue)
     })
-    .as_ref()
+}
+
+/// The device `cell` holds, made by `make` on first use; `None` where [`shared_gpu`] skips GPU
+/// checks.
+fn made_once(
+    cell: &'static OnceLock<wgloss::Gpu>,
+    make: impl FnOnce() -> wgloss::Gpu,
+) -> Option<&'static wgloss::Gpu> {
+    shared_gpu()?;
+    Some(cell.get_or_init(make))
 }
 
 /// The adapter the environment selects, else the fallback adapter.

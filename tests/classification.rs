@@ -12,7 +12,7 @@ use wgloss::{CrossEntropy, DType, Gpu, Loss, Poly1, Reduction, Tensor};
 use wgloss_suite::check::{
     compare, compare_output, loss_tolerance, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED,
 };
-use wgloss_suite::{shared_gpu, small_binding_gpu, wide_alignment_gpu};
+use wgloss_suite::{shared_gpu, small_binding_gpus};
 
 struct Case {
     shape: &'static [usize],
@@ -466,10 +466,7 @@ fn in_place_on(gpu: &Gpu) {
 /// a multiple of 128 rows but the last (odd here).
 #[test]
 fn half_logits_match_reference_in_segments() {
-    for device in [small_binding_gpu(), wide_alignment_gpu()]
-        .into_iter()
-        .flatten()
-    {
+    for device in small_binding_gpus() {
         for gpu in &row_paths(device) {
             half_logits_in_segments_on(gpu);
         }

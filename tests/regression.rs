@@ -18,7 +18,7 @@ use wgloss_suite::check::{
     compare_output, loss_tolerance, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED,
 };
 use wgloss_suite::registry::IntoRef;
-use wgloss_suite::{shared_gpu, small_binding_gpu, wide_alignment_gpu};
+use wgloss_suite::{shared_gpu, small_binding_gpu};
 use wgpu::util::DeviceExt;
 
 /// Self-adjusting smooth L1 over `rows` × `d` inputs of `dtype` (rounded to it), under both
@@ -604,10 +604,7 @@ fn half_values_convert_exactly() {
 /// reference on the rounded inputs, every reduction, both types.
 #[test]
 fn half_inputs_split_across_bindings() {
-    for gpu in [small_binding_gpu(), wide_alignment_gpu()]
-        .into_iter()
-        .flatten()
-    {
+    for gpu in wgloss_suite::small_binding_gpus() {
         let n = 1_300_001;
         let mut rng = Rng::new(31);
         for dtype in [DType::F16, DType::BF16] {
