@@ -67,11 +67,30 @@ pub fn small_binding_gpus() -> Vec<&'static wgloss::Gpu> {
 /// shader stage, 256-byte view alignment, 128 MiB bindings.
 pub fn default_limits_gpu() -> Option<&'static wgloss::Gpu> {
     static GPU: OnceLock<wgloss::Gpu> = OnceLock::new();
+    made_once(&GPU, || limited_gpu(wgpu::Limits::default()))
+}
+
+/// As [`default_limits_gpu`] with seven storage buffers per shader stage, one fewer than the
+/// kernels may bind ([`wgloss::Gpu::STORAGE_BUFFERS`]).
+pub fn few_storage_buffers_gpu() -> Option<&'static wgloss::Gpu> {
+    static GPU: OnceLock<wgloss::Gpu> = OnceLock::new();
     made_once(&GPU, || {
-        let (device, queue) = block_on(adapter().request_device(&Default::default()))
-            .expect("a device with the default limits");
-        wgloss::Gpu::from_wgpu(device, queue)
+        limited_gpu(wgpu::Limits {
+            max_storage_buffers_per_shader_stage: wgloss::Gpu::STORAGE_BUFFERS - 1,
+            ..Default::default()
+        })
     })
+}
+
+/// A device of the adapter with `limits`, through [`wgloss::Gpu::from_wgpu`].
+fn limited_gpu(limits: wgpu::Limits) -> wgloss::Gpu {
+    let descriptor = wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    };
+    let (device, queue) =
+        block_on(adapter().request_device(&descriptor)).expect("a device with the given limits");
+    wgloss::Gpu::from_wgpu(device, queue)
 }
 
 /// The device `cell` holds, made by `make` on first use; `None` where [`shared_gpu`] skips GPU

@@ -286,26 +286,9 @@ fn every_walk_matches_reference(entry: &Entry) {
     report(failures);
 }
 
-/// The losses whose kernels bind more storage buffers than wgpu's default limits allow (eight):
-/// the row-tuple kernel (nine) and the margin-head kernel (ten).
-const PAST_DEFAULT_BINDINGS: &[&str] = &[
-    "cosine_embedding",
-    "contrastive",
-    "triplet",
-    "gaussian_kl",
-    "score_matching",
-    "gradient_penalty",
-    "arcface",
-    "cosface",
-    "sphereface",
-    "adaface",
-    "info_nce",
-];
-
 /// On a device with wgpu's default limits (eight storage buffers per stage, 256-byte view
 /// alignment, as a caller's engine may hand to `Gpu::from_wgpu`) a small input matches the
-/// reference, the first variant and reduction; the kernels past eight storage buffers give
-/// `Error::StorageBindings` instead.
+/// reference, the first variant and reduction.
 fn runs_under_default_limits(entry: &Entry) {
     let Some(gpu) = wgloss_suite::default_limits_gpu() else {
         return;
@@ -318,20 +301,42 @@ fn runs_under_default_limits(entry: &Entry) {
         "{} {:?} under default limits",
         entry.name, inputs.pred_shape
     );
-    if PAST_DEFAULT_BINDINGS.contains(&entry.name) {
-        let (p, t) = inputs.upload(gpu).expect("uploads");
-        let r = inst.loss.compute(gpu, &p, &t);
-        assert!(
-            matches!(r, Err(Error::StorageBindings { .. })),
-            "{what}: {:?}",
-            r.err()
-        );
-        return;
-    }
     let want = reference(&mut inst, &inputs, &inputs.pred);
     if let Err(e) = run_against(entry, gpu, &inst, reduction, &inputs, &want, &what) {
         panic!("{e}");
     }
+}
+
+/// On a device with one storage buffer per stage fewer than the kernels may bind, a call is
+/// `Error::StorageBindings` naming both counts, with nothing written (or the stateful loss's
+/// construction is).
+fn few_storage_buffers_is_a_typed_error(entry: &Entry) {
+    let Some(gpu) = wgloss_suite::few_storage_buffers_gpu() else {
+        return;
+    };
+    let needed = Gpu::STORAGE_BUFFERS;
+    let expected = |r: &wgloss::Result<()>| matches!(r, Err(Error::StorageBindings { needed: k, got }) if *k == needed && *got == needed - 1);
+    let reduction = entry.reductions[0];
+    let inst = match (entry.make)(gpu, 0, reduction) {
+        Ok(inst) => inst,
+        Err(e) => {
+            let r = Err(e);
+            assert!(expected(&r), "{}: {r:?}", entry.name);
+            return;
+        }
+    };
+    let inputs = inputs(entry, 40, 5);
+    let (p, t) = inputs.upload(gpu).expect("uploads");
+    let out = sentinel_output(gpu, &inputs.pred_shape, &inputs.loss_shape(reduction));
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    let r = inst.loss.encode(gpu, &mut encoder, &p, &t, &out);
+    gpu.submit_and_wait(encoder).expect("submits");
+    assert!(expected(&r), "{}: {r:?}", entry.name);
+    assert!(
+        untouched(gpu, &out),
+        "{}: a rejected call wrote",
+        entry.name
+    );
 }
 
 /// Inputs needing more than 65,535 workgroups, and inputs larger than one storage binding
@@ -880,6 +885,10 @@ macro_rules! conformance {
             #[test]
             fn runs_under_default_limits() {
                 super::runs_under_default_limits(entry());
+            }
+            #[test]
+            fn few_storage_buffers_is_a_typed_error() {
+                super::few_storage_buffers_is_a_typed_error(entry());
             }
             #[test]
             fn encode_into_views_matches_reference() {

@@ -822,32 +822,3 @@ fn margin_heads_take_16_bit_inputs_through_copies() {
         }
     }
 }
-
-/// Under wgpu's default limits (eight storage buffers per stage) the row-tuple kernel (nine) and
-/// the margin-head kernel (ten: margin heads and InfoNCE) are a typed error naming the limit,
-/// before anything is recorded.
-#[test]
-fn kernels_past_eight_storage_buffers_are_typed_errors_under_default_limits() {
-    let Some(gpu) = wgloss_suite::default_limits_gpu() else {
-        return;
-    };
-    let (n, d) = (4, 3);
-    let rows = || Tensor::from_slice(gpu, &embeddings(n, d, 5), &[n, d]).unwrap();
-    let (a, b, c) = (rows(), rows(), rows());
-    let labels = Tensor::from_labels(gpu, &[0, 1, 0, 1], &[n]).unwrap();
-    let bindings = |r: wgloss::Result<()>, needed: u32| {
-        assert!(
-            matches!(
-                r,
-                Err(wgloss::Error::StorageBindings { needed: k, got: 8, .. }) if k == needed
-            ),
-            "{r:?}"
-        );
-    };
-    let triplet = wgloss::Triplet::default();
-    bindings(triplet.compute(gpu, &[&a, &b, &c], None).map(drop), 9);
-    let nce = wgloss::InfoNce::default();
-    bindings(nce.compute(gpu, &[&a, &b], None).map(drop), 10);
-    let arc = wgloss::ArcFace::default();
-    bindings(arc.compute(gpu, &a, &b, &labels).map(drop), 10);
-}

@@ -21,7 +21,8 @@
 // Passes: rows_prepare (norms, label check), adaface_stats (AdaFace: batch mean/std of the
 // clipped norms, EMA state update), per segment classes_prepare, stats and merge; rows_finish,
 // finish (the mean); per segment grad_rows, per segment and row group grad_classes, per
-// segment chain_classes; chain_rows.
+// segment chain_classes; chain_rows. With more than one segment, classes_prepare runs again
+// before each segment's grad_rows and grad_classes (the norms of one segment are kept at a time).
 
 struct Params {
     n: u32,
@@ -35,7 +36,7 @@ struct Params {
     rs: u32,           // rows in this row group
     sphere_m: u32,
     normalize: u32,    // 0: the rows as they are (info_nce without normalisation)
-    pad1: u32,
+    extra: u32,        // scratch index of the AdaFace state, the segment's class norms 4 further
     scale: f32,
     margin: f32,
     cos_m: f32,
@@ -59,13 +60,11 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
 // ROW_STATS floats per row, then a running log-sum-exp (2 floats) per row and chunk of the
-// segment in progress.
+// segment in progress; from params.extra AdaFace's [batch_mean, batch_std] (the host copies its
+// state in before the passes and out after them), and 4 further the class norms of the segment
+// in progress [cs]. Eight storage bindings in all, wgpu's default limit.
 @group(0) @binding(7) var<storage, read_write> scratch: array<f32>;
-// The segment's class norms [cs].
-@group(0) @binding(8) var<storage, read_write> class_norm: array<f32>;
-@group(0) @binding(9) var<storage, read_write> status: array<atomic<u32>>;
-// AdaFace: [batch_mean, batch_std], kept across calls.
-@group(0) @binding(10) var<storage, read_write> state: array<f32>;
+@group(0) @binding(8) var<storage, read_write> status: array<atomic<u32>>;
 
 const COSFACE: u32 = 0u;
 const ARCFACE: u32 = 1u;
@@ -97,6 +96,10 @@ fn stat(i: u32, j: u32) -> f32 {
 
 fn set_stat(i: u32, j: u32, v: f32) {
     scratch[i * ROW_STATS + j] = v;
+}
+
+fn class_norm(k: u32) -> f32 {
+    return scratch[params.extra + 4u + k];
 }
 
 fn partial_at(i: u32, chunk: u32) -> u32 {
@@ -165,12 +168,12 @@ fn adaface_stats(@builtin(local_invocation_id) lid3: vec3<u32>) {
     if (params.n > 1u) {
         sd = sqrt(dev_sum / f32(params.n - 1u));
     }
-    let batch_mean = mean * params.t_alpha + (1.0 - params.t_alpha) * state[0];
-    let batch_std = sd * params.t_alpha + (1.0 - params.t_alpha) * state[1];
+    let batch_mean = mean * params.t_alpha + (1.0 - params.t_alpha) * scratch[params.extra];
+    let batch_std = sd * params.t_alpha + (1.0 - params.t_alpha) * scratch[params.extra + 1u];
     workgroupBarrier();
     if (lid == 0u) {
-        state[0] = batch_mean;
-        state[1] = batch_std;
+        scratch[params.extra] = batch_mean;
+        scratch[params.extra + 1u] = batch_std;
     }
     for (var i = lid; i < params.n; i += WG) {
         let n_i = clip_norm(stat(i, NORM));
@@ -189,7 +192,7 @@ fn classes_prepare(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     for (var j = 0u; j < params.d; j++) {
         acc = nrm2_add(acc, weight[c * params.d + j]);
     }
-    class_norm[c] = nrm2_value(acc);
+    scratch[params.extra + 4u + c] = nrm2_value(acc);
 }
 
 fn xhat(i: u32, j: u32) -> f32 {
@@ -205,7 +208,7 @@ fn what(c: u32, j: u32) -> f32 {
     if (params.normalize == 0u) {
         return w;
     }
-    return normalized(w, class_norm[c]);
+    return normalized(w, class_norm(c));
 }
 
 // x̂ of row i and ŵ of segment class k at columns j .. j + 3, 0 past the row, the batch or the
@@ -223,7 +226,7 @@ fn what4(k: u32, j: u32) -> vec4<f32> {
         return vec4<f32>(0.0);
     }
     let at = k * params.d + j;
-    return tile_row4(vec4<f32>(weight[at], weight[at + 1u], weight[at + 2u], weight[at + 3u]), class_norm[k], j);
+    return tile_row4(vec4<f32>(weight[at], weight[at + 1u], weight[at + 2u], weight[at + 3u]), class_norm(k), j);
 }
 
 // Four raw columns j .. of a row as the tiles take them: normalised by the row's norm when
@@ -544,7 +547,7 @@ fn chain_classes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (k >= params.cs || atomicLoad(&status[0]) != NO_ERROR || params.normalize == 0u) {
         return;
     }
-    let norm = class_norm[k];
+    let norm = class_norm(k);
     var dot = 0.0;
     for (var j = 0u; j < params.d; j++) {
         dot += what(k, j) * grad_weight[k * params.d + j];

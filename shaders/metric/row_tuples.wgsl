@@ -4,7 +4,9 @@
 //
 // The host runs the rows in segments of one storage binding (each bound at its offset, rows a
 // multiple of 64); `tuples` writes the per-row loss (reduction none) or one partial sum per
-// workgroup, `finish` adds the partials in a fixed order.
+// workgroup, `finish` adds the partials in a fixed order. Eight storage bindings, wgpu's default
+// limit: `out` takes the per-row losses, or the partials, which `finish` then reads as `x1` while
+// `out` is the loss.
 
 struct Params {
     n: u32,            // rows of this segment
@@ -28,9 +30,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> g1: array<f32>;
 @group(0) @binding(5) var<storage, read_write> g2: array<f32>;
 @group(0) @binding(6) var<storage, read_write> g3: array<f32>;
-@group(0) @binding(7) var<storage, read_write> loss: array<f32>;
-@group(0) @binding(8) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(9) var<uniform> params: Params;
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(8) var<uniform> params: Params;
 
 const COSINE_EMBEDDING: u32 = 0u;
 const CONTRASTIVE: u32 = 1u;
@@ -302,27 +303,28 @@ fn tuples(
             l = gradient_penalty(i);
         }
         if (params.reduce == 0u) {
-            loss[i] = l;
+            out[i] = l;
         }
     }
     if (params.reduce != 0u) {
         let total = workgroup_sum(lid, l);
         if (lid == 0u && w * WG < params.n) {
-            partials[params.wg_base + w] = total;
+            out[params.wg_base + w] = total;
         }
     }
 }
 
-// One workgroup: the partial sums added in a fixed order; the mean divides by every row.
+// One workgroup: the partial sums (bound as x1) added in a fixed order; the mean divides by
+// every row.
 @compute @workgroup_size(256)
 fn finish(@builtin(local_invocation_id) lid3: vec3<u32>) {
     let lid = lid3.x;
     var sum = 0.0;
     for (var k = lid; k < params.wg_base; k += WG) {
-        sum += partials[k];
+        sum += x1[k];
     }
     let total = workgroup_sum(lid, sum);
     if (lid == 0u) {
-        loss[0] = select(total, total / f32(params.total), params.reduce == 1u);
+        out[0] = select(total, total / f32(params.total), params.reduce == 1u);
     }
 }

@@ -62,17 +62,14 @@ pub enum Error {
         name: &'static str,
         missing: wgpu::BufferUsages,
     },
-    /// The device allows fewer storage buffers per shader stage than the loss's kernel binds
-    /// (wgpu's default limits allow 8; [`crate::Gpu::new`] requests the adapter's own).
+    /// The device allows fewer storage buffers per shader stage than the kernels bind
+    /// ([`crate::Gpu::STORAGE_BUFFERS`], as wgpu's default limits allow; [`crate::Gpu::new`]
+    /// requests the adapter's own).
     #[error(
-        "the device allows {got} storage buffers per shader stage; {what} binds {needed} \
-         (request the adapter's limits, as `Gpu::new` does)"
+        "the device allows {got} storage buffers per shader stage; wgloss's kernels bind up to \
+         {needed} (request wgpu's default limits or the adapter's, as `Gpu::new` does)"
     )]
-    StorageBindings {
-        what: &'static str,
-        needed: u32,
-        got: u32,
-    },
+    StorageBindings { needed: u32, got: u32 },
     /// wgpu reported a validation error inside the call.
     #[error("wgpu validation error: {0}")]
     Validation(String),

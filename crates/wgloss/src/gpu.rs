@@ -212,15 +212,9 @@ impl Gpu {
         self.inner.device.limits()
     }
 
-    /// Fails with [`Error::StorageBindings`] unless the device allows `needed` storage buffers
-    /// per shader stage to the kernel of `what`.
-    pub(crate) fn check_storage_buffers(&self, what: &'static str, needed: u32) -> Result<()> {
-        let got = self.limits().max_storage_buffers_per_shader_stage;
-        if got < needed {
-            return Err(Error::StorageBindings { what, needed, got });
-        }
-        Ok(())
-    }
+    /// Storage buffers per shader stage that the kernels bind at most, and so need: wgpu's
+    /// default limit (its downlevel limits allow four).
+    pub const STORAGE_BUFFERS: u32 = 8;
 
     /// Most workgroups one element-wise dispatch uses; invocations stride over the rest. Eight per
     /// core of this host (8 to 64) on a CPU adapter, 4096 otherwise; `WGLOSS_MAX_WORKGROUPS`
@@ -306,9 +300,31 @@ impl Gpu {
         format!("{} ({:?}, {})", i.name, i.backend, i.driver_info)
     }
 
-    /// Runs `f` inside validation and out-of-memory error scopes and returns the first error
-    /// wgpu reports, or `f`'s own result.
+    /// Runs `f`, which records or creates what a kernel needs, inside validation and
+    /// out-of-memory error scopes and returns the first error wgpu reports, or `f`'s own result.
+    /// A device that allows fewer than [`Gpu::STORAGE_BUFFERS`] storage buffers per shader stage
+    /// gets [`Error::StorageBindings`] before `f` runs.
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_storage_buffers()?;
+        self.error_scoped(f)
+    }
+
+    /// Fails with [`Error::StorageBindings`] unless the device allows
+    /// [`Gpu::STORAGE_BUFFERS`] storage buffers per shader stage.
+    pub(crate) fn check_storage_buffers(&self) -> Result<()> {
+        let got = self.limits().max_storage_buffers_per_shader_stage;
+        if got < Self::STORAGE_BUFFERS {
+            return Err(Error::StorageBindings {
+                needed: Self::STORAGE_BUFFERS,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Gpu::scoped`] without the storage-buffer check, for uploads, downloads and submits,
+    /// which any device can run.
+    pub(crate) fn error_scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let oom = self
             .device()
             .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -326,7 +342,7 @@ impl Gpu {
 
     /// Submits `encoder` and blocks until the device has finished it.
     pub fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
-        self.scoped(|| {
+        self.error_scoped(|| {
             self.queue().submit([encoder.finish()]);
             Ok(())
         })?;
@@ -344,7 +360,7 @@ impl Gpu {
         if size == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.scoped(|| {
+        let staging = self.error_scoped(|| {
             let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgloss download"),
                 size,

@@ -410,6 +410,26 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
+    /// No kernel binds more storage buffers than `Gpu::STORAGE_BUFFERS` (wgpu's default limit,
+    /// which `Gpu::scoped` checks the device for), so that every loss runs on a device a caller
+    /// created with wgpu's default limits.
+    #[test]
+    fn every_kernel_fits_default_storage_limits() {
+        let mut failures = Vec::new();
+        for kernel in KERNELS {
+            let module = naga::front::wgsl::parse_str(&kernel.source()).expect("parses");
+            let storage = module
+                .global_variables
+                .iter()
+                .filter(|(_, v)| matches!(v.space, naga::AddressSpace::Storage { .. }))
+                .count();
+            if storage > crate::Gpu::STORAGE_BUFFERS as usize {
+                failures.push(format!("{}: {storage} storage buffers", kernel.name));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
     /// Every `.wgsl` file under `shaders/` is part of some kernel.
     #[test]
     fn every_shader_file_is_registered() {

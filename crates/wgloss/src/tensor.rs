@@ -211,7 +211,7 @@ impl Tensor {
         }
         check_buffer_size(gpu, std::mem::size_of_val(data) as u64, shape)?;
         // wgpu rejects zero-sized bindings; an empty tensor still owns a 4-byte buffer.
-        let buffer = gpu.scoped(|| {
+        let buffer = gpu.error_scoped(|| {
             Ok(if data.is_empty() {
                 Self::raw_buffer(gpu, 4)
             } else {
@@ -241,7 +241,7 @@ impl Tensor {
     pub fn zeros_typed(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Self> {
         let bytes = (dtype.size() * shape.iter().product::<usize>()).next_multiple_of(4) as u64;
         check_buffer_size(gpu, bytes, shape)?;
-        let buffer = gpu.scoped(|| Ok(Self::raw_buffer(gpu, bytes.max(4))))?;
+        let buffer = gpu.error_scoped(|| Ok(Self::raw_buffer(gpu, bytes.max(4))))?;
         Self::new_typed(buffer, 0, shape, dtype)
     }
 

@@ -191,7 +191,7 @@ impl TupleLoss for InfoNce {
         )?;
         crate::config::check_grad_scale(self.grad_scale)?;
         // Before anything is recorded (an empty batch's clears, the combining passes).
-        super::margin_heads::check_bindings(gpu)?;
+        gpu.check_storage_buffers()?;
         let names = self.inputs();
         if inputs.len() != names.len() {
             return Err(Error::InvalidShape {

@@ -46,7 +46,7 @@ struct Params {
     rs: u32,
     sphere_m: u32,
     normalize: u32,
-    pad: u32,
+    extra: u32,
     scale: f32,
     margin: f32,
     cos_m: f32,
@@ -212,7 +212,6 @@ impl Head {
         state: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         crate::config::check_grad_scale(self.grad_scale)?;
-        check_bindings(gpu)?;
         if emb.dtype().is_half() {
             // 16-bit embeddings and weights through f32 copies; both gradients packed back.
             let values = [("embeddings", emb), ("weight", weight)];
@@ -303,7 +302,9 @@ impl Head {
         let segs = segments(classes, per_segment);
         let chunks = segs.iter().map(|s| s.chunks).max().unwrap_or(1);
         let scratch_len = n * (ROW_STATS + 2 * chunks);
-        if scratch_len > max_floats {
+        // Then AdaFace's state (2 floats, padded to 4) and one segment's class norms.
+        let class_norms = segs.iter().map(|s| s.cs).max().unwrap_or(0);
+        if scratch_len + 4 + class_norms > max_floats {
             return Err(Error::InvalidShape {
                 name: "embeddings",
                 got: shape.to_vec(),
@@ -316,24 +317,18 @@ impl Head {
             let loss = &out.out.loss;
             encoder.clear_buffer(loss.buffer(), loss.offset(), Some(4));
             let device = gpu.device();
-            let buffer = |label, floats: usize| {
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size: 4 * floats.max(4) as u64,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
-                })
-            };
-            let scratch = buffer("margin-head scratch", scratch_len);
-            let class_norm = buffer("margin-head class norms", classes);
-            let no_state;
-            let state = match state {
-                Some(s) => s,
-                None => {
-                    no_state = buffer("margin-head no state", 4);
-                    &no_state
-                }
-            };
+            let scratch = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("margin-head scratch"),
+                size: 4 * (scratch_len + 4 + class_norms) as u64,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let state_at = 4 * scratch_len as u64;
+            if let Some(state) = state {
+                encoder.copy_buffer_to_buffer(state, 0, &scratch, state_at, 8);
+            }
             let (bgl, layout) = gpu.layout(
                 "margin_heads",
                 &[
@@ -346,8 +341,6 @@ impl Head {
                     uniform(6),
                     storage(7, false),
                     storage(8, false),
-                    storage(9, false),
-                    storage(10, false),
                 ],
             );
             let m = f64::from(self.margin);
@@ -363,7 +356,7 @@ impl Head {
                 rs: n as u32,
                 sphere_m: self.sphere_m,
                 normalize: self.normalize.into(),
-                pad: 0,
+                extra: scratch_len as u32,
                 scale: self.scale,
                 margin: self.margin,
                 cos_m: m.cos() as f32,
@@ -391,11 +384,6 @@ impl Head {
                     contents: bytemuck::bytes_of(&params),
                     usage: wgpu::BufferUsages::UNIFORM,
                 });
-                let class_norms = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &class_norm,
-                    offset: 4 * s.c0 as u64,
-                    size: wgpu::BufferSize::new(4 * s.cs as u64),
-                });
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("margin_heads"),
                     layout: &bgl,
@@ -408,9 +396,7 @@ impl Head {
                         entry(5, out.out.loss.binding(0, 1)),
                         entry(6, uniforms.as_entire_binding()),
                         entry(7, scratch.as_entire_binding()),
-                        entry(8, class_norms),
-                        entry(9, status.binding(0, 1)),
-                        entry(10, state.as_entire_binding()),
+                        entry(8, status.binding(0, 1)),
                     ],
                 })
             };
@@ -445,32 +431,39 @@ impl Head {
             if self.kind == Kind::Ada {
                 run("adaface_stats", first, 1, 1);
             }
+            let norms = |s: &Segment| s.cs.div_ceil(256) as u32;
             for (s, g) in segs.iter().zip(&groups) {
-                run("classes_prepare", &g[0], s.cs.div_ceil(256) as u32, 1);
+                run("classes_prepare", &g[0], norms(s), 1);
                 run("stats", &g[0], row_blocks, s.chunks as u32);
                 run("merge", &g[0], rows, 1);
             }
             run("rows_finish", first, rows, 1);
             run("finish", first, 1, 1);
-            for g in &groups {
+            // The scratch holds one segment's class norms: the last one's until here.
+            let several = segs.len() > 1;
+            for (s, g) in segs.iter().zip(&groups) {
+                if several {
+                    run("classes_prepare", &g[0], norms(s), 1);
+                }
                 run("grad_rows", &g[0], row_blocks, 1);
             }
             for (s, g) in segs.iter().zip(&groups) {
+                if several {
+                    run("classes_prepare", &g[0], norms(s), 1);
+                }
                 for row_group in g {
                     run("grad_classes", row_group, s.cs.div_ceil(TILE) as u32, 1);
                 }
-                run("chain_classes", &g[0], s.cs.div_ceil(256) as u32, 1);
+                run("chain_classes", &g[0], norms(s), 1);
             }
             run("chain_rows", first, rows, 1);
+            drop(pass);
+            if let Some(state) = state {
+                encoder.copy_buffer_to_buffer(&scratch, state_at, state, 0, 8);
+            }
             Ok(())
         })
     }
-}
-
-/// Fails unless the device allows the margin-head kernel's ten storage buffers (wgpu's default
-/// limits allow eight).
-pub(crate) fn check_bindings(gpu: &Gpu) -> Result<()> {
-    gpu.check_storage_buffers("the margin-head kernel", 10)
 }
 
 fn check_finite(name: &'static str, v: f32) -> Result<()> {

@@ -331,7 +331,6 @@ impl Tuples {
         out: &TupleOutput,
     ) -> Result<()> {
         crate::config::check_grad_scale(self.grad_scale)?;
-        gpu.check_storage_buffers("the row-tuple kernel", 9)?;
         check_param(
             "margin",
             self.margin.into(),
@@ -448,8 +447,7 @@ impl Tuples {
                     storage(5, false),
                     storage(6, false),
                     storage(7, false),
-                    storage(8, false),
-                    uniform(9),
+                    uniform(8),
                 ],
             );
             let p_kind = if self.p == 1.0 {
@@ -480,13 +478,18 @@ impl Tuples {
                     _ => self.grad_scale,
                 },
             };
-            let bind = |params: Params, r0: usize, rs: usize| {
+            // The tuples pass of rows r0 .. r0 + rs, or (`finish`) the pass that adds the partials,
+            // read through binding 0, into the loss.
+            let bind = |params: Params, r0: usize, rs: usize, finish: bool| {
                 let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some("tuple params"),
                     contents: bytemuck::bytes_of(&params),
                     usage: wgpu::BufferUsages::UNIFORM,
                 });
-                let rows = |j: usize| inputs.get(j).unwrap_or(first).binding(r0 * d, rs * d);
+                let rows = |j: usize| match finish {
+                    true if j == 0 => partials.as_entire_binding(),
+                    _ => inputs.get(j).unwrap_or(first).binding(r0 * d, rs * d),
+                };
                 let grad = |j: usize| match out.grads.get(j) {
                     Some(g) => g.binding(r0 * d, rs * d),
                     None => spare.as_entire_binding(),
@@ -495,9 +498,10 @@ impl Tuples {
                     Some(t) => t.binding(r0, rs),
                     None => first.binding(r0 * d, rs * d),
                 };
-                let loss = match self.reduction {
-                    Reduction::None => out.loss.binding(r0, rs),
-                    _ => out.loss.binding(0, 1),
+                let out_rows = match (self.reduction, finish) {
+                    (Reduction::None, _) => out.loss.binding(r0, rs),
+                    (_, false) => partials.as_entire_binding(),
+                    (_, true) => out.loss.binding(0, 1),
                 };
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("row_tuples"),
@@ -510,9 +514,8 @@ impl Tuples {
                         entry(4, grad(0)),
                         entry(5, grad(1)),
                         entry(6, grad(2)),
-                        entry(7, loss),
-                        entry(8, partials.as_entire_binding()),
-                        entry(9, uniforms.as_entire_binding()),
+                        entry(7, out_rows),
+                        entry(8, uniforms.as_entire_binding()),
                     ],
                 })
             };
@@ -536,7 +539,7 @@ impl Tuples {
                     ..base
                 };
                 let workgroups = rs.div_ceil(256);
-                groups.push((bind(params, r0, rs), workgroups));
+                groups.push((bind(params, r0, rs, false), workgroups));
                 wg_base += workgroups;
             }
             let finish = (self.reduction != Reduction::None).then(|| {
@@ -544,7 +547,7 @@ impl Tuples {
                     wg_base: partial_count as u32,
                     ..base
                 };
-                bind(params, 0, per_segment.min(n))
+                bind(params, 0, per_segment.min(n), true)
             });
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("row_tuples"),
