@@ -163,6 +163,19 @@ pub fn compare_output(
     checks.into_iter().filter_map(Result::err).collect()
 }
 
+/// [`compare_output`] as an assertion: panics with every mismatch.
+pub fn assert_output(
+    gpu: &wgloss::Gpu,
+    what: &str,
+    out: &wgloss::LossOutput,
+    want: &wgloss_ref::LossGrad,
+    loss_tol: Tolerance,
+    grad_tol: Tolerance,
+) {
+    let mismatches = compare_output(gpu, what, out, want, loss_tol, grad_tol);
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
 /// A gradient stored as `dtype` against the reference's: within `tol` of it (the f32
 /// computation) plus one step of the 16-bit type at its magnitude (a value that rounds either
 /// way), 2^-24 absolute for f16's subnormals.

@@ -10,7 +10,8 @@
 use ndarray::ArrayViewD;
 use wgloss::{CrossEntropy, DType, Gpu, Loss, Poly1, Reduction, Tensor};
 use wgloss_suite::check::{
-    compare, compare_output, loss_tolerance, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED,
+    assert_output, compare, compare_output, loss_tolerance, to_f64, Rng, Tolerance, ELEMENTWISE,
+    REDUCED,
 };
 use wgloss_suite::{shared_gpu, small_binding_gpus};
 
@@ -314,20 +315,7 @@ fn check_probabilities_on(gpu: &Gpu, case: &ProbCase) {
     } else {
         REDUCED
     };
-    compare(
-        &format!("{what} loss"),
-        &out.loss.to_vec(gpu).unwrap(),
-        want.loss.view(),
-        tol,
-    )
-    .unwrap();
-    compare(
-        &format!("{what} grad"),
-        &out.grad.to_vec(gpu).unwrap(),
-        want.grad.view(),
-        ELEMENTWISE,
-    )
-    .unwrap();
+    assert_output(gpu, &what, &out, &want, tol, ELEMENTWISE);
 }
 
 macro_rules! probability_cases {
@@ -748,20 +736,7 @@ fn focal_and_hinge_on(gpu: &Gpu) {
                 } else {
                     REDUCED
                 };
-                compare(
-                    &format!("{what} loss"),
-                    &out.loss.to_vec(gpu).unwrap(),
-                    want.loss.view(),
-                    tol,
-                )
-                .unwrap();
-                compare(
-                    &format!("{what} grad"),
-                    &out.grad.to_vec(gpu).unwrap(),
-                    want.grad.view(),
-                    ELEMENTWISE,
-                )
-                .unwrap();
+                assert_output(gpu, &what, &out, &want, tol, ELEMENTWISE);
             }
         }
     }

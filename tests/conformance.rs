@@ -584,21 +584,14 @@ fn encode_into_views_matches_reference(entry: &Entry) {
         gpu.submit_and_wait(encoder).unwrap();
         let want = reference(&mut inst, &inputs, &inputs.pred);
         let what = format!("{} {reduction:?} encode vec4={}", entry.name, gpu.vec4());
-        let checks = [
-            compare(
-                &format!("{what} loss"),
-                &out.loss.to_vec(gpu).unwrap(),
-                want.loss.view(),
-                tolerance(reduction),
-            ),
-            compare(
-                &format!("{what} grad"),
-                &out.grad.to_vec(gpu).unwrap(),
-                want.grad.view(),
-                entry.tolerance,
-            ),
-        ];
-        failures.extend(checks.into_iter().filter_map(Result::err));
+        failures.extend(compare_output(
+            gpu,
+            &what,
+            &out,
+            &want,
+            tolerance(reduction),
+            entry.tolerance,
+        ));
         let all = outputs.to_vec(gpu).unwrap();
         if all[..align].iter().any(|&x| x != 0.0) {
             failures.push(format!("{what}: wrote before the grad view"));

@@ -7,7 +7,7 @@
 
 use wgloss::{Ctc, DType, Error, LossOutput, Reduction, Tensor};
 use wgloss_suite::check::{
-    assert_like_f32_call, compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED,
+    assert_like_f32_call, assert_output, compare, to_f64, Rng, Tolerance, ELEMENTWISE, REDUCED,
 };
 use wgloss_suite::registry::IntoRef;
 use wgloss_suite::{shared_gpu, small_binding_gpu};
@@ -139,21 +139,7 @@ impl Case<'_> {
         } else {
             ELEMENTWISE
         };
-        let what = &self.what;
-        compare(
-            &format!("{what} loss"),
-            &out.loss.to_vec(gpu).unwrap(),
-            want.loss.view(),
-            loss_tolerance,
-        )
-        .unwrap();
-        compare(
-            &format!("{what} grad"),
-            &out.grad.to_vec(gpu).unwrap(),
-            want.grad.view(),
-            grad_tolerance,
-        )
-        .unwrap();
+        assert_output(gpu, &self.what, &out, &want, loss_tolerance, grad_tolerance);
     }
 }
 

@@ -7,7 +7,7 @@ use wgloss::{
 };
 use wgloss_ref::{Overlap, SegOptions};
 use wgloss_suite::check::{
-    assert_like_f32_call, compare, compare_output, to_f64, Rng, ELEMENTWISE, REDUCED,
+    assert_like_f32_call, assert_output, compare, compare_output, to_f64, Rng, ELEMENTWISE, REDUCED,
 };
 use wgloss_suite::{shared_gpu, small_binding_gpu, wide_alignment_gpu};
 
@@ -530,13 +530,6 @@ fn ssim_small_and_cropped_images_match_reference() {
         } else {
             REDUCED
         };
-        compare(
-            &format!("{what} loss"),
-            &out.loss.to_vec(gpu).unwrap(),
-            want.loss.view(),
-            tol,
-        )
-        .unwrap();
         // Where a window sees (nearly) one pixel, σ² ≈ 0 and the gradient is the difference of
         // terms about 1/C2 ≈ 1e3 times larger: f32 keeps about four digits of it.
         let grad_tol = if shape[2] * shape[3] < window_size * window_size {
@@ -547,13 +540,7 @@ fn ssim_small_and_cropped_images_match_reference() {
         } else {
             ELEMENTWISE
         };
-        compare(
-            &format!("{what} grad"),
-            &out.grad.to_vec(gpu).unwrap(),
-            want.grad.view(),
-            grad_tol,
-        )
-        .unwrap();
+        assert_output(gpu, &what, &out, &want, tol, grad_tol);
     }
 }
 
@@ -707,20 +694,7 @@ fn lovasz_case(
         }
         _ => unreachable!("masks or labels"),
     };
-    compare(
-        &format!("{what} loss"),
-        &out.loss.to_vec(gpu).unwrap(),
-        want.loss.view(),
-        REDUCED,
-    )
-    .unwrap();
-    compare(
-        &format!("{what} grad"),
-        &out.grad.to_vec(gpu).unwrap(),
-        want.grad.view(),
-        ELEMENTWISE,
-    )
-    .unwrap();
+    assert_output(gpu, &what, &out, &want, REDUCED, ELEMENTWISE);
 }
 
 /// Lovász hinge and softmax against the reference, per image and per batch, with ignored
