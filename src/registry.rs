@@ -2604,6 +2604,14 @@ pub static REGISTRY: &[Entry] = &[
             width: 11,
         },
         bench_shapes: &[&[16, 3, 512, 512]],
+        // Each gradient sums terms of both signs over the windows: where they nearly cancel (a
+        // gradient 1e-3 of the largest), a device that fuses multiply-adds and divides less
+        // exactly than lavapipe needs more absolute slack (an H100 over Vulkan was 4.3e-11 off
+        // where 1e-6 of the largest allowed 3.7e-11, once in 100,100 values).
+        tolerance: crate::check::Tolerance {
+            rtol: 1e-4,
+            atol_frac: 1e-5,
+        },
         // Images of 1e4: σ² = E[x²] − μ² cancels about three of f32's seven digits, and each
         // gradient is a sum of such terms.
         extreme_tolerance: crate::check::Tolerance {

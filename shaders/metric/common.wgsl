@@ -22,13 +22,17 @@ fn nrm2_value(acc: vec2<f32>) -> f32 {
     return acc.x * sqrt(acc.y);
 }
 
-// x / max(norm, eps) (one element of F.normalize), NaN for a NaN norm. A division, as torch
-// does it: a one-dimensional row normalises to exactly ±1.
+// x / max(norm, eps) (one element of F.normalize), NaN for a NaN norm. An element as large as
+// a finite norm (a one-dimensional row, or one whose other elements are 0) is exactly ±1, as
+// torch's correctly rounded division gives it: Vulkan lets a division be 2.5 ulp off, and a
+// cosine a hair under 1 leaves the normalisation's backward a residue where it is 0, which
+// ArcFace's 1/sin θ amplifies.
 fn normalized(x: f32, norm: f32) -> f32 {
     if (is_nan(norm)) {
         return norm;
     }
-    return x / max(norm, NORM_EPS);
+    let m = max(norm, NORM_EPS);
+    return select(x / m, sign(x), abs(x) == m && m <= BIG);
 }
 
 // `normalized` of four elements of one row.
@@ -36,7 +40,8 @@ fn normalized4(v: vec4<f32>, norm: f32) -> vec4<f32> {
     if (is_nan(norm)) {
         return vec4<f32>(norm);
     }
-    return v / max(norm, NORM_EPS);
+    let m = max(norm, NORM_EPS);
+    return select(v / m, sign(v), abs(v) == vec4<f32>(m) & vec4<bool>(m <= BIG));
 }
 
 // The backward of x̂ = x / max(‖x‖, eps) for one element: g_c - [‖x‖ ≥ eps] (g·x̂) x̂_c, over

@@ -18,7 +18,8 @@ fn loss_elem(p: f32, t: f32, i: u32) -> vec2<f32> {
     let near = h >= -0.25 * w && h <= 0.5 * w;
     let num = select(fu - fw, h, near);
     let den = select(fu + fw, w + h, near);
-    let k = select(f32(bu >> 23u) - f32(bw >> 23u), 0.0, near);
+    // In integers: a compiler may distribute k ln 2 over a difference of floats (balanced_l1.wgsl).
+    let k = select(f32(i32(bu >> 23u) - i32(bw >> 23u)), 0.0, near);
     let q = 1.0 / (den * fu);
     let s = num * fu * q;
     let s2 = s * s;
