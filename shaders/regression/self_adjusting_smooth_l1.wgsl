@@ -94,17 +94,37 @@ fn coord_stats(
         flat_q[lid.x * STEP + k] = q[k];
     }
     workgroupBarrier();
-    // Offset f of the flat sums sits at coordinate f % D.
+    // Offset f of the flat sums sits at coordinate f % D, and each coordinate has E of them (the
+    // walk's lanes span whole rows). In two stages of about sqrt(E) reads, not E by one
+    // invocation per coordinate (1024 for D = 1, the tail of every workgroup): invocation
+    // l = c + D b (b < B) sums offsets c + D (b + B m), then invocation c its B sums.
+    let per = coord_lanes() * STEP / d;
+    let blocks = clamp(u32(sqrt(f32(per))), 1u, WG / d);
+    var sa = 0.0;
+    var sq = 0.0;
+    let c = lid.x % d;
+    if (lid.x < d * blocks) {
+        for (var m = lid.x / d; m < per; m += blocks) {
+            sa += flat_a[c + d * m];
+            sq += flat_q[c + d * m];
+        }
+    }
+    workgroupBarrier();
+    if (lid.x < d * blocks) {
+        flat_a[lid.x] = sa;
+        flat_q[lid.x] = sq;
+    }
+    workgroupBarrier();
     if (lid.x < d) {
-        var sa = 0.0;
-        var sq = 0.0;
-        for (var f = lid.x; f < coord_lanes() * STEP; f += d) {
-            sa += flat_a[f];
-            sq += flat_q[f];
+        var ta = 0.0;
+        var tq = 0.0;
+        for (var b = 0u; b < blocks; b++) {
+            ta += flat_a[lid.x + d * b];
+            tq += flat_q[lid.x + d * b];
         }
         let slot = (params.wg_base + wid.x) * d + lid.x;
-        partials[2u * slot] = sa;
-        partials[2u * slot + 1u] = sq;
+        partials[2u * slot] = ta;
+        partials[2u * slot + 1u] = tq;
     }
 }
 
