@@ -153,7 +153,11 @@ fn fused_kth(
         return;
     }
     let s = workgroup_sum(lid.x, sum);
-    atomicMin(&lowest, bitcast<u32>(floor));
+    // Only the invocations that dropped a value (rare once τ is set) touch `lowest`: atomics of
+    // a whole workgroup on one address run one after another.
+    if (floor < BIG) {
+        atomicMin(&lowest, bitcast<u32>(floor));
+    }
     // Candidates are few once τ is set: each invocation appends its own (in any order), and
     // invocation 0 keeps the k smallest, a set whatever the order (one barrier; a merge tree
     // takes two per stage).
