@@ -544,8 +544,9 @@ fn check_rmsle(
 /// none: the kernel widens each exactly (each loss is p², computed in f32 as the host computes
 /// it) and rounds each gradient 2p·s to nearest even as the host does (`DType::round`), bit for
 /// bit: s = 1/2 gives p back, s = 1/3 rounds (into f16's subnormals too), s = 3 overflows into
-/// inf (s = 1/2 too where 2p overflows, on a device that keeps that order). NaN stays NaN. BF16 patterns that are f32 subnormals are left out (a device may flush
-/// them), as are results that are f32 subnormals.
+/// inf (s = 1/2 too where 2p overflows, on a device that keeps that order). NaN stays NaN. BF16
+/// patterns that are f32 subnormals are left out (a device may flush them), as are results that
+/// are f32 subnormals.
 #[test]
 fn half_values_convert_exactly() {
     let Some(gpu) = shared_gpu() else { return };
