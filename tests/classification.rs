@@ -762,8 +762,7 @@ fn ghm_c_with_a_mask_matches_reference_across_calls() {
                 .with_max_workgroups(4096),
         ),
     ];
-    for (dtype, shape, gpu) in &cases {
-        let (dtype, shape) = (*dtype, *shape);
+    for &(dtype, shape, ref gpu) in &cases {
         let len = shape[0] * shape[1];
         let (bins, momentum) = (10, 0.75f32);
         let loss = wgloss::GhmC::new(
