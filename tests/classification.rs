@@ -271,16 +271,19 @@ fn reduction_ref(r: Reduction) -> wgloss_ref::Reduction {
 /// rows, on both row paths and with trailing dims.
 fn check_probabilities(case: &ProbCase) {
     for gpu in widths() {
-        check_probabilities_on(&gpu, case);
+        check_probabilities_on(&gpu, case, DType::F32);
     }
 }
 
-fn check_probabilities_on(gpu: &Gpu, case: &ProbCase) {
+/// `case` with logits of `dtype` (the reference on the rounded logits).
+fn check_probabilities_on(gpu: &Gpu, case: &ProbCase, dtype: DType) {
     let shape = case.shape;
     let c = shape[1];
     let mut rng = Rng::new(shape.iter().product::<usize>() as u64);
     let len: usize = shape.iter().product();
-    let logits = rng.uniform(len, -8.0, 8.0);
+    let logits: Vec<f32> = (rng.uniform(len, -8.0, 8.0).into_iter())
+        .map(|x| dtype.round(x))
+        .collect();
     let targets = probabilities(&mut rng, shape);
     let weight: Option<Vec<f32>> = case.weighted.then(|| rng.uniform(c, 0.1, 2.0));
     let loss = CrossEntropy {
@@ -291,7 +294,7 @@ fn check_probabilities_on(gpu: &Gpu, case: &ProbCase) {
         reduction: case.reduction,
         ..Default::default()
     };
-    let x = Tensor::from_slice(gpu, &logits, shape).unwrap();
+    let x = Tensor::from_slice_as(gpu, &logits, shape, dtype).unwrap();
     let t = Tensor::from_slice(gpu, &targets, shape).unwrap();
     let out = loss.compute(gpu, &x, &t).unwrap();
     let w64: Option<Vec<f64>> = weight.map(|w| w.iter().map(|&v| f64::from(v)).collect());
@@ -306,7 +309,7 @@ fn check_probabilities_on(gpu: &Gpu, case: &ProbCase) {
         1.0,
     );
     let what = format!(
-        "cross_entropy probabilities {shape:?} {:?} vec4={}",
+        "cross_entropy probabilities {shape:?} {dtype:?} {:?} vec4={}",
         case.reduction,
         gpu.vec4()
     );
@@ -332,6 +335,53 @@ probability_cases! {
     probability_targets_with_many_classes_match_reference: ProbCase { shape: &[9, 1000], weighted: false, smoothing: 0.0, extras: (0.0, None), reduction: Reduction::None };
     probability_targets_with_spatial_dims_match_reference: ProbCase { shape: &[2, 21, 17, 13], weighted: true, smoothing: 0.0, extras: (0.0, None), reduction: Reduction::Sum };
     probability_targets_with_extras_match_reference: ProbCase { shape: &[7, 300], weighted: true, smoothing: 0.2, extras: (1e-3, Some(5.0)), reduction: Reduction::Mean };
+}
+
+/// Under 256-byte view alignment (wgpu's default limits) and 1 MiB bindings, batches whose
+/// samples end off the alignment run in segments that start at any sample, their views bound
+/// from the alignment before it: labels and probability targets (whose lead differs from 16-bit
+/// logits'), per-row and reduced losses, both widths and both row paths; rows with trailing
+/// dims ([700, 7, 13, 11]: 1,001 logits a sample, 261 to a segment), contiguous rows of an odd
+/// class count and of a multiple of four (the four-per-step width: leads of whole vec4s).
+#[test]
+fn unaligned_segments_match_reference() {
+    let Some(gpu) = wgloss_suite::wide_alignment_gpu() else {
+        return;
+    };
+    let label_case = |shape, reduction| Case {
+        shape,
+        weighted: true,
+        smoothing: 0.1,
+        reduction,
+        extreme: false,
+        poly: None,
+        extras: (1e-3, None),
+    };
+    let prob_case = |shape, reduction| ProbCase {
+        shape,
+        weighted: true,
+        smoothing: 0.1,
+        extras: (1e-3, None),
+        reduction,
+    };
+    for gpu in [gpu.with_vec4(true), gpu.with_vec4(false)]
+        .iter()
+        .flat_map(row_paths)
+    {
+        check_on(&gpu, &label_case(&[700, 7, 13, 11], Reduction::None));
+        check_on(&gpu, &label_case(&[300, 1028], Reduction::Mean));
+        check_on(&gpu, &label_case(&[40_001, 11], Reduction::None));
+        check_probabilities_on(
+            &gpu,
+            &prob_case(&[300, 5, 7, 29], Reduction::None),
+            DType::F32,
+        );
+        check_probabilities_on(&gpu, &prob_case(&[30_001, 9], Reduction::Sum), DType::F32);
+        for dtype in [DType::F16, DType::BF16] {
+            let case = prob_case(&[600, 5, 7, 29], Reduction::None);
+            check_probabilities_on(&gpu, &case, dtype);
+        }
+    }
 }
 
 /// The probability-target reference's gradient equals central finite differences.

@@ -34,6 +34,10 @@
 // With IN_PLACE the logits are read from the gradient binding, which they share: every logit is
 // read before the invocation that reads it last overwrites it, and a row's label logit before
 // the workgroup's first barrier.
+// A segment's views are bound from the storage offset alignment at or before their first element
+// (`Tensor::binding_led`), so that a segment may start anywhere: `lead`, `row_lead` and
+// `target_lead` count the elements bound before it. With 16-bit logits the lead is even, and
+// on the four-per-step widths a multiple of four (the host's segments start there).
 // No inf is used: the running max starts at -BIG, whose exponentials underflow to 0.
 // Two widths: class_rows_f32.wgsl reads and writes one logit per step (any layout);
 // class_rows_vec4.wgsl four, for contiguous rows of a multiple of four classes on the
@@ -54,7 +58,7 @@ struct Params {
     weight_sum: f32,    // W
     mean: u32,          // 1 under reduction mean
     per_row: u32,       // 1 under reduction none
-    unused: u32,        // (free)
+    lead: u32,          // elements bound before the segment's first logit (and gradient)
     poly: f32,          // poly1's epsilon (0 otherwise)
     z_loss: f32,        // z (0: no z-loss)
     softcap: f32,       // cap (0: no soft cap)
@@ -63,8 +67,8 @@ struct Params {
     power: u32,         // multiclass_hinge's p, 1 or 2
     count_rows: u32,    // 1: D counts non-ignored rows instead of summing w_y
     fixed_denom: f32,   // D of probability targets (the number of rows)
-    pad0: u32,
-    pad1: u32,
+    row_lead: u32,      // rows bound before the segment's first label (and per-row loss)
+    target_lead: u32,   // elements bound before the segment's first probability target
 }
 
 // Bindings 0 (logits) and 2 (gradient) are declared by the width file (class_rows_f32.wgsl or
@@ -177,7 +181,8 @@ fn cap_slope(xc: f32) -> f32 {
 // The smoothed probability target t'_i of element i.
 fn smoothed_target(i: u32) -> f32 {
     let eps = params.smoothing;
-    return (1.0 - eps) * bitcast<f32>(target_bits[i]) + eps / f32(params.classes);
+    let bits = target_bits[i - params.lead + params.target_lead];
+    return (1.0 - eps) * bitcast<f32>(bits) + eps / f32(params.classes);
 }
 
 // h^power and its derivative for multiclass_hinge.
@@ -205,10 +210,10 @@ fn row_at(r: u32) -> Row {
 
 // Row r, whose (sample, position) sp = div_mod(r, S) the caller tracks.
 fn row_of(r: u32, sp: vec2<u32>) -> Row {
-    let base = sp.x * params.classes * params.inner + sp.y;
+    let base = params.lead + sp.x * params.classes * params.inner + sp.y;
     var y = -1;
     if (!PROBS) {
-        y = bitcast<i32>(target_bits[r]);
+        y = bitcast<i32>(target_bits[params.row_lead + r]);
     }
     let skip = ignored(y);
     var xy = 0.0;
@@ -410,7 +415,7 @@ fn labels_pass(
     let b = lane_walk(block_range(params.rows, wid.x, nwg.x, WG), lid.x);
     var acc = 0.0;
     for (var r = b.x; r < b.y; r += LANES) {
-        let y = bitcast<i32>(target_bits[r]);
+        let y = bitcast<i32>(target_bits[params.row_lead + r]);
         if (ignored(y)) {
             continue;
         }
@@ -482,7 +487,7 @@ fn fused(
         }
         if (params.per_row != 0u) {
             if (lid.x == 0u) {
-                loss[r] = l;
+                loss[params.row_lead + r] = l;
             }
         } else {
             total += l;
@@ -534,7 +539,7 @@ fn fused_rows(
             l = row_loss(row, st);
         }
         if (params.per_row != 0u) {
-            loss[r] = l;
+            loss[params.row_lead + r] = l;
         } else {
             total += l;
         }

@@ -112,7 +112,7 @@ fn shared_words(
     let b = lane_walk(block_range((params.rows + 1u) / 2u, wid.x, nwg.x, WG), lid.x);
     for (var j = b.x; j < b.y; j += LANES) {
         let r = 2u * j;
-        let w = ((r + 1u) * params.classes - 1u) / 2u;
+        let w = (params.lead + (r + 1u) * params.classes - 1u) / 2u;
         var v = unpack_pair(grad[w]);
         v.x = state[EDGES + r];
         if (r + 1u < params.rows) {
@@ -181,8 +181,8 @@ fn fused_row_pairs(
             grad[w0 + c * stride] = pack_pair(g);
         }
         if (params.per_row != 0u) {
-            loss[r] = l.x;
-            loss[r + 1u] = l.y;
+            loss[params.row_lead + r] = l.x;
+            loss[params.row_lead + r + 1u] = l.y;
         } else {
             total += l.x + l.y;
         }

@@ -1,8 +1,8 @@
 // Class rows, four logits per step: logits and gradient as vec4 arrays (16-byte loads and
 // stores). The host takes this width only for contiguous rows (no trailing dims) with C a
-// multiple of four, so that every row starts on a vec4 (row.base = r C). Defines the element
-// accessors that the two sweeps of the workgroup-per-row path (`class_rows_quads.wgsl`) go
-// through.
+// multiple of four, so that every row starts on a vec4 (row.base = lead + r C, the lead a
+// multiple of four). Defines the element accessors that the two sweeps of the workgroup-per-row
+// path (`class_rows_quads.wgsl`) go through.
 
 @group(0) @binding(0) var<storage, read> logits: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> grad: array<vec4<f32>>;

@@ -5,7 +5,7 @@
 @group(0) @binding(0) var<storage, read> staged: array<f32>;
 @group(0) @binding(1) var<storage, read_write> packed: array<u32>;
 @group(0) @binding(2) var<storage, read> status: array<u32>;
-// x: the number of values.
+// x: the number of values; y: the values bound before the first in both arrays (even).
 @group(0) @binding(3) var<uniform> count: vec4<u32>;
 
 @compute @workgroup_size(256)
@@ -18,14 +18,16 @@ fn narrow(
         return;
     }
     let n = count.x;
+    let lead = count.y;
     let b = lane_walk(block_range((n + 1u) / 2u, wid.x, nwg.x, WG), lid.x);
     for (var w = b.x; w < b.y; w += LANES) {
-        var v = vec2<f32>(staged[2u * w], 0.0);
+        let i = lead + 2u * w;
+        var v = vec2<f32>(staged[i], 0.0);
         if (2u * w + 1u < n) {
-            v.y = staged[2u * w + 1u];
+            v.y = staged[i + 1u];
         } else {
-            v.y = unpack_pair(packed[w]).y;
+            v.y = unpack_pair(packed[i / 2u]).y;
         }
-        packed[w] = pack_pair(v);
+        packed[i / 2u] = pack_pair(v);
     }
 }

@@ -175,25 +175,31 @@ pub(crate) fn lcm(a: usize, b: usize) -> usize {
 }
 
 /// Samples per segment when `[N, C, S]` inputs (`logits_shape`) are split into runs of whole
-/// samples: each run fits one storage binding and starts at an offset aligned for views over
-/// samples (`C·S` elements each) and over their rows (`S` each). Fails when one sample exceeds
-/// a binding, or when the input needs several segments and the device's storage offset
-/// alignment (256 bytes under wgpu's default limits) admits none of whole samples. `size` is
-/// the inputs' element size in bytes (the bound stays that of f32 values, which probability
-/// targets and per-element losses beside them take). `scratch` bytes per row of the segment go
-/// to one more binding, beside 16 bytes of its own.
+/// samples (`C·S` elements each, rows of `S`): each run fits one storage binding. With `led`,
+/// the kernel's views are bound from the alignment before a segment (`Tensor::binding_led`),
+/// so that a run may start at any sample (16-bit values: on an even element); otherwise it
+/// starts at an offset aligned for views over samples and over their rows. Fails when one
+/// sample exceeds a binding, or, without `led`, when the input needs several segments and the
+/// device's storage offset alignment (256 bytes under wgpu's default limits) admits none of
+/// whole samples. `size` is the inputs' element size in bytes (the bound stays that of f32
+/// values, which probability targets and per-element losses beside them take). `scratch`
+/// bytes per row of the segment go to one more binding, beside 16 bytes of its own.
 pub(crate) fn samples_per_segment(
     gpu: &Gpu,
     logits_shape: &[usize],
-    classes: usize,
-    inner: usize,
+    (classes, inner): (usize, usize),
     size: usize,
     scratch: usize,
+    led: bool,
 ) -> Result<usize> {
     let limits = gpu.limits();
-    let align = (limits.min_storage_buffer_offset_alignment as usize / size).max(1);
+    let align_bytes = limits.min_storage_buffer_offset_alignment as usize;
+    let align = (align_bytes / size).max(1);
     let sample = classes * inner;
-    let unit = {
+    let unit = if led {
+        let per_word = (4 / size).max(1);
+        per_word / gcd(per_word, sample.max(1))
+    } else {
         let a = align / gcd(align, sample.max(1));
         let b = align / gcd(align, inner.max(1));
         lcm(a, b)
@@ -206,20 +212,23 @@ pub(crate) fn samples_per_segment(
             why: "one sample (C times the trailing dims) exceeds a storage binding",
         });
     }
-    let mut samples = max_elems / sample.max(1);
-    if let Some(rows) = (limits.max_storage_buffer_binding_size as usize)
+    let rows = (limits.max_storage_buffer_binding_size as usize)
         .saturating_sub(16)
         .checked_div(scratch)
-    {
-        samples = samples.min(rows / inner.max(1));
-    }
-    // One segment needs no aligned start; more need runs of `unit` samples that fit.
-    let fit = samples.max(1);
+        .map_or(usize::MAX, |rows| rows / inner.max(1));
+    let fits = |elems: usize| (elems / sample.max(1)).min(rows).max(1);
+    // One segment starts at the view's offset; more need runs of `unit` samples that fit, with
+    // the lead of a led binding (less than the alignment) before each.
     let n = logits_shape.first().copied().unwrap_or(1);
-    if n <= fit {
+    if n <= fits(max_elems) {
         return Ok(n.max(1));
     }
-    if unit > fit {
+    let fit = if led {
+        fits(max_elems.saturating_sub(align_bytes / 4))
+    } else {
+        fits(max_elems)
+    };
+    if unit > fit || led && unit * sample + align_bytes / 4 > max_elems {
         return Err(Error::InvalidShape {
             name: "logits",
             got: logits_shape.to_vec(),

@@ -154,7 +154,7 @@ impl Lovasz {
         let chunks = groups.div_ceil(chunk_groups).max(1);
         // Logits segments of whole samples.
         let sample = classes * inner;
-        let seg_samples = samples_per_segment(gpu, shape, classes, inner, 4, 0)?;
+        let seg_samples = samples_per_segment(gpu, shape, (classes, inner), 4, 0, false)?;
         let mut segs = Vec::new();
         let mut first = 0;
         while first < n {

@@ -27,23 +27,25 @@ struct Convert {
 }
 
 impl Convert {
-    /// `kernel`'s entry `name` (layout: `layout`, then the per-segment count as the last
-    /// binding) over segments whose other bindings `bind` gives.
+    /// `kernel`'s entry `name` (layout: `layout`, then the per-segment count and lead as the
+    /// last binding) over segments of `(values, lead)` whose other bindings `bind` gives.
     fn new<'a>(
         gpu: &Gpu,
         kernel: &Kernel,
         name: &'static str,
         layout: &[wgpu::BindGroupLayoutEntry],
         bf16: bool,
-        lens: Vec<usize>,
+        segs: &[(usize, u32)],
         bind: impl Fn(usize) -> Vec<wgpu::BindGroupEntry<'a>>,
     ) -> Self {
         let device = gpu.device();
-        let mut counts = vec![0u8; STRIDE as usize * lens.len().max(1)];
-        for (i, &n) in lens.iter().enumerate() {
+        let mut counts = vec![0u8; STRIDE as usize * segs.len().max(1)];
+        for (i, &(n, lead)) in segs.iter().enumerate() {
             let at = i * STRIDE as usize;
             counts[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
+            counts[at + 4..at + 8].copy_from_slice(&lead.to_le_bytes());
         }
+        let lens = segs.iter().map(|s| s.0).collect::<Vec<_>>();
         let counts = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("wgloss conversion counts"),
             contents: &counts,
@@ -53,7 +55,7 @@ impl Convert {
         let mut entries = layout.to_vec();
         entries.push(uniform(last));
         let (bgl, pipeline_layout) = gpu.layout(name, &entries);
-        let groups = (0..lens.len())
+        let groups = (0..segs.len())
             .map(|i| {
                 let mut entries = bind(i);
                 entries.push(entry(
@@ -120,8 +122,9 @@ pub(crate) struct Narrow {
 
 impl Narrow {
     /// Staging for the largest of the segments `(first sample, samples)` of `grad` (16-bit,
-    /// `sample` values a sample), reused by each, which `narrow` packs unless `status` reports
-    /// a bad label.
+    /// `sample` values a sample, each segment starting on an even value), reused by each, which
+    /// `narrow` packs unless `status` reports a bad label. A segment's f32 values stand in its
+    /// staging at the index they have in its `Tensor::binding_led` of `grad` (after its lead).
     pub(crate) fn new(
         gpu: &Gpu,
         grad: &Tensor,
@@ -130,14 +133,20 @@ impl Narrow {
         segs: impl Iterator<Item = (usize, usize)>,
     ) -> Self {
         let segs: Vec<(usize, usize)> = segs.map(|(f, c)| (f * sample, c * sample)).collect();
-        let most = segs.iter().map(|s| s.1).max().unwrap_or(0);
+        let leads: Vec<u32> = (segs.iter()).map(|s| grad.binding_led(gpu, *s).1).collect();
+        let most = (segs.iter().zip(&leads))
+            .map(|(s, &lead)| lead as usize + s.1)
+            .max()
+            .unwrap_or(0);
         let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgloss staged gradient"),
             size: 4 * most.max(4) as u64,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let ranges = segs.iter().map(|s| (0, s.1)).collect();
+        let ranges = (segs.iter().zip(&leads))
+            .map(|(s, &lead)| (0, lead as usize + s.1))
+            .collect();
         Self::over(gpu, staging, ranges, &segs, grad, status)
     }
 
@@ -151,6 +160,8 @@ impl Narrow {
         Self::over(gpu, source.buffer().clone(), ranges, &segs, grad, status)
     }
 
+    /// `ranges`: each segment's staging, whose f32 values stand after the lead of the
+    /// segment's binding of `grad` (none for the aligned chunks of `of`).
     fn over(
         gpu: &Gpu,
         staging: wgpu::Buffer,
@@ -159,17 +170,21 @@ impl Narrow {
         grad: &Tensor,
         status: &Tensor,
     ) -> Self {
+        let bindings: Vec<_> = (segs.iter()).map(|s| grad.binding_led(gpu, *s)).collect();
+        let counts: Vec<(usize, u32)> = (segs.iter().zip(&bindings))
+            .map(|(s, b)| (s.1, b.1))
+            .collect();
         let convert = Convert::new(
             gpu,
             &NARROW,
             "narrow",
             &[storage(0, true), storage(1, false), storage(2, true)],
             grad.dtype() == DType::BF16,
-            segs.iter().map(|s| s.1).collect(),
+            &counts,
             |i| {
                 vec![
                     entry(0, staged(&staging, ranges[i])),
-                    entry(1, grad.binding(segs[i].0, segs[i].1)),
+                    entry(1, bindings[i].0.clone()),
                     entry(2, status.binding(0, 1)),
                 ]
             },
@@ -327,7 +342,7 @@ pub(crate) fn widen(gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, t: &Tensor) -
         "widen",
         &[storage(0, true), storage(1, false)],
         t.dtype() == DType::BF16,
-        segs.iter().map(|s| s.1).collect(),
+        &segs.iter().map(|s| (s.1, 0)).collect::<Vec<_>>(),
         |i| {
             vec![
                 entry(0, t.binding(segs[i].0, segs[i].1)),

@@ -185,7 +185,8 @@ impl Overlap<'_> {
             });
         }
         let sample = classes * inner;
-        let seg_samples = samples_per_segment(gpu, shape, classes, inner, values.size(), 0)?;
+        let seg_samples =
+            samples_per_segment(gpu, shape, (classes, inner), values.size(), 0, false)?;
         let max_elems = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
         let groups = if self.per_image { n * classes } else { classes };
         if groups > 65_535 * 65_535 {

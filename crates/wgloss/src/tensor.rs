@@ -352,6 +352,28 @@ impl Tensor {
         })
     }
 
+    /// The binding of elements `[start, start + len)` from the device's storage offset alignment
+    /// at or before the first, and the number of elements it holds before it (the kernel's
+    /// lead): a segment may then start at any element (16-bit elements: `start` even, for an
+    /// even lead and a binding that ends on a whole word). The binding holds fewer than
+    /// `min_storage_buffer_offset_alignment` bytes more than the elements.
+    pub(crate) fn binding_led(
+        &self,
+        gpu: &Gpu,
+        (start, len): (usize, usize),
+    ) -> (wgpu::BindingResource<'_>, u32) {
+        let size = self.dtype.size() as u64;
+        let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment).max(1);
+        let first = size * start as u64;
+        let lead = first % align;
+        let binding = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset + first - lead,
+            size: wgpu::BufferSize::new((lead + size * len.max(1) as u64).next_multiple_of(4)),
+        });
+        (binding, (lead / size) as u32)
+    }
+
     /// Checks that the kernel drivers can clear this view (`clear_buffer` needs COPY_DST).
     pub(crate) fn check_clearable(&self, name: &'static str) -> Result<()> {
         self.check_usage(name, wgpu::BufferUsages::COPY_DST)

@@ -81,7 +81,7 @@ struct Params {
     weight_sum: f32,
     mean: u32,
     per_row: u32,
-    unused: u32,
+    lead: u32,
     poly: f32,
     z_loss: f32,
     softcap: f32,
@@ -90,7 +90,8 @@ struct Params {
     power: u32,
     count_rows: u32,
     fixed_denom: f32,
-    pad: [u32; 2],
+    row_lead: u32,
+    target_lead: u32,
 }
 
 const PARAMS_STRIDE: u64 = 256;
@@ -299,10 +300,10 @@ impl ClassRows<'_> {
         let seg_samples = samples_per_segment(
             gpu,
             logits_shape,
-            d.classes,
-            d.inner,
+            (d.classes, d.inner),
             values.size(),
             if shared_words { 4 } else { 0 },
+            true,
         )?;
 
         gpu.scoped(|| {
@@ -361,8 +362,17 @@ impl ClassRows<'_> {
                 Some(Ok(i)) if !probs => (i, 1),
                 _ => (0, 0),
             };
+            // Each segment's views are bound from the alignment before its first element, the
+            // elements before it (the leads) given to the kernel.
+            let whole = |s: &Seg| (s.first * sample, s.count * sample);
+            let per_row = |s: &Seg| (s.first * d.inner, s.count * d.inner);
             let mut blocks = vec![0u8; PARAMS_STRIDE as usize * segs.len()];
             for (i, s) in segs.iter().enumerate() {
+                let target_lead = if probs {
+                    target.binding_led(gpu, whole(s)).1
+                } else {
+                    0
+                };
                 let p = Params {
                     rows: (s.count * d.inner) as u32,
                     classes: d.classes as u32,
@@ -377,7 +387,7 @@ impl ClassRows<'_> {
                     weight_sum: weight_sum as f32,
                     mean: u32::from(self.reduction == Reduction::Mean),
                     per_row: u32::from(self.reduction == Reduction::None),
-                    unused: 0,
+                    lead: out.grad.binding_led(gpu, whole(s)).1,
                     poly: self.poly,
                     z_loss: self.z_loss,
                     softcap: self.logit_softcap.unwrap_or(0.0),
@@ -386,7 +396,9 @@ impl ClassRows<'_> {
                     power: self.power,
                     count_rows: u32::from(self.count_rows),
                     fixed_denom: rows as f32,
-                    pad: [0; 2],
+                    // Labels and per-row losses: 4-byte values of aligned views, one lead.
+                    row_lead: out.loss.binding_led(gpu, per_row(s)).1,
+                    target_lead,
                 };
                 let at = i * PARAMS_STRIDE as usize;
                 blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
@@ -426,29 +438,25 @@ impl ClassRows<'_> {
             let (bgl, pipeline_layout) = layout(gpu);
             let bind = |i: usize, s: &Seg| {
                 let loss = if self.reduction == Reduction::None {
-                    out.loss.binding(s.first * d.inner, s.count * d.inner)
+                    out.loss.binding_led(gpu, per_row(s)).0
                 } else {
                     out.loss.binding(0, 1)
                 };
-                let (whole, per_row) = (
-                    (s.first * sample, s.count * sample),
-                    (s.first * d.inner, s.count * d.inner),
-                );
                 let logits = match (logits, staged) {
-                    (Some(l), _) => l.binding(whole.0, whole.1),
+                    (Some(l), _) => l.binding_led(gpu, whole(s)).0,
                     // In place and staged: the caller's gradient holds the logits until the
                     // segment is packed.
-                    (None, true) => out.grad.binding(whole.0, whole.1),
+                    (None, true) => out.grad.binding_led(gpu, whole(s)).0,
                     (None, false) => unused.as_entire_binding(),
                 };
                 let grad = match &narrow {
                     Some(n) => n.staging(i),
-                    None => out.grad.binding(whole.0, whole.1),
+                    None => out.grad.binding_led(gpu, whole(s)).0,
                 };
                 let targets = if probs {
-                    target.binding(whole.0, whole.1)
+                    target.binding_led(gpu, whole(s)).0
                 } else {
-                    target.binding(per_row.0, per_row.1)
+                    target.binding_led(gpu, per_row(s)).0
                 };
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("class_rows"),
@@ -476,7 +484,8 @@ impl ClassRows<'_> {
             let groups: Vec<wgpu::BindGroup> =
                 segs.iter().enumerate().map(|(i, s)| bind(i, s)).collect();
             // Four logits per step where every row starts on a vec4: contiguous rows of a
-            // multiple of four classes (segments start on whole samples, so on a vec4 too).
+            // multiple of four classes (segments start on whole samples, so on a vec4 too, and
+            // their leads are whole vec4s).
             // 16-bit logits likewise four per step, else two.
             let quads = gpu.vec4() && !small && d.inner == 1 && d.classes.is_multiple_of(4);
             let kernel = match (half, quads) {
