@@ -399,26 +399,91 @@ fn out_of_range_labels_are_reported() {
     );
 }
 
-/// Under 256-byte view alignment (wgpu's default limits) an input of several segments needs runs
-/// of whole samples that end aligned. Where none fits a binding ([201, 5, 31, 29]: 4,495
-/// elements a sample, 58 samples to 1 MiB, the shortest aligned run 128 samples in bf16 and 64
-/// in f32), an overlap loss and Lovász (on its f32 copy) return a typed error.
+/// Under 256-byte view alignment (wgpu's default limits) and 1 MiB bindings, inputs whose
+/// samples end off the alignment run in segments that start at any sample (16-bit logits: on an
+/// even element), each view bound from the alignment before it: the overlap losses in
+/// multiclass mode ([201, 5, 31, 29]: 4,495 elements a sample, 58 to a segment; f32, and bf16
+/// whose gradient is staged for an odd image) and with an even image (16-bit pixel pairs), in
+/// multilabel mode with f32 masks (whose lead differs from 16-bit logits'), Lovász softmax and
+/// hinge per image, and SSIM (runs of whole planes).
 #[test]
-fn unaligned_segments_are_typed_errors() {
+fn unaligned_segments_match_reference() {
     let Some(gpu) = wide_alignment_gpu() else {
         return;
     };
-    let shape = [201, 5, 31, 29];
-    let values = vec![0.0; shape.iter().product()];
-    let x = Tensor::from_slice_as(gpu, &values, &shape, DType::BF16).unwrap();
-    let labels = Tensor::from_labels(gpu, &vec![0; 201 * 31 * 29], &[201, 31, 29]).unwrap();
-    let losses: [&dyn Loss; 2] = [&Dice::default(), &wgloss::LovaszSoftmax::default()];
-    for loss in losses {
-        let r = loss.compute(gpu, &x, &labels);
-        assert!(
-            matches!(r, Err(wgloss::Error::InvalidShape { name: "logits", .. })),
-            "{r:?}"
+    for dtype in [DType::F32, DType::BF16] {
+        check_on(
+            gpu,
+            &[201, 5, 31, 29],
+            SegMode::Multiclass,
+            false,
+            1.0,
+            dtype,
         );
+    }
+    check_on(
+        gpu,
+        &[199, 5, 31, 30],
+        SegMode::Multiclass,
+        true,
+        0.0,
+        DType::F16,
+    );
+    for dtype in [DType::F32, DType::F16] {
+        check_on(
+            gpu,
+            &[1301, 3, 11, 13],
+            SegMode::Multilabel,
+            false,
+            0.0,
+            dtype,
+        );
+    }
+    // Lovász softmax per image over images of three pixels (7,941 to a segment), whose errors
+    // f32 and f64 sort alike (larger groups hold near ties that they order apart).
+    let mut rng = Rng::new(12);
+    let labels: Vec<i32> = (0..9_001 * 3)
+        .map(|r| {
+            if r % 13 == 5 {
+                255
+            } else {
+                (rng.unit() * 11.0) as i32 % 11
+            }
+        })
+        .collect();
+    lovasz_case(gpu, &[9_001, 11, 1, 3], true, 255, None, Some(&labels), 13);
+    let masks: Vec<f32> = (0..301 * 31 * 29)
+        .map(|k| match k % 11 {
+            3 => -1.0,
+            _ => (rng.unit() < 0.4) as u8 as f32,
+        })
+        .collect();
+    lovasz_case(gpu, &[301, 1, 31, 29], true, -1, Some(&masks), None, 14);
+    // SSIM over 39 planes of 31 × 29 (36 to a segment, whose scratch takes 8 maps of each), with
+    // the per-pixel map cropped (valid padding) and whole, and over 75 planes of 23 × 21 (67 to
+    // a segment; rows too short for the border passes).
+    use wgloss::Reduction::{Mean, None as PerPixel};
+    use wgloss::SsimPadding::{Same, Valid};
+    for (shape, padding, reduction) in [
+        ([13, 3, 31, 29], Valid, PerPixel),
+        ([13, 3, 31, 29], Same, Mean),
+        ([25, 3, 23, 21], Same, PerPixel),
+    ] {
+        let len: usize = shape.iter().product();
+        let (x, y) = (rng.uniform(len, 0.0, 1.0), rng.uniform(len, 0.0, 1.0));
+        let loss = wgloss::Ssim {
+            padding,
+            reduction,
+            ..Default::default()
+        };
+        let (out, want) = ssim_and_reference(gpu, loss, &x, &y, &shape);
+        let what = format!("ssim {shape:?} {padding:?} {reduction:?}");
+        let tol = if reduction == PerPixel {
+            ELEMENTWISE
+        } else {
+            REDUCED
+        };
+        assert_output(gpu, &what, &out, &want, tol, ELEMENTWISE);
     }
 }
 

@@ -13,7 +13,9 @@
 // A group owns P slots (P a power of two >= its pixels); slots carry the error as the sort key
 // and, as the value, 4 pixel + 2 gt + ignored (ignored also set for the padding, whose key is
 // NaN and which sorts last with ignored pixels), so that equal errors keep pixel order. Groups are bound in
-// chunks that fit one binding; logits, targets and gradient in segments of whole samples.
+// chunks that fit one binding; logits, targets and gradient in segments of whole samples, each
+// view bound from the storage offset alignment at or before its first element
+// (`Tensor::binding_led`): `lead` and `target_lead` count the elements bound before it.
 // Passes: `init_slots`, `errors_pass` (per segment and chunk), the sort, `scan_blocks`,
 // `scan_groups`, `finish` (per-group weights), `lovasz_pass` (per chunk and segment: the
 // Lovász gradient of each slot, into the gradient w.r.t. the probability or logit),
@@ -36,6 +38,10 @@ struct Params {
     num_partials: u32,
     write_loss: u32,   // 1 in the first segment's dispatch of each chunk
     grad_scale: f32,
+    lead: u32,         // elements bound before the segment's first logit (and gradient)
+    target_lead: u32,  // elements bound before the segment's first target
+    pad0: u32,
+    pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
@@ -136,25 +142,25 @@ fn errors_pass(
             if (g < params.group_base || g >= chunk_end) {
                 continue;
             }
-            let t = bitcast<f32>(target_bits[r]);
+            let t = bitcast<f32>(target_bits[params.target_lead + r]);
             let slot = (g - params.group_base) * params.group_len + position_of(n, s);
-            grad[r] = 0.0;
+            grad[params.lead + r] = 0.0;
             if (params.has_ignore != 0u && t == f32(params.ignore_index)) {
                 vals[slot] = slot_value(pixel, IGNORED_BIT);
                 continue;
             }
             let gt = t > 0.5;
-            keys[slot] = 1.0 - logits[r] * (2.0 * t - 1.0);
+            keys[slot] = 1.0 - logits[params.lead + r] * (2.0 * t - 1.0);
             vals[slot] = slot_value(pixel, select(0u, GT_BIT, gt));
             continue;
         }
-        let y = bitcast<i32>(target_bits[r]);
+        let y = bitcast<i32>(target_bits[params.target_lead + r]);
         let ignored = params.has_ignore != 0u && y == params.ignore_index;
         if (!ignored && (y < 0 || u32(y) >= params.classes)) {
             atomicMax(&status[0], 0xffffffffu - pixel);
             continue;
         }
-        let base = n_local * params.classes * params.inner + s;
+        let base = params.lead + n_local * params.classes * params.inner + s;
         let sm = pixel_softmax(base);
         for (var c = 0u; c < params.classes; c++) {
             let g = group_of(n, c);
@@ -418,14 +424,14 @@ fn lovasz_pass(
         let d = w * slope * lg * params.grad_scale;
         if (HINGE) {
             // e = 1 - x s: d e / d x = -s.
-            grad[local] = -d * (2.0 * gt - 1.0);
+            grad[params.lead + local] = -d * (2.0 * gt - 1.0);
         } else {
             // e = |fg - p|: d e / d p = sign(p - fg), 0 at e = 0.
             let c = g % params.classes;
             let n_local = local / params.inner;
             let s = local % params.inner;
             let sign_pf = select(select(1.0, -1.0, gt > 0.5), 0.0, e == 0.0);
-            grad[(n_local * params.classes + c) * params.inner + s] = d * sign_pf;
+            grad[params.lead + (n_local * params.classes + c) * params.inner + s] = d * sign_pf;
         }
     }
     if (params.write_loss != 0u) {
@@ -452,8 +458,8 @@ fn chain_pass(
     for (var r = b.x; r < b.y; r += LANES) {
         let ns = pos.at;
         pos = step2(pos);
-        let base = ns.x * params.classes * params.inner + ns.y;
-        let y = bitcast<i32>(target_bits[r]);
+        let base = params.lead + ns.x * params.classes * params.inner + ns.y;
+        let y = bitcast<i32>(target_bits[params.target_lead + r]);
         if (params.has_ignore != 0u && y == params.ignore_index) {
             for (var c = 0u; c < params.classes; c++) {
                 grad[base + c * params.inner] = 0.0;

@@ -30,6 +30,10 @@
 // block, partial statistics), `stats_reduce` (one workgroup per group), `finish` (one
 // workgroup: losses, the loss value, coefficients), `grad_pass`. Nothing is written when a bad
 // label was recorded.
+//
+// A segment's views are bound from the storage offset alignment at or before their first element
+// (`Tensor::binding_led`), so that a segment may start at any sample: `lead` and `target_lead`
+// count the elements bound before it (with 16-bit logits an even lead).
 
 struct Params {
     samples: u32,       // samples in this segment
@@ -49,7 +53,7 @@ struct Params {
     off_lse: u32,
     ignore_index: i32,
     has_ignore: u32,
-    unused: u32,        // (free)
+    lead: u32,          // elements bound before the segment's first logit (and gradient)
     has_weight: u32,
     smoothing: f32,
     eps: f32,
@@ -58,8 +62,8 @@ struct Params {
     gamma: f32,
     w: f32,             // sensitivity_specificity's w
     grad_scale: f32,
-    pad0: u32,
-    pad1: u32,
+    target_lead: u32,   // labels (or mask elements) bound before the segment's first
+    pad: u32,
 }
 
 // Labels (i32) or masks (f32), read as bits.
@@ -103,7 +107,7 @@ fn class_weight(c: u32) -> f32 {
 }
 
 fn label(r: u32) -> i32 {
-    return bitcast<i32>(target_bits[r]);
+    return bitcast<i32>(target_bits[params.target_lead + r]);
 }
 
 fn label_ignored(y: i32) -> bool {
@@ -114,9 +118,9 @@ fn mask_ignored(m: f32) -> bool {
     return params.has_ignore != 0u && m == f32(params.ignore_index);
 }
 
-// Element (n, c, s) of the segment: its flat index.
+// Element (n, c, s) of the segment: its index in the logit and gradient bindings.
 fn elem(n: u32, c: u32, s: u32) -> u32 {
-    return (n * params.classes + c) * params.inner + s;
+    return params.lead + (n * params.classes + c) * params.inner + s;
 }
 
 // The group of class c of (global) sample n.
@@ -144,7 +148,7 @@ fn prob_target(n: u32, c: u32, s: u32) -> vec2<f32> {
         let lse = work[params.off_lse + (params.sample_base * params.inner + r)];
         return softmax_target(logit(i), lse, y, c);
     }
-    let m = bitcast<f32>(target_bits[i]);
+    let m = bitcast<f32>(target_bits[i - params.lead + params.target_lead]);
     if (mask_ignored(m)) {
         return vec2<f32>(0.0, -1.0);
     }

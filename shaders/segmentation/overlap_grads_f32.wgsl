@@ -11,7 +11,7 @@ fn sigmoid_grads(lid: u32, wid: u32, nwg: u32) {
     for (var i = b.x; i < b.y; i += LANES) {
         let ncs = at3(pos);
         pos = step3(pos);
-        grad[i] = sigmoid_grad(ncs.x, ncs.y, ncs.z);
+        grad[params.lead + i] = sigmoid_grad(ncs.x, ncs.y, ncs.z);
     }
 }
 

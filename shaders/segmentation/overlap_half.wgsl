@@ -1,5 +1,5 @@
 // Overlap losses over 16-bit logits and gradient (`util/half.wgsl`), two per 32-bit word.
-// Segments start on a word. The gradient pass writes whole words: two elements per step in
+// Segments start on a word (an even lead). The gradient pass writes whole words: two elements per step in
 // binary and multilabel modes (the padding half past an odd last element kept), and in
 // multiclass mode two pixels per step, (n, s) and (n, s + 1) for an even s (the host takes this
 // width in multiclass mode only for an even S), whose logits of each class share one word and
@@ -32,6 +32,7 @@ fn sigmoid_grads(lid: u32, wid: u32, nwg: u32) {
     let step = 2u * LANES;
     var rows = Walk2(div_mod(2u * b.x, params.inner), div_mod(step, params.inner), params.inner);
     var planes = Walk2(div_mod(2u * b.x, cd), div_mod(step, cd), cd);
+    let w_lead = params.lead / 2u;
     for (var w = b.x; w < b.y; w += LANES) {
         let ncs = at3(Walk3(rows, planes, params.classes));
         rows = step2(rows);
@@ -42,9 +43,9 @@ fn sigmoid_grads(lid: u32, wid: u32, nwg: u32) {
             g.y = sigmoid_grad(next.x, next.y, next.z);
         } else {
             // The padding half: kept as stored.
-            g.y = unpack_pair(grad[w]).y;
+            g.y = unpack_pair(grad[w_lead + w]).y;
         }
-        grad[w] = pack_pair(g);
+        grad[w_lead + w] = pack_pair(g);
     }
 }
 

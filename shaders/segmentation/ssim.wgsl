@@ -9,7 +9,9 @@
 // prediction) is G^T a + 2 x1 G^T b + x2 G^T c, with a, b, c the derivatives of the loss w.r.t.
 // mu1, E11, E12 at each output pixel (0 outside the crop and where the clamp is active).
 //
-// A segment is a run of whole planes (n, c); `work` holds 8 planes-sized maps: [0, 5) the
+// A segment is a run of whole planes (n, c), its views bound from the storage offset alignment
+// at or before their first element (`Tensor::binding_led`; `lead` and `loss_lead` count the
+// elements bound before it); `work` holds 8 planes-sized maps: [0, 5) the
 // horizontally blurred quantities, later the vertically adjoined coefficients; [5, 8) a, b, c.
 // Passes (each over the segment's pixels): `blur_h`, `blur_v` (SSIM, loss, coefficients),
 // `adjoint_v`, `adjoint_h` (the gradient), each adjoint followed by its border pass on long lines
@@ -24,7 +26,7 @@ struct Params {
     planes: u32,       // planes in this segment
     height: u32,
     width: u32,
-    unused: u32,       // (free; the radius is the pipeline constant RADIUS)
+    lead: u32,         // values bound before the segment's first (prediction, target, gradient)
     plane_base: u32,   // global index of the segment's first plane
     wg_base: u32,      // first partial slot of this segment
     num_partials: u32,
@@ -35,8 +37,8 @@ struct Params {
     eps: f32,
     loss_scale: f32,   // 1 / (number of map elements) under mean, else 1
     grad_scale: f32,   // grad_scale times loss_scale
-    pad0: u32,
-    pad1: u32,
+    loss_lead: u32,    // per-pixel losses bound before the segment's first
+    pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> pred: array<f32>;
@@ -124,8 +126,8 @@ fn blur_h(
         for (var k = 0; k <= 2 * r; k++) {
             let i = row + reflect(x + k - r, w);
             let wk = weight(u32(k));
-            let p = pred[i];
-            let t = targ[i];
+            let p = pred[params.lead + i];
+            let t = targ[params.lead + i];
             s[0] += wk * p;
             s[1] += wk * t;
             s[2] += wk * p * p;
@@ -200,7 +202,7 @@ fn ssim_pixel(plane: u32, y: u32, x: u32, e: u32, m: array<f32, 5>) -> f32 {
             let r0 = RADIUS * params.valid;
             let ow = w - 2u * r0;
             let oh = h - 2u * r0;
-            loss[(plane * oh + (y - r0)) * ow + (x - r0)] = lv;
+            loss[params.loss_lead + (plane * oh + (y - r0)) * ow + (x - r0)] = lv;
         } else {
             acc = lv;
         }
@@ -454,7 +456,8 @@ fn adjoint_h(
             let ga = adjoint(0u, x, w, row, 1u);
             let gb = adjoint(1u, x, w, row, 1u);
             let gc = adjoint(2u, x, w, row, 1u);
-            grad[e] = ga + 2.0 * pred[e] * gb + targ[e] * gc;
+            let at = params.lead + e;
+            grad[at] = ga + 2.0 * pred[at] * gb + targ[at] * gc;
         }
         return;
     }
@@ -480,7 +483,8 @@ fn adjoint_h(
         for (var o = 0u; o < RUN; o++) {
             let e = row + x0 + o;
             if (x0 + o < w) {
-                grad[e] = sums[0][o] + 2.0 * pred[e] * sums[1][o] + targ[e] * sums[2][o];
+                let at = params.lead + e;
+                grad[at] = sums[0][o] + 2.0 * pred[at] * sums[1][o] + targ[at] * sums[2][o];
             }
         }
     }
@@ -519,6 +523,7 @@ fn border_h(
         let ga = adjoint_reflected(0u, x, w, row, 1u);
         let gb = adjoint_reflected(1u, x, w, row, 1u);
         let gc = adjoint_reflected(2u, x, w, row, 1u);
-        grad[e] += ga + 2.0 * pred[e] * gb + targ[e] * gc;
+        let at = params.lead + e;
+        grad[at] += ga + 2.0 * pred[at] * gb + targ[at] * gc;
     }
 }

@@ -175,35 +175,26 @@ pub(crate) fn lcm(a: usize, b: usize) -> usize {
 }
 
 /// Samples per segment when `[N, C, S]` inputs (`logits_shape`) are split into runs of whole
-/// samples (`C·S` elements each, rows of `S`): each run fits one storage binding. With `led`,
-/// the kernel's views are bound from the alignment before a segment (`Tensor::binding_led`),
-/// so that a run may start at any sample (16-bit values: on an even element); otherwise it
-/// starts at an offset aligned for views over samples and over their rows. Fails when one
-/// sample exceeds a binding, or, without `led`, when the input needs several segments and the
-/// device's storage offset alignment (256 bytes under wgpu's default limits) admits none of
-/// whole samples. `size` is the inputs' element size in bytes (the bound stays that of f32
-/// values, which probability targets and per-element losses beside them take). `scratch`
-/// bytes per row of the segment go to one more binding, beside 16 bytes of its own.
+/// samples (`C·S` elements each, rows of `S`) that fit one storage binding each. The kernels
+/// bind a run's views from the storage offset alignment before it (`Tensor::binding_led`), so
+/// that a run may start at any sample (16-bit values: on an even element); every binding but the
+/// first then holds less than the alignment before the run. Fails when one sample (or, past one
+/// segment, the shortest run) exceeds a binding. `size` is the inputs' element size in bytes
+/// (the bound stays that of f32 values, which probability targets and per-element losses beside
+/// them take). `scratch` bytes per row of the segment go to one more binding, beside 16 bytes
+/// of its own.
 pub(crate) fn samples_per_segment(
     gpu: &Gpu,
     logits_shape: &[usize],
     (classes, inner): (usize, usize),
     size: usize,
     scratch: usize,
-    led: bool,
 ) -> Result<usize> {
     let limits = gpu.limits();
-    let align_bytes = limits.min_storage_buffer_offset_alignment as usize;
-    let align = (align_bytes / size).max(1);
     let sample = classes * inner;
-    let unit = if led {
-        let per_word = (4 / size).max(1);
-        per_word / gcd(per_word, sample.max(1))
-    } else {
-        let a = align / gcd(align, sample.max(1));
-        let b = align / gcd(align, inner.max(1));
-        lcm(a, b)
-    };
+    // Samples from one even element to the next.
+    let per_word = (4 / size).max(1);
+    let unit = per_word / gcd(per_word, sample.max(1));
     let max_elems = (limits.max_storage_buffer_binding_size / 4) as usize;
     if sample > max_elems {
         return Err(Error::InvalidShape {
@@ -216,23 +207,18 @@ pub(crate) fn samples_per_segment(
         .saturating_sub(16)
         .checked_div(scratch)
         .map_or(usize::MAX, |rows| rows / inner.max(1));
-    let fits = |elems: usize| (elems / sample.max(1)).min(rows).max(1);
-    // One segment starts at the view's offset; more need runs of `unit` samples that fit, with
-    // the lead of a led binding (less than the alignment) before each.
+    let fits = |elems: usize| (elems / sample.max(1)).min(rows);
     let n = logits_shape.first().copied().unwrap_or(1);
-    if n <= fits(max_elems) {
+    if n <= fits(max_elems).max(1) {
         return Ok(n.max(1));
     }
-    let fit = if led {
-        fits(max_elems.saturating_sub(align_bytes / 4))
-    } else {
-        fits(max_elems)
-    };
-    if unit > fit || led && unit * sample + align_bytes / 4 > max_elems {
+    let lead_room = limits.min_storage_buffer_offset_alignment as usize / 4;
+    let fit = fits(max_elems.saturating_sub(lead_room));
+    if unit > fit {
         return Err(Error::InvalidShape {
             name: "logits",
             got: logits_shape.to_vec(),
-            why: "no run of whole samples that fits a storage binding ends at an offset aligned for the next",
+            why: "no run of whole samples that ends on a 32-bit word fits a storage binding",
         });
     }
     Ok(fit / unit * unit)

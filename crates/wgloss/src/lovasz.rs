@@ -36,6 +36,9 @@ struct Params {
     num_partials: u32,
     write_loss: u32,
     grad_scale: f32,
+    lead: u32,
+    target_lead: u32,
+    pad: [u32; 2],
 }
 
 const PARAMS_STRIDE: u64 = 256;
@@ -154,7 +157,7 @@ impl Lovasz {
         let chunks = groups.div_ceil(chunk_groups).max(1);
         // Logits segments of whole samples.
         let sample = classes * inner;
-        let seg_samples = samples_per_segment(gpu, shape, (classes, inner), 4, 0, false)?;
+        let seg_samples = samples_per_segment(gpu, shape, (classes, inner), 4, 0)?;
         let mut segs = Vec::new();
         let mut first = 0;
         while first < n {
@@ -189,6 +192,16 @@ impl Lovasz {
                 return Ok(());
             }
             let device = gpu.device();
+            // Each segment's views are bound from the alignment before its first element, the
+            // elements before it (the leads) given to the kernel.
+            let whole = |(first, count)| (first * sample, count * sample);
+            let target_range = |(first, count)| {
+                if self.hinge {
+                    whole((first, count))
+                } else {
+                    (first * inner, count * inner)
+                }
+            };
             // One parameter block per (chunk, segment).
             let mut blocks = vec![0u8; PARAMS_STRIDE as usize * chunks * segs.len()];
             for k in 0..chunks {
@@ -210,6 +223,9 @@ impl Lovasz {
                         num_partials: num_partials as u32,
                         write_loss: u32::from(i == 0),
                         grad_scale: self.grad_scale,
+                        lead: logits.binding_led(gpu, whole((first, count))).1,
+                        target_lead: target.binding_led(gpu, target_range((first, count))).1,
+                        pad: [0; 2],
                     };
                     let at = (k * segs.len() + i) * PARAMS_STRIDE as usize;
                     blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&pr));
@@ -252,13 +268,6 @@ impl Lovasz {
             );
             let chunk_bytes = 4 * (chunk_groups * p) as u64;
             let bind = |k: usize, i: usize| {
-                let (first, count) = segs[i];
-                let (start, len) = (first * sample, count * sample);
-                let t = if self.hinge {
-                    target.binding(start, len)
-                } else {
-                    target.binding(first * inner, count * inner)
-                };
                 fn slice(b: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
                     wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: b,
@@ -270,9 +279,9 @@ impl Lovasz {
                     label: Some("lovasz"),
                     layout: &bgl,
                     entries: &[
-                        entry(0, logits.binding(start, len)),
-                        entry(1, t),
-                        entry(2, out.grad.binding(start, len)),
+                        entry(0, logits.binding_led(gpu, whole(segs[i])).0),
+                        entry(1, target.binding_led(gpu, target_range(segs[i])).0),
+                        entry(2, out.grad.binding_led(gpu, whole(segs[i])).0),
                         entry(3, out.loss.binding(0, 1)),
                         entry(4, slice(&keys, k as u64 * chunk_bytes, chunk_bytes)),
                         entry(5, slice(&vals, k as u64 * chunk_bytes, chunk_bytes)),

@@ -70,7 +70,7 @@ struct Params {
     off_lse: u32,
     ignore_index: i32,
     has_ignore: u32,
-    unused: u32,
+    lead: u32,
     has_weight: u32,
     smooth: f32,
     eps: f32,
@@ -79,7 +79,8 @@ struct Params {
     gamma: f32,
     w: f32,
     grad_scale: f32,
-    pad: [u32; 2],
+    target_lead: u32,
+    pad: u32,
 }
 
 fn layout(gpu: &Gpu) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
@@ -185,8 +186,7 @@ impl Overlap<'_> {
             });
         }
         let sample = classes * inner;
-        let seg_samples =
-            samples_per_segment(gpu, shape, (classes, inner), values.size(), 0, false)?;
+        let seg_samples = samples_per_segment(gpu, shape, (classes, inner), values.size(), 0)?;
         let max_elems = (gpu.limits().max_storage_buffer_binding_size / 4) as usize;
         let groups = if self.per_image { n * classes } else { classes };
         if groups > 65_535 * 65_535 {
@@ -300,6 +300,16 @@ impl Overlap<'_> {
                 return Ok(());
             }
             let device = gpu.device();
+            // Each segment's views are bound from the alignment before its first element, the
+            // elements before it (the leads) given to the kernel.
+            let whole = |s: &Seg| (s.first * sample, s.count * sample);
+            let target_range = |s: &Seg| {
+                if labels {
+                    (s.first * inner, s.count * inner)
+                } else {
+                    whole(s)
+                }
+            };
             let mut blocks = vec![0u8; PARAMS_STRIDE as usize * segs.len()];
             for (i, s) in segs.iter().enumerate() {
                 let p = Params {
@@ -320,7 +330,7 @@ impl Overlap<'_> {
                     off_lse: off_lse as u32,
                     ignore_index,
                     has_ignore,
-                    unused: 0,
+                    lead: logits.binding_led(gpu, whole(s)).1,
                     has_weight: u32::from(self.weight.is_some()),
                     smooth: self.smooth,
                     eps: self.eps,
@@ -329,7 +339,8 @@ impl Overlap<'_> {
                     gamma: self.gamma,
                     w: self.w,
                     grad_scale: self.grad_scale,
-                    pad: [0; 2],
+                    target_lead: target.binding_led(gpu, target_range(s)).1,
+                    pad: 0,
                 };
                 let at = i * PARAMS_STRIDE as usize;
                 blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
@@ -370,23 +381,17 @@ impl Overlap<'_> {
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    let (start, len) = (s.first * sample, s.count * sample);
-                    let t = if labels {
-                        target.binding(s.first * inner, s.count * inner)
-                    } else {
-                        target.binding(start, len)
-                    };
                     device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some("overlap"),
                         layout: &bgl,
                         entries: &[
-                            entry(0, logits.binding(start, len)),
-                            entry(1, t),
+                            entry(0, logits.binding_led(gpu, whole(s)).0),
+                            entry(1, target.binding_led(gpu, target_range(s)).0),
                             entry(
                                 2,
                                 match &narrow {
                                     Some(n) => n.staging(i),
-                                    None => out.grad.binding(start, len),
+                                    None => out.grad.binding_led(gpu, whole(s)).0,
                                 },
                             ),
                             entry(3, out.loss.binding(0, 1)),

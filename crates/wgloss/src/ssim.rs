@@ -3,7 +3,7 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::elementwise::{entry, gcd, lcm, storage, uniform};
+use crate::elementwise::{entry, storage, uniform};
 use crate::error::{check_param, Error, Result};
 use crate::gpu::{PipelineKey, MAX_ITERATIONS};
 use crate::kernel::SSIM;
@@ -80,7 +80,7 @@ struct Params {
     planes: u32,
     height: u32,
     width: u32,
-    unused: u32,
+    lead: u32,
     plane_base: u32,
     wg_base: u32,
     num_partials: u32,
@@ -91,7 +91,8 @@ struct Params {
     eps: f32,
     loss_scale: f32,
     grad_scale: f32,
-    pad: [u32; 2],
+    loss_lead: u32,
+    pad: u32,
 }
 
 const PARAMS_STRIDE: u64 = 256;
@@ -253,23 +254,10 @@ impl Loss for Ssim {
                 why: "an image's scratch (8 maps) exceeds a storage binding",
             });
         }
-        // Segments of whole planes whose scratch fits one binding and whose views (input
-        // planes and loss-map planes) start aligned.
-        let align = (limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
-        let unit = {
-            let a = align / gcd(align, plane.max(1));
-            let b = align / gcd(align, (oh * ow).max(1));
-            lcm(a, b)
-        };
-        if MAPS * plane * unit > max_elems {
-            return Err(Error::InvalidShape {
-                name: "pred",
-                got: pred.shape().to_vec(),
-                why: "the smallest aligned run of images exceeds a storage binding",
-            });
-        }
+        // Segments of whole planes whose scratch fits one binding (their views, an eighth of
+        // that, are bound from the alignment before them).
         let planes = n * c;
-        let seg_planes = ((max_elems / (MAPS * plane.max(1))) / unit).max(1) * unit;
+        let seg_planes = (max_elems / (MAPS * plane.max(1))).max(1);
         let mut segs = Vec::new();
         let (mut first, mut wg_base) = (0, 0);
         while first < planes {
@@ -310,13 +298,15 @@ impl Loss for Ssim {
                 return Ok(());
             }
             let device = gpu.device();
+            // The segment's (first, count) of loss-map values.
+            let maps = |first: usize, count: usize| (first * oh * ow, count * oh * ow);
             let mut blocks = vec![0u8; PARAMS_STRIDE as usize * segs.len()];
             for (i, &(first, count, _, wg_base)) in segs.iter().enumerate() {
                 let p = Params {
                     planes: count as u32,
                     height: h as u32,
                     width: w as u32,
-                    unused: 0,
+                    lead: pred.binding_led(gpu, (first * plane, count * plane)).1,
                     plane_base: first as u32,
                     wg_base: wg_base as u32,
                     num_partials: num_partials as u32,
@@ -327,7 +317,8 @@ impl Loss for Ssim {
                     eps: self.eps,
                     loss_scale: loss_scale as f32,
                     grad_scale: (f64::from(self.grad_scale) * loss_scale) as f32,
-                    pad: [0; 2],
+                    loss_lead: out.loss.binding_led(gpu, maps(first, count)).1,
+                    pad: 0,
                 };
                 let at = i * PARAMS_STRIDE as usize;
                 blocks[at..at + size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
@@ -377,7 +368,7 @@ impl Loss for Ssim {
                 .map(|(i, &(first, count, _, _))| {
                     let (start, len) = (first * plane, count * plane);
                     let loss = if per_pixel {
-                        out.loss.binding(first * oh * ow, count * oh * ow)
+                        out.loss.binding_led(gpu, maps(first, count)).0
                     } else {
                         out.loss.binding(0, 1)
                     };
@@ -385,9 +376,9 @@ impl Loss for Ssim {
                         label: Some("ssim"),
                         layout: &bgl,
                         entries: &[
-                            entry(0, pred.binding(start, len)),
-                            entry(1, target.binding(start, len)),
-                            entry(2, out.grad.binding(start, len)),
+                            entry(0, pred.binding_led(gpu, (start, len)).0),
+                            entry(1, target.binding_led(gpu, (start, len)).0),
+                            entry(2, out.grad.binding_led(gpu, (start, len)).0),
                             entry(3, loss),
                             entry(4, partials.as_entire_binding()),
                             entry(

@@ -303,7 +303,6 @@ impl ClassRows<'_> {
             (d.classes, d.inner),
             values.size(),
             if shared_words { 4 } else { 0 },
-            true,
         )?;
 
         gpu.scoped(|| {
