@@ -342,7 +342,8 @@ probability_cases! {
 /// from the alignment before it: labels and probability targets (whose lead differs from 16-bit
 /// logits'), per-row and reduced losses, both widths and both row paths; rows with trailing
 /// dims ([700, 7, 13, 11]: 1,001 logits a sample, 261 to a segment), contiguous rows of an odd
-/// class count and of a multiple of four (the four-per-step width: leads of whole vec4s).
+/// class count and of a multiple of four (the four-per-step width: leads of whole vec4s); and
+/// the in-place gradient of each 16-bit layout against the out-of-place call.
 #[test]
 fn unaligned_segments_match_reference() {
     let Some(gpu) = wgloss_suite::wide_alignment_gpu() else {
@@ -381,6 +382,16 @@ fn unaligned_segments_match_reference() {
             let case = prob_case(&[600, 5, 7, 29], Reduction::None);
             check_probabilities_on(&gpu, &case, dtype);
         }
+        // In place: the next segment's views begin in the words this one's gradient overwrote.
+        in_place_cases_on(
+            &gpu,
+            &[
+                (vec![300, 1028], DType::F32),
+                (vec![40_001, 11], DType::F16),
+                (vec![301, 5, 6, 30], DType::F16),
+                (vec![600, 5, 7, 29], DType::BF16),
+            ],
+        );
     }
 }
 
@@ -433,7 +444,7 @@ fn in_place_on(gpu: &Gpu) {
     // words with their neighbours; an odd row count ends in half a word of padding), and rows
     // with trailing dims of an even size (pairs of rows sharing words) and of an odd one (the
     // gradient staged in f32, packed over the logits once every row has read them).
-    let cases = [
+    let cases: Vec<(Vec<usize>, DType)> = [
         ([64usize, 5], DType::F32),
         ([9, 1000], DType::F32),
         ([64, 6], DType::F16),
@@ -448,8 +459,15 @@ fn in_place_on(gpu: &Gpu) {
         (vec![2, 40, 4], DType::BF16),
         (vec![3, 5, 7], DType::BF16),
         (vec![2, 40, 3, 3], DType::F16),
-    ]);
-    for (shape, dtype) in cases {
+    ])
+    .collect();
+    in_place_cases_on(gpu, &cases);
+}
+
+/// Each case's in-place call against the out-of-place one: the same loss, bit for bit, and the
+/// same gradient, in the logits' buffer.
+fn in_place_cases_on(gpu: &Gpu, cases: &[(Vec<usize>, DType)]) {
+    for (shape, dtype) in cases.iter().cloned() {
         let (n, c) = (shape[0], shape[1]);
         let rows = n * shape[2..].iter().product::<usize>();
         let label_shape: Vec<usize> = [n].into_iter().chain(shape[2..].to_vec()).collect();
