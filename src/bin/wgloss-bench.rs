@@ -7,6 +7,7 @@
 //! and the gradient written once (12 bytes per element). A plain copy kernel of the same size
 //! (8 bytes per element), in the same run, is the roofline the ratio refers to: the faster of a
 //! one-element and a four-element-per-step copy, each timed in rounds alternating with the loss.
+//! The reports: `report.md` (the table), `report.json` and `report.svg` (the ratios as bars).
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -374,6 +375,115 @@ fn write_reports(adapter: &str, copies: &[Row], rows: &[Row]) -> Result<()> {
     json.push_str("\n  ]\n}\n");
     std::fs::write(dir.join("report.md"), &md)?;
     std::fs::write(dir.join("report.json"), &json)?;
+    std::fs::write(dir.join("report.svg"), svg_chart(adapter, rows)?)?;
     println!("\nwrote {}", dir.join("report.md").display());
     Ok(())
+}
+
+/// A bar per row of its ratio to the paired copy kernel, with the copy's 100 % and 80 % of it
+/// marked: the report at a glance.
+fn svg_chart(adapter: &str, rows: &[Row]) -> Result<String, std::fmt::Error> {
+    // Pixels: the names' column, the plot's width, a bar's pitch, the title's band.
+    const LABEL: f64 = 340.0;
+    const PLOT: f64 = 600.0;
+    const BAR: f64 = 16.0;
+    const TOP: f64 = 40.0;
+    let pct = |r: &Row| 100.0 * r.gbps() / r.copy_gbps;
+    // The axis reaches the largest ratio, and at least the copy's 100 %, in steps of 20 %.
+    let most = rows.iter().map(pct).fold(100.0, f64::max);
+    let axis = (most / 20.0).ceil() * 20.0;
+    let scale = PLOT / axis;
+    let (width, height) = (LABEL + PLOT + 60.0, TOP + BAR * rows.len() as f64 + 30.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n\
+         <text x=\"4\" y=\"16\" font-size=\"13\">Effective bandwidth as % of the copy kernel: {}</text>\n",
+        escape(adapter)
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let y = TOP + BAR * i as f64;
+        let p = pct(r);
+        let name = format!("{} {}", r.name, label(r.elements));
+        // Past 80 %: the kernel is within reach of the copy's bandwidth.
+        let fill = if p >= 80.0 { "#3a7d44" } else { "#c0803a" };
+        writeln!(
+            svg,
+            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text>\
+             <rect x=\"{LABEL}\" y=\"{:.0}\" width=\"{:.1}\" height=\"{:.0}\" fill=\"{fill}\"/>\
+             <text x=\"{:.1}\" y=\"{:.0}\">{p:.0}</text>",
+            LABEL - 6.0,
+            y + BAR - 4.0,
+            escape(&name),
+            y + 2.0,
+            p.max(0.0) * scale,
+            BAR - 4.0,
+            LABEL + p.max(0.0) * scale + 4.0,
+            y + BAR - 4.0,
+        )?;
+    }
+    let bottom = TOP + BAR * rows.len() as f64;
+    for (mark, dash) in [(80.0, "4 3"), (100.0, "none")] {
+        let x = LABEL + mark * scale;
+        writeln!(
+            svg,
+            "<line x1=\"{x:.1}\" y1=\"{:.0}\" x2=\"{x:.1}\" y2=\"{bottom:.0}\" stroke=\"#333\" stroke-dasharray=\"{dash}\"/>\
+             <text x=\"{x:.1}\" y=\"{:.0}\" text-anchor=\"middle\">{mark:.0} %</text>",
+            TOP - 4.0,
+            bottom + 16.0,
+        )?;
+    }
+    svg.push_str("</svg>\n");
+    Ok(svg)
+}
+
+/// `text` with XML's special characters escaped.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, seconds: f64) -> Row {
+        Row {
+            name: name.into(),
+            elements: 1 << 20,
+            seconds,
+            bytes: 12.0 * (1 << 20) as f64,
+            copy_gbps: 10.0,
+            call_bytes: None,
+        }
+    }
+
+    /// One bar per row, as long as its ratio on an axis that reaches the largest one; names
+    /// and the adapter escaped.
+    #[test]
+    fn chart_has_a_bar_per_row_scaled_to_the_largest_ratio() {
+        // 12 MiB in 1.2583 ms: 10 GB/s, 100 %; in 2.5166 ms, 50 %; in 1.0486 ms, 120 %.
+        let rows = [
+            row("a<b", 1.2583e-3),
+            row("c", 2.5166e-3),
+            row("d", 1.0486e-3),
+        ];
+        let svg = svg_chart("x & y", &rows).unwrap();
+        assert_eq!(svg.matches("<rect").count(), 3);
+        assert!(svg.contains("a&lt;b 1M") && svg.contains("x &amp; y"));
+        // The axis ends at 120 %: 600 px, so 100 % is 500 px and 50 % 250 px.
+        let widths: Vec<f64> = svg
+            .match_indices("width=\"")
+            .skip(1)
+            .map(|(at, _)| {
+                let rest = &svg[at + 7..];
+                rest[..rest.find('"').unwrap()].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(widths.len(), 3);
+        for (got, want) in widths.iter().zip([500.0, 250.0, 600.0]) {
+            assert!((got - want).abs() < 0.5, "{widths:?}");
+        }
+    }
 }
