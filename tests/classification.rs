@@ -810,6 +810,65 @@ fn focal_and_hinge_on(gpu: &Gpu) {
     }
 }
 
+/// GHM-C bins gradient norms that lie exactly on an edge as mmdet does (g >= k / bins opens bin k,
+/// the edge rounded as f32 division rounds it): logits 0 give g = |1/2 - t|, so targets 0, 1, 1/2,
+/// 1/4, 3/4 and 1/8 put g on the edges 1/2, 0, 1/4 and 3/8 of 4, 8 and 10 bins; 0.9 puts it an
+/// ulp under the rounded edge 4/10; logits of ±30 with targets 0 and 1 put it at 0 and 1 (in
+/// f32; within 1e-13 of them in f64, in the same bins). (A target of 0.2 would not do: 1/2 - 0.2
+/// rounds up onto the edge 3/10 in f32, as in mmdet, and stays under it in the f64 reference.)
+#[test]
+fn ghm_c_bins_norms_on_the_edges_as_the_reference() {
+    let Some(gpu) = shared_gpu() else { return };
+    let pairs = [
+        (0.0f32, 0.0f32),
+        (0.0, 1.0),
+        (0.0, 0.5),
+        (0.0, 0.25),
+        (0.0, 0.75),
+        (0.0, 0.125),
+        (0.0, 0.9),
+        (30.0, 0.0),
+        (30.0, 1.0),
+        (-30.0, 0.0),
+        (-30.0, 1.0),
+    ];
+    // Pair j 3 + 7 j times, so that the bins' counts (and weights) differ.
+    let (x, t): (Vec<f32>, Vec<f32>) = (pairs.iter().enumerate())
+        .flat_map(|(j, &pair)| std::iter::repeat_n(pair, 3 + 7 * j))
+        .unzip();
+    let n = x.len();
+    for bins in [4, 8, 10] {
+        for reduction in [Reduction::None, Reduction::Mean] {
+            let config = wgloss::GhmCConfig {
+                bins,
+                reduction,
+                ..Default::default()
+            };
+            let loss = wgloss::GhmC::new(gpu, config).unwrap();
+            let out = loss
+                .compute(
+                    gpu,
+                    &Tensor::from_slice(gpu, &x, &[n]).unwrap(),
+                    &Tensor::from_slice(gpu, &t, &[n]).unwrap(),
+                )
+                .unwrap();
+            let want = wgloss_ref::ghm_c(
+                to_f64(&x, &[n]).view(),
+                to_f64(&t, &[n]).view(),
+                None,
+                bins,
+                0.0,
+                &mut vec![0.0; bins],
+                reduction_ref(reduction),
+                1.0,
+            );
+            let what = format!("ghm_c on the edges, {bins} bins {reduction:?}");
+            let tol = loss_tolerance(reduction);
+            assert_output(gpu, &what, &out, &want, tol, ELEMENTWISE);
+        }
+    }
+}
+
 /// GHM-C with mmdet's `label_weight` mask: masked elements get weight 0 and are not counted, and
 /// the running counts evolve on the GPU exactly as in the reference, call after call; with f32
 /// inputs and with 16-bit ones of an odd length (the last word's padding half is no element);
