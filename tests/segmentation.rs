@@ -408,36 +408,22 @@ fn out_of_range_labels_are_reported() {
 /// hinge per image, and SSIM (runs of whole planes).
 #[test]
 fn unaligned_segments_match_reference() {
+    use wgloss::Reduction::{Mean, None as PerPixel};
+    use wgloss::SsimPadding::{Same, Valid};
+    use DType::{BF16, F16, F32};
+    use SegMode::{Multiclass, Multilabel};
     let Some(gpu) = wide_alignment_gpu() else {
         return;
     };
-    for dtype in [DType::F32, DType::BF16] {
-        check_on(
-            gpu,
-            &[201, 5, 31, 29],
-            SegMode::Multiclass,
-            false,
-            1.0,
-            dtype,
-        );
-    }
-    check_on(
-        gpu,
-        &[199, 5, 31, 30],
-        SegMode::Multiclass,
-        true,
-        0.0,
-        DType::F16,
-    );
-    for dtype in [DType::F32, DType::F16] {
-        check_on(
-            gpu,
-            &[1301, 3, 11, 13],
-            SegMode::Multilabel,
-            false,
-            0.0,
-            dtype,
-        );
+    let overlap_cases: [(&[usize], SegMode, bool, f32, DType); 5] = [
+        (&[201, 5, 31, 29], Multiclass, false, 1.0, F32),
+        (&[201, 5, 31, 29], Multiclass, false, 1.0, BF16),
+        (&[199, 5, 31, 30], Multiclass, true, 0.0, F16),
+        (&[1301, 3, 11, 13], Multilabel, false, 0.0, F32),
+        (&[1301, 3, 11, 13], Multilabel, false, 0.0, F16),
+    ];
+    for (shape, mode, per_image, smooth, dtype) in overlap_cases {
+        check_on(gpu, shape, mode, per_image, smooth, dtype);
     }
     // Lovász softmax per image over images of three pixels (7,941 to a segment), whose errors
     // f32 and f64 sort alike (larger groups hold near ties that they order apart).
@@ -462,8 +448,6 @@ fn unaligned_segments_match_reference() {
     // SSIM over 39 planes of 31 × 29 (36 to a segment, whose scratch takes 8 maps of each), with
     // the per-pixel map cropped (valid padding) and whole, and over 75 planes of 23 × 21 (67 to
     // a segment; rows too short for the border passes).
-    use wgloss::Reduction::{Mean, None as PerPixel};
-    use wgloss::SsimPadding::{Same, Valid};
     for (shape, padding, reduction) in [
         ([13, 3, 31, 29], Valid, PerPixel),
         ([13, 3, 31, 29], Same, Mean),
